@@ -1,0 +1,391 @@
+//! The `postdesk` command line: argument definitions (clap) and what each command prints.
+//!
+//! Human output is a readable table; `--json` output uses the names of DESIGN.md's JSON contract.
+//! Every command returns an exit code instead of exiting, so tests can drive it in-process.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::desk::ticket::{Message, Status, Ticket, TicketId};
+use crate::intake::{pipe, Desk};
+use crate::outbound::render::Renderer;
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(name = "postdesk", version, about = "Email helpdesk daemon: regional support mailboxes become tickets, answered by mail")]
+pub struct Cli {
+    /// Config file [default: $POSTDESK_CONFIG, else /etc/postdesk/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground (intake, outbox, timers) until SIGTERM/SIGINT.
+    Run,
+    /// Validate the config and compile every template; exit 0, or 2 naming the key and the reason.
+    CheckConfig,
+    /// Store one mail read from stdin (MTA pipe delivery). Exit 0 stored, 75 retry later, 65 not a mail.
+    Ingest {
+        /// Region code the mail was addressed to (e.g. JP).
+        #[arg(long)]
+        region: String,
+    },
+    /// List, show and change tickets.
+    #[command(subcommand)]
+    Tickets(TicketsCommand),
+    /// The outgoing mail queue.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// Per-region ticket counts and quarantined mail.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run postdesk on its embedded default: sample mails in a Maildir, acknowledgements to files.
+    Demo {
+        /// Working directory for the demo's config, store, Maildirs and outbox.
+        #[arg(long, default_value = "postdesk-demo")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TicketsCommand {
+    /// List tickets.
+    List {
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        status: Option<Status>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one ticket with its messages.
+    Show {
+        id: TicketId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a ticket's status; the customer gets the status update mail.
+    SetStatus { id: TicketId, status: Status },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List outgoing mail with its delivery state.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a mail again now (after `failed`, or to skip a retry wait).
+    Retry { id: u64 },
+}
+
+/// Exit code for configuration errors.
+pub const EX_CONFIG: i32 = 2;
+/// Exit code for other failures.
+pub const EX_FAILURE: i32 = 1;
+
+/// Where the config is: `--config`, else `$POSTDESK_CONFIG`, else the default path.
+pub fn config_path(arg: Option<&Path>) -> PathBuf {
+    arg.map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("POSTDESK_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+/// Run a parsed command line; returns the process exit code.
+pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    if let Command::Demo { dir } = &cli.command {
+        return crate::demo::run(dir, out, err).await;
+    }
+    let path = config_path(cli.config.as_deref());
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = writeln!(err, "postdesk: {e}");
+            if path == Path::new(DEFAULT_CONFIG_PATH) && !path.exists() {
+                let _ = writeln!(err, "postdesk: pass --config PATH, set POSTDESK_CONFIG, or try `postdesk demo`");
+            }
+            return match cli.command {
+                // The MTA must keep the mail when postdesk is misconfigured.
+                Command::Ingest { .. } => pipe::EX_TEMPFAIL,
+                _ => EX_CONFIG,
+            };
+        }
+    };
+    match cli.command {
+        Command::CheckConfig => check_config(&config, &path, out, err),
+        Command::Run => run_daemon(config, err).await,
+        command => {
+            let templates = Renderer::load(config.outbound.templates_dir.as_deref());
+            let renderer = match templates {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = writeln!(err, "postdesk: {e}");
+                    return if matches!(command, Command::Ingest { .. }) { pipe::EX_TEMPFAIL } else { EX_CONFIG };
+                }
+            };
+            let store = match Store::open(&config.storage.path) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = writeln!(err, "postdesk: {e}");
+                    return if matches!(command, Command::Ingest { .. }) { pipe::EX_TEMPFAIL } else { EX_FAILURE };
+                }
+            };
+            let desk = Desk { config, store: std::sync::Arc::new(store), renderer };
+            let code = with_desk(&desk, command, out, err).await;
+            if let Err(e) = desk.store.flush_async().await {
+                let _ = writeln!(err, "postdesk: {e}");
+                return EX_FAILURE;
+            }
+            code
+        }
+    }
+}
+
+fn check_config(config: &Config, path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let renderer = match Renderer::load(config.outbound.templates_dir.as_deref()).and_then(|r| r.self_test().map(|_| r)) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = writeln!(err, "postdesk: {e}");
+            return EX_CONFIG;
+        }
+    };
+    drop(renderer);
+    let regions: Vec<String> = config.region.iter().map(|r| format!("{} <{}>", r.code, r.address)).collect();
+    let _ = writeln!(out, "{}: OK ({} region(s): {}; templates compiled)", path.display(), regions.len(), regions.join(", "));
+    0
+}
+
+async fn run_daemon(config: Config, err: &mut dyn Write) -> i32 {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    crate::daemon::cancel_on_signals(shutdown.clone());
+    let daemon = match crate::daemon::Daemon::start(config, shutdown) {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = writeln!(err, "postdesk: cannot start: {e}");
+            tracing::error!("cannot start: {e}");
+            return EX_FAILURE;
+        }
+    };
+    tracing::info!("postdesk running");
+    match daemon.wait().await {
+        Ok(()) => {
+            tracing::info!("postdesk stopped");
+            0
+        }
+        Err(e) => {
+            tracing::error!("final flush failed: {e}");
+            EX_FAILURE
+        }
+    }
+}
+
+/// Commands that work on an open store.
+pub async fn with_desk(desk: &Desk, command: Command, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let result: Result<i32, String> = async {
+        match command {
+            Command::Ingest { region } => {
+                let raw = pipe::read_input(&mut std::io::stdin().lock()).map_err(|e| format!("cannot read stdin: {e}"));
+                let raw = match raw {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = writeln!(err, "postdesk: {e}");
+                        return Ok(pipe::EX_TEMPFAIL);
+                    }
+                };
+                let (code, line) = pipe::deliver(desk, &region, &raw).await;
+                if code == 0 {
+                    let _ = writeln!(out, "{line}");
+                } else {
+                    let _ = writeln!(err, "{line}");
+                }
+                Ok(code)
+            }
+            Command::Tickets(TicketsCommand::List { region, status, json }) => {
+                let tickets = desk.store.tickets(region.as_deref(), status).map_err(|e| e.to_string())?;
+                if json {
+                    print_json(out, &tickets)?;
+                } else {
+                    print_ticket_table(out, &tickets);
+                }
+                Ok(0)
+            }
+            Command::Tickets(TicketsCommand::Show { id, json }) => {
+                let Some(ticket) = desk.store.ticket(&id).map_err(|e| e.to_string())? else {
+                    let _ = writeln!(err, "postdesk: no ticket {id}");
+                    return Ok(EX_FAILURE);
+                };
+                let messages = desk.store.messages(&id).map_err(|e| e.to_string())?;
+                if json {
+                    print_json(out, &TicketWithMessages { ticket: &ticket, messages: &messages })?;
+                } else {
+                    print_ticket(out, &ticket, &messages);
+                }
+                Ok(0)
+            }
+            Command::Tickets(TicketsCommand::SetStatus { id, status }) => {
+                match desk.set_status(&id, status, Utc::now()).map_err(|e| e.to_string())? {
+                    Ok(queued) => {
+                        let _ = writeln!(out, "{id}: status {status}; {queued} update mail(s) queued");
+                        Ok(0)
+                    }
+                    Err(e) => {
+                        let _ = writeln!(err, "postdesk: {id}: {e}");
+                        Ok(EX_FAILURE)
+                    }
+                }
+            }
+            Command::Outbox(OutboxCommand::List { json }) => {
+                let items = desk.store.outbox_all().map_err(|e| e.to_string())?;
+                if json {
+                    let views: Vec<_> = items.iter().map(|i| i.view()).collect();
+                    print_json(out, &views)?;
+                } else {
+                    let _ = writeln!(out, "{:<20} {:<10} {:<16} {:<8} {:>3}  {:<30} SUBJECT", "ID", "TICKET", "KIND", "STATUS", "TRY", "TO");
+                    for i in &items {
+                        let _ = writeln!(out, "{:<20} {:<10} {:<16} {:<8} {:>3}  {:<30} {}{}", i.id, i.ticket.to_string(), i.kind, i.status.as_str(), i.attempts,
+                            truncate(&i.to.join(","), 30), truncate(&i.subject, 50),
+                            i.last_error.as_deref().map(|e| format!("  [{}]", truncate(e, 80))).unwrap_or_default());
+                    }
+                }
+                Ok(0)
+            }
+            Command::Outbox(OutboxCommand::Retry { id }) => {
+                let item = desk.store.outbox_retry(id).map_err(|e| e.to_string())?;
+                let _ = writeln!(out, "outbox {id} ({} for {}) queued again", item.kind, item.ticket);
+                Ok(0)
+            }
+            Command::Stats { json } => {
+                let counts = desk.store.counts().map_err(|e| e.to_string())?;
+                let quarantined = desk.store.quarantined().map_err(|e| e.to_string())?;
+                print_stats(out, desk, &counts, &quarantined, json)?;
+                Ok(0)
+            }
+            Command::Run | Command::CheckConfig | Command::Demo { .. } => Ok(0),
+        }
+    }
+    .await;
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = writeln!(err, "postdesk: {e}");
+            EX_FAILURE
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TicketWithMessages<'a> {
+    #[serde(flatten)]
+    ticket: &'a Ticket,
+    messages: &'a [Message],
+}
+
+fn print_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
+    writeln!(out, "{text}").map_err(|e| e.to_string())
+}
+
+/// Cut to `n` characters, marking the cut.
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn short_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// The human table of `tickets list`.
+pub fn print_ticket_table(out: &mut dyn Write, tickets: &[Ticket]) {
+    let _ = writeln!(out, "{:<10} {:<9} {:<8} {:<16} {:<30} SUBJECT", "ID", "STATUS", "PRIORITY", "UPDATED (UTC)", "REQUESTER");
+    for t in tickets {
+        let _ = writeln!(out, "{:<10} {:<9} {:<8} {:<16} {:<30} {}", t.id.to_string(), t.status.as_str(), t.priority.as_str(),
+            short_time(t.updated_at), truncate(&t.requester, 30), truncate(&t.subject, 60));
+    }
+    let _ = writeln!(out, "({} ticket(s))", tickets.len());
+}
+
+fn print_ticket(out: &mut dyn Write, t: &Ticket, messages: &[Message]) {
+    let _ = writeln!(out, "{}  {}", t.id, t.subject);
+    let _ = writeln!(out, "status {}  priority {}  category {}  locale {}", t.status, t.priority, t.category, t.locale);
+    let _ = writeln!(out, "requester {}{}", t.requester, if t.requester_name.is_empty() { String::new() } else { format!(" ({})", t.requester_name) });
+    if !t.participants.is_empty() {
+        let _ = writeln!(out, "participants {}", t.participants.join(", "));
+    }
+    if !t.links.is_empty() {
+        let _ = writeln!(out, "linked {}", t.links.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", "));
+    }
+    let _ = writeln!(out, "created {}  updated {}", t.created_at.to_rfc3339(), t.updated_at.to_rfc3339());
+    for (i, m) in messages.iter().enumerate() {
+        let dir = match m.direction {
+            crate::desk::ticket::Direction::In => "in",
+            crate::desk::ticket::Direction::Out => "out",
+            crate::desk::ticket::Direction::Note => "note",
+        };
+        let _ = writeln!(out, "\n--- #{} {dir} {} from {} to {}", i + 1, m.date.to_rfc3339(), m.from, m.to.join(", "));
+        let _ = writeln!(out, "Subject: {}", m.subject);
+        if let Some(a) = &m.auto {
+            let _ = writeln!(out, "(automatic mail: {a})");
+        }
+        for d in &m.damage {
+            let _ = writeln!(out, "(note: {d})");
+        }
+        for a in &m.attachments {
+            let _ = writeln!(out, "[attachment] {} ({}, {} bytes)", a.filename, a.content_type, a.size);
+        }
+        let _ = writeln!(out, "\n{}", m.text.trim_end());
+    }
+}
+
+#[derive(Serialize)]
+struct RegionStats {
+    region: String,
+    by_status: std::collections::BTreeMap<&'static str, usize>,
+    quarantined: usize,
+}
+
+fn print_stats(
+    out: &mut dyn Write,
+    desk: &Desk,
+    counts: &[(String, Status, usize)],
+    quarantined: &[crate::store::Quarantined],
+    json: bool,
+) -> Result<(), String> {
+    let stats: Vec<RegionStats> = desk
+        .config
+        .region
+        .iter()
+        .map(|r| RegionStats {
+            region: r.code.clone(),
+            by_status: Status::ALL
+                .iter()
+                .map(|s| (s.as_str(), counts.iter().filter(|(rc, st, _)| *rc == r.code && st == s).map(|c| c.2).sum()))
+                .collect(),
+            quarantined: quarantined.iter().filter(|q| q.region == r.code).count(),
+        })
+        .collect();
+    if json {
+        return print_json(out, &stats);
+    }
+    let _ = writeln!(out, "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12}", "REGION", "NEW", "OPEN", "PENDING", "RESOLVED", "CLOSED", "QUARANTINED");
+    for s in &stats {
+        let c = |k: &str| s.by_status.get(k).copied().unwrap_or(0);
+        let _ = writeln!(out, "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12}", s.region, c("new"), c("open"), c("pending"), c("resolved"), c("closed"), s.quarantined);
+    }
+    Ok(())
+}

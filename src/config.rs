@@ -1,0 +1,872 @@
+//! The TOML configuration: its shape (serde), its defaults, and the validation that runs before anything starts.
+//!
+//! Every field's `///` comment is its documentation (README's config reference is written from it). Loading
+//! never half-succeeds: [`Config::load`] either returns a config in which every region, duration, address and
+//! password file has been checked, or a [`ConfigError`] that names the key and says what is wrong with it, so
+//! that `postdesk check-config` and `postdesk run` can exit 2 with a message an admin can act on.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::desk::ticket::{Locale, Priority};
+
+/// The default location of the config file when neither `--config` nor `$POSTDESK_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/postdesk/config.toml";
+
+/// A configuration problem: which key, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A duration written as a humantime string (`90s`, `48h`, `7d`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(text.trim())
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {text:?}: {e} (write it like \"90s\", \"30m\", \"48h\" or \"7d\")"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for HumanDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+/// A secret read from a file or an environment variable. Its `Debug` never shows the value, so it cannot reach
+/// a log line by accident.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the sled database and attachment blobs live.
+    pub storage: StorageConfig,
+    /// How outgoing mail leaves.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
+    /// One `[[region]]` per support address.
+    #[serde(default)]
+    pub region: Vec<RegionConfig>,
+    /// Reminders, SLA targets and auto-close; a region may override them in `[region.timers]`.
+    #[serde(default)]
+    pub timers: TimersConfig,
+    /// Optional health and metrics endpoint.
+    #[serde(default)]
+    pub http: Option<HttpConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Directory holding the sled database and attachment blobs (created if missing).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Smtp,
+    Sendmail,
+    File,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// `smtp`, `sendmail` or `file`.
+    #[serde(default = "default_transport")]
+    pub transport: TransportKind,
+    /// With `transport = "file"`: the directory that receives one `.eml` per outgoing mail.
+    #[serde(default)]
+    pub file_dir: Option<PathBuf>,
+    /// With `transport = "sendmail"`: the sendmail-compatible program (default `/usr/sbin/sendmail`).
+    #[serde(default)]
+    pub sendmail_command: Option<PathBuf>,
+    /// A directory whose `<locale>/<event>.*.hbs` files replace the shipped templates, file by file.
+    #[serde(default)]
+    pub templates_dir: Option<PathBuf>,
+    /// With `transport = "smtp"`: the relay.
+    #[serde(default)]
+    pub smtp: Option<SmtpConfig>,
+}
+
+fn default_transport() -> TransportKind {
+    TransportKind::Smtp
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            transport: TransportKind::Smtp,
+            file_dir: None,
+            sendmail_command: None,
+            templates_dir: None,
+            smtp: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain connection upgraded with STARTTLS (submission port 587).
+    Starttls,
+    /// TLS from the first byte (465 for SMTP, 993 for IMAP).
+    Implicit,
+    /// No TLS at all: only for loopback test servers.
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Relay host name (also the name its certificate is checked against).
+    pub host: String,
+    /// Relay port: 587 with `starttls`, 465 with `implicit`.
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    /// `starttls`, `implicit` or `none`.
+    #[serde(default = "default_starttls")]
+    pub tls: TlsMode,
+    /// Login name; leave out for an unauthenticated relay.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// The password, read from `password_file`/`password_env` at load time.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+fn default_smtp_port() -> u16 {
+    587
+}
+fn default_starttls() -> TlsMode {
+    TlsMode::Starttls
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// 2–8 uppercase ASCII letters; ticket ids are `<code>-<n>`.
+    pub code: String,
+    /// Default language of this region's mail: `en`, `ja`, `ko` or `zh`.
+    #[serde(default = "default_locale")]
+    pub locale: Locale,
+    /// IANA time zone used for dates in mail and business hours (e.g. `Asia/Tokyo`).
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// The support address customers write to, and the From of this region's mail.
+    pub address: String,
+    /// Display name in the From of this region's mail (default: "<code> Support").
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Addresses allowed to act on tickets by mail.
+    #[serde(default)]
+    pub agents: Vec<String>,
+    /// Where new-ticket and customer-reply notifications go.
+    #[serde(default)]
+    pub agent_notify: Option<String>,
+    /// First ticket number of this region (default 1000).
+    #[serde(default = "default_first_number")]
+    pub first_number: u64,
+    /// Where this region's mail comes from (leave out when mail arrives only through `postdesk ingest`).
+    #[serde(default)]
+    pub intake: Option<IntakeConfig>,
+    /// Overrides of `[timers]` for this region.
+    #[serde(default)]
+    pub timers: Option<TimersOverride>,
+}
+
+fn default_locale() -> Locale {
+    Locale::En
+}
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+fn default_first_number() -> u64 {
+    1000
+}
+
+impl RegionConfig {
+    /// The display name used in From headers and signatures.
+    pub fn desk_name(&self) -> String {
+        self.display_name
+            .clone()
+            .unwrap_or_else(|| format!("{} Support", self.code))
+    }
+
+    /// Whether `address` (already lower-cased) is one of this region's agents.
+    pub fn is_agent(&self, address: &str) -> bool {
+        self.agents.iter().any(|a| a.eq_ignore_ascii_case(address))
+    }
+
+    /// The domain of the support address, used for the Message-IDs postdesk writes.
+    pub fn domain(&self) -> &str {
+        self.address
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or("postdesk.invalid")
+    }
+}
+
+/// Where a region's mail comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum IntakeConfig {
+    /// Poll or IDLE on IMAP mailboxes.
+    Imap(ImapIntake),
+    /// Watch a Maildir: `new/` is read, stored mail moves to `cur/`.
+    Maildir(MaildirIntake),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaildirIntake {
+    /// The Maildir (holding `new/`, `cur/`, `tmp/`; created if missing).
+    pub path: PathBuf,
+    /// How often `new/` is scanned.
+    #[serde(default = "default_maildir_poll")]
+    pub poll_interval: HumanDuration,
+}
+
+fn default_maildir_poll() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapIntake {
+    /// IMAP server host name (also the name its certificate is checked against).
+    pub host: String,
+    /// 993 with `implicit`, 143 with `starttls` or `none`.
+    #[serde(default = "default_imap_port")]
+    pub port: u16,
+    /// `implicit`, `starttls` or `none`.
+    #[serde(default = "default_implicit")]
+    pub tls: TlsMode,
+    /// Login name.
+    pub username: String,
+    /// File holding the password (first line).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A PEM file of extra CA certificates to trust (for a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Mailboxes to take mail from.
+    #[serde(default = "default_mailboxes")]
+    pub mailboxes: Vec<String>,
+    /// What to do with a stored mail: `seen`, `move:<Folder>` or `delete`.
+    #[serde(default = "default_after")]
+    pub after: String,
+    /// Use IDLE when the server offers it.
+    #[serde(default = "default_true")]
+    pub idle: bool,
+    /// How often to poll when IDLE is off or not offered.
+    #[serde(default = "default_imap_poll")]
+    pub poll_interval: HumanDuration,
+    /// Mail older than this on first contact is imported without an acknowledgement.
+    #[serde(default = "default_ack_max_age")]
+    pub ack_max_age: HumanDuration,
+    /// Larger mail is quarantined (headers and text kept).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
+    /// The password, read at load time.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+fn default_imap_port() -> u16 {
+    993
+}
+fn default_implicit() -> TlsMode {
+    TlsMode::Implicit
+}
+fn default_mailboxes() -> Vec<String> {
+    vec!["INBOX".to_string()]
+}
+fn default_after() -> String {
+    "seen".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_imap_poll() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_ack_max_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
+}
+fn default_max_message_bytes() -> u64 {
+    25 * 1024 * 1024
+}
+
+/// First-response targets per priority.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstResponse {
+    #[serde(default = "h4")]
+    pub urgent: HumanDuration,
+    #[serde(default = "h8")]
+    pub high: HumanDuration,
+    #[serde(default = "h24")]
+    pub normal: HumanDuration,
+    #[serde(default = "h72")]
+    pub low: HumanDuration,
+}
+
+fn hours(n: u64) -> HumanDuration {
+    HumanDuration(Duration::from_secs(n * 3600))
+}
+fn h4() -> HumanDuration {
+    hours(4)
+}
+fn h8() -> HumanDuration {
+    hours(8)
+}
+fn h24() -> HumanDuration {
+    hours(24)
+}
+fn h72() -> HumanDuration {
+    hours(72)
+}
+
+impl Default for FirstResponse {
+    fn default() -> Self {
+        FirstResponse {
+            urgent: h4(),
+            high: h8(),
+            normal: h24(),
+            low: h72(),
+        }
+    }
+}
+
+impl FirstResponse {
+    pub fn for_priority(&self, p: Priority) -> Duration {
+        match p {
+            Priority::Urgent => self.urgent.0,
+            Priority::High => self.high.0,
+            Priority::Normal => self.normal.0,
+            Priority::Low => self.low.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimersConfig {
+    /// A ticket waiting for the customer this long gets a reminder.
+    #[serde(default = "h48")]
+    pub customer_reminder_after: HumanDuration,
+    /// After this many unanswered reminders the ticket is resolved with a notice.
+    #[serde(default = "two")]
+    pub customer_reminders: u32,
+    /// A resolved ticket is closed after this long.
+    #[serde(default = "d7")]
+    pub autoclose_after: HumanDuration,
+    /// Ask for a 1–5 rating when a ticket is resolved.
+    #[serde(default = "default_true")]
+    pub survey: bool,
+    /// Where SLA breaches are escalated.
+    #[serde(default)]
+    pub escalate_to: Option<String>,
+    /// First-response targets per priority.
+    #[serde(default)]
+    pub first_response: FirstResponse,
+}
+
+fn h48() -> HumanDuration {
+    hours(48)
+}
+fn d7() -> HumanDuration {
+    hours(24 * 7)
+}
+fn two() -> u32 {
+    2
+}
+
+impl Default for TimersConfig {
+    fn default() -> Self {
+        TimersConfig {
+            customer_reminder_after: h48(),
+            customer_reminders: 2,
+            autoclose_after: d7(),
+            survey: true,
+            escalate_to: None,
+            first_response: FirstResponse::default(),
+        }
+    }
+}
+
+/// Per-region overrides of [`TimersConfig`]; absent keys inherit the global value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimersOverride {
+    pub customer_reminder_after: Option<HumanDuration>,
+    pub customer_reminders: Option<u32>,
+    pub autoclose_after: Option<HumanDuration>,
+    pub survey: Option<bool>,
+    pub escalate_to: Option<String>,
+    pub first_response: Option<FirstResponse>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of the health and metrics listener (loopback by default).
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9187".to_string()
+}
+
+impl Config {
+    /// Read, parse and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parse and validate config text; `origin` is only used in messages.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The region with this code.
+    pub fn region(&self, code: &str) -> Option<&RegionConfig> {
+        self.region.iter().find(|r| r.code == code)
+    }
+
+    /// The region whose support address is `address` (lower-case compare).
+    pub fn region_by_address(&self, address: &str) -> Option<&RegionConfig> {
+        self.region
+            .iter()
+            .find(|r| r.address.eq_ignore_ascii_case(address))
+    }
+
+    /// Whether `address` is one of postdesk's own addresses (support or notification addresses): mail from
+    /// them is never answered, which is what breaks loops between two regions.
+    pub fn is_own_address(&self, address: &str) -> bool {
+        self.region.iter().any(|r| {
+            r.address.eq_ignore_ascii_case(address)
+                || r.agent_notify
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(address))
+        })
+    }
+
+    /// The effective timers of a region: its overrides over the global `[timers]`.
+    pub fn timers_for(&self, region: &RegionConfig) -> TimersConfig {
+        let mut t = self.timers.clone();
+        if let Some(o) = &region.timers {
+            if let Some(v) = o.customer_reminder_after {
+                t.customer_reminder_after = v;
+            }
+            if let Some(v) = o.customer_reminders {
+                t.customer_reminders = v;
+            }
+            if let Some(v) = o.autoclose_after {
+                t.autoclose_after = v;
+            }
+            if let Some(v) = o.survey {
+                t.survey = v;
+            }
+            if let Some(v) = &o.escalate_to {
+                t.escalate_to = Some(v.clone());
+            }
+            if let Some(v) = &o.first_response {
+                t.first_response = v.clone();
+            }
+        }
+        t
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        if self.storage.path.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("storage.path", "must not be empty"));
+        }
+        match self.outbound.transport {
+            TransportKind::File => {
+                if self.outbound.file_dir.is_none() {
+                    return Err(ConfigError::invalid(
+                        "outbound.file_dir",
+                        "is required when outbound.transport = \"file\"",
+                    ));
+                }
+            }
+            TransportKind::Smtp => {
+                let Some(smtp) = self.outbound.smtp.as_mut() else {
+                    return Err(ConfigError::invalid(
+                        "outbound.smtp",
+                        "is required when outbound.transport = \"smtp\" (add an [outbound.smtp] table with host and port, or choose transport = \"file\")",
+                    ));
+                };
+                if smtp.host.trim().is_empty() {
+                    return Err(ConfigError::invalid("outbound.smtp.host", "must not be empty"));
+                }
+                smtp.password = read_password(
+                    "outbound.smtp",
+                    smtp.password_file.as_deref(),
+                    smtp.password_env.as_deref(),
+                )?;
+                if smtp.username.is_some() && smtp.password.is_none() {
+                    return Err(ConfigError::invalid(
+                        "outbound.smtp.password_file",
+                        "a username is set but neither password_file nor password_env is",
+                    ));
+                }
+            }
+            TransportKind::Sendmail => {}
+        }
+        if self.region.is_empty() {
+            return Err(ConfigError::invalid(
+                "region",
+                "at least one [[region]] is required",
+            ));
+        }
+        let mut codes = HashSet::new();
+        let mut addresses = HashSet::new();
+        for (i, region) in self.region.iter_mut().enumerate() {
+            let key = |k: &str| format!("region[{i}].{k}");
+            let code_ok = (2..=8).contains(&region.code.len())
+                && region.code.bytes().all(|b| b.is_ascii_uppercase());
+            if !code_ok {
+                return Err(ConfigError::invalid(
+                    key("code"),
+                    format!(
+                        "{:?} must be 2 to 8 uppercase ASCII letters, like \"JP\"",
+                        region.code
+                    ),
+                ));
+            }
+            if !codes.insert(region.code.clone()) {
+                return Err(ConfigError::invalid(
+                    key("code"),
+                    format!("region code {:?} is used twice", region.code),
+                ));
+            }
+            if !is_plausible_address(&region.address) {
+                return Err(ConfigError::invalid(
+                    key("address"),
+                    format!("{:?} is not an email address", region.address),
+                ));
+            }
+            region.address = region.address.to_ascii_lowercase();
+            if !addresses.insert(region.address.clone()) {
+                return Err(ConfigError::invalid(
+                    key("address"),
+                    format!("{:?} is used by two regions", region.address),
+                ));
+            }
+            if region.timezone.trim().is_empty() || !region.timezone.is_ascii() {
+                return Err(ConfigError::invalid(
+                    key("timezone"),
+                    "must be an IANA zone name like \"Asia/Tokyo\"",
+                ));
+            }
+            for (j, agent) in region.agents.iter_mut().enumerate() {
+                if !is_plausible_address(agent) {
+                    return Err(ConfigError::invalid(
+                        format!("region[{i}].agents[{j}]"),
+                        format!("{agent:?} is not an email address"),
+                    ));
+                }
+                *agent = agent.to_ascii_lowercase();
+            }
+            if let Some(n) = &region.agent_notify {
+                if !is_plausible_address(n) {
+                    return Err(ConfigError::invalid(
+                        key("agent_notify"),
+                        format!("{n:?} is not an email address"),
+                    ));
+                }
+            }
+            match region.intake.as_mut() {
+                Some(IntakeConfig::Imap(imap)) => {
+                    let prefix = format!("region[{i}].intake");
+                    imap.password = read_password(
+                        &prefix,
+                        imap.password_file.as_deref(),
+                        imap.password_env.as_deref(),
+                    )?;
+                    if imap.password.is_none() {
+                        return Err(ConfigError::invalid(
+                            format!("{prefix}.password_file"),
+                            "an IMAP intake needs password_file or password_env",
+                        ));
+                    }
+                    if imap.mailboxes.is_empty() {
+                        return Err(ConfigError::invalid(
+                            format!("{prefix}.mailboxes"),
+                            "must name at least one mailbox",
+                        ));
+                    }
+                    let after_ok = imap.after == "seen"
+                        || imap.after == "delete"
+                        || imap
+                            .after
+                            .strip_prefix("move:")
+                            .is_some_and(|f| !f.trim().is_empty());
+                    if !after_ok {
+                        return Err(ConfigError::invalid(
+                            format!("{prefix}.after"),
+                            format!(
+                                "{:?} must be \"seen\", \"delete\" or \"move:<Folder>\"",
+                                imap.after
+                            ),
+                        ));
+                    }
+                    if imap.poll_interval.0 < Duration::from_millis(100) {
+                        return Err(ConfigError::invalid(
+                            format!("{prefix}.poll_interval"),
+                            "must be at least 100ms",
+                        ));
+                    }
+                }
+                Some(IntakeConfig::Maildir(m)) => {
+                    if m.path.as_os_str().is_empty() {
+                        return Err(ConfigError::invalid(
+                            format!("region[{i}].intake.path"),
+                            "must not be empty",
+                        ));
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read a password from a file (first line, trailing newline removed) or an environment variable.
+/// `$CREDENTIALS_DIRECTORY` (systemd's LoadCredential) is honoured for relative file names.
+fn read_password(
+    key: &str,
+    file: Option<&Path>,
+    env: Option<&str>,
+) -> Result<Option<Secret>, ConfigError> {
+    if let Some(file) = file {
+        let resolved = match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) if file.is_relative() => Path::new(&dir).join(file),
+            _ => file.to_path_buf(),
+        };
+        let text = std::fs::read_to_string(&resolved).map_err(|e| {
+            ConfigError::invalid(
+                format!("{key}.password_file"),
+                format!("cannot read {}: {e}", resolved.display()),
+            )
+        })?;
+        let pw = text.lines().next().unwrap_or("").to_string();
+        if pw.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{key}.password_file"),
+                format!("{} is empty", resolved.display()),
+            ));
+        }
+        return Ok(Some(Secret(pw)));
+    }
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
+            _ => Err(ConfigError::invalid(
+                format!("{key}.password_env"),
+                format!("environment variable {var} is not set or empty"),
+            )),
+        };
+    }
+    Ok(None)
+}
+
+/// A cheap shape check (one `@`, something on both sides, no spaces): real validation is the mail server's.
+pub fn is_plausible_address(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[storage]
+path = "/tmp/x"
+[outbound]
+transport = "file"
+file_dir = "/tmp/out"
+[[region]]
+code = "JP"
+locale = "ja"
+address = "Support-JP@example.com"
+agents = ["Agent1@example.com"]
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn base_config_loads_and_lowercases_addresses() {
+        let c = load(BASE).expect("valid");
+        assert_eq!(c.region[0].address, "support-jp@example.com");
+        assert!(c.region[0].is_agent("agent1@example.com"));
+        assert_eq!(c.region[0].first_number, 1000);
+        assert_eq!(c.timers.first_response.normal.0, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load(&format!("{BASE}colour = \"blue\"\n")).unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_region_code_is_rejected() {
+        let text = format!("{BASE}[[region]]\ncode = \"JP\"\naddress = \"other@example.com\"\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("region[1].code") && err.contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_address_is_rejected_case_insensitively() {
+        let text = format!("{BASE}[[region]]\ncode = \"KR\"\naddress = \"support-jp@EXAMPLE.com\"\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("region[1].address"), "{err}");
+    }
+
+    #[test]
+    fn bad_code_is_rejected() {
+        let err = load(&BASE.replace("\"JP\"", "\"jp1\"")).unwrap_err().to_string();
+        assert!(err.contains("region[0].code"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_the_key_and_the_reason() {
+        let err = load(&format!("{BASE}[timers]\nautoclose_after = \"soon\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("autoclose_after") && err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn unreadable_password_file_is_named() {
+        let text = format!(
+            "{BASE}[region.intake]\nkind = \"imap\"\nhost = \"imap.example.com\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n"
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("region[0].intake.password_file") && err.contains("/nonexistent/pw"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_inside_intake_is_rejected() {
+        let text = format!("{BASE}[region.intake]\nkind = \"maildir\"\npath = \"/tmp/m\"\nfolder = \"x\"\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("folder"), "{err}");
+    }
+
+    #[test]
+    fn bad_after_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let text = format!(
+            "{BASE}[region.intake]\nkind = \"imap\"\nhost = \"h\"\nusername = \"u\"\npassword_file = {:?}\nafter = \"archive\"\n",
+            pw
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("region[0].intake.after"), "{err}");
+    }
+
+    #[test]
+    fn smtp_transport_needs_smtp_table() {
+        let err = load(&BASE.replace("transport = \"file\"", "transport = \"smtp\""))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outbound.smtp"), "{err}");
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let s = Secret("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn region_timers_override_globals() {
+        let text = format!("{BASE}[region.timers]\nautoclose_after = \"1d\"\n");
+        let c = load(&text).unwrap();
+        let t = c.timers_for(&c.region[0]);
+        assert_eq!(t.autoclose_after.0, Duration::from_secs(86400));
+        assert_eq!(t.customer_reminders, 2);
+    }
+}

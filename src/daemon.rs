@@ -1,0 +1,90 @@
+//! `postdesk run`: start every part, supervise, stop cleanly.
+//!
+//! Each part (one intake task per region, the outbox worker) takes the shared [`Desk`] and a
+//! [`CancellationToken`]; SIGTERM or SIGINT cancels the token, every part finishes what it holds (the batch
+//! in flight, the send in progress), and the store is flushed before the process exits.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, IntakeConfig};
+use crate::intake::{maildir, Desk};
+use crate::outbound::render::Renderer;
+use crate::outbound::transport::Transport;
+use crate::outbound::worker;
+use crate::store::Store;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Templates(#[from] crate::outbound::render::RenderError),
+    #[error(transparent)]
+    Transport(#[from] crate::outbound::transport::TransportError),
+}
+
+/// The running parts.
+pub struct Daemon {
+    pub desk: Arc<Desk>,
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
+impl Daemon {
+    /// Open the store, compile templates, set up the transport and start every task.
+    pub fn start(config: Config, shutdown: CancellationToken) -> Result<Daemon, StartError> {
+        let renderer = Renderer::load(config.outbound.templates_dir.as_deref())?;
+        let transport = Arc::new(Transport::from_config(&config.outbound)?);
+        let store = Arc::new(Store::open(&config.storage.path)?);
+        let desk = Arc::new(Desk { config, store, renderer });
+        let tracker = TaskTracker::new();
+        for region in &desk.config.region {
+            match &region.intake {
+                Some(IntakeConfig::Maildir(m)) => {
+                    tracker.spawn(maildir::run(desk.clone(), region.clone(), m.clone(), shutdown.clone()));
+                }
+                Some(IntakeConfig::Imap(_)) => {
+                    tracing::error!(region = %region.code,
+                        "IMAP intake is not available in this build yet; deliver this region's mail with `postdesk ingest --region {}` or a Maildir intake", region.code);
+                }
+                None => tracing::info!(region = %region.code, "no intake configured: mail arrives through `postdesk ingest`"),
+            }
+        }
+        tracker.spawn(worker::run(desk.store.clone(), transport, desk.store.outbox_wake.clone(), shutdown.clone()));
+        tracker.close();
+        Ok(Daemon { desk, tracker, shutdown })
+    }
+
+    /// Wait for every task to finish (after `shutdown` is cancelled), then flush the store.
+    pub async fn wait(self) -> Result<(), crate::store::StoreError> {
+        self.tracker.wait().await;
+        self.desk.store.flush_async().await
+    }
+}
+
+/// Cancel `token` on SIGTERM or SIGINT.
+pub fn cancel_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                tracing::error!("cannot install signal handlers; stop postdesk with SIGKILL only if you must");
+                return;
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: finishing work in flight, then stopping"),
+                _ = int.recv() => tracing::info!("SIGINT: finishing work in flight, then stopping"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        token.cancel();
+    });
+}

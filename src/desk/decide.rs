@@ -1,0 +1,364 @@
+//! The pure heart of intake: given a parsed mail, the tickets it may belong to, the config and the time,
+//! decide what changes. Nothing here touches the store, the network or the clock.
+
+use chrono::{DateTime, Utc};
+
+use super::lifecycle::{self, Event};
+use super::thread::{self, Thread};
+use super::ticket::{AttachmentRef, Direction, Locale, Message, Priority, Status, Ticket, TicketId, MAX_THREAD_IDS};
+use crate::config::{Config, RegionConfig};
+use crate::mail::classify;
+use crate::mail::parse::{safe_filename, Inbound};
+
+/// What the store already knows that concerns this mail.
+#[derive(Clone, Debug, Default)]
+pub struct Known {
+    /// The ticket that already holds this very mail (same Message-ID and content), if any.
+    pub duplicate_of: Option<TicketId>,
+    /// Existing tickets named by tags in the subject, in subject order.
+    pub tagged: Vec<Ticket>,
+    /// Existing tickets holding a Message-ID from In-Reply-To/References, most specific first.
+    pub referenced: Vec<Ticket>,
+}
+
+/// Options of the intake path that delivered the mail.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery {
+    /// Whether an acknowledgement may be sent (false for old mail imported on a first start).
+    pub may_acknowledge: bool,
+}
+
+/// Mail postdesk should send because of this change; rendered and queued by the shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// The template event: `ack`, `status_changed`, …
+    pub kind: &'static str,
+    pub to: Vec<String>,
+    pub locale: Locale,
+    /// For `status_changed`: the status before.
+    pub previous_status: Option<Status>,
+}
+
+/// The change one mail makes.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The ticket after the change. For a new ticket, `id.number` is 0: the store assigns the number.
+    pub ticket: Ticket,
+    pub is_new: bool,
+    /// The message to append.
+    pub message: Message,
+    /// Mail to send.
+    pub replies: Vec<Reply>,
+}
+
+/// The decision on one mail.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    /// Already stored: change nothing, acknowledge the source.
+    Duplicate(TicketId),
+    /// Store this.
+    Store(Box<Plan>),
+}
+
+/// Decide what a mail that arrived for `region` changes.
+pub fn decide(
+    mail: &Inbound,
+    region: &RegionConfig,
+    config: &Config,
+    known: &Known,
+    delivery: Delivery,
+    now: DateTime<Utc>,
+) -> Decision {
+    if let Some(id) = &known.duplicate_of {
+        return Decision::Duplicate(id.clone());
+    }
+    let sender = mail.from.as_ref().map(|m| m.address.as_str());
+    let automatic = classify::automatic(mail, config);
+    let message = inbound_message(mail, automatic.map(|a| a.as_str()), now);
+
+    match thread::choose(sender, &known.tagged, &known.referenced, config) {
+        Thread::Existing(id) => {
+            let Some(existing) = known.tagged.iter().chain(&known.referenced).find(|t| t.id == id) else {
+                // `choose` only returns ids of the tickets it was given.
+                return new_ticket(mail, region, config, message, Vec::new(), automatic.is_some(), delivery, now);
+            };
+            let mut ticket = existing.clone();
+            let sender = sender.unwrap_or_default();
+            let from_agent = config.region(&ticket.region).is_some_and(|r| r.is_agent(sender));
+            let mut message = message;
+            if from_agent {
+                // Agents' mail becomes an internal note until relaying (the agents issue) exists: it must never
+                // reach the customer by accident.
+                message.direction = Direction::Note;
+            } else {
+                if automatic.is_none() {
+                    ticket.status = lifecycle::next(ticket.status, Event::CustomerReply).unwrap_or(ticket.status);
+                }
+                add_participants(&mut ticket, mail, config);
+                ticket.last_customer_message_id = Some(mail.message_id.clone());
+            }
+            remember_thread_id(&mut ticket, &mail.message_id);
+            ticket.updated_at = now;
+            Decision::Store(Box::new(Plan {
+                ticket,
+                is_new: false,
+                message,
+                replies: Vec::new(),
+            }))
+        }
+        Thread::New { links } => new_ticket(mail, region, config, message, links, automatic.is_some(), delivery, now),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_ticket(
+    mail: &Inbound,
+    region: &RegionConfig,
+    config: &Config,
+    message: Message,
+    links: Vec<TicketId>,
+    automatic: bool,
+    delivery: Delivery,
+    now: DateTime<Utc>,
+) -> Decision {
+    let (requester, requester_name) = mail
+        .from
+        .as_ref()
+        .map(|m| (m.address.clone(), m.name.clone()))
+        .unwrap_or_default();
+    let locale = classify::customer_locale(mail, region.locale);
+    let mut ticket = Ticket {
+        id: TicketId::new(&region.code, 0),
+        region: region.code.clone(),
+        status: Status::New,
+        priority: if automatic { Priority::Low } else { classify::priority(mail) },
+        category: "other".to_string(),
+        subject: thread::clean_subject(&mail.subject),
+        requester: requester.clone(),
+        requester_name,
+        participants: Vec::new(),
+        locale,
+        created_at: now,
+        updated_at: now,
+        message_count: 0,
+        last_customer_message_id: Some(mail.message_id.clone()),
+        thread_ids: Vec::new(),
+        links,
+        assignee: None,
+    };
+    add_participants(&mut ticket, mail, config);
+    remember_thread_id(&mut ticket, &mail.message_id);
+    let mut replies = Vec::new();
+    let answerable = !automatic
+        && delivery.may_acknowledge
+        && !requester.is_empty()
+        && !config.is_own_address(&requester)
+        && !region.is_agent(&requester);
+    if answerable {
+        replies.push(Reply {
+            kind: "ack",
+            to: vec![requester],
+            locale,
+            previous_status: None,
+        });
+    }
+    Decision::Store(Box::new(Plan {
+        ticket,
+        is_new: true,
+        message,
+        replies,
+    }))
+}
+
+/// Build the stored form of an incoming mail.
+fn inbound_message(mail: &Inbound, auto: Option<&str>, now: DateTime<Utc>) -> Message {
+    let list = |v: &[crate::mail::Mailbox]| v.iter().map(|m| m.address.clone()).collect::<Vec<_>>();
+    Message {
+        direction: Direction::In,
+        from: mail.from.as_ref().map(|m| m.address.clone()).unwrap_or_default(),
+        from_name: mail.from.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+        to: list(&mail.to),
+        cc: list(&mail.cc),
+        date: mail.date.unwrap_or(now),
+        received_at: now,
+        message_id: mail.message_id.clone(),
+        in_reply_to: mail.in_reply_to.clone(),
+        references: mail.references.clone(),
+        subject: mail.subject.clone(),
+        text: mail.text.clone(),
+        attachments: mail
+            .attachments
+            .iter()
+            .map(|a| AttachmentRef {
+                filename: safe_filename(&a.filename),
+                content_type: a.content_type.clone(),
+                size: a.data.len() as u64,
+                sha256: a.sha256.clone(),
+            })
+            .collect(),
+        auto: auto.map(str::to_string),
+        damage: mail.damage.clone(),
+        content_hash: mail.content_hash.clone(),
+        raw_sha256: Some(mail.raw_sha256.clone()),
+        outbox_id: None,
+    }
+}
+
+/// Add the mail's To/Cc to the ticket's participants, without postdesk's own addresses and the requester.
+fn add_participants(ticket: &mut Ticket, mail: &Inbound, config: &Config) {
+    for m in mail.to.iter().chain(&mail.cc) {
+        let a = &m.address;
+        let is_agent = config.region(&ticket.region).is_some_and(|r| r.is_agent(a));
+        if *a != ticket.requester && !config.is_own_address(a) && !is_agent && !ticket.participants.contains(a) {
+            ticket.participants.push(a.clone());
+        }
+    }
+}
+
+/// Keep the Message-IDs of the conversation for References, bounded (first one kept: it roots the thread).
+pub fn remember_thread_id(ticket: &mut Ticket, id: &str) {
+    if ticket.thread_ids.iter().any(|t| t == id) {
+        return;
+    }
+    if ticket.thread_ids.len() >= MAX_THREAD_IDS {
+        ticket.thread_ids.remove(1);
+    }
+    ticket.thread_ids.push(id.to_string());
+}
+
+/// Decide an explicit status change (CLI `tickets set-status`, later agent commands): the updated ticket and
+/// the status update to send to the customer.
+pub fn set_status(ticket: &Ticket, status: Status, now: DateTime<Utc>) -> Result<(Ticket, Vec<Reply>), lifecycle::LifecycleError> {
+    let next = lifecycle::next(ticket.status, Event::Set(status))?;
+    let mut t = ticket.clone();
+    let previous = t.status;
+    t.status = next;
+    t.updated_at = now;
+    let mut to = Vec::new();
+    if !t.requester.is_empty() {
+        to.push(t.requester.clone());
+    }
+    to.extend(t.participants.iter().cloned());
+    let replies = if to.is_empty() {
+        Vec::new()
+    } else {
+        vec![Reply {
+            kind: "status_changed",
+            to,
+            locale: t.locale,
+            previous_status: Some(previous),
+        }]
+    };
+    Ok((t, replies))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::parse::parse;
+
+    fn config() -> Config {
+        Config::from_toml(
+            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\nagents=[\"agent@example.com\"]\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap()
+    }
+
+    fn mail(s: &str) -> Inbound {
+        parse(s.as_bytes(), Locale::Ja).unwrap()
+    }
+
+    const ACK: Delivery = Delivery { may_acknowledge: true };
+
+    #[test]
+    fn new_mail_makes_a_ticket_and_an_ack_in_the_customers_language() {
+        let c = config();
+        let m = mail("From: Kim <kim@example.co.kr>\r\nTo: support-jp@example.com, friend@example.co.kr\r\nSubject: 주문 문의\r\nMessage-ID: <1@k>\r\n\r\n주문한 상품이 아직 도착하지 않았습니다.\r\n");
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now()) else { panic!() };
+        assert!(plan.is_new);
+        assert_eq!(plan.ticket.requester, "kim@example.co.kr");
+        assert_eq!(plan.ticket.participants, vec!["friend@example.co.kr"]);
+        assert_eq!(plan.ticket.locale, Locale::Ko);
+        assert_eq!(plan.ticket.status, Status::New);
+        assert_eq!(plan.replies.len(), 1);
+        assert_eq!(plan.replies[0].kind, "ack");
+        assert_eq!(plan.replies[0].locale, Locale::Ko);
+    }
+
+    #[test]
+    fn machines_get_no_ack() {
+        let c = config();
+        for h in ["Auto-Submitted: auto-replied", "Precedence: bulk", "List-Id: <l.example.com>"] {
+            let m = mail(&format!("From: a@example.com\r\n{h}\r\nSubject: x\r\n\r\nbody text here\r\n"));
+            let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now()) else { panic!() };
+            assert!(plan.replies.is_empty(), "{h}");
+            assert!(plan.message.auto.is_some(), "{h}");
+        }
+        let own = mail("From: support-jp@example.com\r\nSubject: x\r\n\r\nbody\r\n");
+        let Decision::Store(plan) = decide(&own, &c.region[0], &c, &Known::default(), ACK, Utc::now()) else { panic!() };
+        assert!(plan.replies.is_empty());
+    }
+
+    #[test]
+    fn old_mail_on_first_import_gets_no_ack() {
+        let c = config();
+        let m = mail("From: a@example.com\r\nSubject: x\r\n\r\nbody text\r\n");
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), Delivery { may_acknowledge: false }, Utc::now()) else { panic!() };
+        assert!(plan.replies.is_empty());
+    }
+
+    #[test]
+    fn duplicate_changes_nothing() {
+        let c = config();
+        let m = mail("From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n");
+        let known = Known { duplicate_of: Some(TicketId::new("JP", 1000)), ..Known::default() };
+        assert!(matches!(decide(&m, &c.region[0], &c, &known, ACK, Utc::now()), Decision::Duplicate(_)));
+    }
+
+    fn existing(status: Status) -> Ticket {
+        let c = config();
+        let m = mail("From: a@example.com\r\nSubject: x\r\nMessage-ID: <0@a>\r\n\r\nbody text\r\n");
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now()) else { panic!() };
+        let mut t = plan.ticket;
+        t.id.number = 1000;
+        t.status = status;
+        t
+    }
+
+    #[test]
+    fn customer_reply_reopens_and_joins() {
+        let c = config();
+        let t = existing(Status::Pending);
+        let m = mail("From: a@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <1@a>\r\n\r\nhere it is\r\n");
+        let known = Known { tagged: vec![t], ..Known::default() };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else { panic!() };
+        assert!(!plan.is_new);
+        assert_eq!(plan.ticket.id.number, 1000);
+        assert_eq!(plan.ticket.status, Status::Open);
+        assert!(plan.replies.is_empty());
+        assert_eq!(plan.ticket.thread_ids, vec!["0@a", "1@a"]);
+    }
+
+    #[test]
+    fn agent_mail_is_a_note_and_changes_no_status() {
+        let c = config();
+        let t = existing(Status::Pending);
+        let m = mail("From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\nnote\r\n");
+        let known = Known { tagged: vec![t], ..Known::default() };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else { panic!() };
+        assert_eq!(plan.message.direction, Direction::Note);
+        assert_eq!(plan.ticket.status, Status::Pending);
+    }
+
+    #[test]
+    fn set_status_queues_an_update_to_requester_and_participants() {
+        let mut t = existing(Status::Open);
+        t.participants = vec!["cc@example.com".into()];
+        let (t2, replies) = set_status(&t, Status::Resolved, Utc::now()).unwrap();
+        assert_eq!(t2.status, Status::Resolved);
+        assert_eq!(replies[0].to, vec!["a@example.com", "cc@example.com"]);
+        assert_eq!(replies[0].previous_status, Some(Status::Open));
+        assert!(set_status(&t2, Status::Resolved, Utc::now()).is_err());
+    }
+}

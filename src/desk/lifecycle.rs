@@ -1,0 +1,72 @@
+//! The status machine: received → in progress → waiting for the customer → resolved → closed.
+//!
+//! Pure functions of (status, event) → new status, so every transition can be tested exhaustively.
+
+use super::ticket::Status;
+
+/// What happened to a ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The customer (requester or participant) wrote.
+    CustomerReply,
+    /// An agent or admin set the status explicitly.
+    Set(Status),
+}
+
+/// Why a transition is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LifecycleError {
+    #[error("the ticket is already {0}")]
+    Unchanged(Status),
+    #[error("a ticket cannot go back to `new`; use `open` to reopen it")]
+    BackToNew,
+}
+
+/// The status after `event`. A customer reply moves a ticket that waited for them (`pending`) or was
+/// `resolved` back to `open`; `closed` tickets never receive replies (threading opens a new linked ticket).
+pub fn next(status: Status, event: Event) -> Result<Status, LifecycleError> {
+    match event {
+        Event::CustomerReply => Ok(match status {
+            Status::Pending | Status::Resolved => Status::Open,
+            other => other,
+        }),
+        Event::Set(target) if target == status => Err(LifecycleError::Unchanged(status)),
+        Event::Set(Status::New) => Err(LifecycleError::BackToNew),
+        Event::Set(target) => Ok(target),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn customer_replies() {
+        let expect = [
+            (Status::New, Status::New),
+            (Status::Open, Status::Open),
+            (Status::Pending, Status::Open),
+            (Status::Resolved, Status::Open),
+            (Status::Closed, Status::Closed),
+        ];
+        for (from, to) in expect {
+            assert_eq!(next(from, Event::CustomerReply), Ok(to), "{from}");
+        }
+    }
+
+    #[test]
+    fn explicit_changes_exhaustively() {
+        for &from in Status::ALL {
+            for &to in Status::ALL {
+                let got = next(from, Event::Set(to));
+                if from == to {
+                    assert_eq!(got, Err(LifecycleError::Unchanged(from)));
+                } else if to == Status::New {
+                    assert_eq!(got, Err(LifecycleError::BackToNew));
+                } else {
+                    assert_eq!(got, Ok(to));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The ticket model: ids, statuses, priorities, locales, and the records the store keeps.
+//!
+//! These types are the vocabulary of the whole crate and of the JSON contract in DESIGN.md: their serde names
+//! are the names scripts see, so they change only together with README.md.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// `<REGION>-<N>`, e.g. `JP-1042`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TicketId {
+    pub region: String,
+    pub number: u64,
+}
+
+impl TicketId {
+    pub fn new(region: &str, number: u64) -> Self {
+        TicketId {
+            region: region.to_string(),
+            number,
+        }
+    }
+}
+
+impl fmt::Display for TicketId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.region, self.number)
+    }
+}
+
+/// Why a string is not a ticket id.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a ticket id (expected REGION-NUMBER, like JP-1042)")]
+pub struct BadTicketId(pub String);
+
+impl FromStr for TicketId {
+    type Err = BadTicketId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadTicketId(s.to_string());
+        let (region, number) = s.trim().split_once('-').ok_or_else(bad)?;
+        let region_ok = (2..=8).contains(&region.len()) && region.bytes().all(|b| b.is_ascii_uppercase());
+        if !region_ok || number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) || number.len() > 18 {
+            return Err(bad());
+        }
+        Ok(TicketId {
+            region: region.to_string(),
+            number: number.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl Serialize for TicketId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TicketId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every value, in order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The contract name (CLI and JSON).
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "{other:?} is not one of: {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where a ticket is in its life: received → in progress → waiting for the customer → resolved → closed.
+    Status { New => "new", Open => "open", Pending => "pending", Resolved => "resolved", Closed => "closed" }
+);
+string_enum!(
+    /// How soon the first response is due.
+    Priority { Low => "low", Normal => "normal", High => "high", Urgent => "urgent" }
+);
+string_enum!(
+    /// The language of the mail postdesk sends to a customer.
+    Locale { En => "en", Ja => "ja", Ko => "ko", Zh => "zh" }
+);
+
+/// Who wrote a message, seen from the desk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// From a customer (or anyone outside) to the desk.
+    In,
+    /// From the desk to a customer.
+    Out,
+    /// Internal, never sent to the customer.
+    Note,
+}
+
+/// A stored attachment: the bytes live once per sha256 in the blob store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentRef {
+    /// The name as it is safe to use on a filesystem (see `mail::parse::safe_filename`).
+    pub filename: String,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// One message of a ticket.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Message {
+    pub direction: Direction,
+    pub from: String,
+    #[serde(default)]
+    pub from_name: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub cc: Vec<String>,
+    /// The Date header (or the arrival time when it is missing or unreadable), RFC 3339.
+    pub date: DateTime<Utc>,
+    /// When postdesk stored it.
+    pub received_at: DateTime<Utc>,
+    /// Without angle brackets; synthetic (`…@postdesk.invalid`) when the mail had none.
+    pub message_id: String,
+    #[serde(default)]
+    pub in_reply_to: Vec<String>,
+    #[serde(default)]
+    pub references: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub attachments: Vec<AttachmentRef>,
+    /// Why this message was not answered automatically (`auto-replied`, `list`, `bounce`, …), if it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto: Option<String>,
+    /// What went wrong while decoding it (charset guessed, MIME truncated, …): the mail is kept regardless.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<String>,
+    /// Identity of the content for de-duplication (see `mail::parse::content_hash`).
+    pub content_hash: String,
+    /// sha256 of the raw mail kept in the blob store, for inbound mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_sha256: Option<String>,
+    /// For outgoing mail: the outbox row that carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbox_id: Option<u64>,
+}
+
+/// A ticket, without its messages (they are stored beside it).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: TicketId,
+    pub region: String,
+    pub status: Status,
+    pub priority: Priority,
+    pub category: String,
+    pub subject: String,
+    /// The customer's address, lower-cased.
+    pub requester: String,
+    #[serde(default)]
+    pub requester_name: String,
+    /// Other customers in the conversation (To/Cc of customer mail), lower-cased, without postdesk's addresses.
+    pub participants: Vec<String>,
+    pub locale: Locale,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Number of messages stored (the next message gets this index).
+    #[serde(default)]
+    pub message_count: u32,
+    /// Message-ID of the last customer mail, for In-Reply-To of what the desk sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_customer_message_id: Option<String>,
+    /// Message-IDs of the conversation, oldest first, for References (bounded).
+    #[serde(default)]
+    pub thread_ids: Vec<String>,
+    /// Related tickets (a closed ticket and the one its late reply opened).
+    #[serde(default)]
+    pub links: Vec<TicketId>,
+    /// Assigned agent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+}
+
+impl Ticket {
+    /// Whether `address` (lower-cased) may write to this ticket as a customer.
+    pub fn admits_customer(&self, address: &str) -> bool {
+        self.requester == address || self.participants.iter().any(|p| p == address)
+    }
+}
+
+/// The most References entries a ticket remembers: enough for any mail client's threading.
+pub const MAX_THREAD_IDS: usize = 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_ids_round_trip() {
+        let id: TicketId = "JP-1042".parse().unwrap();
+        assert_eq!(id, TicketId::new("JP", 1042));
+        assert_eq!(id.to_string(), "JP-1042");
+        for bad in ["jp-1", "J-1", "JP-", "JP1042", "JP-10a", "ABCDEFGHI-1", "JP-99999999999999999999"] {
+            assert!(bad.parse::<TicketId>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn statuses_parse_case_insensitively_and_list_choices() {
+        assert_eq!("Resolved".parse::<Status>().unwrap(), Status::Resolved);
+        let err = "done".parse::<Status>().unwrap_err();
+        assert!(err.contains("new, open, pending, resolved, closed"), "{err}");
+        assert_eq!(serde_json::to_string(&Status::Pending).unwrap(), "\"pending\"");
+    }
+}

@@ -1,0 +1,20 @@
+//! postdesk: an email helpdesk daemon. Customers write to a support address per region; every mail becomes
+//! or joins a ticket (`JP-1042`), customers get the number to quote, agents answer from their mail client.
+//!
+//! The crate is a functional core inside an imperative shell:
+//! - [`mail`] turns raw bytes into one decoded [`mail::Inbound`] and classifies it (pure);
+//! - [`desk`] decides what a mail changes: which ticket, which status, what to send (pure);
+//! - [`store`] commits a decision in one sled transaction;
+//! - [`intake`] brings mail in (Maildir, the MTA pipe) and acknowledges it only once it is durable;
+//! - [`outbound`] renders templates and delivers the outbox;
+//! - [`daemon`] runs and stops it all; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod desk;
+pub mod intake;
+pub mod mail;
+pub mod outbound;
+pub mod store;

@@ -1,0 +1,195 @@
+//! What kind of mail this is, decided from the [`Inbound`] alone: written by a machine or a person, which
+//! language, how urgent.
+//!
+//! One classifier is used everywhere postdesk decides whether to answer, so the loop protection cannot
+//! differ between intake paths.
+
+use super::parse::Inbound;
+use crate::config::Config;
+use crate::desk::ticket::{Locale, Priority};
+
+/// Why postdesk must not answer a mail automatically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Automatic {
+    /// `Auto-Submitted` other than `no`, `X-Autoreply`, `X-Auto-Response-Suppress` (out-of-office and friends).
+    AutoReplied,
+    /// A delivery status notification or a mail from MAILER-DAEMON/postmaster or with an empty return path.
+    Bounce,
+    /// Mailing-list or bulk mail (`List-Id`, `List-Unsubscribe`, `Precedence: bulk|list|junk`).
+    List,
+    /// From one of postdesk's own addresses, or carrying our own `X-Loop`.
+    Loop,
+}
+
+impl Automatic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Automatic::AutoReplied => "auto-replied",
+            Automatic::Bounce => "bounce",
+            Automatic::List => "list",
+            Automatic::Loop => "loop",
+        }
+    }
+}
+
+/// The verdict on a machine-written mail, if it is one.
+pub fn automatic(mail: &Inbound, config: &Config) -> Option<Automatic> {
+    let a = &mail.auto;
+    let from = mail.from.as_ref().map(|m| m.address.as_str()).unwrap_or("");
+    if !from.is_empty() && config.is_own_address(from) {
+        return Some(Automatic::Loop);
+    }
+    if a.x_loop.iter().any(|l| config.is_own_address(l) || l == "postdesk") {
+        return Some(Automatic::Loop);
+    }
+    let local = from.split('@').next().unwrap_or("");
+    if a.report_type.as_deref() == Some("delivery-status")
+        || a.return_path.as_deref() == Some("")
+        || local.eq_ignore_ascii_case("mailer-daemon")
+        || local.eq_ignore_ascii_case("postmaster")
+    {
+        return Some(Automatic::Bounce);
+    }
+    if a.auto_submitted.as_deref().is_some_and(|v| !v.starts_with("no"))
+        || a.x_autoreply
+        || a.x_auto_response_suppress
+            .as_deref()
+            .is_some_and(|v| v.to_ascii_lowercase().split(',').any(|t| matches!(t.trim(), "all" | "oof" | "autoreply")))
+        || a.precedence.as_deref() == Some("auto_reply")
+        || a.report_type.is_some()
+    {
+        return Some(Automatic::AutoReplied);
+    }
+    if a.list_id.is_some()
+        || a.list_unsubscribe
+        || matches!(a.precedence.as_deref(), Some("bulk" | "list" | "junk"))
+    {
+        return Some(Automatic::List);
+    }
+    None
+}
+
+/// The language a text is written in, by script: Hangul → ko, kana → ja, Han without kana → zh, Latin
+/// letters → en. `None` when the text has no letters to tell by.
+pub fn detect_locale(text: &str) -> Option<Locale> {
+    let (mut hangul, mut kana, mut han, mut latin) = (0usize, 0usize, 0usize, 0usize);
+    for c in text.chars().take(4000) {
+        match c as u32 {
+            0xAC00..=0xD7A3 | 0x1100..=0x11FF | 0x3130..=0x318F => hangul += 1,
+            0x3041..=0x309F | 0x30A0..=0x30FF | 0xFF66..=0xFF9D => kana += 1,
+            0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0xF900..=0xFAFF | 0x20000..=0x2FFFF => han += 1,
+            _ if c.is_ascii_alphabetic() => latin += 1,
+            _ => {}
+        }
+    }
+    if hangul > 0 && hangul >= kana {
+        Some(Locale::Ko)
+    } else if kana > 0 {
+        Some(Locale::Ja)
+    } else if han > 0 {
+        Some(Locale::Zh)
+    } else if latin >= 3 {
+        Some(Locale::En)
+    } else {
+        None
+    }
+}
+
+/// The customer's language: what they wrote in (subject and text), else the region's.
+pub fn customer_locale(mail: &Inbound, region_locale: Locale) -> Locale {
+    // The text decides first: subjects are often just a product name or an order number.
+    detect_locale(&mail.text)
+        .filter(|l| *l != Locale::En || detect_locale(&mail.subject).is_none_or(|s| s == Locale::En))
+        .or_else(|| detect_locale(&mail.subject))
+        .unwrap_or(region_locale)
+}
+
+/// Words in a subject that mean "urgent" in the desk's four languages.
+const URGENT_WORDS: [&str; 10] = ["緊急", "至急", "긴급", "紧急", "加急", "urgent", "asap", "emergency", "大至急", "急ぎ"];
+/// Words that mean "important/high".
+const HIGH_WORDS: [&str; 5] = ["重要", "중요", "important", "high priority", "要紧"];
+
+/// The priority a mail asks for: urgent or high from the subject's words or the Importance/X-Priority
+/// headers, else normal.
+pub fn priority(mail: &Inbound) -> Priority {
+    let subject = mail.subject.to_lowercase();
+    if URGENT_WORDS.iter().any(|w| subject.contains(w)) {
+        return Priority::Urgent;
+    }
+    let x_priority_high = mail
+        .auto
+        .x_priority
+        .as_deref()
+        .and_then(|v| v.trim().chars().next())
+        .is_some_and(|c| c == '1' || c == '2');
+    if HIGH_WORDS.iter().any(|w| subject.contains(w))
+        || mail.auto.importance.as_deref() == Some("high")
+        || x_priority_high
+    {
+        return Priority::High;
+    }
+    Priority::Normal
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mail::parse::parse;
+
+    fn config() -> Config {
+        Config::from_toml(
+            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[[region]]\ncode=\"JP\"\naddress=\"support-jp@example.com\"\nagent_notify=\"jp-agents@example.com\"\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap()
+    }
+
+    fn verdict(headers: &str) -> Option<Automatic> {
+        let raw = format!("{headers}\r\nSubject: s\r\n\r\nbody\r\n");
+        automatic(&parse(raw.as_bytes(), Locale::En).unwrap(), &config())
+    }
+
+    #[test]
+    fn people_are_not_machines() {
+        assert_eq!(verdict("From: a@example.com\r\nAuto-Submitted: no"), None);
+        assert_eq!(verdict("From: a@example.com"), None);
+    }
+
+    #[test]
+    fn machines_are_recognised() {
+        assert_eq!(verdict("From: a@example.com\r\nAuto-Submitted: auto-replied"), Some(Automatic::AutoReplied));
+        assert_eq!(verdict("From: a@example.com\r\nX-Autoreply: yes"), Some(Automatic::AutoReplied));
+        assert_eq!(verdict("From: a@example.com\r\nX-Auto-Response-Suppress: OOF, AutoReply"), Some(Automatic::AutoReplied));
+        assert_eq!(verdict("From: a@example.com\r\nPrecedence: bulk"), Some(Automatic::List));
+        assert_eq!(verdict("From: a@example.com\r\nList-Id: <x.example.com>"), Some(Automatic::List));
+        assert_eq!(verdict("From: MAILER-DAEMON@example.com"), Some(Automatic::Bounce));
+        assert_eq!(verdict("Return-Path: <>\r\nFrom: a@example.com"), Some(Automatic::Bounce));
+        assert_eq!(verdict("From: support-jp@example.com"), Some(Automatic::Loop));
+        assert_eq!(verdict("From: JP-Agents@example.com"), Some(Automatic::Loop));
+        assert_eq!(verdict("From: a@example.com\r\nX-Loop: support-jp@example.com"), Some(Automatic::Loop));
+    }
+
+    #[test]
+    fn locale_by_script() {
+        assert_eq!(detect_locale("注文した商品が届きません"), Some(Locale::Ja));
+        assert_eq!(detect_locale("주문한 상품이 도착하지 않았습니다"), Some(Locale::Ko));
+        assert_eq!(detect_locale("我的订单还没有到"), Some(Locale::Zh));
+        assert_eq!(detect_locale("My order has not arrived"), Some(Locale::En));
+        assert_eq!(detect_locale("1234 !!"), None);
+        // Kanji-heavy Japanese still counts as Japanese when any kana is present.
+        assert_eq!(detect_locale("注文番号の確認依頼"), Some(Locale::Ja));
+        assert_eq!(detect_locale("Re: 注文 ABC-123 の件"), Some(Locale::Ja));
+    }
+
+    #[test]
+    fn priority_from_subject_and_headers() {
+        let p = |h: &str| priority(&parse(format!("From: a@b.c\r\n{h}\r\n\r\nx\r\n").as_bytes(), Locale::En).unwrap());
+        assert_eq!(p("Subject: 【至急】ログインできません"), Priority::Urgent);
+        assert_eq!(p("Subject: 긴급 문의"), Priority::Urgent);
+        assert_eq!(p("Subject: 紧急：无法付款"), Priority::Urgent);
+        assert_eq!(p("Subject: URGENT: site down"), Priority::Urgent);
+        assert_eq!(p("Subject: hello\r\nImportance: High"), Priority::High);
+        assert_eq!(p("Subject: hello\r\nX-Priority: 1 (Highest)"), Priority::High);
+        assert_eq!(p("Subject: hello"), Priority::Normal);
+    }
+}

@@ -1,0 +1,9 @@
+//! Mail as postdesk reads it: [`parse`] turns raw bytes into one decoded [`parse::Inbound`];
+//! [`classify`] says whether a person or a machine wrote it, in which language, and how urgent it is;
+//! [`charset`] holds the second opinions on charsets that real East Asian mail needs.
+
+pub mod charset;
+pub mod classify;
+pub mod parse;
+
+pub use parse::{parse, Inbound, Mailbox, NotMail};

@@ -1,0 +1,554 @@
+//! Raw bytes → [`Inbound`]: one decoded view of a mail, made once, that the rest of postdesk reads.
+//!
+//! Parsing never fails on a mail: what mail-parser cannot make sense of is recorded in [`Inbound::damage`]
+//! and the rest is kept. It only refuses input that is not a mail at all (no header postdesk can use), which
+//! `postdesk ingest` turns into exit 65. mail-parser sits behind this module so that moving to its 1.0 later
+//! touches one file.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, TimeZone, Utc};
+use mail_parser::decoders::base64::base64_decode;
+use mail_parser::decoders::html::html_to_text;
+use mail_parser::decoders::quoted_printable::quoted_printable_decode;
+use mail_parser::{Address, Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use sha2::{Digest, Sha256};
+
+use super::charset;
+use crate::desk::ticket::Locale;
+
+/// A name and an address (lower-cased: addresses are compared, never displayed as typed).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mailbox {
+    pub address: String,
+    pub name: String,
+}
+
+/// The headers that say a mail was written by a machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AutoHeaders {
+    pub auto_submitted: Option<String>,
+    pub precedence: Option<String>,
+    pub list_id: Option<String>,
+    pub list_unsubscribe: bool,
+    pub x_auto_response_suppress: Option<String>,
+    pub x_autoreply: bool,
+    pub x_loop: Vec<String>,
+    /// `Some("")` for `Return-Path: <>` (a bounce), `None` when there is no Return-Path.
+    pub return_path: Option<String>,
+    /// The `report-type` of a `multipart/report` mail (`delivery-status`, `disposition-notification`).
+    pub report_type: Option<String>,
+    /// For a delivery report: the Message-ID of the mail it reports on, if the report quotes it.
+    pub reported_message_id: Option<String>,
+    pub importance: Option<String>,
+    pub x_priority: Option<String>,
+}
+
+/// An attachment, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InboundAttachment {
+    /// The file name as the sender gave it (RFC 2231/2047 decoded). Not safe for a filesystem: see
+    /// [`safe_filename`].
+    pub filename: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+    pub sha256: String,
+}
+
+/// Everything postdesk needs from one received mail.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub from: Option<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub reply_to: Vec<Mailbox>,
+    pub subject: String,
+    /// Without angle brackets. Synthetic (`<hash>@postdesk.invalid`) when the mail has none.
+    pub message_id: String,
+    pub message_id_synthetic: bool,
+    pub in_reply_to: Vec<String>,
+    pub references: Vec<String>,
+    pub date: Option<DateTime<Utc>>,
+    pub auto: AutoHeaders,
+    /// The readable text: text/plain parts, or HTML turned into text; forwarded mails appended.
+    pub text: String,
+    pub attachments: Vec<InboundAttachment>,
+    /// What went wrong while decoding (kept on the ticket; the mail is never refused for it).
+    pub damage: Vec<String>,
+    /// Identity of the mail's content, for de-duplication of re-deliveries (see [`content_hash`]).
+    pub content_hash: String,
+    /// sha256 of the raw bytes as received.
+    pub raw_sha256: String,
+}
+
+/// Input that is not a mail at all.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NotMail {
+    #[error("empty input")]
+    Empty,
+    #[error("no mail headers found (expected lines like \"From: …\" before a blank line)")]
+    NoHeaders,
+    #[error("the mail parser failed on this input: {0}")]
+    ParserPanic(String),
+}
+
+/// Header names whose presence makes a byte string count as a mail.
+const MAIL_HEADERS: [&str; 10] = [
+    "from", "to", "cc", "subject", "date", "message-id", "received", "return-path", "sender", "mime-version",
+];
+
+/// Parse a raw mail. `hint` is the region's language, used only to guess charsets the mail does not declare.
+///
+/// Runs mail-parser under `catch_unwind`: a parser bug on hostile input becomes [`NotMail::ParserPanic`]
+/// (and the caller quarantines the bytes) instead of taking the daemon down.
+pub fn parse(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
+    if raw.iter().all(|b| b.is_ascii_whitespace()) {
+        return Err(NotMail::Empty);
+    }
+    match std::panic::catch_unwind(|| parse_inner(raw, hint)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_string());
+            Err(NotMail::ParserPanic(what))
+        }
+    }
+}
+
+fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
+    let message = MessageParser::default().parse(raw).ok_or(NotMail::NoHeaders)?;
+    let has_mail_header = message
+        .headers()
+        .iter()
+        .any(|h| MAIL_HEADERS.iter().any(|n| h.name().eq_ignore_ascii_case(n)));
+    if !has_mail_header {
+        return Err(NotMail::NoHeaders);
+    }
+    let mut damage = Vec::new();
+
+    let subject = decoded_header_text(&message, HeaderName::Subject, hint, &mut damage);
+    let from = first_mailbox(message.from());
+    let message_ids = |v: &mail_parser::HeaderValue| -> Vec<String> {
+        v.as_text_list()
+            .map(|l| l.iter().map(|s| clean_id(s)).filter(|s| !s.is_empty()).collect())
+            .or_else(|| v.as_text().map(|s| vec![clean_id(s)]).filter(|v| !v[0].is_empty()))
+            .unwrap_or_default()
+    };
+    let in_reply_to = message_ids(message.in_reply_to());
+    let references = message_ids(message.references());
+    let date = message
+        .date()
+        .and_then(|d| Utc.timestamp_opt(d.to_timestamp(), 0).single())
+        .filter(|d| d.timestamp() > 0);
+
+    let content_hash = content_hash(raw, &message);
+    let (message_id, message_id_synthetic) = match message.message_id().map(clean_id) {
+        Some(id) if !id.is_empty() && id.len() <= 998 => (id, false),
+        _ => (format!("{}@postdesk.invalid", &content_hash[..32]), true),
+    };
+
+    let mut text = String::new();
+    for &id in &message.text_body {
+        let Some(part) = message.parts.get(id as usize) else { continue };
+        let piece = part_text(&message, part, hint, &mut damage);
+        if !piece.trim().is_empty() {
+            if !text.is_empty() {
+                text.push_str("\n\n");
+            }
+            text.push_str(piece.trim_end());
+        }
+    }
+    if message.parts.iter().any(|p| p.is_encoding_problem) {
+        damage.push("MIME structure damaged (a boundary or encoding was broken); kept what could be read".into());
+    }
+
+    let mut attachments = Vec::new();
+    for part in message.attachments() {
+        let data: Vec<u8> = match &part.body {
+            PartType::Text(_) | PartType::Html(_) => part_transfer_decoded(&message, part).into_owned(),
+            _ => part.contents().to_vec(),
+        };
+        let content_type = content_type_of(part);
+        let filename = part.attachment_name().map(str::to_string).unwrap_or_default();
+        if let PartType::Message(inner) = &part.body {
+            append_forwarded(&mut text, inner, hint);
+        }
+        let sha256 = hex::encode(Sha256::digest(&data));
+        attachments.push(InboundAttachment {
+            filename,
+            content_type,
+            data,
+            sha256,
+        });
+    }
+    if text.trim().is_empty() && message.text_body.is_empty() && message.html_body.is_empty() {
+        // A body with no MIME structure mail-parser recognised: keep its bytes as text rather than nothing.
+        let root = &message.parts[0];
+        if let Some(body) = raw.get(root.offset_body as usize..) {
+            if !body.is_empty() && !root.is_multipart() {
+                let (s, cs) = charset::guess_decode(body, hint);
+                damage.push(format!("body without a readable text part; decoded as {cs}"));
+                text = s;
+            }
+        }
+    }
+
+    let header_text = |name: &str| message.header_raw(name).map(|v| v.trim().to_string());
+    let root_ct = message.content_type();
+    let report_type = root_ct
+        .filter(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")))
+        .map(|ct| ct.attribute("report-type").unwrap_or("").to_ascii_lowercase());
+    let reported_message_id = report_type.as_ref().and_then(|_| {
+        attachments
+            .iter()
+            .filter(|a| a.content_type.contains("rfc822") || a.content_type.contains("global-headers"))
+            .find_map(|a| find_message_id_line(&a.data))
+    });
+    let auto = AutoHeaders {
+        auto_submitted: header_text("Auto-Submitted").map(|s| s.to_ascii_lowercase()),
+        precedence: header_text("Precedence").map(|s| s.to_ascii_lowercase()),
+        list_id: header_text("List-Id"),
+        list_unsubscribe: message.header("List-Unsubscribe").is_some(),
+        x_auto_response_suppress: header_text("X-Auto-Response-Suppress"),
+        x_autoreply: message.header("X-Autoreply").is_some() || message.header("X-Autorespond").is_some(),
+        x_loop: message
+            .header_values("X-Loop")
+            .filter_map(|v| v.as_text().map(|s| s.trim().to_ascii_lowercase()))
+            .collect(),
+        return_path: message.header("Return-Path").map(|v| {
+            v.as_text()
+                .or_else(|| v.as_text_list().and_then(|l| l.first().map(|c| c.as_ref())))
+                .map(clean_id)
+                .unwrap_or_default()
+                .to_ascii_lowercase()
+        }),
+        report_type,
+        reported_message_id,
+        importance: header_text("Importance").map(|s| s.to_ascii_lowercase()),
+        x_priority: header_text("X-Priority"),
+    };
+
+    Ok(Inbound {
+        from,
+        to: mailboxes(message.to()),
+        cc: mailboxes(message.cc()),
+        reply_to: mailboxes(message.reply_to()),
+        subject,
+        message_id,
+        message_id_synthetic,
+        in_reply_to,
+        references,
+        date,
+        auto,
+        text,
+        attachments,
+        damage,
+        content_hash,
+        raw_sha256: hex::encode(Sha256::digest(raw)),
+    })
+}
+
+/// Strip angle brackets and white space from a Message-ID.
+pub fn clean_id(s: &str) -> String {
+    s.trim().trim_start_matches('<').trim_end_matches('>').trim().to_string()
+}
+
+fn mailbox_of(addr: &mail_parser::Addr) -> Option<Mailbox> {
+    let address = addr.address()?.trim().to_ascii_lowercase();
+    if address.is_empty() {
+        return None;
+    }
+    Some(Mailbox {
+        address,
+        name: addr.name().map(|n| n.trim().to_string()).unwrap_or_default(),
+    })
+}
+
+fn mailboxes(addr: Option<&Address>) -> Vec<Mailbox> {
+    addr.map(|a| a.iter().filter_map(mailbox_of).collect()).unwrap_or_default()
+}
+
+fn first_mailbox(addr: Option<&Address>) -> Option<Mailbox> {
+    addr.and_then(|a| a.iter().find_map(mailbox_of))
+}
+
+fn content_type_of(part: &MessagePart) -> String {
+    match part.content_type() {
+        Some(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        },
+        None => match part.body {
+            PartType::Message(_) => "message/rfc822".into(),
+            PartType::Text(_) => "text/plain".into(),
+            PartType::Html(_) => "text/html".into(),
+            _ => "application/octet-stream".into(),
+        },
+    }
+}
+
+/// The bytes of a part after undoing its transfer encoding (but not its charset).
+fn part_transfer_decoded<'a>(message: &'a Message, part: &MessagePart) -> Cow<'a, [u8]> {
+    let start = part.offset_body as usize;
+    let end = (part.offset_end as usize).min(message.raw_message.len());
+    let Some(raw) = message.raw_message.get(start..end) else {
+        return Cow::Owned(part.contents().to_vec());
+    };
+    match part.encoding {
+        Encoding::Base64 => base64_decode(raw).map(Cow::Owned).unwrap_or(Cow::Borrowed(raw)),
+        Encoding::QuotedPrintable => quoted_printable_decode(raw).map(Cow::Owned).unwrap_or(Cow::Borrowed(raw)),
+        Encoding::None => Cow::Borrowed(raw),
+    }
+}
+
+/// The text of a text/* part, with the charset second opinions of [`charset`] applied, and HTML made readable.
+fn part_text(message: &Message, part: &MessagePart, hint: Locale, damage: &mut Vec<String>) -> String {
+    let (decoded, is_html) = match &part.body {
+        PartType::Text(t) => (t.as_ref(), false),
+        PartType::Html(h) => (h.as_ref(), true),
+        _ => return String::new(),
+    };
+    let label = part.content_type().and_then(|ct| ct.attribute("charset")).map(str::to_string);
+    let mut text: Cow<str> = Cow::Borrowed(decoded);
+    if charset::is_weak_label(label.as_deref()) && charset::looks_like_iso2022jp(decoded.as_bytes()) {
+        text = Cow::Owned(charset::decode_iso2022jp(decoded.as_bytes()));
+        damage.push("charset guessed: ISO-2022-JP (the part did not declare it)".into());
+    } else if decoded.contains('\u{FFFD}') {
+        let bytes = part_transfer_decoded(message, part);
+        let label_is_jis = label.as_deref().is_some_and(charset::is_iso2022jp_label);
+        if label_is_jis && std::str::from_utf8(&bytes).is_ok() {
+            text = Cow::Owned(String::from_utf8_lossy(&bytes).into_owned());
+            damage.push("charset corrected: labelled ISO-2022-JP but was UTF-8".into());
+        } else if charset::is_weak_label(label.as_deref()) {
+            let (s, cs) = charset::guess_decode(&bytes, hint);
+            if !s.contains('\u{FFFD}') {
+                text = Cow::Owned(s);
+                damage.push(format!("charset guessed: {cs} (the part did not declare it)"));
+            }
+        }
+    }
+    let text = if is_html { html_to_text(&text) } else { text.into_owned() };
+    normalise_newlines(&text)
+}
+
+/// A header's text, decoded; raw ISO-2022-JP or undeclared 8-bit header bytes are decoded by guess.
+fn decoded_header_text(message: &Message, name: HeaderName, hint: Locale, damage: &mut Vec<String>) -> String {
+    let Some(header) = message.parts[0].headers.iter().find(|h| h.name == name) else {
+        return String::new();
+    };
+    let value = header.value().as_text().unwrap_or("").to_string();
+    let raw = message
+        .raw_message
+        .get(header.offset_start() as usize..header.offset_end() as usize)
+        .unwrap_or(b"");
+    let fixed = if charset::looks_like_iso2022jp(value.as_bytes()) {
+        damage.push(format!("{}: raw ISO-2022-JP in a header", name.as_str()));
+        charset::decode_iso2022jp(value.as_bytes())
+    } else if value.contains('\u{FFFD}') && !raw.is_ascii() {
+        let (s, cs) = charset::guess_decode(raw, hint);
+        damage.push(format!("{}: undeclared 8-bit header decoded as {cs}", name.as_str()));
+        s
+    } else {
+        value
+    };
+    // Folded header lines and stray control characters never survive into a subject.
+    fixed
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn normalise_newlines(s: &str) -> String {
+    s.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+fn append_forwarded(text: &mut String, inner: &Message, hint: Locale) {
+    let mut ignored = Vec::new();
+    let body: String = inner
+        .text_body
+        .iter()
+        .filter_map(|&id| inner.parts.get(id as usize))
+        .map(|p| part_text(inner, p, hint, &mut ignored))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let from = first_mailbox(inner.from()).map(|m| m.address).unwrap_or_default();
+    let subject = decoded_header_text(inner, HeaderName::Subject, hint, &mut ignored);
+    if !text.is_empty() {
+        text.push_str("\n\n");
+    }
+    text.push_str("---------- Forwarded message ----------\n");
+    text.push_str(&format!("From: {from}\nSubject: {subject}\n\n"));
+    text.push_str(body.trim_end());
+}
+
+fn find_message_id_line(data: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(data);
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("message-id").then(|| clean_id(value)).filter(|v| !v.is_empty())
+    })
+}
+
+/// The identity of a mail's content: sender, subject, date, Message-ID and body, with line endings and
+/// trailing white space normalised. Headers that relays add (Received, Delivered-To, Return-Path) are left
+/// out, so the same mail arriving through two paths (IMAP and the MTA pipe, or a re-delivery) is recognised.
+pub fn content_hash(raw: &[u8], message: &Message) -> String {
+    let mut h = Sha256::new();
+    for name in ["From", "Subject", "Date", "Message-ID", "To", "Cc"] {
+        h.update(name.as_bytes());
+        h.update(b":");
+        if let Some(header) = message.parts[0].headers.iter().find(|hd| hd.name().eq_ignore_ascii_case(name)) {
+            let v = raw.get(header.offset_start() as usize..header.offset_end() as usize).unwrap_or(b"");
+            h.update(collapse_ws(v));
+        }
+        h.update(b"\n");
+    }
+    h.update(b"\n");
+    let body = raw.get(message.parts[0].offset_body as usize..).unwrap_or(b"");
+    for line in body.split(|&b| b == b'\n') {
+        let mut end = line.len();
+        while end > 0 && matches!(line[end - 1], b'\r' | b' ' | b'\t') {
+            end -= 1;
+        }
+        h.update(&line[..end]);
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+fn collapse_ws(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut space = false;
+    for &b in v {
+        if b.is_ascii_whitespace() {
+            space = !out.is_empty();
+        } else {
+            if space {
+                out.push(b' ');
+                space = false;
+            }
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// A file name that is safe to create: no directories, no control characters, no characters Windows or
+/// shells treat specially, no leading dots, bounded length; never empty.
+pub fn safe_filename(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base
+        .chars()
+        .map(|c| match c {
+            c if c.is_control() => '_',
+            '<' | '>' | ':' | '"' | '|' | '?' | '*' | '\0' => '_',
+            c => c,
+        })
+        .collect();
+    let trimmed = cleaned.trim().trim_start_matches('.').trim_end_matches(['.', ' ']);
+    let mut out = String::new();
+    for c in trimmed.chars() {
+        if out.len() + c.len_utf8() > 200 {
+            break;
+        }
+        out.push(c);
+    }
+    let stem = out.split('.').next().unwrap_or("").to_ascii_uppercase();
+    const RESERVED: [&str; 6] = ["CON", "PRN", "AUX", "NUL", "COM1", "LPT1"];
+    if RESERVED.contains(&stem.as_str()) {
+        out.insert(0, '_');
+    }
+    if out.is_empty() {
+        "attachment".to_string()
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail(s: &str) -> Inbound {
+        parse(s.as_bytes(), Locale::En).expect("a mail")
+    }
+
+    #[test]
+    fn refuses_what_is_not_mail() {
+        assert_eq!(parse(b"", Locale::En).unwrap_err(), NotMail::Empty);
+        assert_eq!(parse(b"  \r\n", Locale::En).unwrap_err(), NotMail::Empty);
+        assert!(parse(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", Locale::En).is_err());
+        assert!(parse(b"just some words\nand more words\n", Locale::En).is_err());
+    }
+
+    #[test]
+    fn reads_basic_headers() {
+        let m = mail("From: \"Taro\" <Taro@Example.JP>\r\nTo: support-jp@example.com\r\nSubject: Hello\r\nMessage-ID: <abc@x>\r\nIn-Reply-To: <p1@x>\r\nReferences: <p0@x> <p1@x>\r\nDate: Tue, 1 Jul 2025 10:00:00 +0900\r\n\r\nbody\r\n");
+        let from = m.from.unwrap();
+        assert_eq!(from.address, "taro@example.jp");
+        assert_eq!(from.name, "Taro");
+        assert_eq!(m.message_id, "abc@x");
+        assert!(!m.message_id_synthetic);
+        assert_eq!(m.in_reply_to, vec!["p1@x"]);
+        assert_eq!(m.references, vec!["p0@x", "p1@x"]);
+        assert_eq!(m.date.unwrap().to_rfc3339(), "2025-07-01T01:00:00+00:00");
+        assert_eq!(m.text, "body");
+    }
+
+    #[test]
+    fn missing_message_id_gets_a_stable_synthetic_one() {
+        let raw = "From: a@example.com\r\nSubject: x\r\n\r\nhello\r\n";
+        let a = mail(raw);
+        let b = mail(raw);
+        assert!(a.message_id_synthetic);
+        assert!(a.message_id.ends_with("@postdesk.invalid"));
+        assert_eq!(a.message_id, b.message_id);
+        let c = mail("From: a@example.com\r\nSubject: x\r\n\r\nhello again\r\n");
+        assert_ne!(a.message_id, c.message_id);
+    }
+
+    #[test]
+    fn content_hash_ignores_relay_headers_and_line_endings() {
+        let a = mail("Received: from a by b\r\nFrom: a@example.com\r\nMessage-ID: <1@x>\r\nSubject: s\r\n\r\nbody\r\n");
+        let b = mail("Received: from c by d\nDelivered-To: z@example.com\nFrom: a@example.com\nMessage-ID: <1@x>\nSubject: s\n\nbody\n");
+        assert_eq!(a.content_hash, b.content_hash);
+        let c = mail("From: a@example.com\r\nMessage-ID: <1@x>\r\nSubject: s\r\n\r\nother body\r\n");
+        assert_ne!(a.content_hash, c.content_hash);
+    }
+
+    #[test]
+    fn subject_cannot_carry_line_breaks() {
+        let m = mail("From: a@example.com\r\nSubject: =?UTF-8?Q?a=0D=0ABcc:_evil@example.com?=\r\n\r\nx\r\n");
+        assert!(!m.subject.contains('\n') && !m.subject.contains('\r'), "{:?}", m.subject);
+    }
+
+    #[test]
+    fn safe_filenames() {
+        assert_eq!(safe_filename("../../etc/passwd"), "passwd");
+        assert_eq!(safe_filename("C:\\Users\\x\\report.pdf"), "report.pdf");
+        assert_eq!(safe_filename("a\u{0}b\nc.txt"), "a_b_c.txt");
+        assert_eq!(safe_filename(".."), "attachment");
+        assert_eq!(safe_filename(".bashrc"), "bashrc");
+        assert_eq!(safe_filename(""), "attachment");
+        assert_eq!(safe_filename("CON.txt"), "_CON.txt");
+        assert_eq!(safe_filename("ログ.txt"), "ログ.txt");
+        assert!(safe_filename(&"あ".repeat(300)).len() <= 200);
+    }
+
+    #[test]
+    fn undeclared_iso2022jp_body_is_detected() {
+        let (jis, _, _) = encoding_rs::ISO_2022_JP.encode("お世話になっております。");
+        let mut raw = b"From: a@example.jp\r\nSubject: test\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+        raw.extend_from_slice(&jis);
+        raw.extend_from_slice(b"\r\n");
+        let m = parse(&raw, Locale::En).unwrap();
+        assert_eq!(m.text, "お世話になっております。");
+        assert!(m.damage.iter().any(|d| d.contains("ISO-2022-JP")));
+    }
+}

@@ -1,0 +1,183 @@
+//! Outgoing mail: the durable outbox row ([`OutboxItem`]), how a [`crate::desk::decide::Reply`] becomes one
+//! ([`compose`]), rendering ([`render`]), transports ([`transport`]) and the delivering worker ([`worker`]).
+//!
+//! A reply is rendered and fixed (Message-ID included) when it is queued, in the same store transaction as
+//! the change that caused it; the worker only carries rows to the transport. A resend after a crash is then
+//! byte-for-byte the same mail, which receivers can drop as a duplicate.
+
+pub mod render;
+pub mod transport;
+pub mod worker;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, RegionConfig};
+use crate::desk::decide::Reply;
+use crate::desk::ticket::{Direction, Message, Ticket, TicketId};
+use render::{RenderError, Renderer};
+
+/// Where an outgoing mail is in its delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxStatus {
+    Queued,
+    Sent,
+    Failed,
+    Bounced,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Queued => "queued",
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Failed => "failed",
+            OutboxStatus::Bounced => "bounced",
+        }
+    }
+}
+
+/// One outgoing mail, rendered, with its delivery state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub id: u64,
+    pub ticket: TicketId,
+    /// The template event (`ack`, `status_changed`, …).
+    pub kind: String,
+    pub from: String,
+    pub from_name: String,
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    /// Without angle brackets; fixed when queued.
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    /// RFC 3834 `Auto-Submitted` value.
+    pub auto_submitted: String,
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+/// The JSON shape of `postdesk outbox list --json` (DESIGN.md): the contract names plus a few extras.
+#[derive(Serialize)]
+pub struct OutboxView<'a> {
+    pub id: u64,
+    pub ticket: &'a TicketId,
+    pub kind: &'a str,
+    pub to: &'a [String],
+    pub subject: &'a str,
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    pub last_error: Option<&'a str>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub message_id: &'a str,
+    pub next_attempt_at: DateTime<Utc>,
+}
+
+impl OutboxItem {
+    pub fn view(&self) -> OutboxView<'_> {
+        OutboxView {
+            id: self.id,
+            ticket: &self.ticket,
+            kind: &self.kind,
+            to: &self.to,
+            subject: &self.subject,
+            status: self.status,
+            attempts: self.attempts,
+            last_error: self.last_error.as_deref(),
+            created_at: self.created_at,
+            sent_at: self.sent_at,
+            message_id: &self.message_id,
+            next_attempt_at: self.next_attempt_at,
+        }
+    }
+
+    /// The record of this mail on its ticket (direction `out`).
+    pub fn as_message(&self) -> Message {
+        Message {
+            direction: Direction::Out,
+            from: self.from.clone(),
+            from_name: self.from_name.clone(),
+            to: self.to.clone(),
+            cc: Vec::new(),
+            date: self.created_at,
+            received_at: self.created_at,
+            message_id: self.message_id.clone(),
+            in_reply_to: self.in_reply_to.iter().cloned().collect(),
+            references: self.references.clone(),
+            subject: self.subject.clone(),
+            text: self.text.clone(),
+            attachments: Vec::new(),
+            auto: None,
+            damage: Vec::new(),
+            content_hash: String::new(),
+            raw_sha256: None,
+            outbox_id: Some(self.id),
+        }
+    }
+}
+
+/// The RFC 3834 value for an event: answers to a customer's mail are `auto-replied`, everything else that
+/// postdesk starts by itself is `auto-generated`.
+fn auto_submitted_for(kind: &str) -> &'static str {
+    match kind {
+        "ack" | "customer_reminder" | "oversize" => "auto-replied",
+        _ => "auto-generated",
+    }
+}
+
+/// A Message-ID for an outgoing mail, unique and in the region's domain.
+fn outgoing_message_id(kind: &str, ticket: &TicketId, outbox_id: u64, now: DateTime<Utc>, region: &RegionConfig) -> String {
+    let mut h = Sha256::new();
+    h.update(ticket.to_string());
+    h.update(outbox_id.to_be_bytes());
+    h.update(now.timestamp_nanos_opt().unwrap_or_default().to_be_bytes());
+    h.update(std::process::id().to_be_bytes());
+    let tag = hex::encode(&h.finalize()[..8]);
+    format!("{kind}.{ticket}.{outbox_id}.{tag}@{}", region.domain())
+}
+
+/// Render a reply for a ticket into an outbox row with id `outbox_id`.
+pub fn compose(
+    reply: &Reply,
+    ticket: &Ticket,
+    region: &RegionConfig,
+    config: &Config,
+    renderer: &Renderer,
+    outbox_id: u64,
+    now: DateTime<Utc>,
+) -> Result<OutboxItem, RenderError> {
+    let context = render::context(reply, ticket, region, config);
+    let rendered = renderer.render(reply.kind, reply.locale, &context)?;
+    let references = ticket.thread_ids.clone();
+    Ok(OutboxItem {
+        id: outbox_id,
+        ticket: ticket.id.clone(),
+        kind: reply.kind.to_string(),
+        from: region.address.clone(),
+        from_name: region.desk_name(),
+        to: reply.to.clone(),
+        subject: rendered.subject,
+        text: rendered.text,
+        html: rendered.html,
+        message_id: outgoing_message_id(reply.kind, &ticket.id, outbox_id, now, region),
+        in_reply_to: ticket.last_customer_message_id.clone(),
+        references,
+        auto_submitted: auto_submitted_for(reply.kind).to_string(),
+        status: OutboxStatus::Queued,
+        attempts: 0,
+        last_error: None,
+        created_at: now,
+        sent_at: None,
+        next_attempt_at: now,
+    })
+}

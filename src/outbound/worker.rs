@@ -1,0 +1,175 @@
+//! The outbox worker: takes due rows from the store, sends them, records the outcome.
+//!
+//! Temporary failures are retried with exponential backoff and jitter until the row is [`MAX_AGE`] old;
+//! permanent ones are marked `failed` with the server's answer. The worker sleeps until the next row is due
+//! or until the store tells it (through `Notify`) that something new was queued.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::transport::{SendError, Transport};
+use super::{OutboxItem, OutboxStatus};
+use crate::store::Store;
+
+/// How long a temporarily failing mail keeps being retried.
+pub const MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600);
+/// Rows taken per round.
+const BATCH: usize = 64;
+
+/// The delay before attempt `attempts + 1`: 30 s doubling to at most an hour, with ±20 % jitter so that a
+/// queue that failed together does not retry together.
+pub fn backoff(attempts: u32, jitter_seed: u64) -> Duration {
+    let base = 30u64.saturating_mul(1u64 << attempts.min(7)).min(3600);
+    let jitter = (jitter_seed % 41) as i64 - 20; // −20 … +20 %
+    let secs = (base as i64 + base as i64 * jitter / 100).max(1) as u64;
+    Duration::from_secs(secs)
+}
+
+/// Apply the outcome of one send attempt to a row.
+pub fn after_attempt(mut item: OutboxItem, outcome: Result<(), SendError>, now: DateTime<Utc>) -> OutboxItem {
+    item.attempts += 1;
+    match outcome {
+        Ok(()) => {
+            item.status = OutboxStatus::Sent;
+            item.sent_at = Some(now);
+            item.last_error = None;
+        }
+        Err(SendError::Permanent(e)) => {
+            item.status = OutboxStatus::Failed;
+            item.last_error = Some(e);
+        }
+        Err(SendError::Temporary(e)) => {
+            let age = (now - item.created_at).to_std().unwrap_or_default();
+            if age >= MAX_AGE {
+                item.status = OutboxStatus::Failed;
+                item.last_error = Some(format!("gave up after {} attempts: {e}", item.attempts));
+            } else {
+                let delay = backoff(item.attempts, item.id ^ now.timestamp_subsec_nanos() as u64);
+                item.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
+                item.last_error = Some(e);
+            }
+        }
+    }
+    item
+}
+
+/// Send what is due now; returns how many rows were attempted.
+pub async fn send_due(store: &Store, transport: &Transport) -> Result<usize, crate::store::StoreError> {
+    let due = store.outbox_due(Utc::now(), BATCH)?;
+    let n = due.len();
+    for item in due {
+        let outcome = transport.send(&item).await;
+        match &outcome {
+            Ok(()) => tracing::info!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, "sent"),
+            Err(e) => tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
+                "could not send: {e}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)"),
+        }
+        store.outbox_update(after_attempt(item, outcome, Utc::now()))?;
+    }
+    if n > 0 {
+        store.flush_async().await?;
+    }
+    Ok(n)
+}
+
+/// Run until `shutdown`: the send in progress is finished before it returns.
+pub async fn run(store: Arc<Store>, transport: Arc<Transport>, wake: Arc<Notify>, shutdown: CancellationToken) {
+    loop {
+        let sent = match send_due(&store, &transport).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
+                0
+            }
+        };
+        if sent > 0 {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            continue;
+        }
+        let sleep = match store.outbox_next_due() {
+            Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default().min(Duration::from_secs(60)),
+            _ => Duration::from_secs(60),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(sleep.max(Duration::from_millis(10))) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desk::ticket::TicketId;
+
+    fn item() -> OutboxItem {
+        let now = Utc::now();
+        OutboxItem {
+            id: 7,
+            ticket: TicketId::new("JP", 1000),
+            kind: "ack".into(),
+            from: "support-jp@example.com".into(),
+            from_name: "JP".into(),
+            to: vec!["a@example.com".into()],
+            subject: "s".into(),
+            text: "t".into(),
+            html: None,
+            message_id: "m@example.com".into(),
+            in_reply_to: None,
+            references: vec![],
+            auto_submitted: "auto-replied".into(),
+            status: OutboxStatus::Queued,
+            attempts: 0,
+            last_error: None,
+            created_at: now,
+            sent_at: None,
+            next_attempt_at: now,
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(0, 20) < backoff(3, 20));
+        for a in 0..50 {
+            assert!(backoff(a, a as u64) <= Duration::from_secs(3600 * 12 / 10));
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        let now = Utc::now();
+        let sent = after_attempt(item(), Ok(()), now);
+        assert_eq!((sent.status, sent.attempts, sent.sent_at), (OutboxStatus::Sent, 1, Some(now)));
+        let failed = after_attempt(item(), Err(SendError::Permanent("550 no such user".into())), now);
+        assert_eq!(failed.status, OutboxStatus::Failed);
+        assert_eq!(failed.last_error.as_deref(), Some("550 no such user"));
+        let retry = after_attempt(item(), Err(SendError::Temporary("421".into())), now);
+        assert_eq!(retry.status, OutboxStatus::Queued);
+        assert!(retry.next_attempt_at > now);
+        let mut old = item();
+        old.created_at = now - chrono::Duration::days(4);
+        assert_eq!(after_attempt(old, Err(SendError::Temporary("421".into())), now).status, OutboxStatus::Failed);
+    }
+
+    #[test]
+    fn built_mail_has_the_loop_headers_and_no_injected_header() {
+        let mut i = item();
+        i.subject = "[JP-1000] a\r\nBcc: evil@example.com".into();
+        i.in_reply_to = Some("c@x".into());
+        i.references = vec!["a@x".into(), "c@x".into()];
+        let raw = String::from_utf8(super::super::transport::build_message(&i).unwrap().formatted()).unwrap();
+        assert!(raw.contains("Auto-Submitted: auto-replied"), "{raw}");
+        assert!(raw.contains("X-Auto-Response-Suppress: All"));
+        assert!(raw.contains("Message-ID: <m@example.com>"));
+        assert!(raw.contains("In-Reply-To: <c@x>"));
+        assert!(raw.contains("References: <a@x> <c@x>"));
+        assert!(!raw.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")), "{raw}");
+    }
+}

@@ -1,0 +1,503 @@
+//! The store: sled trees behind a small API of our own, so that moving to sled's successor touches one module.
+//!
+//! Trees (keys → values, values JSON unless said otherwise):
+//! - `tickets`:    ticket key (`JP-` + u64 BE) → [`Ticket`]
+//! - `messages`:   ticket key + u32 BE index → [`Message`]
+//! - `msgid`:      Message-ID → list of ticket ids that received or sent it
+//! - `dedupe`:     Message-ID + NUL + content hash → ticket id (re-deliveries change nothing)
+//! - `requester`:  address + NUL + ticket key → () (a customer's tickets)
+//! - `blobs`:      sha256 hex → bytes (attachments and raw mail, each stored once)
+//! - `outbox`:     u64 BE id → [`OutboxItem`];  `outbox_due`: due millis BE + id BE → () (queued rows only)
+//! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE)
+//! - `quarantine`: u64 BE id → [`Quarantined`] (input that could not become a ticket, raw bytes in `blobs`)
+//!
+//! Every change one mail causes is one [`Change`] committed in one sled transaction: ticket, messages,
+//! indexes, blobs, outbox rows and the id sequence. Callers flush ([`Store::flush_async`]) before they
+//! acknowledge the mail at its source. Writers are serialised by [`Store::writer`], so reading candidates,
+//! deciding and committing see one consistent state; the transaction re-checks the sequence and the
+//! de-duplication key anyway, so a bug there aborts instead of corrupting.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use tokio::sync::Notify;
+
+use crate::desk::ticket::{Message, Status, Ticket, TicketId};
+use crate::outbound::{OutboxItem, OutboxStatus};
+
+/// A storage failure. The message says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source} (is another postdesk running with this storage.path, and is the directory writable?)")]
+    Open {
+        path: String,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("storage error: {0} (check free disk space and permissions of storage.path)")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt record in tree {tree}: {reason}")]
+    Corrupt { tree: &'static str, reason: String },
+    #[error("ticket {0} does not exist")]
+    NoTicket(TicketId),
+    #[error("outbox row {0} does not exist")]
+    NoOutboxRow(u64),
+    #[error("the change conflicts with the store's state ({0}); it was not applied")]
+    Conflict(String),
+}
+
+/// Why a transaction aborted on purpose.
+#[derive(Debug)]
+enum Abort {
+    Duplicate(TicketId),
+    Conflict(String),
+    Corrupt(String),
+}
+
+/// Input that could not become a ticket, kept so nothing is lost in silence.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Quarantined {
+    pub id: u64,
+    pub region: String,
+    pub source: String,
+    pub reason: String,
+    pub size: u64,
+    pub raw_sha256: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Everything one event changes, applied atomically.
+#[derive(Clone, Debug, Default)]
+pub struct Change {
+    /// The ticket after the change (with its final id).
+    pub ticket: Option<Ticket>,
+    /// For a new ticket: the region whose sequence must currently be at `ticket.id.number`.
+    pub new_ticket: bool,
+    /// Messages to append (their indexes are `ticket.message_count - messages.len() ..`).
+    pub messages: Vec<Message>,
+    /// Blobs to store if absent: (sha256, bytes).
+    pub blobs: Vec<(String, Vec<u8>)>,
+    /// Outbox rows to queue.
+    pub outbox: Vec<OutboxItem>,
+    /// (Message-ID, content hash) that identifies the mail, for de-duplication.
+    pub dedupe: Option<(String, String)>,
+    /// Message-IDs to index to the ticket.
+    pub message_ids: Vec<String>,
+}
+
+/// The result of a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Committed {
+    Applied,
+    /// The mail was already stored in this ticket: nothing changed.
+    Duplicate(TicketId),
+}
+
+/// The sled database and its trees.
+pub struct Store {
+    db: sled::Db,
+    tickets: sled::Tree,
+    messages: sled::Tree,
+    msgid: sled::Tree,
+    dedupe: sled::Tree,
+    requester: sled::Tree,
+    blobs: sled::Tree,
+    outbox: sled::Tree,
+    outbox_due: sled::Tree,
+    meta: sled::Tree,
+    quarantine: sled::Tree,
+    writer: Mutex<()>,
+    /// Woken whenever an outbox row is queued, so the worker need not poll.
+    pub outbox_wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store")
+    }
+}
+
+/// The sort key of a ticket id: region, `-`, number big-endian (so `JP-999` sorts before `JP-1000`).
+pub fn ticket_key(id: &TicketId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(id.region.len() + 9);
+    k.extend_from_slice(id.region.as_bytes());
+    k.push(b'-');
+    k.extend_from_slice(&id.number.to_be_bytes());
+    k
+}
+
+fn message_key(id: &TicketId, index: u32) -> Vec<u8> {
+    let mut k = ticket_key(id);
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn dedupe_key(message_id: &str, hash: &str) -> Vec<u8> {
+    let mut k = message_id.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(hash.as_bytes());
+    k
+}
+
+fn due_key(at: DateTime<Utc>, id: u64) -> Vec<u8> {
+    let mut k = (at.timestamp_millis().max(0) as u64).to_be_bytes().to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn seq_key(region: &str) -> Vec<u8> {
+    format!("seq:{region}").into_bytes()
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Our own types serialise infallibly (no maps with non-string keys, no failing Serialize impls).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn from_json<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, reason: e.to_string() })
+}
+
+fn u64_of(bytes: &[u8]) -> Option<u64> {
+    bytes.try_into().ok().map(u64::from_be_bytes)
+}
+
+impl Store {
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(open_err)?;
+        let tree = |name: &str| db.open_tree(name);
+        Ok(Store {
+            tickets: tree("tickets")?,
+            messages: tree("messages")?,
+            msgid: tree("msgid")?,
+            dedupe: tree("dedupe")?,
+            requester: tree("requester")?,
+            blobs: tree("blobs")?,
+            outbox: tree("outbox")?,
+            outbox_due: tree("outbox_due")?,
+            meta: tree("meta")?,
+            quarantine: tree("quarantine")?,
+            db,
+            writer: Mutex::new(()),
+            outbox_wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The writer lock: hold it from reading candidates to committing the change.
+    pub fn writer(&self) -> MutexGuard<'_, ()> {
+        // A panic while holding it leaves no half-written state (commits are transactions), so a poisoned
+        // lock is safe to take over.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make everything committed so far durable.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A fresh unique id (outbox rows, quarantine entries). May skip numbers after a crash; never repeats.
+    pub fn generate_id(&self) -> Result<u64, StoreError> {
+        Ok(self.db.generate_id()?)
+    }
+
+    pub fn ticket(&self, id: &TicketId) -> Result<Option<Ticket>, StoreError> {
+        self.tickets
+            .get(ticket_key(id))?
+            .map(|v| from_json("tickets", &v))
+            .transpose()
+    }
+
+    /// Tickets, optionally of one region and/or status, in id order.
+    pub fn tickets(&self, region: Option<&str>, status: Option<Status>) -> Result<Vec<Ticket>, StoreError> {
+        let prefix = region.map(|r| format!("{r}-").into_bytes()).unwrap_or_default();
+        let mut out = Vec::new();
+        for kv in self.tickets.scan_prefix(prefix) {
+            let (_, v) = kv?;
+            let t: Ticket = from_json("tickets", &v)?;
+            if status.is_none_or(|s| t.status == s) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn messages(&self, id: &TicketId) -> Result<Vec<Message>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.messages.scan_prefix(ticket_key(id)) {
+            let (k, v) = kv?;
+            // The prefix of `JP-<8 bytes>` is exact: message keys are 4 bytes longer.
+            if k.len() == ticket_key(id).len() + 4 {
+                out.push(from_json("messages", &v)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tickets that received or sent a mail with this Message-ID.
+    pub fn tickets_for_message_id(&self, message_id: &str) -> Result<Vec<TicketId>, StoreError> {
+        match self.msgid.get(message_id.as_bytes())? {
+            Some(v) => from_json("msgid", &v),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The ticket that already holds this mail, if any.
+    pub fn duplicate_of(&self, message_id: &str, content_hash: &str) -> Result<Option<TicketId>, StoreError> {
+        match self.dedupe.get(dedupe_key(message_id, content_hash))? {
+            Some(v) => Ok(Some(from_json("dedupe", &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Ticket ids a customer is the requester of.
+    pub fn tickets_of_requester(&self, address: &str) -> Result<Vec<TicketId>, StoreError> {
+        let mut prefix = address.to_ascii_lowercase().into_bytes();
+        prefix.push(0);
+        let mut out = Vec::new();
+        for kv in self.requester.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            let key = &k[prefix.len()..];
+            if let Some(dash) = key.iter().position(|&b| b == b'-') {
+                if let (Ok(region), Some(n)) = (std::str::from_utf8(&key[..dash]), u64_of(&key[dash + 1..])) {
+                    out.push(TicketId::new(region, n));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number the next ticket of `region` gets.
+    pub fn next_ticket_number(&self, region: &str, first: u64) -> Result<u64, StoreError> {
+        Ok(self.meta.get(seq_key(region))?.and_then(|v| u64_of(&v)).unwrap_or(first))
+    }
+
+    pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.blobs.get(sha256.as_bytes())?.map(|v| v.to_vec()))
+    }
+
+    /// Apply a change atomically. Returns [`Committed::Duplicate`] (and changes nothing) when the mail's
+    /// de-duplication key is already present. Not durable until [`Store::flush_async`].
+    pub fn commit(&self, change: &Change) -> Result<Committed, StoreError> {
+        let trees = (
+            &self.tickets,
+            &self.messages,
+            &self.msgid,
+            &self.dedupe,
+            &self.requester,
+            &self.blobs,
+            &self.outbox,
+            &self.outbox_due,
+            &self.meta,
+        );
+        let result = trees.transaction(|(tickets, messages, msgid, dedupe, requester, blobs, outbox, outbox_due, meta)| {
+            let abort = |a: Abort| ConflictableTransactionError::Abort(a);
+            if let Some((mid, hash)) = &change.dedupe {
+                if let Some(existing) = dedupe.get(dedupe_key(mid, hash))? {
+                    let id = serde_json::from_slice(&existing).map_err(|e| abort(Abort::Corrupt(e.to_string())))?;
+                    return Err(abort(Abort::Duplicate(id)));
+                }
+            }
+            if let Some(ticket) = &change.ticket {
+                let key = ticket_key(&ticket.id);
+                if change.new_ticket {
+                    let seq = seq_key(&ticket.id.region);
+                    let current = meta.get(&seq)?.and_then(|v| u64_of(&v));
+                    if current.is_some_and(|n| n != ticket.id.number) {
+                        return Err(abort(Abort::Conflict(format!("sequence of {} moved", ticket.id.region))));
+                    }
+                    if tickets.get(&key)?.is_some() {
+                        return Err(abort(Abort::Conflict(format!("{} already exists", ticket.id))));
+                    }
+                    meta.insert(seq, &(ticket.id.number + 1).to_be_bytes())?;
+                    let mut rk = ticket.requester.as_bytes().to_vec();
+                    rk.push(0);
+                    rk.extend_from_slice(&key);
+                    requester.insert(rk, &[])?;
+                }
+                tickets.insert(key, to_json(ticket))?;
+                let first = ticket.message_count as usize - change.messages.len().min(ticket.message_count as usize);
+                for (i, m) in change.messages.iter().enumerate() {
+                    messages.insert(message_key(&ticket.id, (first + i) as u32), to_json(m))?;
+                }
+                for mid in &change.message_ids {
+                    index_message_id(msgid, mid, &ticket.id)?;
+                }
+                if let Some((mid, hash)) = &change.dedupe {
+                    dedupe.insert(dedupe_key(mid, hash), to_json(&ticket.id))?;
+                }
+            }
+            for (sha, bytes) in &change.blobs {
+                if blobs.get(sha.as_bytes())?.is_none() {
+                    blobs.insert(sha.as_bytes(), bytes.as_slice())?;
+                }
+            }
+            for item in &change.outbox {
+                outbox.insert(&item.id.to_be_bytes(), to_json(item))?;
+                if item.status == OutboxStatus::Queued {
+                    outbox_due.insert(due_key(item.next_attempt_at, item.id), &[])?;
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => {
+                if !change.outbox.is_empty() {
+                    self.outbox_wake.notify_one();
+                }
+                Ok(Committed::Applied)
+            }
+            Err(TransactionError::Abort(Abort::Duplicate(id))) => Ok(Committed::Duplicate(id)),
+            Err(TransactionError::Abort(Abort::Conflict(why))) => Err(StoreError::Conflict(why)),
+            Err(TransactionError::Abort(Abort::Corrupt(why))) => Err(StoreError::Corrupt { tree: "dedupe", reason: why }),
+            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        }
+    }
+
+    /// Keep input that could not become a ticket: raw bytes in `blobs`, a row in `quarantine`.
+    pub fn quarantine(&self, region: &str, source: &str, reason: &str, raw: &[u8]) -> Result<Quarantined, StoreError> {
+        use sha2::{Digest, Sha256};
+        let sha = hex::encode(Sha256::digest(raw));
+        let q = Quarantined {
+            id: self.generate_id()?,
+            region: region.to_string(),
+            source: source.to_string(),
+            reason: reason.to_string(),
+            size: raw.len() as u64,
+            raw_sha256: sha.clone(),
+            received_at: Utc::now(),
+        };
+        (&self.blobs, &self.quarantine)
+            .transaction(|(blobs, quarantine)| {
+                if blobs.get(sha.as_bytes())?.is_none() {
+                    blobs.insert(sha.as_bytes(), raw)?;
+                }
+                quarantine.insert(&q.id.to_be_bytes(), to_json(&q))?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::Sled(e),
+                TransactionError::Abort(()) => StoreError::Conflict("quarantine".into()),
+            })?;
+        Ok(q)
+    }
+
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
+        self.quarantine.iter().values().map(|v| from_json("quarantine", &v?)).collect()
+    }
+
+    pub fn outbox_item(&self, id: u64) -> Result<Option<OutboxItem>, StoreError> {
+        self.outbox.get(id.to_be_bytes())?.map(|v| from_json("outbox", &v)).transpose()
+    }
+
+    /// Every outbox row, oldest first.
+    pub fn outbox_all(&self) -> Result<Vec<OutboxItem>, StoreError> {
+        self.outbox.iter().values().map(|v| from_json("outbox", &v?)).collect()
+    }
+
+    /// Queued rows due at `now`, at most `limit`, soonest first. Costs O(due), whatever the outbox holds.
+    pub fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        let end = due_key(now, u64::MAX);
+        let mut out = Vec::new();
+        for kv in self.outbox_due.range(..=end).take(limit) {
+            let (k, _) = kv?;
+            let Some(id) = k.get(8..16).and_then(u64_of) else { continue };
+            match self.outbox_item(id)? {
+                Some(item) if item.status == OutboxStatus::Queued => out.push(item),
+                // A stale index entry (row gone or no longer queued): drop it.
+                _ => {
+                    self.outbox_due.remove(&k)?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// When the next queued row is due.
+    pub fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .outbox_due
+            .first()?
+            .and_then(|(k, _)| k.get(..8).and_then(u64_of))
+            .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)))
+    }
+
+    /// Replace an outbox row (after a send attempt, or a retry), keeping the due index in step.
+    pub fn outbox_update(&self, item: OutboxItem) -> Result<(), StoreError> {
+        (&self.outbox, &self.outbox_due)
+            .transaction(|(outbox, due)| {
+                if let Some(old) = outbox.get(item.id.to_be_bytes())? {
+                    if let Ok(old) = serde_json::from_slice::<OutboxItem>(&old) {
+                        due.remove(due_key(old.next_attempt_at, old.id))?;
+                    }
+                }
+                outbox.insert(&item.id.to_be_bytes(), to_json(&item))?;
+                if item.status == OutboxStatus::Queued {
+                    due.insert(due_key(item.next_attempt_at, item.id), &[])?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => StoreError::Sled(e),
+                TransactionError::Abort(()) => StoreError::Conflict("outbox".into()),
+            })?;
+        if item.status == OutboxStatus::Queued {
+            self.outbox_wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Queue a row again now (after `failed`, or to skip a backoff wait).
+    pub fn outbox_retry(&self, id: u64) -> Result<OutboxItem, StoreError> {
+        let mut item = self.outbox_item(id)?.ok_or(StoreError::NoOutboxRow(id))?;
+        item.status = OutboxStatus::Queued;
+        item.next_attempt_at = Utc::now();
+        item.created_at = item.created_at.max(Utc::now() - chrono::Duration::days(1));
+        self.outbox_update(item.clone())?;
+        Ok(item)
+    }
+
+    /// Counts for `postdesk stats`: (region, status) → tickets.
+    pub fn counts(&self) -> Result<Vec<(String, Status, usize)>, StoreError> {
+        let mut map = std::collections::BTreeMap::new();
+        for t in self.tickets(None, None)? {
+            *map.entry((t.region.clone(), t.status)).or_insert(0usize) += 1;
+        }
+        Ok(map.into_iter().map(|((r, s), n)| (r, s, n)).collect())
+    }
+}
+
+fn index_message_id(
+    msgid: &TransactionalTree,
+    mid: &str,
+    id: &TicketId,
+) -> Result<(), ConflictableTransactionError<Abort>> {
+    let mut ids: Vec<TicketId> = match msgid.get(mid.as_bytes())? {
+        Some(v) => serde_json::from_slice(&v).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    if !ids.contains(id) {
+        ids.push(id.clone());
+        msgid.insert(mid.as_bytes(), to_json(&ids))?;
+    }
+    Ok(())
+}
