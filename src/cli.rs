@@ -17,7 +17,11 @@ use crate::outbound::render::Renderer;
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "postdesk", version, about = "Email helpdesk daemon: regional support mailboxes become tickets, answered by mail")]
+#[command(
+    name = "postdesk",
+    version,
+    about = "Email helpdesk daemon: regional support mailboxes become tickets, answered by mail"
+)]
 pub struct Cli {
     /// Config file [default: $POSTDESK_CONFIG, else /etc/postdesk/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -112,7 +116,10 @@ pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 
         Err(e) => {
             let _ = writeln!(err, "postdesk: {e}");
             if path == Path::new(DEFAULT_CONFIG_PATH) && !path.exists() {
-                let _ = writeln!(err, "postdesk: pass --config PATH, set POSTDESK_CONFIG, or try `postdesk demo`");
+                let _ = writeln!(
+                    err,
+                    "postdesk: pass --config PATH, set POSTDESK_CONFIG, or try `postdesk demo`"
+                );
             }
             return match cli.command {
                 // The MTA must keep the mail when postdesk is misconfigured.
@@ -130,17 +137,29 @@ pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 
                 Ok(r) => r,
                 Err(e) => {
                     let _ = writeln!(err, "postdesk: {e}");
-                    return if matches!(command, Command::Ingest { .. }) { pipe::EX_TEMPFAIL } else { EX_CONFIG };
+                    return if matches!(command, Command::Ingest { .. }) {
+                        pipe::EX_TEMPFAIL
+                    } else {
+                        EX_CONFIG
+                    };
                 }
             };
             let store = match Store::open(&config.storage.path) {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = writeln!(err, "postdesk: {e}");
-                    return if matches!(command, Command::Ingest { .. }) { pipe::EX_TEMPFAIL } else { EX_FAILURE };
+                    return if matches!(command, Command::Ingest { .. }) {
+                        pipe::EX_TEMPFAIL
+                    } else {
+                        EX_FAILURE
+                    };
                 }
             };
-            let desk = Desk { config, store: std::sync::Arc::new(store), renderer };
+            let desk = Desk {
+                config,
+                store: std::sync::Arc::new(store),
+                renderer,
+            };
             let code = with_desk(&desk, command, out, err).await;
             if let Err(e) = desk.store.flush_async().await {
                 let _ = writeln!(err, "postdesk: {e}");
@@ -152,7 +171,9 @@ pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 
 }
 
 fn check_config(config: &Config, path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
-    let renderer = match Renderer::load(config.outbound.templates_dir.as_deref()).and_then(|r| r.self_test().map(|_| r)) {
+    let renderer = match Renderer::load(config.outbound.templates_dir.as_deref())
+        .and_then(|r| r.self_test().map(|_| r))
+    {
         Ok(r) => r,
         Err(e) => {
             let _ = writeln!(err, "postdesk: {e}");
@@ -160,8 +181,18 @@ fn check_config(config: &Config, path: &Path, out: &mut dyn Write, err: &mut dyn
         }
     };
     drop(renderer);
-    let regions: Vec<String> = config.region.iter().map(|r| format!("{} <{}>", r.code, r.address)).collect();
-    let _ = writeln!(out, "{}: OK ({} region(s): {}; templates compiled)", path.display(), regions.len(), regions.join(", "));
+    let regions: Vec<String> = config
+        .region
+        .iter()
+        .map(|r| format!("{} <{}>", r.code, r.address))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{}: OK ({} region(s): {}; templates compiled)",
+        path.display(),
+        regions.len(),
+        regions.join(", ")
+    );
     0
 }
 
@@ -190,11 +221,17 @@ async fn run_daemon(config: Config, err: &mut dyn Write) -> i32 {
 }
 
 /// Commands that work on an open store.
-pub async fn with_desk(desk: &Desk, command: Command, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub async fn with_desk(
+    desk: &Desk,
+    command: Command,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
     let result: Result<i32, String> = async {
         match command {
             Command::Ingest { region } => {
-                let raw = pipe::read_input(&mut std::io::stdin().lock()).map_err(|e| format!("cannot read stdin: {e}"));
+                let raw = pipe::read_input(&mut std::io::stdin().lock())
+                    .map_err(|e| format!("cannot read stdin: {e}"));
                 let raw = match raw {
                     Ok(r) => r,
                     Err(e) => {
@@ -210,8 +247,15 @@ pub async fn with_desk(desk: &Desk, command: Command, out: &mut dyn Write, err: 
                 }
                 Ok(code)
             }
-            Command::Tickets(TicketsCommand::List { region, status, json }) => {
-                let tickets = desk.store.tickets(region.as_deref(), status).map_err(|e| e.to_string())?;
+            Command::Tickets(TicketsCommand::List {
+                region,
+                status,
+                json,
+            }) => {
+                let tickets = desk
+                    .store
+                    .tickets(region.as_deref(), status)
+                    .map_err(|e| e.to_string())?;
                 if json {
                     print_json(out, &tickets)?;
                 } else {
@@ -225,17 +269,33 @@ pub async fn with_desk(desk: &Desk, command: Command, out: &mut dyn Write, err: 
                     return Ok(EX_FAILURE);
                 };
                 let messages = desk.store.messages(&id).map_err(|e| e.to_string())?;
+                let outbox = desk
+                    .store
+                    .outbox_of_ticket(&id)
+                    .map_err(|e| e.to_string())?;
                 if json {
-                    print_json(out, &TicketWithMessages { ticket: &ticket, messages: &messages })?;
+                    let notifications: Vec<_> = outbox.iter().map(|i| i.view()).collect();
+                    print_json(
+                        out,
+                        &TicketWithMessages {
+                            ticket: &ticket,
+                            messages: &messages,
+                            notifications,
+                        },
+                    )?;
                 } else {
-                    print_ticket(out, &ticket, &messages);
+                    print_ticket(out, &ticket, &messages, &outbox);
                 }
                 Ok(0)
             }
             Command::Tickets(TicketsCommand::SetStatus { id, status }) => {
-                match desk.set_status(&id, status, Utc::now()).map_err(|e| e.to_string())? {
+                match desk
+                    .set_status(&id, status, Utc::now())
+                    .map_err(|e| e.to_string())?
+                {
                     Ok(queued) => {
-                        let _ = writeln!(out, "{id}: status {status}; {queued} update mail(s) queued");
+                        let _ =
+                            writeln!(out, "{id}: status {status}; {queued} update mail(s) queued");
                         Ok(0)
                     }
                     Err(e) => {
@@ -250,18 +310,38 @@ pub async fn with_desk(desk: &Desk, command: Command, out: &mut dyn Write, err: 
                     let views: Vec<_> = items.iter().map(|i| i.view()).collect();
                     print_json(out, &views)?;
                 } else {
-                    let _ = writeln!(out, "{:<20} {:<10} {:<16} {:<8} {:>3}  {:<30} SUBJECT", "ID", "TICKET", "KIND", "STATUS", "TRY", "TO");
+                    let _ = writeln!(
+                        out,
+                        "{:<20} {:<10} {:<16} {:<8} {:>3}  {:<30} SUBJECT",
+                        "ID", "TICKET", "KIND", "STATUS", "TRY", "TO"
+                    );
                     for i in &items {
-                        let _ = writeln!(out, "{:<20} {:<10} {:<16} {:<8} {:>3}  {:<30} {}{}", i.id, i.ticket.to_string(), i.kind, i.status.as_str(), i.attempts,
-                            truncate(&i.to.join(","), 30), truncate(&i.subject, 50),
-                            i.last_error.as_deref().map(|e| format!("  [{}]", truncate(e, 80))).unwrap_or_default());
+                        let _ = writeln!(
+                            out,
+                            "{:<20} {:<10} {:<16} {:<8} {:>3}  {:<30} {}{}",
+                            i.id,
+                            i.ticket.to_string(),
+                            i.kind,
+                            i.status.as_str(),
+                            i.attempts,
+                            truncate(&i.to.join(","), 30),
+                            truncate(&i.subject, 50),
+                            i.last_error
+                                .as_deref()
+                                .map(|e| format!("  [{}]", truncate(e, 80)))
+                                .unwrap_or_default()
+                        );
                     }
                 }
                 Ok(0)
             }
             Command::Outbox(OutboxCommand::Retry { id }) => {
                 let item = desk.store.outbox_retry(id).map_err(|e| e.to_string())?;
-                let _ = writeln!(out, "outbox {id} ({} for {}) queued again", item.kind, item.ticket);
+                let _ = writeln!(
+                    out,
+                    "outbox {id} ({} for {}) queued again",
+                    item.kind, item.ticket
+                );
                 Ok(0)
             }
             Command::Stats { json } => {
@@ -288,6 +368,8 @@ struct TicketWithMessages<'a> {
     #[serde(flatten)]
     ticket: &'a Ticket,
     messages: &'a [Message],
+    /// Automatic mail about this ticket (acknowledgements, status updates), as in `outbox list --json`.
+    notifications: Vec<crate::outbound::OutboxView<'a>>,
 }
 
 fn print_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> Result<(), String> {
@@ -312,32 +394,82 @@ fn short_time(t: DateTime<Utc>) -> String {
 
 /// The human table of `tickets list`.
 pub fn print_ticket_table(out: &mut dyn Write, tickets: &[Ticket]) {
-    let _ = writeln!(out, "{:<10} {:<9} {:<8} {:<16} {:<30} SUBJECT", "ID", "STATUS", "PRIORITY", "UPDATED (UTC)", "REQUESTER");
+    let _ = writeln!(
+        out,
+        "{:<10} {:<9} {:<8} {:<16} {:<30} SUBJECT",
+        "ID", "STATUS", "PRIORITY", "UPDATED (UTC)", "REQUESTER"
+    );
     for t in tickets {
-        let _ = writeln!(out, "{:<10} {:<9} {:<8} {:<16} {:<30} {}", t.id.to_string(), t.status.as_str(), t.priority.as_str(),
-            short_time(t.updated_at), truncate(&t.requester, 30), truncate(&t.subject, 60));
+        let _ = writeln!(
+            out,
+            "{:<10} {:<9} {:<8} {:<16} {:<30} {}",
+            t.id.to_string(),
+            t.status.as_str(),
+            t.priority.as_str(),
+            short_time(t.updated_at),
+            truncate(&t.requester, 30),
+            truncate(&t.subject, 60)
+        );
     }
     let _ = writeln!(out, "({} ticket(s))", tickets.len());
 }
 
-fn print_ticket(out: &mut dyn Write, t: &Ticket, messages: &[Message]) {
+fn print_ticket(
+    out: &mut dyn Write,
+    t: &Ticket,
+    messages: &[Message],
+    outbox: &[crate::outbound::OutboxItem],
+) {
     let _ = writeln!(out, "{}  {}", t.id, t.subject);
-    let _ = writeln!(out, "status {}  priority {}  category {}  locale {}", t.status, t.priority, t.category, t.locale);
-    let _ = writeln!(out, "requester {}{}", t.requester, if t.requester_name.is_empty() { String::new() } else { format!(" ({})", t.requester_name) });
+    let _ = writeln!(
+        out,
+        "status {}  priority {}  category {}  locale {}",
+        t.status, t.priority, t.category, t.locale
+    );
+    let _ = writeln!(
+        out,
+        "requester {}{}",
+        t.requester,
+        if t.requester_name.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", t.requester_name)
+        }
+    );
     if !t.participants.is_empty() {
         let _ = writeln!(out, "participants {}", t.participants.join(", "));
     }
     if !t.links.is_empty() {
-        let _ = writeln!(out, "linked {}", t.links.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", "));
+        let _ = writeln!(
+            out,
+            "linked {}",
+            t.links
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
-    let _ = writeln!(out, "created {}  updated {}", t.created_at.to_rfc3339(), t.updated_at.to_rfc3339());
+    let _ = writeln!(
+        out,
+        "created {}  updated {}",
+        t.created_at.to_rfc3339(),
+        t.updated_at.to_rfc3339()
+    );
     for (i, m) in messages.iter().enumerate() {
         let dir = match m.direction {
             crate::desk::ticket::Direction::In => "in",
             crate::desk::ticket::Direction::Out => "out",
             crate::desk::ticket::Direction::Note => "note",
         };
-        let _ = writeln!(out, "\n--- #{} {dir} {} from {} to {}", i + 1, m.date.to_rfc3339(), m.from, m.to.join(", "));
+        let _ = writeln!(
+            out,
+            "\n--- #{} {dir} {} from {} to {}",
+            i + 1,
+            m.date.to_rfc3339(),
+            m.from,
+            m.to.join(", ")
+        );
         let _ = writeln!(out, "Subject: {}", m.subject);
         if let Some(a) = &m.auto {
             let _ = writeln!(out, "(automatic mail: {a})");
@@ -346,9 +478,27 @@ fn print_ticket(out: &mut dyn Write, t: &Ticket, messages: &[Message]) {
             let _ = writeln!(out, "(note: {d})");
         }
         for a in &m.attachments {
-            let _ = writeln!(out, "[attachment] {} ({}, {} bytes)", a.filename, a.content_type, a.size);
+            let _ = writeln!(
+                out,
+                "[attachment] {} ({}, {} bytes)",
+                a.filename, a.content_type, a.size
+            );
         }
         let _ = writeln!(out, "\n{}", m.text.trim_end());
+    }
+    if !outbox.is_empty() {
+        let _ = writeln!(out, "\n--- automatic mail");
+        for i in outbox {
+            let _ = writeln!(
+                out,
+                "{} {:<15} {:<7} to {}  {}",
+                short_time(i.created_at),
+                i.kind,
+                i.status.as_str(),
+                i.to.join(", "),
+                i.subject
+            );
+        }
     }
 }
 
@@ -374,7 +524,16 @@ fn print_stats(
             region: r.code.clone(),
             by_status: Status::ALL
                 .iter()
-                .map(|s| (s.as_str(), counts.iter().filter(|(rc, st, _)| *rc == r.code && st == s).map(|c| c.2).sum()))
+                .map(|s| {
+                    (
+                        s.as_str(),
+                        counts
+                            .iter()
+                            .filter(|(rc, st, _)| *rc == r.code && st == s)
+                            .map(|c| c.2)
+                            .sum(),
+                    )
+                })
                 .collect(),
             quarantined: quarantined.iter().filter(|q| q.region == r.code).count(),
         })
@@ -382,10 +541,24 @@ fn print_stats(
     if json {
         return print_json(out, &stats);
     }
-    let _ = writeln!(out, "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12}", "REGION", "NEW", "OPEN", "PENDING", "RESOLVED", "CLOSED", "QUARANTINED");
+    let _ = writeln!(
+        out,
+        "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12}",
+        "REGION", "NEW", "OPEN", "PENDING", "RESOLVED", "CLOSED", "QUARANTINED"
+    );
     for s in &stats {
         let c = |k: &str| s.by_status.get(k).copied().unwrap_or(0);
-        let _ = writeln!(out, "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12}", s.region, c("new"), c("open"), c("pending"), c("resolved"), c("closed"), s.quarantined);
+        let _ = writeln!(
+            out,
+            "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12}",
+            s.region,
+            c("new"),
+            c("open"),
+            c("pending"),
+            c("resolved"),
+            c("closed"),
+            s.quarantined
+        );
     }
     Ok(())
 }

@@ -566,7 +566,10 @@ impl Config {
                     ));
                 };
                 if smtp.host.trim().is_empty() {
-                    return Err(ConfigError::invalid("outbound.smtp.host", "must not be empty"));
+                    return Err(ConfigError::invalid(
+                        "outbound.smtp.host",
+                        "must not be empty",
+                    ));
                 }
                 smtp.password = read_password(
                     "outbound.smtp",
@@ -687,14 +690,13 @@ impl Config {
                         ));
                     }
                 }
-                Some(IntakeConfig::Maildir(m)) => {
-                    if m.path.as_os_str().is_empty() {
-                        return Err(ConfigError::invalid(
-                            format!("region[{i}].intake.path"),
-                            "must not be empty",
-                        ));
-                    }
+                Some(IntakeConfig::Maildir(m)) if m.path.as_os_str().is_empty() => {
+                    return Err(ConfigError::invalid(
+                        format!("region[{i}].intake.path"),
+                        "must not be empty",
+                    ));
                 }
+                Some(IntakeConfig::Maildir(_)) => {}
                 None => {}
             }
         }
@@ -794,19 +796,25 @@ agents = ["Agent1@example.com"]
     fn duplicate_region_code_is_rejected() {
         let text = format!("{BASE}[[region]]\ncode = \"JP\"\naddress = \"other@example.com\"\n");
         let err = load(&text).unwrap_err().to_string();
-        assert!(err.contains("region[1].code") && err.contains("twice"), "{err}");
+        assert!(
+            err.contains("region[1].code") && err.contains("twice"),
+            "{err}"
+        );
     }
 
     #[test]
     fn duplicate_address_is_rejected_case_insensitively() {
-        let text = format!("{BASE}[[region]]\ncode = \"KR\"\naddress = \"support-jp@EXAMPLE.com\"\n");
+        let text =
+            format!("{BASE}[[region]]\ncode = \"KR\"\naddress = \"support-jp@EXAMPLE.com\"\n");
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("region[1].address"), "{err}");
     }
 
     #[test]
     fn bad_code_is_rejected() {
-        let err = load(&BASE.replace("\"JP\"", "\"jp1\"")).unwrap_err().to_string();
+        let err = load(&BASE.replace("\"JP\"", "\"jp1\""))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("region[0].code"), "{err}");
     }
 
@@ -815,7 +823,10 @@ agents = ["Agent1@example.com"]
         let err = load(&format!("{BASE}[timers]\nautoclose_after = \"soon\"\n"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("autoclose_after") && err.contains("invalid duration"), "{err}");
+        assert!(
+            err.contains("autoclose_after") && err.contains("invalid duration"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -824,12 +835,17 @@ agents = ["Agent1@example.com"]
             "{BASE}[region.intake]\nkind = \"imap\"\nhost = \"imap.example.com\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n"
         );
         let err = load(&text).unwrap_err().to_string();
-        assert!(err.contains("region[0].intake.password_file") && err.contains("/nonexistent/pw"), "{err}");
+        assert!(
+            err.contains("region[0].intake.password_file") && err.contains("/nonexistent/pw"),
+            "{err}"
+        );
     }
 
     #[test]
     fn unknown_key_inside_intake_is_rejected() {
-        let text = format!("{BASE}[region.intake]\nkind = \"maildir\"\npath = \"/tmp/m\"\nfolder = \"x\"\n");
+        let text = format!(
+            "{BASE}[region.intake]\nkind = \"maildir\"\npath = \"/tmp/m\"\nfolder = \"x\"\n"
+        );
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("folder"), "{err}");
     }

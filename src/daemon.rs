@@ -40,23 +40,43 @@ impl Daemon {
         let renderer = Renderer::load(config.outbound.templates_dir.as_deref())?;
         let transport = Arc::new(Transport::from_config(&config.outbound)?);
         let store = Arc::new(Store::open(&config.storage.path)?);
-        let desk = Arc::new(Desk { config, store, renderer });
+        let desk = Arc::new(Desk {
+            config,
+            store,
+            renderer,
+        });
         let tracker = TaskTracker::new();
         for region in &desk.config.region {
             match &region.intake {
                 Some(IntakeConfig::Maildir(m)) => {
-                    tracker.spawn(maildir::run(desk.clone(), region.clone(), m.clone(), shutdown.clone()));
+                    tracker.spawn(maildir::run(
+                        desk.clone(),
+                        region.clone(),
+                        m.clone(),
+                        shutdown.clone(),
+                    ));
                 }
                 Some(IntakeConfig::Imap(_)) => {
                     tracing::error!(region = %region.code,
                         "IMAP intake is not available in this build yet; deliver this region's mail with `postdesk ingest --region {}` or a Maildir intake", region.code);
                 }
-                None => tracing::info!(region = %region.code, "no intake configured: mail arrives through `postdesk ingest`"),
+                None => {
+                    tracing::info!(region = %region.code, "no intake configured: mail arrives through `postdesk ingest`")
+                }
             }
         }
-        tracker.spawn(worker::run(desk.store.clone(), transport, desk.store.outbox_wake.clone(), shutdown.clone()));
+        tracker.spawn(worker::run(
+            desk.store.clone(),
+            transport,
+            desk.store.outbox_wake.clone(),
+            shutdown.clone(),
+        ));
         tracker.close();
-        Ok(Daemon { desk, tracker, shutdown })
+        Ok(Daemon {
+            desk,
+            tracker,
+            shutdown,
+        })
     }
 
     /// Wait for every task to finish (after `shutdown` is cancelled), then flush the store.
@@ -72,8 +92,13 @@ pub fn cancel_on_signals(token: CancellationToken) {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-                tracing::error!("cannot install signal handlers; stop postdesk with SIGKILL only if you must");
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                tracing::error!(
+                    "cannot install signal handlers; stop postdesk with SIGKILL only if you must"
+                );
                 return;
             };
             tokio::select! {

@@ -65,21 +65,37 @@ pub async fn run(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
 
 async fn run_inner(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let config_path = dir.join("config.toml");
     let text = DEMO_CONFIG.replace("@DIR@", &dir.display().to_string());
-    std::fs::write(&config_path, &text).map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    std::fs::write(&config_path, &text)
+        .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
     let config = Config::from_toml(&text, &config_path).map_err(|e| e.to_string())?;
 
     // Deliver the samples the way an MTA delivers to a Maildir: write in tmp/, rename into new/.
     for (i, (name, bytes)) in SAMPLE_MAILS.iter().enumerate() {
-        let region = if String::from_utf8_lossy(bytes).to_ascii_lowercase().contains("to: support-kr@") { "kr" } else { "jp" };
+        let region = if String::from_utf8_lossy(bytes)
+            .to_ascii_lowercase()
+            .contains("to: support-kr@")
+        {
+            "kr"
+        } else {
+            "jp"
+        };
         let maildir = dir.join("maildir").join(region);
-        crate::intake::maildir::ensure_layout(&maildir).map_err(|e| format!("{}: {e}", maildir.display()))?;
-        let unique = format!("{}.demo{i}.{}", chrono::Utc::now().timestamp(), name.trim_end_matches(".eml"));
+        crate::intake::maildir::ensure_layout(&maildir)
+            .map_err(|e| format!("{}: {e}", maildir.display()))?;
+        let unique = format!(
+            "{}.demo{i}.{}",
+            chrono::Utc::now().timestamp(),
+            name.trim_end_matches(".eml")
+        );
         let tmp = maildir.join("tmp").join(&unique);
         std::fs::write(&tmp, bytes).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, maildir.join("new").join(&unique)).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, maildir.join("new").join(&unique))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
         // Distinct arrival order, as a real MTA would give.
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -92,7 +108,9 @@ async fn run_inner(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let waiting_mail = ["jp", "kr"].iter().any(|r| {
-            std::fs::read_dir(dir.join("maildir").join(r).join("new")).map(|d| d.count() > 0).unwrap_or(false)
+            std::fs::read_dir(dir.join("maildir").join(r).join("new"))
+                .map(|d| d.count() > 0)
+                .unwrap_or(false)
         });
         let queued = desk.store.outbox_next_due().ok().flatten().is_some();
         if (!waiting_mail && !queued) || tokio::time::Instant::now() > deadline {
@@ -104,17 +122,44 @@ async fn run_inner(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
     daemon.wait().await.map_err(|e| e.to_string())?;
 
     let tickets = desk.store.tickets(None, None).map_err(|e| e.to_string())?;
-    let _ = writeln!(out, "Tickets (postdesk --config {} tickets list):", config_path.display());
+    let _ = writeln!(
+        out,
+        "Tickets (postdesk --config {} tickets list):",
+        config_path.display()
+    );
     crate::cli::print_ticket_table(out, &tickets);
     let items = desk.store.outbox_all().map_err(|e| e.to_string())?;
-    let _ = writeln!(out, "\nAcknowledgements written to {}:", dir.join("outbox").display());
+    let _ = writeln!(
+        out,
+        "\nAcknowledgements written to {}:",
+        dir.join("outbox").display()
+    );
     for i in &items {
-        let _ = writeln!(out, "  {:<8} {:<6} to {:<28} {}", i.status.as_str(), i.kind, i.to.join(","), i.subject);
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<6} to {:<28} {}",
+            i.status.as_str(),
+            i.kind,
+            i.to.join(","),
+            i.subject
+        );
     }
     if let Some(first) = items.iter().find(|i| i.kind == "ack") {
-        let _ = writeln!(out, "\nThe first one, as the customer reads it:\n\nSubject: {}\n\n{}", first.subject, first.text.trim_end());
+        let _ = writeln!(
+            out,
+            "\nThe first one, as the customer reads it:\n\nSubject: {}\n\n{}",
+            first.subject,
+            first.text.trim_end()
+        );
     }
-    let _ = writeln!(out, "\nTry: postdesk --config {} tickets show {} ", config_path.display(),
-        tickets.first().map(|t| t.id.to_string()).unwrap_or_else(|| "JP-1000".into()));
+    let _ = writeln!(
+        out,
+        "\nTry: postdesk --config {} tickets show {} ",
+        config_path.display(),
+        tickets
+            .first()
+            .map(|t| t.id.to_string())
+            .unwrap_or_else(|| "JP-1000".into())
+    );
     Ok(())
 }

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 
 use super::lifecycle::{self, Event};
 use super::thread::{self, Thread};
-use super::ticket::{AttachmentRef, Direction, Locale, Message, Priority, Status, Ticket, TicketId, MAX_THREAD_IDS};
+use super::ticket::{
+    AttachmentRef, Direction, Locale, Message, Priority, Status, Ticket, TicketId, MAX_THREAD_IDS,
+};
 use crate::config::{Config, RegionConfig};
 use crate::mail::classify;
 use crate::mail::parse::{safe_filename, Inbound};
@@ -78,13 +80,29 @@ pub fn decide(
 
     match thread::choose(sender, &known.tagged, &known.referenced, config) {
         Thread::Existing(id) => {
-            let Some(existing) = known.tagged.iter().chain(&known.referenced).find(|t| t.id == id) else {
+            let Some(existing) = known
+                .tagged
+                .iter()
+                .chain(&known.referenced)
+                .find(|t| t.id == id)
+            else {
                 // `choose` only returns ids of the tickets it was given.
-                return new_ticket(mail, region, config, message, Vec::new(), automatic.is_some(), delivery, now);
+                return new_ticket(
+                    mail,
+                    region,
+                    config,
+                    message,
+                    Vec::new(),
+                    automatic.is_some(),
+                    delivery,
+                    now,
+                );
             };
             let mut ticket = existing.clone();
             let sender = sender.unwrap_or_default();
-            let from_agent = config.region(&ticket.region).is_some_and(|r| r.is_agent(sender));
+            let from_agent = config
+                .region(&ticket.region)
+                .is_some_and(|r| r.is_agent(sender));
             let mut message = message;
             if from_agent {
                 // Agents' mail becomes an internal note until relaying (the agents issue) exists: it must never
@@ -92,7 +110,8 @@ pub fn decide(
                 message.direction = Direction::Note;
             } else {
                 if automatic.is_none() {
-                    ticket.status = lifecycle::next(ticket.status, Event::CustomerReply).unwrap_or(ticket.status);
+                    ticket.status = lifecycle::next(ticket.status, Event::CustomerReply)
+                        .unwrap_or(ticket.status);
                 }
                 add_participants(&mut ticket, mail, config);
                 ticket.last_customer_message_id = Some(mail.message_id.clone());
@@ -106,7 +125,16 @@ pub fn decide(
                 replies: Vec::new(),
             }))
         }
-        Thread::New { links } => new_ticket(mail, region, config, message, links, automatic.is_some(), delivery, now),
+        Thread::New { links } => new_ticket(
+            mail,
+            region,
+            config,
+            message,
+            links,
+            automatic.is_some(),
+            delivery,
+            now,
+        ),
     }
 }
 
@@ -131,7 +159,11 @@ fn new_ticket(
         id: TicketId::new(&region.code, 0),
         region: region.code.clone(),
         status: Status::New,
-        priority: if automatic { Priority::Low } else { classify::priority(mail) },
+        priority: if automatic {
+            Priority::Low
+        } else {
+            classify::priority(mail)
+        },
         category: "other".to_string(),
         subject: thread::clean_subject(&mail.subject),
         requester: requester.clone(),
@@ -175,8 +207,16 @@ fn inbound_message(mail: &Inbound, auto: Option<&str>, now: DateTime<Utc>) -> Me
     let list = |v: &[crate::mail::Mailbox]| v.iter().map(|m| m.address.clone()).collect::<Vec<_>>();
     Message {
         direction: Direction::In,
-        from: mail.from.as_ref().map(|m| m.address.clone()).unwrap_or_default(),
-        from_name: mail.from.as_ref().map(|m| m.name.clone()).unwrap_or_default(),
+        from: mail
+            .from
+            .as_ref()
+            .map(|m| m.address.clone())
+            .unwrap_or_default(),
+        from_name: mail
+            .from
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default(),
         to: list(&mail.to),
         cc: list(&mail.cc),
         date: mail.date.unwrap_or(now),
@@ -209,7 +249,11 @@ fn add_participants(ticket: &mut Ticket, mail: &Inbound, config: &Config) {
     for m in mail.to.iter().chain(&mail.cc) {
         let a = &m.address;
         let is_agent = config.region(&ticket.region).is_some_and(|r| r.is_agent(a));
-        if *a != ticket.requester && !config.is_own_address(a) && !is_agent && !ticket.participants.contains(a) {
+        if *a != ticket.requester
+            && !config.is_own_address(a)
+            && !is_agent
+            && !ticket.participants.contains(a)
+        {
             ticket.participants.push(a.clone());
         }
     }
@@ -228,7 +272,11 @@ pub fn remember_thread_id(ticket: &mut Ticket, id: &str) {
 
 /// Decide an explicit status change (CLI `tickets set-status`, later agent commands): the updated ticket and
 /// the status update to send to the customer.
-pub fn set_status(ticket: &Ticket, status: Status, now: DateTime<Utc>) -> Result<(Ticket, Vec<Reply>), lifecycle::LifecycleError> {
+pub fn set_status(
+    ticket: &Ticket,
+    status: Status,
+    now: DateTime<Utc>,
+) -> Result<(Ticket, Vec<Reply>), lifecycle::LifecycleError> {
     let next = lifecycle::next(ticket.status, Event::Set(status))?;
     let mut t = ticket.clone();
     let previous = t.status;
@@ -269,13 +317,19 @@ mod tests {
         parse(s.as_bytes(), Locale::Ja).unwrap()
     }
 
-    const ACK: Delivery = Delivery { may_acknowledge: true };
+    const ACK: Delivery = Delivery {
+        may_acknowledge: true,
+    };
 
     #[test]
     fn new_mail_makes_a_ticket_and_an_ack_in_the_customers_language() {
         let c = config();
         let m = mail("From: Kim <kim@example.co.kr>\r\nTo: support-jp@example.com, friend@example.co.kr\r\nSubject: 주문 문의\r\nMessage-ID: <1@k>\r\n\r\n주문한 상품이 아직 도착하지 않았습니다.\r\n");
-        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now()) else { panic!() };
+        let Decision::Store(plan) =
+            decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now())
+        else {
+            panic!()
+        };
         assert!(plan.is_new);
         assert_eq!(plan.ticket.requester, "kim@example.co.kr");
         assert_eq!(plan.ticket.participants, vec!["friend@example.co.kr"]);
@@ -289,14 +343,28 @@ mod tests {
     #[test]
     fn machines_get_no_ack() {
         let c = config();
-        for h in ["Auto-Submitted: auto-replied", "Precedence: bulk", "List-Id: <l.example.com>"] {
-            let m = mail(&format!("From: a@example.com\r\n{h}\r\nSubject: x\r\n\r\nbody text here\r\n"));
-            let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now()) else { panic!() };
+        for h in [
+            "Auto-Submitted: auto-replied",
+            "Precedence: bulk",
+            "List-Id: <l.example.com>",
+        ] {
+            let m = mail(&format!(
+                "From: a@example.com\r\n{h}\r\nSubject: x\r\n\r\nbody text here\r\n"
+            ));
+            let Decision::Store(plan) =
+                decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now())
+            else {
+                panic!()
+            };
             assert!(plan.replies.is_empty(), "{h}");
             assert!(plan.message.auto.is_some(), "{h}");
         }
         let own = mail("From: support-jp@example.com\r\nSubject: x\r\n\r\nbody\r\n");
-        let Decision::Store(plan) = decide(&own, &c.region[0], &c, &Known::default(), ACK, Utc::now()) else { panic!() };
+        let Decision::Store(plan) =
+            decide(&own, &c.region[0], &c, &Known::default(), ACK, Utc::now())
+        else {
+            panic!()
+        };
         assert!(plan.replies.is_empty());
     }
 
@@ -304,7 +372,18 @@ mod tests {
     fn old_mail_on_first_import_gets_no_ack() {
         let c = config();
         let m = mail("From: a@example.com\r\nSubject: x\r\n\r\nbody text\r\n");
-        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), Delivery { may_acknowledge: false }, Utc::now()) else { panic!() };
+        let Decision::Store(plan) = decide(
+            &m,
+            &c.region[0],
+            &c,
+            &Known::default(),
+            Delivery {
+                may_acknowledge: false,
+            },
+            Utc::now(),
+        ) else {
+            panic!()
+        };
         assert!(plan.replies.is_empty());
     }
 
@@ -312,14 +391,24 @@ mod tests {
     fn duplicate_changes_nothing() {
         let c = config();
         let m = mail("From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n");
-        let known = Known { duplicate_of: Some(TicketId::new("JP", 1000)), ..Known::default() };
-        assert!(matches!(decide(&m, &c.region[0], &c, &known, ACK, Utc::now()), Decision::Duplicate(_)));
+        let known = Known {
+            duplicate_of: Some(TicketId::new("JP", 1000)),
+            ..Known::default()
+        };
+        assert!(matches!(
+            decide(&m, &c.region[0], &c, &known, ACK, Utc::now()),
+            Decision::Duplicate(_)
+        ));
     }
 
     fn existing(status: Status) -> Ticket {
         let c = config();
         let m = mail("From: a@example.com\r\nSubject: x\r\nMessage-ID: <0@a>\r\n\r\nbody text\r\n");
-        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now()) else { panic!() };
+        let Decision::Store(plan) =
+            decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now())
+        else {
+            panic!()
+        };
         let mut t = plan.ticket;
         t.id.number = 1000;
         t.status = status;
@@ -331,8 +420,13 @@ mod tests {
         let c = config();
         let t = existing(Status::Pending);
         let m = mail("From: a@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <1@a>\r\n\r\nhere it is\r\n");
-        let known = Known { tagged: vec![t], ..Known::default() };
-        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else { panic!() };
+        let known = Known {
+            tagged: vec![t],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
         assert!(!plan.is_new);
         assert_eq!(plan.ticket.id.number, 1000);
         assert_eq!(plan.ticket.status, Status::Open);
@@ -345,8 +439,13 @@ mod tests {
         let c = config();
         let t = existing(Status::Pending);
         let m = mail("From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\nnote\r\n");
-        let known = Known { tagged: vec![t], ..Known::default() };
-        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else { panic!() };
+        let known = Known {
+            tagged: vec![t],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
         assert_eq!(plan.message.direction, Direction::Note);
         assert_eq!(plan.ticket.status, Status::Pending);
     }

@@ -12,8 +12,8 @@ use crate::config::Config;
 /// case-insensitively, each optionally followed by a counter (`Re[2]:`, `RE(3):`) and a colon (ASCII or
 /// full-width).
 const PREFIXES: [&str; 22] = [
-    "re", "fwd", "fw", "aw", "wg", "sv", "vs", "antw", "doorst", "tr", "rif", "enc", "res", "odp", "回复", "答复",
-    "转发", "返信", "転送", "회신", "답장", "전달",
+    "re", "fwd", "fw", "aw", "wg", "sv", "vs", "antw", "doorst", "tr", "rif", "enc", "res", "odp",
+    "回复", "答复", "转发", "返信", "転送", "회신", "답장", "전달",
 ];
 
 /// Ticket tags (`[JP-1042]`) anywhere in a subject, in order of appearance.
@@ -37,7 +37,9 @@ pub fn tags_in_subject(subject: &str) -> Vec<TicketId> {
 fn strip_one_prefix(s: &str) -> Option<&str> {
     let s = s.trim_start();
     for p in PREFIXES {
-        let Some(head) = s.get(..p.len()) else { continue };
+        let Some(head) = s.get(..p.len()) else {
+            continue;
+        };
         if !head.eq_ignore_ascii_case(p) {
             continue;
         }
@@ -98,12 +100,20 @@ pub enum Thread {
 
 /// Whether `sender` may write into `ticket`: its requester, a participant, or an agent of its region.
 pub fn may_write(ticket: &Ticket, sender: &str, config: &Config) -> bool {
-    ticket.admits_customer(sender) || config.region(&ticket.region).is_some_and(|r| r.is_agent(sender))
+    ticket.admits_customer(sender)
+        || config
+            .region(&ticket.region)
+            .is_some_and(|r| r.is_agent(sender))
 }
 
 /// Choose the ticket for a mail from `sender`, given the existing tickets its subject tags name (`tagged`,
 /// in subject order) and those its In-Reply-To/References name (`referenced`, most specific first).
-pub fn choose(sender: Option<&str>, tagged: &[Ticket], referenced: &[Ticket], config: &Config) -> Thread {
+pub fn choose(
+    sender: Option<&str>,
+    tagged: &[Ticket],
+    referenced: &[Ticket],
+    config: &Config,
+) -> Thread {
     let Some(sender) = sender else {
         return Thread::New { links: Vec::new() };
     };
@@ -161,7 +171,10 @@ mod tests {
     fn clean_subject_strips_prefixes_and_tags() {
         assert_eq!(clean_subject("Re: [JP-1042] 注文について"), "注文について");
         assert_eq!(clean_subject("RE: AW: Fwd: hello"), "hello");
-        assert_eq!(clean_subject("Re[2]: 返信: 답장: 회신: 回复：hello"), "hello");
+        assert_eq!(
+            clean_subject("Re[2]: 返信: 답장: 회신: 回复：hello"),
+            "hello"
+        );
         assert_eq!(clean_subject("Reply needed"), "Reply needed");
         assert_eq!(clean_subject("Re: [JP-1] Re: [KR-2] x"), "x");
         assert_eq!(clean_subject(""), "");
@@ -203,7 +216,11 @@ mod tests {
         let c = config();
         let t = ticket("JP-1000", "a@example.com", Status::Open);
         for who in ["a@example.com", "cc@example.com", "agent@example.com"] {
-            assert_eq!(choose(Some(who), std::slice::from_ref(&t), &[], &c), Thread::Existing(t.id.clone()), "{who}");
+            assert_eq!(
+                choose(Some(who), std::slice::from_ref(&t), &[], &c),
+                Thread::Existing(t.id.clone()),
+                "{who}"
+            );
         }
     }
 
@@ -211,14 +228,25 @@ mod tests {
     fn stranger_with_someone_elses_tag_gets_a_new_ticket() {
         let c = config();
         let t = ticket("JP-1000", "a@example.com", Status::Open);
-        assert_eq!(choose(Some("mallory@example.com"), &[t.clone()], &[t], &c), Thread::New { links: vec![] });
+        assert_eq!(
+            choose(
+                Some("mallory@example.com"),
+                std::slice::from_ref(&t),
+                std::slice::from_ref(&t),
+                &c
+            ),
+            Thread::New { links: vec![] }
+        );
     }
 
     #[test]
     fn an_agent_of_another_region_is_a_stranger() {
         let c = config();
         let t = ticket("KR-1000", "a@example.com", Status::Open);
-        assert_eq!(choose(Some("agent@example.com"), &[t], &[], &c), Thread::New { links: vec![] });
+        assert_eq!(
+            choose(Some("agent@example.com"), &[t], &[], &c),
+            Thread::New { links: vec![] }
+        );
     }
 
     #[test]
@@ -226,15 +254,29 @@ mod tests {
         let c = config();
         let a = ticket("JP-1000", "a@example.com", Status::Open);
         let b = ticket("JP-1001", "a@example.com", Status::Open);
-        assert_eq!(choose(Some("a@example.com"), std::slice::from_ref(&a), std::slice::from_ref(&b), &c), Thread::Existing(a.id.clone()));
-        assert_eq!(choose(Some("a@example.com"), &[], std::slice::from_ref(&b), &c), Thread::Existing(b.id.clone()));
+        assert_eq!(
+            choose(
+                Some("a@example.com"),
+                std::slice::from_ref(&a),
+                std::slice::from_ref(&b),
+                &c
+            ),
+            Thread::Existing(a.id.clone())
+        );
+        assert_eq!(
+            choose(Some("a@example.com"), &[], std::slice::from_ref(&b), &c),
+            Thread::Existing(b.id.clone())
+        );
     }
 
     #[test]
     fn reply_to_closed_ticket_opens_a_linked_one() {
         let c = config();
         let t = ticket("JP-1000", "a@example.com", Status::Closed);
-        assert_eq!(choose(Some("a@example.com"), std::slice::from_ref(&t), &[], &c), Thread::New { links: vec![t.id] });
+        assert_eq!(
+            choose(Some("a@example.com"), std::slice::from_ref(&t), &[], &c),
+            Thread::New { links: vec![t.id] }
+        );
     }
 
     #[test]

@@ -41,8 +41,13 @@ impl FromStr for TicketId {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadTicketId(s.to_string());
         let (region, number) = s.trim().split_once('-').ok_or_else(bad)?;
-        let region_ok = (2..=8).contains(&region.len()) && region.bytes().all(|b| b.is_ascii_uppercase());
-        if !region_ok || number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) || number.len() > 18 {
+        let region_ok =
+            (2..=8).contains(&region.len()) && region.bytes().all(|b| b.is_ascii_uppercase());
+        if !region_ok
+            || number.is_empty()
+            || !number.bytes().all(|b| b.is_ascii_digit())
+            || number.len() > 18
+        {
             return Err(bad());
         }
         Ok(TicketId {
@@ -230,7 +235,15 @@ mod tests {
         let id: TicketId = "JP-1042".parse().unwrap();
         assert_eq!(id, TicketId::new("JP", 1042));
         assert_eq!(id.to_string(), "JP-1042");
-        for bad in ["jp-1", "J-1", "JP-", "JP1042", "JP-10a", "ABCDEFGHI-1", "JP-99999999999999999999"] {
+        for bad in [
+            "jp-1",
+            "J-1",
+            "JP-",
+            "JP1042",
+            "JP-10a",
+            "ABCDEFGHI-1",
+            "JP-99999999999999999999",
+        ] {
             assert!(bad.parse::<TicketId>().is_err(), "{bad}");
         }
     }
@@ -239,7 +252,13 @@ mod tests {
     fn statuses_parse_case_insensitively_and_list_choices() {
         assert_eq!("Resolved".parse::<Status>().unwrap(), Status::Resolved);
         let err = "done".parse::<Status>().unwrap_err();
-        assert!(err.contains("new, open, pending, resolved, closed"), "{err}");
-        assert_eq!(serde_json::to_string(&Status::Pending).unwrap(), "\"pending\"");
+        assert!(
+            err.contains("new, open, pending, resolved, closed"),
+            "{err}"
+        );
+        assert_eq!(
+            serde_json::to_string(&Status::Pending).unwrap(),
+            "\"pending\""
+        );
     }
 }

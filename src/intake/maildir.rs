@@ -44,7 +44,8 @@ fn pending(root: &Path) -> std::io::Result<Vec<String>> {
 
 /// Ingest one batch from `new/`; returns how many files were taken (stored, duplicate or quarantined).
 pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Result<usize, String> {
-    let names = pending(root).map_err(|e| format!("cannot list {}: {e}", root.join("new").display()))?;
+    let names =
+        pending(root).map_err(|e| format!("cannot list {}: {e}", root.join("new").display()))?;
     let mut done = Vec::new();
     for name in names.into_iter().take(BATCH) {
         let path = root.join("new").join(&name);
@@ -54,14 +55,31 @@ pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Resul
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         let source = format!("maildir:{}", path.display());
-        match desk.ingest(region, &raw, &source, Delivery { may_acknowledge: true }, true, Utc::now()) {
+        match desk.ingest(
+            region,
+            &raw,
+            &source,
+            Delivery {
+                may_acknowledge: true,
+            },
+            true,
+            Utc::now(),
+        ) {
             Ok(Ok(outcome)) => {
                 match &outcome {
-                    Outcome::Stored { ticket, new, queued } => {
+                    Outcome::Stored {
+                        ticket,
+                        new,
+                        queued,
+                    } => {
                         tracing::info!(region = %region.code, %ticket, new, queued, "mail stored")
                     }
-                    Outcome::Duplicate(t) => tracing::info!(region = %region.code, ticket = %t, "duplicate mail ignored"),
-                    Outcome::Quarantined { id, .. } => tracing::warn!(region = %region.code, quarantine = id, "mail quarantined"),
+                    Outcome::Duplicate(t) => {
+                        tracing::info!(region = %region.code, ticket = %t, "duplicate mail ignored")
+                    }
+                    Outcome::Quarantined { id, .. } => {
+                        tracing::warn!(region = %region.code, quarantine = id, "mail quarantined")
+                    }
                 }
                 done.push(name);
             }
@@ -80,7 +98,10 @@ pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Resul
     if done.is_empty() {
         return Ok(0);
     }
-    desk.store.flush_async().await.map_err(|e| format!("cannot flush the store: {e}"))?;
+    desk.store
+        .flush_async()
+        .await
+        .map_err(|e| format!("cannot flush the store: {e}"))?;
     for name in &done {
         let from = root.join("new").join(name);
         if let Err(e) = std::fs::rename(&from, cur_path(root, name)) {
@@ -92,7 +113,12 @@ pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Resul
 }
 
 /// Watch the Maildir of `region` until `shutdown`. The batch in flight is finished before returning.
-pub async fn run(desk: Arc<Desk>, region: RegionConfig, intake: MaildirIntake, shutdown: CancellationToken) {
+pub async fn run(
+    desk: Arc<Desk>,
+    region: RegionConfig,
+    intake: MaildirIntake,
+    shutdown: CancellationToken,
+) {
     if let Err(e) = ensure_layout(&intake.path) {
         tracing::error!(region = %region.code, path = %intake.path.display(),
             "cannot create the Maildir: {e}; check [region.intake] path and its permissions");

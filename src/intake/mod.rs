@@ -21,7 +21,11 @@ use crate::store::{Change, Committed, Store, StoreError};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Stored in a ticket (new or existing), with this many mails queued in the outbox.
-    Stored { ticket: TicketId, new: bool, queued: usize },
+    Stored {
+        ticket: TicketId,
+        new: bool,
+        queued: usize,
+    },
     /// Already stored before: nothing changed.
     Duplicate(TicketId),
     /// Not a mail postdesk can read: kept in quarantine (see `postdesk stats`).
@@ -60,14 +64,24 @@ impl Desk {
         let inbound = match mail::parse(raw, region.locale) {
             Ok(m) => m,
             Err(e @ NotMail::ParserPanic(_)) => {
-                let q = self.store.quarantine(&region.code, source, &e.to_string(), raw)?;
+                let q = self
+                    .store
+                    .quarantine(&region.code, source, &e.to_string(), raw)?;
                 tracing::error!(region = %region.code, quarantine = q.id, "mail could not be parsed and was quarantined: {e}");
-                return Ok(Ok(Outcome::Quarantined { id: q.id, reason: e.to_string() }));
+                return Ok(Ok(Outcome::Quarantined {
+                    id: q.id,
+                    reason: e.to_string(),
+                }));
             }
             Err(e) if quarantine_junk => {
-                let q = self.store.quarantine(&region.code, source, &e.to_string(), raw)?;
+                let q = self
+                    .store
+                    .quarantine(&region.code, source, &e.to_string(), raw)?;
                 tracing::warn!(region = %region.code, quarantine = q.id, "input is not a mail ({e}); kept in quarantine");
-                return Ok(Ok(Outcome::Quarantined { id: q.id, reason: e.to_string() }));
+                return Ok(Ok(Outcome::Quarantined {
+                    id: q.id,
+                    reason: e.to_string(),
+                }));
             }
             Err(e) => return Ok(Err(e)),
         };
@@ -81,7 +95,9 @@ impl Desk {
         let mut ticket = plan.ticket;
         if plan.is_new {
             let region_of_ticket = self.config.region(&ticket.region).unwrap_or(region);
-            ticket.id.number = self.store.next_ticket_number(&ticket.region, region_of_ticket.first_number)?;
+            ticket.id.number = self
+                .store
+                .next_ticket_number(&ticket.region, region_of_ticket.first_number)?;
         }
         let mut change = Change {
             new_ticket: plan.is_new,
@@ -90,16 +106,25 @@ impl Desk {
             ..Change::default()
         };
         change.messages.push(plan.message);
-        change.blobs.push((inbound.raw_sha256.clone(), raw.to_vec()));
+        change
+            .blobs
+            .push((inbound.raw_sha256.clone(), raw.to_vec()));
         for a in &inbound.attachments {
             change.blobs.push((a.sha256.clone(), a.data.clone()));
         }
         let ticket_region = self.config.region(&ticket.region).unwrap_or(region);
         for reply in &plan.replies {
-            let item = outbound::compose(reply, &ticket, ticket_region, &self.config, &self.renderer, self.store.generate_id()?, now)?;
+            let item = outbound::compose(
+                reply,
+                &ticket,
+                ticket_region,
+                &self.config,
+                &self.renderer,
+                self.store.generate_id()?,
+                now,
+            )?;
             decide::remember_thread_id(&mut ticket, &item.message_id);
             change.message_ids.push(item.message_id.clone());
-            change.messages.push(item.as_message());
             change.outbox.push(item);
         }
         ticket.message_count += change.messages.len() as u32;
@@ -107,7 +132,11 @@ impl Desk {
         let queued = change.outbox.len();
         change.ticket = Some(ticket);
         match self.store.commit(&change)? {
-            Committed::Applied => Ok(Ok(Outcome::Stored { ticket: id, new: plan.is_new, queued })),
+            Committed::Applied => Ok(Ok(Outcome::Stored {
+                ticket: id,
+                new: plan.is_new,
+                queued,
+            })),
             Committed::Duplicate(existing) => Ok(Ok(Outcome::Duplicate(existing))),
         }
     }
@@ -115,7 +144,9 @@ impl Desk {
     /// Everything the store knows that concerns this mail: an earlier copy, tagged and referenced tickets.
     fn known(&self, inbound: &mail::Inbound) -> Result<Known, StoreError> {
         let mut known = Known {
-            duplicate_of: self.store.duplicate_of(&inbound.message_id, &inbound.content_hash)?,
+            duplicate_of: self
+                .store
+                .duplicate_of(&inbound.message_id, &inbound.content_hash)?,
             ..Known::default()
         };
         if known.duplicate_of.is_some() {
@@ -127,7 +158,10 @@ impl Desk {
             }
         }
         // In-Reply-To names the mail answered; References from the newest back.
-        let ids = inbound.in_reply_to.iter().chain(inbound.references.iter().rev());
+        let ids = inbound
+            .in_reply_to
+            .iter()
+            .chain(inbound.references.iter().rev());
         let mut seen = Vec::new();
         for mid in ids {
             for id in self.store.tickets_for_message_id(mid)? {
@@ -143,23 +177,44 @@ impl Desk {
     }
 
     /// Change a ticket's status (CLI, later agent commands) and queue the status update, atomically.
-    pub fn set_status(&self, id: &TicketId, status: crate::desk::ticket::Status, now: DateTime<Utc>) -> Result<Result<usize, crate::desk::lifecycle::LifecycleError>, IngestError> {
+    pub fn set_status(
+        &self,
+        id: &TicketId,
+        status: crate::desk::ticket::Status,
+        now: DateTime<Utc>,
+    ) -> Result<Result<usize, crate::desk::lifecycle::LifecycleError>, IngestError> {
         let _writer = self.store.writer();
-        let ticket = self.store.ticket(id)?.ok_or_else(|| StoreError::NoTicket(id.clone()))?;
+        let ticket = self
+            .store
+            .ticket(id)?
+            .ok_or_else(|| StoreError::NoTicket(id.clone()))?;
         let (mut ticket, replies) = match decide::set_status(&ticket, status, now) {
             Ok(x) => x,
             Err(e) => return Ok(Err(e)),
         };
         let region = match self.config.region(&ticket.region) {
             Some(r) => r,
-            None => return Err(StoreError::Conflict(format!("region {} of {} is no longer configured", ticket.region, ticket.id)).into()),
+            None => {
+                return Err(StoreError::Conflict(format!(
+                    "region {} of {} is no longer configured",
+                    ticket.region, ticket.id
+                ))
+                .into())
+            }
         };
         let mut change = Change::default();
         for reply in &replies {
-            let item = outbound::compose(reply, &ticket, region, &self.config, &self.renderer, self.store.generate_id()?, now)?;
+            let item = outbound::compose(
+                reply,
+                &ticket,
+                region,
+                &self.config,
+                &self.renderer,
+                self.store.generate_id()?,
+                now,
+            )?;
             decide::remember_thread_id(&mut ticket, &item.message_id);
             change.message_ids.push(item.message_id.clone());
-            change.messages.push(item.as_message());
             change.outbox.push(item);
         }
         ticket.message_count += change.messages.len() as u32;

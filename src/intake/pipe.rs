@@ -35,20 +35,49 @@ pub async fn deliver(desk: &Desk, region_code: &str, raw: &[u8]) -> (i32, String
         );
     };
     if raw.len() as u64 > MAX_PIPE_BYTES {
-        return (EX_DATAERR, format!("postdesk: message larger than {MAX_PIPE_BYTES} bytes"));
+        return (
+            EX_DATAERR,
+            format!("postdesk: message larger than {MAX_PIPE_BYTES} bytes"),
+        );
     }
-    let result = desk.ingest(region, raw, "pipe", Delivery { may_acknowledge: true }, false, Utc::now());
+    let result = desk.ingest(
+        region,
+        raw,
+        "pipe",
+        Delivery {
+            may_acknowledge: true,
+        },
+        false,
+        Utc::now(),
+    );
     let outcome = match result {
         Ok(Ok(o)) => o,
-        Ok(Err(not_mail)) => return (EX_DATAERR, format!("postdesk: input is not a mail: {not_mail}")),
-        Err(e) => return (EX_TEMPFAIL, format!("postdesk: could not store the mail, the MTA should retry: {e}")),
+        Ok(Err(not_mail)) => {
+            return (
+                EX_DATAERR,
+                format!("postdesk: input is not a mail: {not_mail}"),
+            )
+        }
+        Err(e) => {
+            return (
+                EX_TEMPFAIL,
+                format!("postdesk: could not store the mail, the MTA should retry: {e}"),
+            )
+        }
     };
     if let Err(e) = desk.store.flush_async().await {
-        return (EX_TEMPFAIL, format!("postdesk: could not flush the store, the MTA should retry: {e}"));
+        return (
+            EX_TEMPFAIL,
+            format!("postdesk: could not flush the store, the MTA should retry: {e}"),
+        );
     }
     let line = match outcome {
-        Outcome::Stored { ticket, new: true, .. } => format!("stored as new ticket {ticket}"),
-        Outcome::Stored { ticket, new: false, .. } => format!("added to ticket {ticket}"),
+        Outcome::Stored {
+            ticket, new: true, ..
+        } => format!("stored as new ticket {ticket}"),
+        Outcome::Stored {
+            ticket, new: false, ..
+        } => format!("added to ticket {ticket}"),
         Outcome::Duplicate(t) => format!("already stored in ticket {t}"),
         Outcome::Quarantined { id, reason } => format!("quarantined as {id}: {reason}"),
     };

@@ -6,7 +6,9 @@
 //! functions look at the bytes and, where the label is missing or plainly wrong, decode them again with
 //! `encoding_rs`, saying what they guessed so the ticket can record it.
 
-use encoding_rs::{Encoding, BIG5, EUC_JP, EUC_KR, GB18030, ISO_2022_JP, SHIFT_JIS, UTF_8, WINDOWS_1252};
+use encoding_rs::{
+    Encoding, BIG5, EUC_JP, EUC_KR, GB18030, ISO_2022_JP, SHIFT_JIS, UTF_8, WINDOWS_1252,
+};
 
 use crate::desk::ticket::Locale;
 
@@ -33,7 +35,12 @@ pub fn is_weak_label(label: Option<&str>) -> bool {
         None => true,
         Some(l) => {
             let l = l.trim().to_ascii_lowercase();
-            l.is_empty() || l == "us-ascii" || l == "ascii" || l == "utf-8" || l == "utf8" || l == "unknown-8bit"
+            l.is_empty()
+                || l == "us-ascii"
+                || l == "ascii"
+                || l == "utf-8"
+                || l == "utf8"
+                || l == "unknown-8bit"
                 || l == "x-unknown"
         }
     }
@@ -48,7 +55,10 @@ fn decode_strict(encoding: &'static Encoding, bytes: &[u8]) -> Option<String> {
 
 /// Decode ISO-2022-JP bytes, leniently.
 pub fn decode_iso2022jp(bytes: &[u8]) -> String {
-    ISO_2022_JP.decode_without_bom_handling(bytes).0.into_owned()
+    ISO_2022_JP
+        .decode_without_bom_handling(bytes)
+        .0
+        .into_owned()
 }
 
 /// Guess the charset of unlabelled (or mislabelled) 8-bit text. Candidates are tried in an order that
@@ -73,7 +83,13 @@ pub fn guess_decode(bytes: &[u8], hint: Locale) -> (String, &'static str) {
         }
     }
     // windows-1252 decodes every byte, so this always ends the search.
-    (WINDOWS_1252.decode_without_bom_handling(bytes).0.into_owned(), "windows-1252")
+    (
+        WINDOWS_1252
+            .decode_without_bom_handling(bytes)
+            .0
+            .into_owned(),
+        "windows-1252",
+    )
 }
 
 #[cfg(test)]
@@ -91,7 +107,10 @@ mod tests {
     #[test]
     fn guesses_by_region_hint() {
         let (sjis, _, _) = SHIFT_JIS.encode("お問い合わせ");
-        assert_eq!(guess_decode(&sjis, Locale::Ja), ("お問い合わせ".to_string(), "Shift_JIS"));
+        assert_eq!(
+            guess_decode(&sjis, Locale::Ja),
+            ("お問い合わせ".to_string(), "Shift_JIS")
+        );
         let (euckr, _, _) = EUC_KR.encode("문의드립니다");
         assert_eq!(guess_decode(&euckr, Locale::Ko).0, "문의드립니다");
         let (gb, _, _) = GB18030.encode("您好，我的订单");

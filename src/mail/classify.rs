@@ -39,7 +39,10 @@ pub fn automatic(mail: &Inbound, config: &Config) -> Option<Automatic> {
     if !from.is_empty() && config.is_own_address(from) {
         return Some(Automatic::Loop);
     }
-    if a.x_loop.iter().any(|l| config.is_own_address(l) || l == "postdesk") {
+    if a.x_loop
+        .iter()
+        .any(|l| config.is_own_address(l) || l == "postdesk")
+    {
         return Some(Automatic::Loop);
     }
     let local = from.split('@').next().unwrap_or("");
@@ -50,11 +53,15 @@ pub fn automatic(mail: &Inbound, config: &Config) -> Option<Automatic> {
     {
         return Some(Automatic::Bounce);
     }
-    if a.auto_submitted.as_deref().is_some_and(|v| !v.starts_with("no"))
+    if a.auto_submitted
+        .as_deref()
+        .is_some_and(|v| !v.starts_with("no"))
         || a.x_autoreply
-        || a.x_auto_response_suppress
-            .as_deref()
-            .is_some_and(|v| v.to_ascii_lowercase().split(',').any(|t| matches!(t.trim(), "all" | "oof" | "autoreply")))
+        || a.x_auto_response_suppress.as_deref().is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .split(',')
+                .any(|t| matches!(t.trim(), "all" | "oof" | "autoreply"))
+        })
         || a.precedence.as_deref() == Some("auto_reply")
         || a.report_type.is_some()
     {
@@ -99,13 +106,26 @@ pub fn detect_locale(text: &str) -> Option<Locale> {
 pub fn customer_locale(mail: &Inbound, region_locale: Locale) -> Locale {
     // The text decides first: subjects are often just a product name or an order number.
     detect_locale(&mail.text)
-        .filter(|l| *l != Locale::En || detect_locale(&mail.subject).is_none_or(|s| s == Locale::En))
+        .filter(|l| {
+            *l != Locale::En || detect_locale(&mail.subject).is_none_or(|s| s == Locale::En)
+        })
         .or_else(|| detect_locale(&mail.subject))
         .unwrap_or(region_locale)
 }
 
 /// Words in a subject that mean "urgent" in the desk's four languages.
-const URGENT_WORDS: [&str; 10] = ["緊急", "至急", "긴급", "紧急", "加急", "urgent", "asap", "emergency", "大至急", "急ぎ"];
+const URGENT_WORDS: [&str; 10] = [
+    "緊急",
+    "至急",
+    "긴급",
+    "紧急",
+    "加急",
+    "urgent",
+    "asap",
+    "emergency",
+    "大至急",
+    "急ぎ",
+];
 /// Words that mean "important/high".
 const HIGH_WORDS: [&str; 5] = ["重要", "중요", "important", "high priority", "要紧"];
 
@@ -157,22 +177,55 @@ mod tests {
 
     #[test]
     fn machines_are_recognised() {
-        assert_eq!(verdict("From: a@example.com\r\nAuto-Submitted: auto-replied"), Some(Automatic::AutoReplied));
-        assert_eq!(verdict("From: a@example.com\r\nX-Autoreply: yes"), Some(Automatic::AutoReplied));
-        assert_eq!(verdict("From: a@example.com\r\nX-Auto-Response-Suppress: OOF, AutoReply"), Some(Automatic::AutoReplied));
-        assert_eq!(verdict("From: a@example.com\r\nPrecedence: bulk"), Some(Automatic::List));
-        assert_eq!(verdict("From: a@example.com\r\nList-Id: <x.example.com>"), Some(Automatic::List));
-        assert_eq!(verdict("From: MAILER-DAEMON@example.com"), Some(Automatic::Bounce));
-        assert_eq!(verdict("Return-Path: <>\r\nFrom: a@example.com"), Some(Automatic::Bounce));
-        assert_eq!(verdict("From: support-jp@example.com"), Some(Automatic::Loop));
-        assert_eq!(verdict("From: JP-Agents@example.com"), Some(Automatic::Loop));
-        assert_eq!(verdict("From: a@example.com\r\nX-Loop: support-jp@example.com"), Some(Automatic::Loop));
+        assert_eq!(
+            verdict("From: a@example.com\r\nAuto-Submitted: auto-replied"),
+            Some(Automatic::AutoReplied)
+        );
+        assert_eq!(
+            verdict("From: a@example.com\r\nX-Autoreply: yes"),
+            Some(Automatic::AutoReplied)
+        );
+        assert_eq!(
+            verdict("From: a@example.com\r\nX-Auto-Response-Suppress: OOF, AutoReply"),
+            Some(Automatic::AutoReplied)
+        );
+        assert_eq!(
+            verdict("From: a@example.com\r\nPrecedence: bulk"),
+            Some(Automatic::List)
+        );
+        assert_eq!(
+            verdict("From: a@example.com\r\nList-Id: <x.example.com>"),
+            Some(Automatic::List)
+        );
+        assert_eq!(
+            verdict("From: MAILER-DAEMON@example.com"),
+            Some(Automatic::Bounce)
+        );
+        assert_eq!(
+            verdict("Return-Path: <>\r\nFrom: a@example.com"),
+            Some(Automatic::Bounce)
+        );
+        assert_eq!(
+            verdict("From: support-jp@example.com"),
+            Some(Automatic::Loop)
+        );
+        assert_eq!(
+            verdict("From: JP-Agents@example.com"),
+            Some(Automatic::Loop)
+        );
+        assert_eq!(
+            verdict("From: a@example.com\r\nX-Loop: support-jp@example.com"),
+            Some(Automatic::Loop)
+        );
     }
 
     #[test]
     fn locale_by_script() {
         assert_eq!(detect_locale("注文した商品が届きません"), Some(Locale::Ja));
-        assert_eq!(detect_locale("주문한 상품이 도착하지 않았습니다"), Some(Locale::Ko));
+        assert_eq!(
+            detect_locale("주문한 상품이 도착하지 않았습니다"),
+            Some(Locale::Ko)
+        );
         assert_eq!(detect_locale("我的订单还没有到"), Some(Locale::Zh));
         assert_eq!(detect_locale("My order has not arrived"), Some(Locale::En));
         assert_eq!(detect_locale("1234 !!"), None);
@@ -183,13 +236,24 @@ mod tests {
 
     #[test]
     fn priority_from_subject_and_headers() {
-        let p = |h: &str| priority(&parse(format!("From: a@b.c\r\n{h}\r\n\r\nx\r\n").as_bytes(), Locale::En).unwrap());
+        let p = |h: &str| {
+            priority(
+                &parse(
+                    format!("From: a@b.c\r\n{h}\r\n\r\nx\r\n").as_bytes(),
+                    Locale::En,
+                )
+                .unwrap(),
+            )
+        };
         assert_eq!(p("Subject: 【至急】ログインできません"), Priority::Urgent);
         assert_eq!(p("Subject: 긴급 문의"), Priority::Urgent);
         assert_eq!(p("Subject: 紧急：无法付款"), Priority::Urgent);
         assert_eq!(p("Subject: URGENT: site down"), Priority::Urgent);
         assert_eq!(p("Subject: hello\r\nImportance: High"), Priority::High);
-        assert_eq!(p("Subject: hello\r\nX-Priority: 1 (Highest)"), Priority::High);
+        assert_eq!(
+            p("Subject: hello\r\nX-Priority: 1 (Highest)"),
+            Priority::High
+        );
         assert_eq!(p("Subject: hello"), Priority::Normal);
     }
 }

@@ -11,7 +11,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::html::html_to_text;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
-use mail_parser::{Address, Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{
+    Address, Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 use sha2::{Digest, Sha256};
 
 use super::charset;
@@ -94,7 +96,16 @@ pub enum NotMail {
 
 /// Header names whose presence makes a byte string count as a mail.
 const MAIL_HEADERS: [&str; 10] = [
-    "from", "to", "cc", "subject", "date", "message-id", "received", "return-path", "sender", "mime-version",
+    "from",
+    "to",
+    "cc",
+    "subject",
+    "date",
+    "message-id",
+    "received",
+    "return-path",
+    "sender",
+    "mime-version",
 ];
 
 /// Parse a raw mail. `hint` is the region's language, used only to guess charsets the mail does not declare.
@@ -119,11 +130,14 @@ pub fn parse(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
 }
 
 fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
-    let message = MessageParser::default().parse(raw).ok_or(NotMail::NoHeaders)?;
-    let has_mail_header = message
-        .headers()
-        .iter()
-        .any(|h| MAIL_HEADERS.iter().any(|n| h.name().eq_ignore_ascii_case(n)));
+    let message = MessageParser::default()
+        .parse(raw)
+        .ok_or(NotMail::NoHeaders)?;
+    let has_mail_header = message.headers().iter().any(|h| {
+        MAIL_HEADERS
+            .iter()
+            .any(|n| h.name().eq_ignore_ascii_case(n))
+    });
     if !has_mail_header {
         return Err(NotMail::NoHeaders);
     }
@@ -133,8 +147,17 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
     let from = first_mailbox(message.from());
     let message_ids = |v: &mail_parser::HeaderValue| -> Vec<String> {
         v.as_text_list()
-            .map(|l| l.iter().map(|s| clean_id(s)).filter(|s| !s.is_empty()).collect())
-            .or_else(|| v.as_text().map(|s| vec![clean_id(s)]).filter(|v| !v[0].is_empty()))
+            .map(|l| {
+                l.iter()
+                    .map(|s| clean_id(s))
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .or_else(|| {
+                v.as_text()
+                    .map(|s| vec![clean_id(s)])
+                    .filter(|v| !v[0].is_empty())
+            })
             .unwrap_or_default()
     };
     let in_reply_to = message_ids(message.in_reply_to());
@@ -152,7 +175,9 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
 
     let mut text = String::new();
     for &id in &message.text_body {
-        let Some(part) = message.parts.get(id as usize) else { continue };
+        let Some(part) = message.parts.get(id as usize) else {
+            continue;
+        };
         let piece = part_text(&message, part, hint, &mut damage);
         if !piece.trim().is_empty() {
             if !text.is_empty() {
@@ -162,17 +187,25 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         }
     }
     if message.parts.iter().any(|p| p.is_encoding_problem) {
-        damage.push("MIME structure damaged (a boundary or encoding was broken); kept what could be read".into());
+        damage.push(
+            "MIME structure damaged (a boundary or encoding was broken); kept what could be read"
+                .into(),
+        );
     }
 
     let mut attachments = Vec::new();
     for part in message.attachments() {
         let data: Vec<u8> = match &part.body {
-            PartType::Text(_) | PartType::Html(_) => part_transfer_decoded(&message, part).into_owned(),
+            PartType::Text(_) | PartType::Html(_) => {
+                part_transfer_decoded(&message, part).into_owned()
+            }
             _ => part.contents().to_vec(),
         };
         let content_type = content_type_of(part);
-        let filename = part.attachment_name().map(str::to_string).unwrap_or_default();
+        let filename = part
+            .attachment_name()
+            .map(str::to_string)
+            .unwrap_or_default();
         if let PartType::Message(inner) = &part.body {
             append_forwarded(&mut text, inner, hint);
         }
@@ -190,7 +223,9 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         if let Some(body) = raw.get(root.offset_body as usize..) {
             if !body.is_empty() && !root.is_multipart() {
                 let (s, cs) = charset::guess_decode(body, hint);
-                damage.push(format!("body without a readable text part; decoded as {cs}"));
+                damage.push(format!(
+                    "body without a readable text part; decoded as {cs}"
+                ));
                 text = s;
             }
         }
@@ -199,12 +234,23 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
     let header_text = |name: &str| message.header_raw(name).map(|v| v.trim().to_string());
     let root_ct = message.content_type();
     let report_type = root_ct
-        .filter(|ct| ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")))
-        .map(|ct| ct.attribute("report-type").unwrap_or("").to_ascii_lowercase());
+        .filter(|ct| {
+            ct.ctype().eq_ignore_ascii_case("multipart")
+                && ct
+                    .subtype()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+        })
+        .map(|ct| {
+            ct.attribute("report-type")
+                .unwrap_or("")
+                .to_ascii_lowercase()
+        });
     let reported_message_id = report_type.as_ref().and_then(|_| {
         attachments
             .iter()
-            .filter(|a| a.content_type.contains("rfc822") || a.content_type.contains("global-headers"))
+            .filter(|a| {
+                a.content_type.contains("rfc822") || a.content_type.contains("global-headers")
+            })
             .find_map(|a| find_message_id_line(&a.data))
     });
     let auto = AutoHeaders {
@@ -213,7 +259,8 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         list_id: header_text("List-Id"),
         list_unsubscribe: message.header("List-Unsubscribe").is_some(),
         x_auto_response_suppress: header_text("X-Auto-Response-Suppress"),
-        x_autoreply: message.header("X-Autoreply").is_some() || message.header("X-Autorespond").is_some(),
+        x_autoreply: message.header("X-Autoreply").is_some()
+            || message.header("X-Autorespond").is_some(),
         x_loop: message
             .header_values("X-Loop")
             .filter_map(|v| v.as_text().map(|s| s.trim().to_ascii_lowercase()))
@@ -253,7 +300,11 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
 
 /// Strip angle brackets and white space from a Message-ID.
 pub fn clean_id(s: &str) -> String {
-    s.trim().trim_start_matches('<').trim_end_matches('>').trim().to_string()
+    s.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim()
+        .to_string()
 }
 
 fn mailbox_of(addr: &mail_parser::Addr) -> Option<Mailbox> {
@@ -263,12 +314,16 @@ fn mailbox_of(addr: &mail_parser::Addr) -> Option<Mailbox> {
     }
     Some(Mailbox {
         address,
-        name: addr.name().map(|n| n.trim().to_string()).unwrap_or_default(),
+        name: addr
+            .name()
+            .map(|n| n.trim().to_string())
+            .unwrap_or_default(),
     })
 }
 
 fn mailboxes(addr: Option<&Address>) -> Vec<Mailbox> {
-    addr.map(|a| a.iter().filter_map(mailbox_of).collect()).unwrap_or_default()
+    addr.map(|a| a.iter().filter_map(mailbox_of).collect())
+        .unwrap_or_default()
 }
 
 fn first_mailbox(addr: Option<&Address>) -> Option<Mailbox> {
@@ -298,22 +353,35 @@ fn part_transfer_decoded<'a>(message: &'a Message, part: &MessagePart) -> Cow<'a
         return Cow::Owned(part.contents().to_vec());
     };
     match part.encoding {
-        Encoding::Base64 => base64_decode(raw).map(Cow::Owned).unwrap_or(Cow::Borrowed(raw)),
-        Encoding::QuotedPrintable => quoted_printable_decode(raw).map(Cow::Owned).unwrap_or(Cow::Borrowed(raw)),
+        Encoding::Base64 => base64_decode(raw)
+            .map(Cow::Owned)
+            .unwrap_or(Cow::Borrowed(raw)),
+        Encoding::QuotedPrintable => quoted_printable_decode(raw)
+            .map(Cow::Owned)
+            .unwrap_or(Cow::Borrowed(raw)),
         Encoding::None => Cow::Borrowed(raw),
     }
 }
 
 /// The text of a text/* part, with the charset second opinions of [`charset`] applied, and HTML made readable.
-fn part_text(message: &Message, part: &MessagePart, hint: Locale, damage: &mut Vec<String>) -> String {
+fn part_text(
+    message: &Message,
+    part: &MessagePart,
+    hint: Locale,
+    damage: &mut Vec<String>,
+) -> String {
     let (decoded, is_html) = match &part.body {
         PartType::Text(t) => (t.as_ref(), false),
         PartType::Html(h) => (h.as_ref(), true),
         _ => return String::new(),
     };
-    let label = part.content_type().and_then(|ct| ct.attribute("charset")).map(str::to_string);
+    let label = part
+        .content_type()
+        .and_then(|ct| ct.attribute("charset"))
+        .map(str::to_string);
     let mut text: Cow<str> = Cow::Borrowed(decoded);
-    if charset::is_weak_label(label.as_deref()) && charset::looks_like_iso2022jp(decoded.as_bytes()) {
+    if charset::is_weak_label(label.as_deref()) && charset::looks_like_iso2022jp(decoded.as_bytes())
+    {
         text = Cow::Owned(charset::decode_iso2022jp(decoded.as_bytes()));
         damage.push("charset guessed: ISO-2022-JP (the part did not declare it)".into());
     } else if decoded.contains('\u{FFFD}') {
@@ -326,16 +394,27 @@ fn part_text(message: &Message, part: &MessagePart, hint: Locale, damage: &mut V
             let (s, cs) = charset::guess_decode(&bytes, hint);
             if !s.contains('\u{FFFD}') {
                 text = Cow::Owned(s);
-                damage.push(format!("charset guessed: {cs} (the part did not declare it)"));
+                damage.push(format!(
+                    "charset guessed: {cs} (the part did not declare it)"
+                ));
             }
         }
     }
-    let text = if is_html { html_to_text(&text) } else { text.into_owned() };
+    let text = if is_html {
+        html_to_text(&text)
+    } else {
+        text.into_owned()
+    };
     normalise_newlines(&text)
 }
 
 /// A header's text, decoded; raw ISO-2022-JP or undeclared 8-bit header bytes are decoded by guess.
-fn decoded_header_text(message: &Message, name: HeaderName, hint: Locale, damage: &mut Vec<String>) -> String {
+fn decoded_header_text(
+    message: &Message,
+    name: HeaderName,
+    hint: Locale,
+    damage: &mut Vec<String>,
+) -> String {
     let Some(header) = message.parts[0].headers.iter().find(|h| h.name == name) else {
         return String::new();
     };
@@ -349,7 +428,10 @@ fn decoded_header_text(message: &Message, name: HeaderName, hint: Locale, damage
         charset::decode_iso2022jp(value.as_bytes())
     } else if value.contains('\u{FFFD}') && !raw.is_ascii() {
         let (s, cs) = charset::guess_decode(raw, hint);
-        damage.push(format!("{}: undeclared 8-bit header decoded as {cs}", name.as_str()));
+        damage.push(format!(
+            "{}: undeclared 8-bit header decoded as {cs}",
+            name.as_str()
+        ));
         s
     } else {
         value
@@ -377,7 +459,9 @@ fn append_forwarded(text: &mut String, inner: &Message, hint: Locale) {
         .map(|p| part_text(inner, p, hint, &mut ignored))
         .collect::<Vec<_>>()
         .join("\n\n");
-    let from = first_mailbox(inner.from()).map(|m| m.address).unwrap_or_default();
+    let from = first_mailbox(inner.from())
+        .map(|m| m.address)
+        .unwrap_or_default();
     let subject = decoded_header_text(inner, HeaderName::Subject, hint, &mut ignored);
     if !text.is_empty() {
         text.push_str("\n\n");
@@ -391,7 +475,10 @@ fn find_message_id_line(data: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(data);
     text.lines().find_map(|line| {
         let (name, value) = line.split_once(':')?;
-        name.trim().eq_ignore_ascii_case("message-id").then(|| clean_id(value)).filter(|v| !v.is_empty())
+        name.trim()
+            .eq_ignore_ascii_case("message-id")
+            .then(|| clean_id(value))
+            .filter(|v| !v.is_empty())
     })
 }
 
@@ -403,14 +490,22 @@ pub fn content_hash(raw: &[u8], message: &Message) -> String {
     for name in ["From", "Subject", "Date", "Message-ID", "To", "Cc"] {
         h.update(name.as_bytes());
         h.update(b":");
-        if let Some(header) = message.parts[0].headers.iter().find(|hd| hd.name().eq_ignore_ascii_case(name)) {
-            let v = raw.get(header.offset_start() as usize..header.offset_end() as usize).unwrap_or(b"");
+        if let Some(header) = message.parts[0]
+            .headers
+            .iter()
+            .find(|hd| hd.name().eq_ignore_ascii_case(name))
+        {
+            let v = raw
+                .get(header.offset_start() as usize..header.offset_end() as usize)
+                .unwrap_or(b"");
             h.update(collapse_ws(v));
         }
         h.update(b"\n");
     }
     h.update(b"\n");
-    let body = raw.get(message.parts[0].offset_body as usize..).unwrap_or(b"");
+    let body = raw
+        .get(message.parts[0].offset_body as usize..)
+        .unwrap_or(b"");
     for line in body.split(|&b| b == b'\n') {
         let mut end = line.len();
         while end > 0 && matches!(line[end - 1], b'\r' | b' ' | b'\t') {
@@ -451,7 +546,10 @@ pub fn safe_filename(name: &str) -> String {
             c => c,
         })
         .collect();
-    let trimmed = cleaned.trim().trim_start_matches('.').trim_end_matches(['.', ' ']);
+    let trimmed = cleaned
+        .trim()
+        .trim_start_matches('.')
+        .trim_end_matches(['.', ' ']);
     let mut out = String::new();
     for c in trimmed.chars() {
         if out.len() + c.len_utf8() > 200 {
@@ -518,14 +616,21 @@ mod tests {
         let a = mail("Received: from a by b\r\nFrom: a@example.com\r\nMessage-ID: <1@x>\r\nSubject: s\r\n\r\nbody\r\n");
         let b = mail("Received: from c by d\nDelivered-To: z@example.com\nFrom: a@example.com\nMessage-ID: <1@x>\nSubject: s\n\nbody\n");
         assert_eq!(a.content_hash, b.content_hash);
-        let c = mail("From: a@example.com\r\nMessage-ID: <1@x>\r\nSubject: s\r\n\r\nother body\r\n");
+        let c =
+            mail("From: a@example.com\r\nMessage-ID: <1@x>\r\nSubject: s\r\n\r\nother body\r\n");
         assert_ne!(a.content_hash, c.content_hash);
     }
 
     #[test]
     fn subject_cannot_carry_line_breaks() {
-        let m = mail("From: a@example.com\r\nSubject: =?UTF-8?Q?a=0D=0ABcc:_evil@example.com?=\r\n\r\nx\r\n");
-        assert!(!m.subject.contains('\n') && !m.subject.contains('\r'), "{:?}", m.subject);
+        let m = mail(
+            "From: a@example.com\r\nSubject: =?UTF-8?Q?a=0D=0ABcc:_evil@example.com?=\r\n\r\nx\r\n",
+        );
+        assert!(
+            !m.subject.contains('\n') && !m.subject.contains('\r'),
+            "{:?}",
+            m.subject
+        );
     }
 
     #[test]
@@ -544,7 +649,8 @@ mod tests {
     #[test]
     fn undeclared_iso2022jp_body_is_detected() {
         let (jis, _, _) = encoding_rs::ISO_2022_JP.encode("お世話になっております。");
-        let mut raw = b"From: a@example.jp\r\nSubject: test\r\nContent-Type: text/plain\r\n\r\n".to_vec();
+        let mut raw =
+            b"From: a@example.jp\r\nSubject: test\r\nContent-Type: text/plain\r\n\r\n".to_vec();
         raw.extend_from_slice(&jis);
         raw.extend_from_slice(b"\r\n");
         let m = parse(&raw, Locale::En).unwrap();

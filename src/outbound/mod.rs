@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{Config, RegionConfig};
 use crate::desk::decide::Reply;
-use crate::desk::ticket::{Direction, Message, Ticket, TicketId};
+use crate::desk::ticket::{Ticket, TicketId};
 use render::{RenderError, Renderer};
 
 /// Where an outgoing mail is in its delivery.
@@ -100,30 +100,6 @@ impl OutboxItem {
             next_attempt_at: self.next_attempt_at,
         }
     }
-
-    /// The record of this mail on its ticket (direction `out`).
-    pub fn as_message(&self) -> Message {
-        Message {
-            direction: Direction::Out,
-            from: self.from.clone(),
-            from_name: self.from_name.clone(),
-            to: self.to.clone(),
-            cc: Vec::new(),
-            date: self.created_at,
-            received_at: self.created_at,
-            message_id: self.message_id.clone(),
-            in_reply_to: self.in_reply_to.iter().cloned().collect(),
-            references: self.references.clone(),
-            subject: self.subject.clone(),
-            text: self.text.clone(),
-            attachments: Vec::new(),
-            auto: None,
-            damage: Vec::new(),
-            content_hash: String::new(),
-            raw_sha256: None,
-            outbox_id: Some(self.id),
-        }
-    }
 }
 
 /// The RFC 3834 value for an event: answers to a customer's mail are `auto-replied`, everything else that
@@ -136,7 +112,13 @@ fn auto_submitted_for(kind: &str) -> &'static str {
 }
 
 /// A Message-ID for an outgoing mail, unique and in the region's domain.
-fn outgoing_message_id(kind: &str, ticket: &TicketId, outbox_id: u64, now: DateTime<Utc>, region: &RegionConfig) -> String {
+fn outgoing_message_id(
+    kind: &str,
+    ticket: &TicketId,
+    outbox_id: u64,
+    now: DateTime<Utc>,
+    region: &RegionConfig,
+) -> String {
     let mut h = Sha256::new();
     h.update(ticket.to_string());
     h.update(outbox_id.to_be_bytes());

@@ -24,7 +24,9 @@ pub const REQUIRED_EVENTS: [&str; 2] = ["ack", "status_changed"];
 pub enum RenderError {
     #[error("template {name}: {reason}")]
     Template { name: String, reason: String },
-    #[error("template {0} is missing (every locale needs .subject.hbs and .txt.hbs for each event)")]
+    #[error(
+        "template {0} is missing (every locale needs .subject.hbs and .txt.hbs for each event)"
+    )]
     Missing(String),
     #[error("cannot read template override {path}: {reason}")]
     Override { path: String, reason: String },
@@ -60,7 +62,10 @@ impl Renderer {
         html.set_strict_mode(true);
         html.register_escape_fn(handlebars::html_escape);
 
-        let mut sources: Vec<(String, String)> = EMBEDDED.iter().map(|(n, s)| (n.to_string(), s.to_string())).collect();
+        let mut sources: Vec<(String, String)> = EMBEDDED
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .collect();
         if let Some(dir) = override_dir {
             for (name, body) in read_overrides(dir)? {
                 match sources.iter_mut().find(|(n, _)| *n == name) {
@@ -70,8 +75,14 @@ impl Renderer {
             }
         }
         for (file, body) in &sources {
-            let Some(name) = file.strip_suffix(".hbs") else { continue };
-            let registry = if name.ends_with(".html") { &mut html } else { &mut text };
+            let Some(name) = file.strip_suffix(".hbs") else {
+                continue;
+            };
+            let registry = if name.ends_with(".html") {
+                &mut html
+            } else {
+                &mut text
+            };
             registry
                 .register_template_string(name, body)
                 .map_err(|e| RenderError::Template {
@@ -94,28 +105,49 @@ impl Renderer {
     }
 
     /// Render `event` in `locale` (falling back to English when the locale lacks it).
-    pub fn render(&self, event: &str, locale: Locale, context: &Value) -> Result<Rendered, RenderError> {
+    pub fn render(
+        &self,
+        event: &str,
+        locale: Locale,
+        context: &Value,
+    ) -> Result<Rendered, RenderError> {
         let pick = |registry: &Handlebars, part: &str| -> Option<String> {
             [locale, Locale::En]
                 .iter()
                 .map(|l| format!("{l}/{event}.{part}"))
                 .find(|n| registry.has_template(n))
         };
-        let subject_name = pick(&self.text, "subject").ok_or_else(|| RenderError::Missing(format!("{locale}/{event}.subject.hbs")))?;
-        let text_name = pick(&self.text, "txt").ok_or_else(|| RenderError::Missing(format!("{locale}/{event}.txt.hbs")))?;
+        let subject_name = pick(&self.text, "subject")
+            .ok_or_else(|| RenderError::Missing(format!("{locale}/{event}.subject.hbs")))?;
+        let text_name = pick(&self.text, "txt")
+            .ok_or_else(|| RenderError::Missing(format!("{locale}/{event}.txt.hbs")))?;
         let err = |name: &str| {
             let name = format!("{name}.hbs");
-            move |e: handlebars::RenderError| RenderError::Template { name, reason: e.to_string() }
+            move |e: handlebars::RenderError| RenderError::Template {
+                name,
+                reason: e.to_string(),
+            }
         };
-        let subject = self.text.render(&subject_name, context).map_err(err(&subject_name))?;
-        let text = self.text.render(&text_name, context).map_err(err(&text_name))?;
+        let subject = self
+            .text
+            .render(&subject_name, context)
+            .map_err(err(&subject_name))?;
+        let text = self
+            .text
+            .render(&text_name, context)
+            .map_err(err(&text_name))?;
         let html = match pick(&self.html, "html") {
             Some(n) => Some(self.html.render(&n, context).map_err(err(&n))?),
             None => None,
         };
         Ok(Rendered {
             // A subject is one line whatever a template or a customer put into it: no header injection.
-            subject: subject.split(['\r', '\n']).map(str::trim).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" "),
+            subject: subject
+                .split(['\r', '\n'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
             text,
             html,
         })
@@ -150,7 +182,9 @@ fn read_overrides(dir: &Path) -> Result<Vec<(String, String)>, RenderError> {
                 let name = format!(
                     "{}/{}",
                     locale.file_name().to_string_lossy(),
-                    path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default()
+                    path.file_name()
+                        .map(|f| f.to_string_lossy())
+                        .unwrap_or_default()
                 );
                 out.push((name, body));
             }
@@ -189,7 +223,11 @@ pub fn status_label(status: Status, locale: Locale) -> &'static str {
 /// The template context of a reply (documented in README's template section).
 pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, config: &Config) -> Value {
     let timers = config.timers_for(region);
-    let hours = timers.first_response.for_priority(ticket.priority).as_secs().div_ceil(3600);
+    let hours = timers
+        .first_response
+        .for_priority(ticket.priority)
+        .as_secs()
+        .div_ceil(3600);
     let previous = reply.previous_status.unwrap_or(ticket.status);
     json!({
         "ticket_id": ticket.id.to_string(),
@@ -240,22 +278,36 @@ mod tests {
     fn shipped_templates_compile_and_render_in_every_locale() {
         let r = Renderer::load(None).unwrap();
         r.self_test().unwrap();
-        let out = r.render("ack", Locale::Ja, &sample_context(Locale::Ja)).unwrap();
+        let out = r
+            .render("ack", Locale::Ja, &sample_context(Locale::Ja))
+            .unwrap();
         assert!(out.subject.starts_with("[JP-1000] "), "{}", out.subject);
         assert!(out.text.contains("JP-1000"));
         // Text is not escaped, HTML is.
         assert!(out.subject.contains("<subject> & more"));
         let html = out.html.unwrap();
-        assert!(html.contains("&lt;subject&gt;") || !html.contains("<subject>"), "{html}");
+        assert!(
+            html.contains("&lt;subject&gt;") || !html.contains("<subject>"),
+            "{html}"
+        );
     }
 
     #[test]
     fn override_replaces_a_file_and_a_broken_one_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("en")).unwrap();
-        std::fs::write(dir.path().join("en/ack.subject.hbs"), "[{{ticket_id}}] Thanks").unwrap();
+        std::fs::write(
+            dir.path().join("en/ack.subject.hbs"),
+            "[{{ticket_id}}] Thanks",
+        )
+        .unwrap();
         let r = Renderer::load(Some(dir.path())).unwrap();
-        assert_eq!(r.render("ack", Locale::En, &sample_context(Locale::En)).unwrap().subject, "[JP-1000] Thanks");
+        assert_eq!(
+            r.render("ack", Locale::En, &sample_context(Locale::En))
+                .unwrap()
+                .subject,
+            "[JP-1000] Thanks"
+        );
         std::fs::write(dir.path().join("en/ack.subject.hbs"), "{{#if}}").unwrap();
         let err = Renderer::load(Some(dir.path())).unwrap_err().to_string();
         assert!(err.contains("en/ack.subject.hbs"), "{err}");
@@ -274,7 +326,11 @@ mod tests {
     fn subject_is_one_line() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("en")).unwrap();
-        std::fs::write(dir.path().join("en/ack.subject.hbs"), "[{{ticket_id}}] {{subject}}\n").unwrap();
+        std::fs::write(
+            dir.path().join("en/ack.subject.hbs"),
+            "[{{ticket_id}}] {{subject}}\n",
+        )
+        .unwrap();
         let r = Renderer::load(Some(dir.path())).unwrap();
         let mut ctx = sample_context(Locale::En);
         ctx["subject"] = json!("a\r\nBcc: evil@example.com");

@@ -8,7 +8,9 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncFileTransport, AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::{
+    AsyncFileTransport, AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
+};
 
 use super::OutboxItem;
 use crate::config::{OutboundConfig, TlsMode, TransportKind};
@@ -47,8 +49,12 @@ impl Transport {
                     .file_dir
                     .as_ref()
                     .ok_or_else(|| TransportError("outbound.file_dir is not set".into()))?;
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| TransportError(format!("cannot create outbound.file_dir {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    TransportError(format!(
+                        "cannot create outbound.file_dir {}: {e}",
+                        dir.display()
+                    ))
+                })?;
                 Ok(Transport::File(AsyncFileTransport::new(dir)))
             }
             TransportKind::Sendmail => Ok(Transport::Sendmail(match &config.sendmail_command {
@@ -62,13 +68,20 @@ impl Transport {
                     .ok_or_else(|| TransportError("[outbound.smtp] is not set".into()))?;
                 let builder = match smtp.tls {
                     TlsMode::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
-                    TlsMode::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host),
-                    TlsMode::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)),
+                    TlsMode::Starttls => {
+                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
+                    }
+                    TlsMode::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+                        &smtp.host,
+                    )),
                 }
                 .map_err(|e| TransportError(format!("outbound.smtp.host {:?}: {e}", smtp.host)))?;
-                let mut builder = builder.port(smtp.port).timeout(Some(Duration::from_secs(30)));
+                let mut builder = builder
+                    .port(smtp.port)
+                    .timeout(Some(Duration::from_secs(30)));
                 if let (Some(user), Some(pw)) = (&smtp.username, &smtp.password) {
-                    builder = builder.credentials(Credentials::new(user.clone(), pw.expose().to_string()));
+                    builder = builder
+                        .credentials(Credentials::new(user.clone(), pw.expose().to_string()));
                 }
                 Ok(Transport::Smtp(builder.build()))
             }
@@ -87,13 +100,24 @@ impl Transport {
                         SendError::Temporary(e.to_string())
                     }
                 }),
-                Transport::Sendmail(t) => t.send(message).await.map(|_| ()).map_err(|e| SendError::Temporary(e.to_string())),
-                Transport::File(t) => t.send(message).await.map(|_| ()).map_err(|e| SendError::Temporary(e.to_string())),
+                Transport::Sendmail(t) => t
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| SendError::Temporary(e.to_string())),
+                Transport::File(t) => t
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| SendError::Temporary(e.to_string())),
             }
         };
         match tokio::time::timeout(SEND_TIMEOUT, fut).await {
             Ok(r) => r,
-            Err(_) => Err(SendError::Temporary(format!("no answer within {}s", SEND_TIMEOUT.as_secs()))),
+            Err(_) => Err(SendError::Temporary(format!(
+                "no answer within {}s",
+                SEND_TIMEOUT.as_secs()
+            ))),
         }
     }
 }
@@ -124,21 +148,33 @@ pub fn build_message(item: &OutboxItem) -> Result<lettre::Message, SendError> {
         .raw_header(header("X-Loop", &item.from))
         .raw_header(header("X-Postdesk-Ticket", &item.ticket.to_string()));
     for to in &item.to {
-        let mb: Mailbox = to.parse().map_err(|e| SendError::Permanent(format!("bad recipient {to:?}: {e}")))?;
+        let mb: Mailbox = to
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("bad recipient {to:?}: {e}")))?;
         b = b.to(mb);
     }
     if let Some(irt) = &item.in_reply_to {
         b = b.in_reply_to(angle(irt));
     }
     if !item.references.is_empty() {
-        b = b.references(item.references.iter().map(|r| angle(r)).collect::<Vec<_>>().join(" "));
+        b = b.references(
+            item.references
+                .iter()
+                .map(|r| angle(r))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
-    let text = SinglePart::builder().header(ContentType::TEXT_PLAIN).body(item.text.clone());
+    let text = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(item.text.clone());
     let result = match &item.html {
         Some(html) => b.multipart(
-            MultiPart::alternative()
-                .singlepart(text)
-                .singlepart(SinglePart::builder().header(ContentType::TEXT_HTML).body(html.clone())),
+            MultiPart::alternative().singlepart(text).singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(html.clone()),
+            ),
         ),
         None => b.singlepart(text),
     };
@@ -146,6 +182,9 @@ pub fn build_message(item: &OutboxItem) -> Result<lettre::Message, SendError> {
 }
 
 fn sanitize_display_name(name: &str) -> String {
-    let cleaned: String = name.chars().filter(|c| !c.is_control() && !matches!(c, '<' | '>' | '"' | '\\')).collect();
+    let cleaned: String = name
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '<' | '>' | '"' | '\\'))
+        .collect();
     format!("\"{}\"", cleaned.trim())
 }

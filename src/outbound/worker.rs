@@ -30,7 +30,11 @@ pub fn backoff(attempts: u32, jitter_seed: u64) -> Duration {
 }
 
 /// Apply the outcome of one send attempt to a row.
-pub fn after_attempt(mut item: OutboxItem, outcome: Result<(), SendError>, now: DateTime<Utc>) -> OutboxItem {
+pub fn after_attempt(
+    mut item: OutboxItem,
+    outcome: Result<(), SendError>,
+    now: DateTime<Utc>,
+) -> OutboxItem {
     item.attempts += 1;
     match outcome {
         Ok(()) => {
@@ -58,15 +62,22 @@ pub fn after_attempt(mut item: OutboxItem, outcome: Result<(), SendError>, now: 
 }
 
 /// Send what is due now; returns how many rows were attempted.
-pub async fn send_due(store: &Store, transport: &Transport) -> Result<usize, crate::store::StoreError> {
+pub async fn send_due(
+    store: &Store,
+    transport: &Transport,
+) -> Result<usize, crate::store::StoreError> {
     let due = store.outbox_due(Utc::now(), BATCH)?;
     let n = due.len();
     for item in due {
         let outcome = transport.send(&item).await;
         match &outcome {
-            Ok(()) => tracing::info!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, "sent"),
-            Err(e) => tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
-                "could not send: {e}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)"),
+            Ok(()) => {
+                tracing::info!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, "sent")
+            }
+            Err(e) => {
+                tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
+                "could not send: {e}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)")
+            }
         }
         store.outbox_update(after_attempt(item, outcome, Utc::now()))?;
     }
@@ -77,7 +88,12 @@ pub async fn send_due(store: &Store, transport: &Transport) -> Result<usize, cra
 }
 
 /// Run until `shutdown`: the send in progress is finished before it returns.
-pub async fn run(store: Arc<Store>, transport: Arc<Transport>, wake: Arc<Notify>, shutdown: CancellationToken) {
+pub async fn run(
+    store: Arc<Store>,
+    transport: Arc<Transport>,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     loop {
         let sent = match send_due(&store, &transport).await {
             Ok(n) => n,
@@ -93,7 +109,10 @@ pub async fn run(store: Arc<Store>, transport: Arc<Transport>, wake: Arc<Notify>
             continue;
         }
         let sleep = match store.outbox_next_due() {
-            Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default().min(Duration::from_secs(60)),
+            Ok(Some(at)) => (at - Utc::now())
+                .to_std()
+                .unwrap_or_default()
+                .min(Duration::from_secs(60)),
             _ => Duration::from_secs(60),
         };
         tokio::select! {
@@ -146,8 +165,15 @@ mod tests {
     fn outcomes() {
         let now = Utc::now();
         let sent = after_attempt(item(), Ok(()), now);
-        assert_eq!((sent.status, sent.attempts, sent.sent_at), (OutboxStatus::Sent, 1, Some(now)));
-        let failed = after_attempt(item(), Err(SendError::Permanent("550 no such user".into())), now);
+        assert_eq!(
+            (sent.status, sent.attempts, sent.sent_at),
+            (OutboxStatus::Sent, 1, Some(now))
+        );
+        let failed = after_attempt(
+            item(),
+            Err(SendError::Permanent("550 no such user".into())),
+            now,
+        );
         assert_eq!(failed.status, OutboxStatus::Failed);
         assert_eq!(failed.last_error.as_deref(), Some("550 no such user"));
         let retry = after_attempt(item(), Err(SendError::Temporary("421".into())), now);
@@ -155,7 +181,10 @@ mod tests {
         assert!(retry.next_attempt_at > now);
         let mut old = item();
         old.created_at = now - chrono::Duration::days(4);
-        assert_eq!(after_attempt(old, Err(SendError::Temporary("421".into())), now).status, OutboxStatus::Failed);
+        assert_eq!(
+            after_attempt(old, Err(SendError::Temporary("421".into())), now).status,
+            OutboxStatus::Failed
+        );
     }
 
     #[test]
@@ -164,12 +193,21 @@ mod tests {
         i.subject = "[JP-1000] a\r\nBcc: evil@example.com".into();
         i.in_reply_to = Some("c@x".into());
         i.references = vec!["a@x".into(), "c@x".into()];
-        let raw = String::from_utf8(super::super::transport::build_message(&i).unwrap().formatted()).unwrap();
+        let raw = String::from_utf8(
+            super::super::transport::build_message(&i)
+                .unwrap()
+                .formatted(),
+        )
+        .unwrap();
         assert!(raw.contains("Auto-Submitted: auto-replied"), "{raw}");
         assert!(raw.contains("X-Auto-Response-Suppress: All"));
         assert!(raw.contains("Message-ID: <m@example.com>"));
         assert!(raw.contains("In-Reply-To: <c@x>"));
         assert!(raw.contains("References: <a@x> <c@x>"));
-        assert!(!raw.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")), "{raw}");
+        assert!(
+            !raw.lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+            "{raw}"
+        );
     }
 }

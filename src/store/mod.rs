@@ -7,7 +7,8 @@
 //! - `dedupe`:     Message-ID + NUL + content hash → ticket id (re-deliveries change nothing)
 //! - `requester`:  address + NUL + ticket key → () (a customer's tickets)
 //! - `blobs`:      sha256 hex → bytes (attachments and raw mail, each stored once)
-//! - `outbox`:     u64 BE id → [`OutboxItem`];  `outbox_due`: due millis BE + id BE → () (queued rows only)
+//! - `outbox`:     u64 BE id → [`OutboxItem`];  `outbox_due`: due millis BE + id BE → () (queued rows only);
+//!   `outbox_ticket`: ticket key + id BE → () (a ticket's automatic mail)
 //! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE)
 //! - `quarantine`: u64 BE id → [`Quarantined`] (input that could not become a ticket, raw bytes in `blobs`)
 //!
@@ -108,6 +109,7 @@ pub struct Store {
     blobs: sled::Tree,
     outbox: sled::Tree,
     outbox_due: sled::Tree,
+    outbox_ticket: sled::Tree,
     meta: sled::Tree,
     quarantine: sled::Tree,
     writer: Mutex<()>,
@@ -158,8 +160,14 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn from_json<T: for<'de> Deserialize<'de>>(tree: &'static str, bytes: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt { tree, reason: e.to_string() })
+fn from_json<T: for<'de> Deserialize<'de>>(
+    tree: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        reason: e.to_string(),
+    })
 }
 
 fn u64_of(bytes: &[u8]) -> Option<u64> {
@@ -189,6 +197,7 @@ impl Store {
             blobs: tree("blobs")?,
             outbox: tree("outbox")?,
             outbox_due: tree("outbox_due")?,
+            outbox_ticket: tree("outbox_ticket")?,
             meta: tree("meta")?,
             quarantine: tree("quarantine")?,
             db,
@@ -228,8 +237,14 @@ impl Store {
     }
 
     /// Tickets, optionally of one region and/or status, in id order.
-    pub fn tickets(&self, region: Option<&str>, status: Option<Status>) -> Result<Vec<Ticket>, StoreError> {
-        let prefix = region.map(|r| format!("{r}-").into_bytes()).unwrap_or_default();
+    pub fn tickets(
+        &self,
+        region: Option<&str>,
+        status: Option<Status>,
+    ) -> Result<Vec<Ticket>, StoreError> {
+        let prefix = region
+            .map(|r| format!("{r}-").into_bytes())
+            .unwrap_or_default();
         let mut out = Vec::new();
         for kv in self.tickets.scan_prefix(prefix) {
             let (_, v) = kv?;
@@ -262,7 +277,11 @@ impl Store {
     }
 
     /// The ticket that already holds this mail, if any.
-    pub fn duplicate_of(&self, message_id: &str, content_hash: &str) -> Result<Option<TicketId>, StoreError> {
+    pub fn duplicate_of(
+        &self,
+        message_id: &str,
+        content_hash: &str,
+    ) -> Result<Option<TicketId>, StoreError> {
         match self.dedupe.get(dedupe_key(message_id, content_hash))? {
             Some(v) => Ok(Some(from_json("dedupe", &v)?)),
             None => Ok(None),
@@ -278,7 +297,9 @@ impl Store {
             let (k, _) = kv?;
             let key = &k[prefix.len()..];
             if let Some(dash) = key.iter().position(|&b| b == b'-') {
-                if let (Ok(region), Some(n)) = (std::str::from_utf8(&key[..dash]), u64_of(&key[dash + 1..])) {
+                if let (Ok(region), Some(n)) =
+                    (std::str::from_utf8(&key[..dash]), u64_of(&key[dash + 1..]))
+                {
                     out.push(TicketId::new(region, n));
                 }
             }
@@ -288,7 +309,11 @@ impl Store {
 
     /// The number the next ticket of `region` gets.
     pub fn next_ticket_number(&self, region: &str, first: u64) -> Result<u64, StoreError> {
-        Ok(self.meta.get(seq_key(region))?.and_then(|v| u64_of(&v)).unwrap_or(first))
+        Ok(self
+            .meta
+            .get(seq_key(region))?
+            .and_then(|v| u64_of(&v))
+            .unwrap_or(first))
     }
 
     pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -307,58 +332,83 @@ impl Store {
             &self.blobs,
             &self.outbox,
             &self.outbox_due,
+            &self.outbox_ticket,
             &self.meta,
         );
-        let result = trees.transaction(|(tickets, messages, msgid, dedupe, requester, blobs, outbox, outbox_due, meta)| {
-            let abort = |a: Abort| ConflictableTransactionError::Abort(a);
-            if let Some((mid, hash)) = &change.dedupe {
-                if let Some(existing) = dedupe.get(dedupe_key(mid, hash))? {
-                    let id = serde_json::from_slice(&existing).map_err(|e| abort(Abort::Corrupt(e.to_string())))?;
-                    return Err(abort(Abort::Duplicate(id)));
-                }
-            }
-            if let Some(ticket) = &change.ticket {
-                let key = ticket_key(&ticket.id);
-                if change.new_ticket {
-                    let seq = seq_key(&ticket.id.region);
-                    let current = meta.get(&seq)?.and_then(|v| u64_of(&v));
-                    if current.is_some_and(|n| n != ticket.id.number) {
-                        return Err(abort(Abort::Conflict(format!("sequence of {} moved", ticket.id.region))));
-                    }
-                    if tickets.get(&key)?.is_some() {
-                        return Err(abort(Abort::Conflict(format!("{} already exists", ticket.id))));
-                    }
-                    meta.insert(seq, &(ticket.id.number + 1).to_be_bytes())?;
-                    let mut rk = ticket.requester.as_bytes().to_vec();
-                    rk.push(0);
-                    rk.extend_from_slice(&key);
-                    requester.insert(rk, &[])?;
-                }
-                tickets.insert(key, to_json(ticket))?;
-                let first = ticket.message_count as usize - change.messages.len().min(ticket.message_count as usize);
-                for (i, m) in change.messages.iter().enumerate() {
-                    messages.insert(message_key(&ticket.id, (first + i) as u32), to_json(m))?;
-                }
-                for mid in &change.message_ids {
-                    index_message_id(msgid, mid, &ticket.id)?;
-                }
+        let result = trees.transaction(
+            |(
+                tickets,
+                messages,
+                msgid,
+                dedupe,
+                requester,
+                blobs,
+                outbox,
+                outbox_due,
+                outbox_ticket,
+                meta,
+            )| {
+                let abort = |a: Abort| ConflictableTransactionError::Abort(a);
                 if let Some((mid, hash)) = &change.dedupe {
-                    dedupe.insert(dedupe_key(mid, hash), to_json(&ticket.id))?;
+                    if let Some(existing) = dedupe.get(dedupe_key(mid, hash))? {
+                        let id = serde_json::from_slice(&existing)
+                            .map_err(|e| abort(Abort::Corrupt(e.to_string())))?;
+                        return Err(abort(Abort::Duplicate(id)));
+                    }
                 }
-            }
-            for (sha, bytes) in &change.blobs {
-                if blobs.get(sha.as_bytes())?.is_none() {
-                    blobs.insert(sha.as_bytes(), bytes.as_slice())?;
+                if let Some(ticket) = &change.ticket {
+                    let key = ticket_key(&ticket.id);
+                    if change.new_ticket {
+                        let seq = seq_key(&ticket.id.region);
+                        let current = meta.get(&seq)?.and_then(|v| u64_of(&v));
+                        if current.is_some_and(|n| n != ticket.id.number) {
+                            return Err(abort(Abort::Conflict(format!(
+                                "sequence of {} moved",
+                                ticket.id.region
+                            ))));
+                        }
+                        if tickets.get(&key)?.is_some() {
+                            return Err(abort(Abort::Conflict(format!(
+                                "{} already exists",
+                                ticket.id
+                            ))));
+                        }
+                        meta.insert(seq, &(ticket.id.number + 1).to_be_bytes())?;
+                        let mut rk = ticket.requester.as_bytes().to_vec();
+                        rk.push(0);
+                        rk.extend_from_slice(&key);
+                        requester.insert(rk, &[])?;
+                    }
+                    tickets.insert(key, to_json(ticket))?;
+                    let first = ticket.message_count as usize
+                        - change.messages.len().min(ticket.message_count as usize);
+                    for (i, m) in change.messages.iter().enumerate() {
+                        messages.insert(message_key(&ticket.id, (first + i) as u32), to_json(m))?;
+                    }
+                    for mid in &change.message_ids {
+                        index_message_id(msgid, mid, &ticket.id)?;
+                    }
+                    if let Some((mid, hash)) = &change.dedupe {
+                        dedupe.insert(dedupe_key(mid, hash), to_json(&ticket.id))?;
+                    }
                 }
-            }
-            for item in &change.outbox {
-                outbox.insert(&item.id.to_be_bytes(), to_json(item))?;
-                if item.status == OutboxStatus::Queued {
-                    outbox_due.insert(due_key(item.next_attempt_at, item.id), &[])?;
+                for (sha, bytes) in &change.blobs {
+                    if blobs.get(sha.as_bytes())?.is_none() {
+                        blobs.insert(sha.as_bytes(), bytes.as_slice())?;
+                    }
                 }
-            }
-            Ok(())
-        });
+                for item in &change.outbox {
+                    outbox.insert(&item.id.to_be_bytes(), to_json(item))?;
+                    if item.status == OutboxStatus::Queued {
+                        outbox_due.insert(due_key(item.next_attempt_at, item.id), &[])?;
+                    }
+                    let mut tk = ticket_key(&item.ticket);
+                    tk.extend_from_slice(&item.id.to_be_bytes());
+                    outbox_ticket.insert(tk, &[])?;
+                }
+                Ok(())
+            },
+        );
         match result {
             Ok(()) => {
                 if !change.outbox.is_empty() {
@@ -368,13 +418,22 @@ impl Store {
             }
             Err(TransactionError::Abort(Abort::Duplicate(id))) => Ok(Committed::Duplicate(id)),
             Err(TransactionError::Abort(Abort::Conflict(why))) => Err(StoreError::Conflict(why)),
-            Err(TransactionError::Abort(Abort::Corrupt(why))) => Err(StoreError::Corrupt { tree: "dedupe", reason: why }),
+            Err(TransactionError::Abort(Abort::Corrupt(why))) => Err(StoreError::Corrupt {
+                tree: "dedupe",
+                reason: why,
+            }),
             Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
     }
 
     /// Keep input that could not become a ticket: raw bytes in `blobs`, a row in `quarantine`.
-    pub fn quarantine(&self, region: &str, source: &str, reason: &str, raw: &[u8]) -> Result<Quarantined, StoreError> {
+    pub fn quarantine(
+        &self,
+        region: &str,
+        source: &str,
+        reason: &str,
+        raw: &[u8],
+    ) -> Result<Quarantined, StoreError> {
         use sha2::{Digest, Sha256};
         let sha = hex::encode(Sha256::digest(raw));
         let q = Quarantined {
@@ -402,25 +461,60 @@ impl Store {
     }
 
     pub fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
-        self.quarantine.iter().values().map(|v| from_json("quarantine", &v?)).collect()
+        self.quarantine
+            .iter()
+            .values()
+            .map(|v| from_json("quarantine", &v?))
+            .collect()
     }
 
     pub fn outbox_item(&self, id: u64) -> Result<Option<OutboxItem>, StoreError> {
-        self.outbox.get(id.to_be_bytes())?.map(|v| from_json("outbox", &v)).transpose()
+        self.outbox
+            .get(id.to_be_bytes())?
+            .map(|v| from_json("outbox", &v))
+            .transpose()
+    }
+
+    /// The outbox rows of one ticket, oldest first.
+    pub fn outbox_of_ticket(&self, id: &TicketId) -> Result<Vec<OutboxItem>, StoreError> {
+        let prefix = ticket_key(id);
+        let mut out = Vec::new();
+        for kv in self.outbox_ticket.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            if let Some(item) = k
+                .get(prefix.len()..)
+                .and_then(u64_of)
+                .map(|oid| self.outbox_item(oid))
+                .transpose()?
+            {
+                out.extend(item);
+            }
+        }
+        Ok(out)
     }
 
     /// Every outbox row, oldest first.
     pub fn outbox_all(&self) -> Result<Vec<OutboxItem>, StoreError> {
-        self.outbox.iter().values().map(|v| from_json("outbox", &v?)).collect()
+        self.outbox
+            .iter()
+            .values()
+            .map(|v| from_json("outbox", &v?))
+            .collect()
     }
 
     /// Queued rows due at `now`, at most `limit`, soonest first. Costs O(due), whatever the outbox holds.
-    pub fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+    pub fn outbox_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
         let end = due_key(now, u64::MAX);
         let mut out = Vec::new();
         for kv in self.outbox_due.range(..=end).take(limit) {
             let (k, _) = kv?;
-            let Some(id) = k.get(8..16).and_then(u64_of) else { continue };
+            let Some(id) = k.get(8..16).and_then(u64_of) else {
+                continue;
+            };
             match self.outbox_item(id)? {
                 Some(item) if item.status == OutboxStatus::Queued => out.push(item),
                 // A stale index entry (row gone or no longer queued): drop it.

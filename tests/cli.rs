@@ -1,0 +1,457 @@
+//! The built `postdesk` binary driven as an admin and an MTA would: `ingest` on stdin, `tickets … --json`,
+//! exit codes, and `run` with a Maildir intake and the file outbox.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+fn env_with(extra: &str) -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    let text = format!(
+        r#"[storage]
+path = "{root}/data"
+[outbound]
+transport = "file"
+file_dir = "{root}/out"
+[[region]]
+code = "JP"
+locale = "ja"
+address = "support-jp@example.com"
+agents = ["agent@example.com"]
+{extra}
+[[region]]
+code = "KR"
+locale = "ko"
+address = "support-kr@example.com"
+"#,
+        root = dir.path().display()
+    );
+    std::fs::write(&config, text).expect("write config");
+    Env { dir, config }
+}
+
+fn env() -> Env {
+    env_with("")
+}
+
+fn postdesk(env: &Env, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+        .arg("--config")
+        .arg(&env.config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn postdesk");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ingest(env: &Env, region: &str, mail: &str) -> (i32, String, String) {
+    postdesk(env, &["ingest", "--region", region], mail.as_bytes())
+}
+
+fn json(env: &Env, args: &[&str]) -> Value {
+    let (code, out, err) = postdesk(env, args, b"");
+    assert_eq!(code, 0, "postdesk {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+fn tickets(env: &Env) -> Vec<Value> {
+    json(env, &["tickets", "list", "--json"])
+        .as_array()
+        .expect("array")
+        .clone()
+}
+
+fn inbound_messages(ticket: &Value) -> Vec<&Value> {
+    ticket["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["direction"] == "in")
+        .collect()
+}
+
+const FIRST: &str = "From: Hanako Yamada <hanako@example.jp>\r\nTo: support-jp@example.com\r\nCc: colleague@example.jp\r\nSubject: =?UTF-8?B?5rOo5paH44GM5bGK44GN44G+44Gb44KT?=\r\nMessage-ID: <first@example.jp>\r\nDate: Mon, 3 Nov 2025 10:00:00 +0900\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n先週注文した商品がまだ届きません。注文番号は A-1234 です。\r\n";
+
+#[test]
+fn ingest_makes_a_ticket_with_the_contract_fields_and_queues_an_ack() {
+    let e = env();
+    let (code, out, err) = ingest(&e, "JP", FIRST);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("JP-1000"), "{out}");
+    let t = json(&e, &["tickets", "show", "JP-1000", "--json"]);
+    for key in [
+        "id",
+        "region",
+        "status",
+        "priority",
+        "category",
+        "subject",
+        "requester",
+        "participants",
+        "locale",
+        "created_at",
+        "updated_at",
+        "messages",
+    ] {
+        assert!(t.get(key).is_some(), "missing {key} in {t}");
+    }
+    assert_eq!(t["id"], "JP-1000");
+    assert_eq!(t["status"], "new");
+    assert_eq!(t["subject"], "注文が届きません");
+    assert_eq!(t["requester"], "hanako@example.jp");
+    assert_eq!(
+        t["participants"],
+        serde_json::json!(["colleague@example.jp"])
+    );
+    assert_eq!(t["locale"], "ja");
+    let m = &t["messages"][0];
+    for key in [
+        "direction",
+        "from",
+        "to",
+        "date",
+        "message_id",
+        "subject",
+        "text",
+        "attachments",
+    ] {
+        assert!(m.get(key).is_some(), "missing {key} in message {m}");
+    }
+    assert_eq!(m["message_id"], "first@example.jp");
+    assert!(m["text"].as_str().unwrap().contains("A-1234"));
+    let outbox = json(&e, &["outbox", "list", "--json"]);
+    let rows = outbox.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{outbox}");
+    for key in [
+        "id",
+        "ticket",
+        "kind",
+        "to",
+        "subject",
+        "status",
+        "attempts",
+        "last_error",
+        "created_at",
+        "sent_at",
+    ] {
+        assert!(rows[0].get(key).is_some(), "missing {key} in outbox row");
+    }
+    assert_eq!(rows[0]["kind"], "ack");
+    assert_eq!(rows[0]["status"], "queued");
+    assert_eq!(rows[0]["to"], serde_json::json!(["hanako@example.jp"]));
+    assert!(rows[0]["subject"]
+        .as_str()
+        .unwrap()
+        .starts_with("[JP-1000] 注文が届きません"));
+}
+
+#[test]
+fn the_same_mail_twice_is_one_ticket_with_one_message() {
+    let e = env();
+    assert_eq!(ingest(&e, "JP", FIRST).0, 0);
+    let (code, out, _) = ingest(&e, "JP", FIRST);
+    assert_eq!(code, 0);
+    assert!(out.contains("already stored"), "{out}");
+    // Same mail through another relay: different Received lines and line endings, same content.
+    let relayed = format!(
+        "Received: from mx2.example.net\n{}",
+        FIRST.replace("\r\n", "\n")
+    );
+    assert_eq!(ingest(&e, "JP", &relayed).0, 0);
+    let all = tickets(&e);
+    assert_eq!(all.len(), 1);
+    let t = json(&e, &["tickets", "show", "JP-1000", "--json"]);
+    assert_eq!(t["messages"].as_array().unwrap().len(), 1, "{t}");
+    assert_eq!(
+        json(&e, &["outbox", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_different_mail_reusing_a_message_id_is_kept() {
+    let e = env();
+    assert_eq!(ingest(&e, "JP", FIRST).0, 0);
+    let other = "From: someone@example.com\r\nTo: support-jp@example.com\r\nSubject: Different\r\nMessage-ID: <first@example.jp>\r\n\r\nA different mail with a recycled Message-ID.\r\n";
+    assert_eq!(ingest(&e, "JP", other).0, 0);
+    assert_eq!(tickets(&e).len(), 2);
+}
+
+#[test]
+fn replies_thread_by_tag_and_by_references() {
+    let e = env();
+    assert_eq!(ingest(&e, "JP", FIRST).0, 0);
+    let by_tag = "From: hanako@example.jp\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1000] 注文が届きません\r\nMessage-ID: <second@example.jp>\r\n\r\n追加情報です。\r\n";
+    assert_eq!(ingest(&e, "JP", by_tag).0, 0);
+    let by_refs = "From: colleague@example.jp\r\nTo: support-jp@example.com\r\nSubject: 追加\r\nMessage-ID: <third@example.jp>\r\nIn-Reply-To: <second@example.jp>\r\nReferences: <first@example.jp> <second@example.jp>\r\n\r\n同僚です。写真を添付します。\r\n";
+    assert_eq!(ingest(&e, "JP", by_refs).0, 0);
+    // A reply to the acknowledgement (References to the Message-ID postdesk sent) joins too.
+    let outbox = json(&e, &["outbox", "list", "--json"]);
+    let ack_id = outbox[0]["message_id"].as_str().unwrap().to_string();
+    let to_ack = format!("From: hanako@example.jp\r\nTo: support-jp@example.com\r\nSubject: thanks\r\nMessage-ID: <fourth@example.jp>\r\nIn-Reply-To: <{ack_id}>\r\n\r\nありがとうございます。\r\n");
+    assert_eq!(ingest(&e, "JP", &to_ack).0, 0);
+    assert_eq!(tickets(&e).len(), 1);
+    let t = json(&e, &["tickets", "show", "JP-1000", "--json"]);
+    assert_eq!(inbound_messages(&t).len(), 4, "{t}");
+    // Follow-ups get no second acknowledgement.
+    assert_eq!(
+        json(&e, &["outbox", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_stranger_quoting_someone_elses_tag_gets_a_ticket_of_their_own() {
+    let e = env();
+    assert_eq!(ingest(&e, "JP", FIRST).0, 0);
+    let stranger = "From: mallory@example.net\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1000] 注文が届きません\r\nMessage-ID: <m1@example.net>\r\nReferences: <first@example.jp>\r\n\r\nPlease send me the order details.\r\n";
+    let (code, out, _) = ingest(&e, "JP", stranger);
+    assert_eq!(code, 0);
+    assert!(out.contains("JP-1001"), "{out}");
+    let original = json(&e, &["tickets", "show", "JP-1000", "--json"]);
+    assert_eq!(
+        original["messages"].as_array().unwrap().len(),
+        1,
+        "the stranger's mail must not join JP-1000"
+    );
+    let theirs = json(&e, &["tickets", "show", "JP-1001", "--json"]);
+    assert_eq!(theirs["requester"], "mallory@example.net");
+    // The stranger's acknowledgement names their own ticket only.
+    let outbox = json(&e, &["outbox", "list", "--json"]);
+    let ack = outbox
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ticket"] == "JP-1001")
+        .expect("ack for JP-1001");
+    assert!(
+        !ack["subject"].as_str().unwrap().contains("JP-1000"),
+        "{ack}"
+    );
+}
+
+#[test]
+fn regions_have_their_own_sequences() {
+    let e = env();
+    assert_eq!(ingest(&e, "JP", FIRST).0, 0);
+    let kr = "From: kim@example.co.kr\r\nTo: support-kr@example.com\r\nSubject: =?UTF-8?B?7KO866y4IOusuOydmA==?=\r\nMessage-ID: <k1@example.co.kr>\r\n\r\n주문한 상품이 도착하지 않았습니다.\r\n";
+    let (code, out, _) = ingest(&e, "KR", kr);
+    assert_eq!(code, 0);
+    assert!(out.contains("KR-1000"), "{out}");
+    let t = json(&e, &["tickets", "show", "KR-1000", "--json"]);
+    assert_eq!(t["locale"], "ko");
+    let second = FIRST
+        .replace("first@", "again@")
+        .replace("A-1234", "B-5678");
+    assert!(ingest(&e, "JP", &second).1.contains("JP-1001"));
+    let jp_only = json(&e, &["tickets", "list", "--region", "JP", "--json"]);
+    assert_eq!(jp_only.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn set_status_queues_a_status_update() {
+    let e = env();
+    assert_eq!(ingest(&e, "JP", FIRST).0, 0);
+    let (code, out, err) = postdesk(&e, &["tickets", "set-status", "JP-1000", "pending"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("pending"), "{out}");
+    let t = json(&e, &["tickets", "show", "JP-1000", "--json"]);
+    assert_eq!(t["status"], "pending");
+    let outbox = json(&e, &["outbox", "list", "--json"]);
+    let update = outbox
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "status_changed")
+        .expect("status update queued");
+    assert_eq!(
+        update["to"],
+        serde_json::json!(["hanako@example.jp", "colleague@example.jp"])
+    );
+    let (code, _, err) = postdesk(&e, &["tickets", "set-status", "JP-1000", "pending"], b"");
+    assert_ne!(code, 0);
+    assert!(err.contains("already pending"), "{err}");
+    let (code, _, err) = postdesk(&e, &["tickets", "set-status", "JP-1000", "done"], b"");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("new, open, pending, resolved, closed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn input_that_is_not_a_mail_exits_65_and_stores_nothing() {
+    let e = env();
+    for junk in [
+        &b""[..],
+        b"\n\n",
+        b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0",
+        b"hello, this is not a mail\n",
+    ] {
+        let (code, _, err) = postdesk(&e, &["ingest", "--region", "JP"], junk);
+        assert_eq!(code, 65, "input {junk:?}: {err}");
+        assert!(err.contains("not a mail"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    assert!(tickets(&e).is_empty());
+}
+
+#[test]
+fn garbage_with_headers_still_becomes_a_ticket() {
+    let e = env();
+    let mut raw =
+        b"From: \xff\xfe odd <x@example.com>\r\nSubject: \x93\x8c\x8b\x9e\r\n\r\n".to_vec();
+    raw.extend((0..2000u32).map(|i| (i * 7919 % 251) as u8));
+    let (code, _, err) = postdesk(&e, &["ingest", "--region", "JP"], &raw);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(tickets(&e).len(), 1);
+}
+
+#[test]
+fn a_store_that_cannot_be_written_exits_75() {
+    let e = env();
+    let blocker = e.dir.path().join("blocker");
+    std::fs::write(&blocker, b"a file where a directory should be").unwrap();
+    let text = std::fs::read_to_string(&e.config).unwrap().replace(
+        &format!("{}/data", e.dir.path().display()),
+        &format!("{}/sub/data", blocker.display()),
+    );
+    std::fs::write(&e.config, text).unwrap();
+    let (code, _, err) = ingest(&e, "JP", FIRST);
+    assert_eq!(code, 75, "{err}");
+}
+
+#[test]
+fn unknown_region_exits_75_so_the_mta_keeps_the_mail() {
+    let e = env();
+    let (code, _, err) = ingest(&e, "CN", FIRST);
+    assert_eq!(code, 75);
+    assert!(err.contains("CN") && err.contains("JP, KR"), "{err}");
+}
+
+#[test]
+fn check_config_names_the_key() {
+    let e = env();
+    let (code, out, err) = postdesk(&e, &["check-config"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("OK"), "{out}");
+    let text = std::fs::read_to_string(&e.config)
+        .unwrap()
+        .replace("code = \"KR\"", "code = \"JP\"");
+    std::fs::write(&e.config, text).unwrap();
+    let (code, _, err) = postdesk(&e, &["check-config"], b"");
+    assert_eq!(code, 2);
+    assert!(err.contains("region[1].code"), "{err}");
+    let (code, _, err) = postdesk(
+        &Env {
+            dir: tempfile::tempdir().unwrap(),
+            config: PathBuf::from("/nonexistent/postdesk.toml"),
+        },
+        &["check-config"],
+        b"",
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/postdesk.toml"), "{err}");
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn run_takes_maildir_mail_writes_the_ack_and_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let maildir = tmp.path().join("maildir");
+    let e = env_with(&format!(
+        "[region.intake]\nkind = \"maildir\"\npath = \"{}\"\npoll_interval = \"100ms\"\n",
+        maildir.display()
+    ));
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    std::fs::write(maildir.join("new/1700000000.1.host"), FIRST).unwrap();
+    std::fs::write(
+        maildir.join("new/1700000001.2.host"),
+        b"\x00\x01 not a mail at all",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+        .arg("--config")
+        .arg(&e.config)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn run");
+    let out_dir = e.dir.path().join("out");
+    wait_for("both files to leave new/", Duration::from_secs(20), || {
+        count_files(&maildir.join("new")) == 0
+    });
+    wait_for("the acknowledgement file", Duration::from_secs(20), || {
+        count_files(&out_dir) == 1
+    });
+    assert_eq!(count_files(&maildir.join("cur")), 2);
+    let eml = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let ack = std::fs::read_to_string(&eml).unwrap();
+    assert!(ack.contains("Auto-Submitted: auto-replied"), "{ack}");
+    assert!(ack.contains("In-Reply-To: <first@example.jp>"), "{ack}");
+    assert!(ack.contains("To: hanako@example.jp"), "{ack}");
+    let start = Instant::now();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap();
+    assert!(code.success(), "exit status {code:?}");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    // The store is consistent after the stop: the ticket, the sent ack, and the quarantined junk.
+    let outbox = json(&e, &["outbox", "list", "--json"]);
+    assert_eq!(outbox[0]["status"], "sent", "{outbox}");
+    let stats = json(&e, &["stats", "--json"]);
+    assert_eq!(stats[0]["quarantined"], 1, "{stats}");
+    assert_eq!(stats[0]["by_status"]["new"], 1, "{stats}");
+}
