@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::desk::ticket::{Message, Status, Ticket, TicketId};
@@ -30,7 +30,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum Command {
     /// Run the daemon in the foreground (intake, outbox, timers) until SIGTERM/SIGINT.
     Run,
@@ -61,7 +61,7 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum TicketsCommand {
     /// List tickets.
     List {
@@ -82,7 +82,7 @@ pub enum TicketsCommand {
     SetStatus { id: TicketId, status: Status },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
 pub enum OutboxCommand {
     /// List outgoing mail with its delivery state.
     List {
@@ -106,7 +106,7 @@ pub fn config_path(arg: Option<&Path>) -> PathBuf {
 }
 
 /// Run a parsed command line; returns the process exit code.
-pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> i32 {
     if let Command::Demo { dir } = &cli.command {
         return crate::demo::run(dir, out, err).await;
     }
@@ -132,6 +132,37 @@ pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 
         Command::CheckConfig => check_config(&config, &path, out, err),
         Command::Run => run_daemon(config, err).await,
         command => {
+            let is_ingest = matches!(command, Command::Ingest { .. });
+            let input = if is_ingest {
+                match pipe::read_input(&mut std::io::stdin().lock()) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = writeln!(err, "postdesk: cannot read stdin: {e}");
+                        return pipe::EX_TEMPFAIL;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            // A running daemon holds the store: let it execute the command.
+            match crate::control::forward(&crate::control::socket_path(&config), &command, &input)
+                .await
+            {
+                Some(Ok(response)) => {
+                    let _ = out.write_all(response.stdout.as_bytes());
+                    let _ = err.write_all(response.stderr.as_bytes());
+                    return response.code;
+                }
+                Some(Err(e)) => {
+                    let _ = writeln!(err, "postdesk: the running daemon did not answer: {e}");
+                    return if is_ingest {
+                        pipe::EX_TEMPFAIL
+                    } else {
+                        EX_FAILURE
+                    };
+                }
+                None => {}
+            }
             let templates = Renderer::load(config.outbound.templates_dir.as_deref());
             let renderer = match templates {
                 Ok(r) => r,
@@ -144,23 +175,25 @@ pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 
                     };
                 }
             };
-            let store = match Store::open(&config.storage.path) {
-                Ok(s) => s,
-                Err(e) => {
-                    let _ = writeln!(err, "postdesk: {e}");
-                    return if matches!(command, Command::Ingest { .. }) {
-                        pipe::EX_TEMPFAIL
-                    } else {
-                        EX_FAILURE
-                    };
-                }
-            };
+            let store =
+                match Store::open_waiting(&config.storage.path, std::time::Duration::from_secs(10))
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = writeln!(err, "postdesk: {e}");
+                        return if matches!(command, Command::Ingest { .. }) {
+                            pipe::EX_TEMPFAIL
+                        } else {
+                            EX_FAILURE
+                        };
+                    }
+                };
             let desk = Desk {
                 config,
                 store: std::sync::Arc::new(store),
                 renderer,
             };
-            let code = with_desk(&desk, command, out, err).await;
+            let code = with_desk(&desk, command, &input, out, err).await;
             if let Err(e) = desk.store.flush_async().await {
                 let _ = writeln!(err, "postdesk: {e}");
                 return EX_FAILURE;
@@ -170,7 +203,12 @@ pub async fn execute(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> i32 
     }
 }
 
-fn check_config(config: &Config, path: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+fn check_config(
+    config: &Config,
+    path: &Path,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> i32 {
     let renderer = match Renderer::load(config.outbound.templates_dir.as_deref())
         .and_then(|r| r.self_test().map(|_| r))
     {
@@ -196,7 +234,7 @@ fn check_config(config: &Config, path: &Path, out: &mut dyn Write, err: &mut dyn
     0
 }
 
-async fn run_daemon(config: Config, err: &mut dyn Write) -> i32 {
+async fn run_daemon(config: Config, err: &mut (dyn Write + Send)) -> i32 {
     let shutdown = tokio_util::sync::CancellationToken::new();
     crate::daemon::cancel_on_signals(shutdown.clone());
     let daemon = match crate::daemon::Daemon::start(config, shutdown) {
@@ -221,25 +259,18 @@ async fn run_daemon(config: Config, err: &mut dyn Write) -> i32 {
 }
 
 /// Commands that work on an open store.
+/// `input` is the command's standard input (the mail, for `ingest`).
 pub async fn with_desk(
     desk: &Desk,
     command: Command,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
+    input: &[u8],
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
 ) -> i32 {
     let result: Result<i32, String> = async {
         match command {
             Command::Ingest { region } => {
-                let raw = pipe::read_input(&mut std::io::stdin().lock())
-                    .map_err(|e| format!("cannot read stdin: {e}"));
-                let raw = match raw {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = writeln!(err, "postdesk: {e}");
-                        return Ok(pipe::EX_TEMPFAIL);
-                    }
-                };
-                let (code, line) = pipe::deliver(desk, &region, &raw).await;
+                let (code, line) = pipe::deliver(desk, &region, input).await;
                 if code == 0 {
                     let _ = writeln!(out, "{line}");
                 } else {
@@ -372,7 +403,10 @@ struct TicketWithMessages<'a> {
     notifications: Vec<crate::outbound::OutboxView<'a>>,
 }
 
-fn print_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> Result<(), String> {
+fn print_json<T: Serialize + ?Sized>(
+    out: &mut (dyn Write + Send),
+    value: &T,
+) -> Result<(), String> {
     let text = serde_json::to_string_pretty(value).map_err(|e| e.to_string())?;
     writeln!(out, "{text}").map_err(|e| e.to_string())
 }
@@ -393,7 +427,7 @@ fn short_time(t: DateTime<Utc>) -> String {
 }
 
 /// The human table of `tickets list`.
-pub fn print_ticket_table(out: &mut dyn Write, tickets: &[Ticket]) {
+pub fn print_ticket_table(out: &mut (dyn Write + Send), tickets: &[Ticket]) {
     let _ = writeln!(
         out,
         "{:<10} {:<9} {:<8} {:<16} {:<30} SUBJECT",
@@ -415,7 +449,7 @@ pub fn print_ticket_table(out: &mut dyn Write, tickets: &[Ticket]) {
 }
 
 fn print_ticket(
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     t: &Ticket,
     messages: &[Message],
     outbox: &[crate::outbound::OutboxItem],
@@ -510,7 +544,7 @@ struct RegionStats {
 }
 
 fn print_stats(
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
     desk: &Desk,
     counts: &[(String, Status, usize)],
     quarantined: &[crate::store::Quarantined],

@@ -39,7 +39,11 @@ impl Daemon {
     pub fn start(config: Config, shutdown: CancellationToken) -> Result<Daemon, StartError> {
         let renderer = Renderer::load(config.outbound.templates_dir.as_deref())?;
         let transport = Arc::new(Transport::from_config(&config.outbound)?);
-        let store = Arc::new(Store::open(&config.storage.path)?);
+        let store = Arc::new(Store::open_waiting(
+            &config.storage.path,
+            std::time::Duration::from_secs(30),
+        )?);
+        restrict_permissions(&config.storage.path);
         let desk = Arc::new(Desk {
             config,
             store,
@@ -65,6 +69,11 @@ impl Daemon {
                 }
             }
         }
+        tracker.spawn(crate::control::serve(
+            desk.clone(),
+            crate::control::socket_path(&desk.config),
+            shutdown.clone(),
+        ));
         tracker.spawn(worker::run(
             desk.store.clone(),
             transport,
@@ -83,6 +92,17 @@ impl Daemon {
     pub async fn wait(self) -> Result<(), crate::store::StoreError> {
         self.tracker.wait().await;
         self.desk.store.flush_async().await
+    }
+}
+
+/// The storage directory holds customers' mail: owner only, whatever the umask.
+fn restrict_permissions(dir: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(path = %dir.display(), "cannot restrict storage.path to 0700: {e}");
+        }
     }
 }
 

@@ -53,7 +53,7 @@ poll_interval = "200ms"
 "#;
 
 /// Run the demo in `dir`; returns the exit code.
-pub async fn run(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+pub async fn run(dir: &Path, out: &mut (dyn Write + Send), err: &mut (dyn Write + Send)) -> i32 {
     match run_inner(dir, out).await {
         Ok(()) => 0,
         Err(e) => {
@@ -63,7 +63,7 @@ pub async fn run(dir: &Path, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
     }
 }
 
-async fn run_inner(dir: &Path, out: &mut dyn Write) -> Result<(), String> {
+async fn run_inner(dir: &Path, out: &mut (dyn Write + Send)) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let dir = dir
         .canonicalize()

@@ -7,10 +7,11 @@
 //! - [`store`] commits a decision in one sled transaction;
 //! - [`intake`] brings mail in (Maildir, the MTA pipe) and acknowledges it only once it is durable;
 //! - [`outbound`] renders templates and delivers the outbox;
-//! - [`daemon`] runs and stops it all; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
+//! - [`daemon`] runs and stops it all; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod desk;

@@ -17,7 +17,7 @@ fn main() -> std::process::ExitCode {
         }
     };
     let code = runtime.block_on(async {
-        let mut out = std::io::stdout().lock();
+        let mut out = std::io::stdout();
         let mut err = std::io::stderr();
         postdesk::cli::execute(cli, &mut out, &mut err).await
     });

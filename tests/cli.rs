@@ -438,6 +438,15 @@ fn run_takes_maildir_mail_writes_the_ack_and_stops_on_sigterm() {
     assert!(ack.contains("Auto-Submitted: auto-replied"), "{ack}");
     assert!(ack.contains("In-Reply-To: <first@example.jp>"), "{ack}");
     assert!(ack.contains("To: hanako@example.jp"), "{ack}");
+    // While the daemon holds the store, commands go through its control socket, with the same results.
+    let reply = "From: hanako@example.jp\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <r1@example.jp>\r\n\r\n追加です。\r\n";
+    let (code, out, err) = ingest(&e, "JP", reply);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("added to ticket JP-1000"), "{out}");
+    assert_eq!(ingest(&e, "JP", reply).0, 0);
+    let t = json(&e, &["tickets", "show", "JP-1000", "--json"]);
+    assert_eq!(inbound_messages(&t).len(), 2, "{t}");
+    assert_eq!(postdesk(&e, &["ingest", "--region", "JP"], b"").0, 65);
     let start = Instant::now();
     let status = Command::new("kill")
         .arg("-TERM")

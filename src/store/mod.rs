@@ -206,6 +206,25 @@ impl Store {
         })
     }
 
+    /// Open the store, waiting up to `max_wait` while another process (a short-lived `postdesk ingest`, or a
+    /// daemon starting or stopping) holds its lock.
+    pub fn open_waiting(dir: &Path, max_wait: std::time::Duration) -> Result<Store, StoreError> {
+        let deadline = std::time::Instant::now() + max_wait;
+        loop {
+            match Store::open(dir) {
+                Err(StoreError::Open {
+                    source: sled::Error::Io(e),
+                    ..
+                }) if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The writer lock: hold it from reading candidates to committing the change.
     pub fn writer(&self) -> MutexGuard<'_, ()> {
         // A panic while holding it leaves no half-written state (commits are transactions), so a poisoned
