@@ -886,3 +886,36 @@ agents = ["Agent1@example.com"]
         assert_eq!(t.customer_reminders, 2);
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    /// config.example.toml is documentation: it must stay a valid config (password files aside).
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+                .unwrap();
+        for name in ["smtp.pass", "jp.pass"] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "secret\n").unwrap();
+            text = text.replace(&format!("/etc/postdesk/{name}"), &p.display().to_string());
+        }
+        let c = Config::from_toml(&text, Path::new("config.example.toml")).unwrap();
+        assert_eq!(c.region.len(), 2);
+        assert!(matches!(c.region[0].intake, Some(IntakeConfig::Imap(_))));
+        assert_eq!(
+            c.outbound
+                .smtp
+                .as_ref()
+                .unwrap()
+                .password
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "secret"
+        );
+    }
+}

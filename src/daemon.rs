@@ -43,7 +43,6 @@ impl Daemon {
             &config.storage.path,
             std::time::Duration::from_secs(30),
         )?);
-        restrict_permissions(&config.storage.path);
         let desk = Arc::new(Desk {
             config,
             store,
@@ -92,17 +91,6 @@ impl Daemon {
     pub async fn wait(self) -> Result<(), crate::store::StoreError> {
         self.tracker.wait().await;
         self.desk.store.flush_async().await
-    }
-}
-
-/// The storage directory holds customers' mail: owner only, whatever the umask.
-fn restrict_permissions(dir: &std::path::Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
-            tracing::warn!(path = %dir.display(), "cannot restrict storage.path to 0700: {e}");
-        }
     }
 }
 

@@ -182,6 +182,13 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
+        // The store holds customers' mail: owner only, whatever the umask.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| open_err(sled::Error::Io(e)))?;
+        }
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(64 * 1024 * 1024)
