@@ -59,9 +59,8 @@ impl Daemon {
                         shutdown.clone(),
                     ));
                 }
-                Some(IntakeConfig::Imap(_)) => {
-                    tracing::error!(region = %region.code,
-                        "IMAP intake is not available in this build yet; deliver this region's mail with `postdesk ingest --region {}` or a Maildir intake", region.code);
+                Some(IntakeConfig::Imap(imap)) => {
+                    crate::intake::imap::spawn(&desk, region, imap, &tracker, &shutdown);
                 }
                 None => {
                     tracing::info!(region = %region.code, "no intake configured: mail arrives through `postdesk ingest`")

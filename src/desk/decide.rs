@@ -24,10 +24,22 @@ pub struct Known {
 }
 
 /// Options of the intake path that delivered the mail.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Delivery {
     /// Whether an acknowledgement may be sent (false for old mail imported on a first start).
     pub may_acknowledge: bool,
+    /// What the intake knows went wrong (e.g. an oversized mail stored truncated), added to the message.
+    pub damage: Option<String>,
+}
+
+impl Delivery {
+    /// An ordinary delivery: acknowledge new tickets, nothing to note.
+    pub fn normal() -> Delivery {
+        Delivery {
+            may_acknowledge: true,
+            damage: None,
+        }
+    }
 }
 
 /// Mail postdesk should send because of this change; rendered and queued by the shell.
@@ -68,7 +80,7 @@ pub fn decide(
     region: &RegionConfig,
     config: &Config,
     known: &Known,
-    delivery: Delivery,
+    delivery: &Delivery,
     now: DateTime<Utc>,
 ) -> Decision {
     if let Some(id) = &known.duplicate_of {
@@ -76,7 +88,8 @@ pub fn decide(
     }
     let sender = mail.from.as_ref().map(|m| m.address.as_str());
     let automatic = classify::automatic(mail, config);
-    let message = inbound_message(mail, automatic.map(|a| a.as_str()), now);
+    let mut message = inbound_message(mail, automatic.map(|a| a.as_str()), now);
+    message.damage.extend(delivery.damage.iter().cloned());
 
     match thread::choose(sender, &known.tagged, &known.referenced, config) {
         Thread::Existing(id) => {
@@ -103,7 +116,6 @@ pub fn decide(
             let from_agent = config
                 .region(&ticket.region)
                 .is_some_and(|r| r.is_agent(sender));
-            let mut message = message;
             if from_agent {
                 // Agents' mail becomes an internal note until relaying (the agents issue) exists: it must never
                 // reach the customer by accident.
@@ -146,7 +158,7 @@ fn new_ticket(
     message: Message,
     links: Vec<TicketId>,
     automatic: bool,
-    delivery: Delivery,
+    delivery: &Delivery,
     now: DateTime<Utc>,
 ) -> Decision {
     let (requester, requester_name) = mail
@@ -317,8 +329,9 @@ mod tests {
         parse(s.as_bytes(), Locale::Ja).unwrap()
     }
 
-    const ACK: Delivery = Delivery {
+    const ACK: &Delivery = &Delivery {
         may_acknowledge: true,
+        damage: None,
     };
 
     #[test]
@@ -377,8 +390,9 @@ mod tests {
             &c.region[0],
             &c,
             &Known::default(),
-            Delivery {
+            &Delivery {
                 may_acknowledge: false,
+                damage: None,
             },
             Utc::now(),
         ) else {

@@ -55,16 +55,7 @@ pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Resul
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
         let source = format!("maildir:{}", path.display());
-        match desk.ingest(
-            region,
-            &raw,
-            &source,
-            Delivery {
-                may_acknowledge: true,
-            },
-            true,
-            Utc::now(),
-        ) {
+        match desk.ingest(region, &raw, &source, &Delivery::normal(), true, Utc::now()) {
             Ok(Ok(outcome)) => {
                 match &outcome {
                     Outcome::Stored {

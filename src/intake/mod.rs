@@ -4,6 +4,7 @@
 //! the replies, commit in one transaction. It does not flush: a source ingests a batch, calls
 //! [`crate::store::Store::flush_async`] once, and only then acknowledges the batch at its source.
 
+pub mod imap;
 pub mod maildir;
 pub mod pipe;
 
@@ -57,8 +58,24 @@ impl Desk {
         region: &RegionConfig,
         raw: &[u8],
         source: &str,
-        delivery: Delivery,
+        delivery: &Delivery,
         quarantine_junk: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Result<Outcome, NotMail>, IngestError> {
+        self.ingest_with_state(region, raw, source, delivery, quarantine_junk, None, now)
+    }
+
+    /// [`Desk::ingest`], also writing `state` (an intake's position, e.g. the last IMAP UID stored) into the
+    /// store in the same transaction as the ticket.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ingest_with_state(
+        &self,
+        region: &RegionConfig,
+        raw: &[u8],
+        source: &str,
+        delivery: &Delivery,
+        quarantine_junk: bool,
+        state: Option<(Vec<u8>, Vec<u8>)>,
         now: DateTime<Utc>,
     ) -> Result<Result<Outcome, NotMail>, IngestError> {
         let inbound = match mail::parse(raw, region.locale) {
@@ -103,6 +120,7 @@ impl Desk {
             new_ticket: plan.is_new,
             dedupe: Some((inbound.message_id.clone(), inbound.content_hash.clone())),
             message_ids: vec![inbound.message_id.clone()],
+            intake_state: state,
             ..Change::default()
         };
         change.messages.push(plan.message);

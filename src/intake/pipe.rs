@@ -40,16 +40,7 @@ pub async fn deliver(desk: &Desk, region_code: &str, raw: &[u8]) -> (i32, String
             format!("postdesk: message larger than {MAX_PIPE_BYTES} bytes"),
         );
     }
-    let result = desk.ingest(
-        region,
-        raw,
-        "pipe",
-        Delivery {
-            may_acknowledge: true,
-        },
-        false,
-        Utc::now(),
-    );
+    let result = desk.ingest(region, raw, "pipe", &Delivery::normal(), false, Utc::now());
     let outcome = match result {
         Ok(Ok(o)) => o,
         Ok(Err(not_mail)) => {

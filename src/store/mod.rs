@@ -88,6 +88,8 @@ pub struct Change {
     pub dedupe: Option<(String, String)>,
     /// Message-IDs to index to the ticket.
     pub message_ids: Vec<String>,
+    /// An intake's position to record with the change (key and value in `meta`).
+    pub intake_state: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The result of a commit.
@@ -418,6 +420,9 @@ impl Store {
                         dedupe.insert(dedupe_key(mid, hash), to_json(&ticket.id))?;
                     }
                 }
+                if let Some((k, v)) = &change.intake_state {
+                    meta.insert(k.as_slice(), v.as_slice())?;
+                }
                 for (sha, bytes) in &change.blobs {
                     if blobs.get(sha.as_bytes())?.is_none() {
                         blobs.insert(sha.as_bytes(), bytes.as_slice())?;
@@ -450,6 +455,17 @@ impl Store {
             }),
             Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
         }
+    }
+
+    /// An intake's recorded position (see [`Change::intake_state`]).
+    pub fn intake_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.meta.get(key)?.map(|v| v.to_vec()))
+    }
+
+    /// Record an intake's position outside a ticket change (after duplicates or quarantined mail).
+    pub fn set_intake_state(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.meta.insert(key, value)?;
+        Ok(())
     }
 
     /// Keep input that could not become a ticket: raw bytes in `blobs`, a row in `quarantine`.

@@ -1,0 +1,720 @@
+//! IMAP as a mail source: one task per (region, mailbox), IDLE where the server has it, exactly once by UID.
+//!
+//! The position `(UIDVALIDITY, highest stored UID)` of each mailbox lives in the store and is written in the
+//! same transaction as the tickets. A sweep fetches the UIDs above it in batches (`UID FETCH a:b
+//! BODY.PEEK[]`, which does not set \Seen), ingests them, flushes the store once, and only then applies
+//! `after` (`seen`, `move:Folder`, `delete`). A crash anywhere re-fetches at most the batch that was not
+//! acknowledged, and the store's Message-ID + content de-duplication makes that harmless. A changed
+//! UIDVALIDITY re-scans the mailbox relying on that same de-duplication, without acknowledgements for
+//! old mail.
+//!
+//! Every IMAP call runs under a timeout; a broken connection is re-made with exponential backoff and
+//! jitter. State changes (connected, lost, authentication failed) are logged once, not on every retry.
+
+use std::fmt;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_imap::{Client, Session};
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
+
+use super::{Desk, Outcome};
+use crate::config::{ImapIntake, RegionConfig, TlsMode};
+use crate::desk::decide::Delivery;
+
+/// How long any single IMAP exchange may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// IDLE is re-issued after this long, before servers' ~30 minute limit.
+const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
+/// UIDs fetched per batch (one store flush and one acknowledgement command per batch).
+pub const BATCH: usize = 500;
+/// Bytes of an oversized mail's text that are still fetched and stored.
+const OVERSIZE_TEXT_BYTES: usize = 256 * 1024;
+/// The folder oversized and unparseable mail is moved to.
+pub const QUARANTINE_FOLDER: &str = "postdesk-quarantine";
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("cannot connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("TLS with {0} failed: {1} (check the server's certificate, or set ca_file for a private CA)")]
+    Tls(String, String),
+    #[error("login as {0} refused: {1} (check username and password_file/password_env)")]
+    Auth(String, String),
+    #[error("IMAP error: {0}")]
+    Protocol(String),
+    #[error("the server did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot store mail: {0}")]
+    Store(String),
+}
+
+impl From<async_imap::error::Error> for ImapError {
+    fn from(e: async_imap::error::Error) -> Self {
+        ImapError::Protocol(e.to_string())
+    }
+}
+
+async fn timed<T, E: Into<ImapError>>(
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ImapError> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(ImapError::Timeout(CALL_TIMEOUT)),
+    }
+}
+
+/// A plain or TLS connection, so that one session type serves every `tls` mode.
+#[derive(Debug)]
+pub enum ImapStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ImapStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ImapStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ImapStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ImapStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A TLS connector that checks certificates against the web PKI roots plus `ca_file`, with the one crypto
+/// backend of the whole build (ring).
+pub fn tls_connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+async fn tls_wrap(cfg: &ImapIntake, tcp: TcpStream) -> Result<ImapStream, ImapError> {
+    let connector =
+        tls_connector(cfg.ca_file.as_deref()).map_err(|e| ImapError::Tls(cfg.host.clone(), e))?;
+    let name = rustls_pki_types::ServerName::try_from(cfg.host.clone())
+        .map_err(|e| ImapError::Tls(cfg.host.clone(), e.to_string()))?;
+    let tls = timed(async {
+        connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ImapError::Tls(cfg.host.clone(), e.to_string()))
+    })
+    .await?;
+    Ok(ImapStream::Tls(Box::new(tls)))
+}
+
+/// Connect, secure and log in.
+pub async fn connect(cfg: &ImapIntake) -> Result<Session<ImapStream>, ImapError> {
+    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let tcp = timed(async {
+        TcpStream::connect(&addr)
+            .await
+            .map_err(|e| ImapError::Connect(addr.clone(), e.to_string()))
+    })
+    .await?;
+    let _ = tcp.set_nodelay(true);
+    let stream = match cfg.tls {
+        TlsMode::Implicit => tls_wrap(cfg, tcp).await?,
+        TlsMode::Starttls | TlsMode::None => ImapStream::Plain(tcp),
+    };
+    let mut client = Client::new(stream);
+    let greeting = timed(async {
+        client
+            .read_response()
+            .await
+            .map_err(|e| ImapError::Protocol(e.to_string()))
+    })
+    .await?;
+    if greeting.is_none() {
+        return Err(ImapError::Connect(
+            addr,
+            "the server closed the connection before greeting".into(),
+        ));
+    }
+    if cfg.tls == TlsMode::Starttls {
+        timed(client.run_command_and_check_ok("STARTTLS", None)).await?;
+        let ImapStream::Plain(tcp) = client.into_inner() else {
+            return Err(ImapError::Protocol("STARTTLS on a TLS connection".into()));
+        };
+        client = Client::new(tls_wrap(cfg, tcp).await?);
+    }
+    let password = cfg
+        .password
+        .as_ref()
+        .map(|p| p.expose().to_string())
+        .unwrap_or_default();
+    match tokio::time::timeout(CALL_TIMEOUT, client.login(&cfg.username, &password)).await {
+        Ok(Ok(session)) => Ok(session),
+        Ok(Err((e, _))) => Err(ImapError::Auth(cfg.username.clone(), e.to_string())),
+        Err(_) => Err(ImapError::Timeout(CALL_TIMEOUT)),
+    }
+}
+
+/// Where a mailbox's intake stands: what the store has of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxState {
+    pub uid_validity: u32,
+    pub last_uid: u32,
+}
+
+/// The store key of a mailbox's state.
+pub fn state_key(region: &str, username: &str, mailbox: &str) -> Vec<u8> {
+    format!("imap:{region}:{username}:{mailbox}").into_bytes()
+}
+
+fn encode_state(s: MailboxState) -> Vec<u8> {
+    serde_json::to_vec(&s).unwrap_or_default()
+}
+
+/// A UID set in IMAP syntax with ranges (`1:5,7,9:12`), from sorted UIDs.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            i += 1;
+            end = uids[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// A mail found above the stored position: its UID, size and arrival date.
+#[derive(Clone, Copy, Debug)]
+struct NewMail {
+    uid: u32,
+    size: u32,
+    arrived: Option<chrono::DateTime<Utc>>,
+}
+
+/// What the server offers that changes how we work.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Caps {
+    pub idle: bool,
+    pub mv: bool,
+    pub uidplus: bool,
+}
+
+/// One mailbox's intake.
+pub struct MailboxIntake {
+    pub desk: Arc<Desk>,
+    pub region: RegionConfig,
+    pub cfg: ImapIntake,
+    pub mailbox: String,
+}
+
+/// Log state changes once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LinkState {
+    Starting,
+    Connected,
+    Failing(String),
+}
+
+impl fmt::Display for MailboxIntake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}@{}/{}",
+            self.region.code, self.cfg.username, self.cfg.host, self.mailbox
+        )
+    }
+}
+
+impl MailboxIntake {
+    /// Run until `shutdown`, reconnecting with backoff. The batch in flight is finished before returning.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut state = LinkState::Starting;
+        let mut failures: u32 = 0;
+        loop {
+            let result = self.session(&shutdown, &mut state, &mut failures).await;
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let Err(e) = result else { break };
+            let kind = match &e {
+                ImapError::Auth(..) => "authentication failed",
+                _ => "connection lost",
+            };
+            let summary = format!("{kind}: {e}");
+            if state != LinkState::Failing(kind.to_string()) {
+                tracing::error!(region = %self.region.code, mailbox = %self.mailbox, host = %self.cfg.host,
+                    "IMAP {summary}; retrying with backoff (other regions are not affected)");
+                state = LinkState::Failing(kind.to_string());
+            } else {
+                tracing::debug!(intake = %self, "IMAP still failing: {summary}");
+            }
+            failures = failures.saturating_add(1);
+            let delay = reconnect_delay(failures, rand_seed());
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        tracing::info!(region = %self.region.code, mailbox = %self.mailbox, "IMAP intake stopped");
+    }
+
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        state: &mut LinkState,
+        failures: &mut u32,
+    ) -> Result<(), ImapError> {
+        let mut session = connect(&self.cfg).await?;
+        let caps = timed(session.capabilities()).await?;
+        let caps = Caps {
+            idle: caps.has_str("IDLE"),
+            mv: caps.has_str("MOVE"),
+            uidplus: caps.has_str("UIDPLUS"),
+        };
+        if let Some(folder) = self.cfg.after.strip_prefix("move:") {
+            ensure_folder(&mut session, folder).await;
+        }
+        ensure_folder(&mut session, QUARANTINE_FOLDER).await;
+        if *state != LinkState::Connected {
+            tracing::info!(region = %self.region.code, mailbox = %self.mailbox, host = %self.cfg.host,
+                idle = caps.idle && self.cfg.idle, "IMAP connected");
+            *state = LinkState::Connected;
+        }
+        *failures = 0;
+        loop {
+            let mailbox = timed(session.select(&self.mailbox)).await?;
+            let uid_validity = mailbox.uid_validity.unwrap_or(0);
+            self.sweep(&mut session, caps, uid_validity, shutdown)
+                .await?;
+            if shutdown.is_cancelled() {
+                let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+                return Ok(());
+            }
+            if caps.idle && self.cfg.idle {
+                let mut idle = session.idle();
+                timed(idle.init()).await?;
+                {
+                    let (wait, _stop) = idle.wait_with_timeout(IDLE_RENEW);
+                    tokio::select! {
+                        r = tokio::time::timeout(IDLE_RENEW + Duration::from_secs(30), wait) => {
+                            if let Ok(Err(e)) = r {
+                                return Err(e.into());
+                            }
+                        }
+                        _ = shutdown.cancelled() => {}
+                    }
+                }
+                session = timed(idle.done()).await?;
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(self.cfg.poll_interval.0) => {}
+                }
+            }
+        }
+    }
+
+    /// Take every mail above the stored position, batch by batch. Returns how many were taken.
+    pub async fn sweep(
+        &self,
+        session: &mut Session<ImapStream>,
+        caps: Caps,
+        uid_validity: u32,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, ImapError> {
+        let key = state_key(&self.region.code, &self.cfg.username, &self.mailbox);
+        let stored: Option<MailboxState> = self
+            .desk
+            .store
+            .intake_state(&key)
+            .map_err(|e| ImapError::Store(e.to_string()))?
+            .and_then(|v| serde_json::from_slice(&v).ok());
+        let (first_contact, last_uid) = match stored {
+            None => (true, 0),
+            Some(s) if s.uid_validity != uid_validity => {
+                tracing::warn!(intake = %self, old = s.uid_validity, new = uid_validity,
+                    "UIDVALIDITY changed: re-scanning the mailbox; mail already stored is recognised and not acknowledged again");
+                (true, 0)
+            }
+            Some(s) => (false, s.last_uid),
+        };
+
+        // Sizes and arrival dates of everything new; `n:*` always names the last message, hence the filter.
+        let mut metas: Vec<NewMail> = Vec::new();
+        {
+            let mut stream = timed(session.uid_fetch(
+                format!("{}:*", last_uid + 1),
+                "(UID RFC822.SIZE INTERNALDATE)",
+            ))
+            .await?;
+            while let Some(item) = next_timed(&mut stream).await? {
+                if let Some(uid) = item.uid.filter(|u| *u > last_uid) {
+                    metas.push(NewMail {
+                        uid,
+                        size: item.size.unwrap_or(0),
+                        arrived: item.internal_date().map(|d| d.with_timezone(&Utc)),
+                    });
+                }
+            }
+        }
+        metas.sort_unstable_by_key(|m| m.uid);
+        metas.dedup_by_key(|m| m.uid);
+        let mut taken = 0;
+        for chunk in metas.chunks(BATCH) {
+            let ack_cutoff =
+                Utc::now() - chrono::Duration::from_std(self.cfg.ack_max_age.0).unwrap_or_default();
+            let may_ack = |date: Option<chrono::DateTime<Utc>>| {
+                !first_contact || date.is_none_or(|d| d >= ack_cutoff)
+            };
+            let (small, large): (Vec<&NewMail>, Vec<&NewMail>) = chunk
+                .iter()
+                .partition(|m| u64::from(m.size) <= self.cfg.max_message_bytes);
+            let mut done = Vec::new();
+            let mut quarantine = Vec::new();
+            let mut failure = None;
+            if !small.is_empty() {
+                let uids: Vec<u32> = small.iter().map(|m| m.uid).collect();
+                let mut stream =
+                    timed(session.uid_fetch(uid_set(&uids), "(UID BODY.PEEK[])")).await?;
+                while let Some(item) = next_timed(&mut stream).await? {
+                    let (Some(uid), Some(body)) = (item.uid, item.body()) else {
+                        continue;
+                    };
+                    let date = small.iter().find(|m| m.uid == uid).and_then(|m| m.arrived);
+                    let delivery = Delivery {
+                        may_acknowledge: may_ack(date),
+                        damage: None,
+                    };
+                    match self.ingest(uid, uid_validity, body, &delivery) {
+                        Ok(Outcome::Quarantined { .. }) => quarantine.push(uid),
+                        Ok(_) => done.push(uid),
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            for &&NewMail { uid, size, arrived } in &large {
+                if failure.is_some() {
+                    break;
+                }
+                let raw = self.fetch_truncated(session, uid).await?;
+                let delivery = Delivery {
+                    may_acknowledge: may_ack(arrived),
+                    damage: Some(format!(
+                        "oversized mail ({size} bytes, limit {}): stored from its headers and first {} KiB of text; the original is in the IMAP folder {QUARANTINE_FOLDER}",
+                        self.cfg.max_message_bytes,
+                        OVERSIZE_TEXT_BYTES / 1024
+                    )),
+                };
+                tracing::warn!(intake = %self, uid, size, "oversized mail stored truncated and moved to {QUARANTINE_FOLDER}");
+                match self.ingest(uid, uid_validity, &raw, &delivery) {
+                    Ok(_) => quarantine.push(uid),
+                    Err(e) => failure = Some(e),
+                }
+            }
+            if !done.is_empty() || !quarantine.is_empty() {
+                self.desk
+                    .store
+                    .flush_async()
+                    .await
+                    .map_err(|e| ImapError::Store(e.to_string()))?;
+                done.sort_unstable();
+                quarantine.sort_unstable();
+                self.acknowledge(session, caps, &done).await?;
+                if !quarantine.is_empty() {
+                    move_uids(session, caps, &quarantine, QUARANTINE_FOLDER).await?;
+                }
+                taken += done.len() + quarantine.len();
+                let high = done.iter().chain(&quarantine).copied().max().unwrap_or(0);
+                let position = MailboxState {
+                    uid_validity,
+                    last_uid: high.max(last_uid),
+                };
+                self.desk
+                    .store
+                    .set_intake_state(&key, &encode_state(position))
+                    .map_err(|e| ImapError::Store(e.to_string()))?;
+            }
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+        }
+        if metas.is_empty() && first_contact {
+            // Remember the UIDVALIDITY of an empty mailbox, so that a later change is noticed.
+            self.desk
+                .store
+                .set_intake_state(
+                    &key,
+                    &encode_state(MailboxState {
+                        uid_validity,
+                        last_uid,
+                    }),
+                )
+                .map_err(|e| ImapError::Store(e.to_string()))?;
+        }
+        if taken > 0 {
+            tracing::info!(intake = %self, taken, "IMAP mail stored");
+        }
+        Ok(taken)
+    }
+
+    fn ingest(
+        &self,
+        uid: u32,
+        uid_validity: u32,
+        raw: &[u8],
+        delivery: &Delivery,
+    ) -> Result<Outcome, ImapError> {
+        let key = state_key(&self.region.code, &self.cfg.username, &self.mailbox);
+        let position = MailboxState {
+            uid_validity,
+            last_uid: uid,
+        };
+        let source = format!("imap:{}/{};uid={uid}", self.cfg.host, self.mailbox);
+        match self.desk.ingest_with_state(
+            &self.region,
+            raw,
+            &source,
+            delivery,
+            true,
+            Some((key, encode_state(position))),
+            Utc::now(),
+        ) {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(not_mail)) => Err(ImapError::Store(format!("unexpected: {not_mail}"))),
+            Err(e) => {
+                tracing::error!(intake = %self, uid, "could not store mail; it stays on the server and is retried: {e}");
+                Err(ImapError::Store(e.to_string()))
+            }
+        }
+    }
+
+    /// Headers and the first part of the text of an oversized mail.
+    async fn fetch_truncated(
+        &self,
+        session: &mut Session<ImapStream>,
+        uid: u32,
+    ) -> Result<Vec<u8>, ImapError> {
+        let mut raw = Vec::new();
+        let mut stream = timed(session.uid_fetch(
+            uid.to_string(),
+            format!("(UID BODY.PEEK[HEADER] BODY.PEEK[TEXT]<0.{OVERSIZE_TEXT_BYTES}>)"),
+        ))
+        .await?;
+        while let Some(item) = next_timed(&mut stream).await? {
+            if item.uid == Some(uid) {
+                raw.extend_from_slice(item.header().unwrap_or_default());
+                raw.extend_from_slice(item.text().unwrap_or_default());
+            }
+        }
+        Ok(raw)
+    }
+
+    /// Apply `after` to stored mail.
+    async fn acknowledge(
+        &self,
+        session: &mut Session<ImapStream>,
+        caps: Caps,
+        uids: &[u32],
+    ) -> Result<(), ImapError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        if let Some(folder) = self.cfg.after.strip_prefix("move:") {
+            return move_uids(session, caps, uids, folder).await;
+        }
+        let set = uid_set(uids);
+        let flags = if self.cfg.after == "delete" {
+            "+FLAGS.SILENT (\\Seen \\Deleted)"
+        } else {
+            "+FLAGS.SILENT (\\Seen)"
+        };
+        drain(timed(session.uid_store(&set, flags)).await?).await?;
+        if self.cfg.after == "delete" {
+            expunge(session, caps, &set).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn next_timed<S, T>(stream: &mut S) -> Result<Option<T>, ImapError>
+where
+    S: futures_util::Stream<Item = Result<T, async_imap::error::Error>> + Unpin,
+{
+    match tokio::time::timeout(CALL_TIMEOUT, stream.next()).await {
+        Ok(Some(Ok(item))) => Ok(Some(item)),
+        Ok(Some(Err(e))) => Err(e.into()),
+        Ok(None) => Ok(None),
+        Err(_) => Err(ImapError::Timeout(CALL_TIMEOUT)),
+    }
+}
+
+async fn drain<S, T>(mut stream: S) -> Result<(), ImapError>
+where
+    S: futures_util::Stream<Item = Result<T, async_imap::error::Error>> + Unpin,
+{
+    while next_timed(&mut stream).await?.is_some() {}
+    Ok(())
+}
+
+async fn expunge(
+    session: &mut Session<ImapStream>,
+    caps: Caps,
+    set: &str,
+) -> Result<(), ImapError> {
+    if caps.uidplus {
+        let stream = timed(session.uid_expunge(set)).await?;
+        drain(Box::pin(stream)).await
+    } else {
+        let stream = timed(session.expunge()).await?;
+        drain(Box::pin(stream)).await
+    }
+}
+
+async fn move_uids(
+    session: &mut Session<ImapStream>,
+    caps: Caps,
+    uids: &[u32],
+    folder: &str,
+) -> Result<(), ImapError> {
+    let set = uid_set(uids);
+    if caps.mv {
+        return timed(session.uid_mv(&set, folder)).await;
+    }
+    timed(session.uid_copy(&set, folder)).await?;
+    drain(timed(session.uid_store(&set, "+FLAGS.SILENT (\\Deleted)")).await?).await?;
+    expunge(session, caps, &set).await
+}
+
+/// Create a folder if it does not exist (an "already exists" answer is fine).
+async fn ensure_folder(session: &mut Session<ImapStream>, folder: &str) {
+    if let Err(e) = timed(session.create(folder)).await {
+        tracing::debug!(folder, "CREATE answered: {e} (usually: it exists already)");
+    }
+}
+
+fn rand_seed() -> u64 {
+    let nanos = Utc::now().timestamp_subsec_nanos() as u64;
+    nanos ^ (std::process::id() as u64).rotate_left(17)
+}
+
+/// Reconnect delay after `failures` consecutive failures: 1 s doubling to 5 minutes, with ±25 % jitter.
+pub fn reconnect_delay(failures: u32, seed: u64) -> Duration {
+    let base_ms = 1000u64
+        .saturating_mul(1u64 << failures.saturating_sub(1).min(9))
+        .min(300_000);
+    let jitter = (seed % 51) as i64 - 25;
+    Duration::from_millis((base_ms as i64 + base_ms as i64 * jitter / 100).max(100) as u64)
+}
+
+/// Start one task per configured mailbox of `region`.
+pub fn spawn(
+    desk: &Arc<Desk>,
+    region: &RegionConfig,
+    cfg: &ImapIntake,
+    tracker: &tokio_util::task::TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    for mailbox in &cfg.mailboxes {
+        let intake = MailboxIntake {
+            desk: desk.clone(),
+            region: region.clone(),
+            cfg: cfg.clone(),
+            mailbox: mailbox.clone(),
+        };
+        tracker.spawn(intake.run(shutdown.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_compress_ranges() {
+        assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(uid_set(&[42]), "42");
+        assert_eq!(uid_set(&[]), "");
+    }
+
+    #[test]
+    fn reconnect_delay_grows_to_a_cap() {
+        assert!(reconnect_delay(1, 25) <= Duration::from_millis(1000));
+        assert!(reconnect_delay(4, 25) > reconnect_delay(2, 25));
+        for f in 0..100 {
+            assert!(reconnect_delay(f, f as u64 * 7) <= Duration::from_secs(375));
+        }
+        assert!(reconnect_delay(30, 25) >= Duration::from_secs(299));
+    }
+}

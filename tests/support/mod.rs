@@ -1,0 +1,211 @@
+//! The project's real mail stack for integration tests: Dovecot (IMAP, LMTP) and Postfix (SMTP) started by
+//! `scripts/mailstack.sh` on 127.0.0.1, once per test run, shared by every test; each test makes its own
+//! users, so tests running in parallel never share a mailbox.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use async_imap::Session;
+use postdesk::config::{ImapIntake, TlsMode};
+use postdesk::intake::imap::{connect, ImapStream};
+
+pub struct Stack {
+    pub dir: PathBuf,
+    pub imap_port: u16,
+    pub imaps_port: u16,
+    pub smtp_port: u16,
+    pub ca_pem: PathBuf,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack.sh")
+}
+
+/// Start (or reuse) a stack in `dir`.
+pub fn start(dir: &Path) -> Stack {
+    let out = Command::new(script())
+        .arg("up")
+        .arg(dir)
+        .output()
+        .expect("run scripts/mailstack.sh");
+    assert!(
+        out.status.success(),
+        "the real mail stack did not start. Install its servers with `sudo scripts/install-test-deps.sh` (Debian's dovecot-imapd, dovecot-lmtpd, postfix), then run the tests again.\nscripts/mailstack.sh said:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = std::fs::read_to_string(dir.join("env")).expect("mailstack env file");
+    let get = |k: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("{k} missing from {}", dir.join("env").display()))
+            .trim_matches(['"', '\''])
+            .to_string()
+    };
+    Stack {
+        dir: dir.to_path_buf(),
+        imap_port: get("IMAP_PORT").parse().expect("IMAP_PORT"),
+        imaps_port: get("IMAPS_PORT").parse().expect("IMAPS_PORT"),
+        smtp_port: get("SMTP_PORT").parse().expect("SMTP_PORT"),
+        ca_pem: PathBuf::from(get("CA_PEM")),
+    }
+}
+
+/// The shared stack of this test run. Its directory is under /tmp (the servers' own users must be able to
+/// traverse it; a `mktemp -d` directory is 0700), named after this checkout so two checkouts do not share.
+pub fn stack() -> &'static Stack {
+    static STACK: OnceLock<Stack> = OnceLock::new();
+    STACK.get_or_init(|| {
+        let tag = env!("CARGO_MANIFEST_DIR")
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+        start(&std::env::temp_dir().join(format!("postdesk-ms-{tag:08x}")))
+    })
+}
+
+/// A unique name for this process and call, for users and mailboxes.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+impl Stack {
+    /// Create a mailbox user; returns its address. The password is `pw-<address>`.
+    pub fn user(&self, name: &str) -> String {
+        let address = format!("{}@example.com", unique(name));
+        let status = Command::new(script())
+            .arg("add-user")
+            .arg(&self.dir)
+            .arg(&address)
+            .arg(password(&address))
+            .status()
+            .expect("add-user");
+        assert!(status.success(), "mailstack add-user {address}");
+        address
+    }
+
+    /// An IMAP intake config for `user` (plain IMAP on loopback unless `tls` says otherwise).
+    pub fn intake(&self, user: &str, tls: TlsMode, password_file: &Path) -> ImapIntake {
+        std::fs::write(password_file, format!("{}\n", password(user))).expect("password file");
+        let toml = format!(
+            "host = \"{host}\"\nport = {port}\ntls = \"{tls}\"\nusername = \"{user}\"\npassword_file = \"{pw}\"\nca_file = \"{ca}\"\npoll_interval = \"60s\"\n",
+            host = if tls == TlsMode::None { "127.0.0.1" } else { "localhost" },
+            port = if tls == TlsMode::Implicit { self.imaps_port } else { self.imap_port },
+            tls = match tls {
+                TlsMode::None => "none",
+                TlsMode::Implicit => "implicit",
+                TlsMode::Starttls => "starttls",
+            },
+            pw = password_file.display(),
+            ca = self.ca_pem.display(),
+        );
+        let mut intake: ImapIntake = toml::from_str(&toml).expect("intake toml");
+        intake.password = Some(postdesk::config::Secret::new(password(user)));
+        intake
+    }
+
+    /// Log in as `user` over plain IMAP.
+    pub async fn imap(&self, user: &str) -> Session<ImapStream> {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = self.intake(user, TlsMode::None, &dir.path().join("pw"));
+        connect(&cfg)
+            .await
+            .unwrap_or_else(|e| panic!("IMAP login as {user}: {e}"))
+    }
+
+    /// Append `raw` to `user`'s `mailbox` (created if missing), optionally with an INTERNALDATE like
+    /// `01-Jan-2020 10:00:00 +0000`.
+    pub async fn append(
+        &self,
+        user: &str,
+        mailbox: &str,
+        raws: &[Vec<u8>],
+        internal_date: Option<&str>,
+    ) {
+        let mut s = self.imap(user).await;
+        let _ = s.create(mailbox).await;
+        let date = internal_date.map(|d| format!("\"{d}\""));
+        for raw in raws {
+            s.append(mailbox, None, date.as_deref(), raw)
+                .await
+                .expect("APPEND");
+        }
+        let _ = s.logout().await;
+    }
+
+    /// How many messages `user`'s `mailbox` holds.
+    pub async fn count(&self, user: &str, mailbox: &str) -> u32 {
+        let mut s = self.imap(user).await;
+        let n = s.examine(mailbox).await.map(|m| m.exists).unwrap_or(0);
+        let _ = s.logout().await;
+        n
+    }
+
+    /// The raw messages of `user`'s `mailbox`.
+    pub async fn messages(&self, user: &str, mailbox: &str) -> Vec<Vec<u8>> {
+        use futures_util::StreamExt;
+        let mut s = self.imap(user).await;
+        let mut out = Vec::new();
+        if let Ok(m) = s.examine(mailbox).await {
+            if m.exists > 0 {
+                let mut stream = s.fetch("1:*", "BODY.PEEK[]").await.expect("FETCH");
+                while let Some(Ok(f)) = stream.next().await {
+                    out.extend(f.body().map(|b| b.to_vec()));
+                }
+            }
+        }
+        let _ = s.logout().await;
+        out
+    }
+
+    /// Send `raw` by SMTP from `from` to `to` (the envelope), as a customer's mail server would.
+    pub async fn smtp_send(&self, from: &str, to: &str, raw: &[u8]) {
+        use lettre::address::Envelope;
+        use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(self.smtp_port)
+            .build();
+        let envelope =
+            Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+        transport.send_raw(&envelope, raw).await.expect("SMTP send");
+    }
+}
+
+pub fn password(address: &str) -> String {
+    format!("pw-{address}")
+}
+
+/// Poll `f` until it is true or `timeout` passes; returns the time it took.
+pub async fn eventually(
+    what: &str,
+    timeout: Duration,
+    mut f: impl AsyncFnMut() -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A customer mail.
+pub fn mail(from: &str, to: &str, subject: &str, message_id: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
