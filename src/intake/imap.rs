@@ -347,9 +347,14 @@ impl MailboxIntake {
             *state = LinkState::Connected;
         }
         *failures = 0;
+        let mut reconciled = false;
         loop {
             let mailbox = timed(session.select(&self.mailbox)).await?;
             let uid_validity = mailbox.uid_validity.unwrap_or(0);
+            if !reconciled {
+                self.reconcile(&mut session, caps, uid_validity).await?;
+                reconciled = true;
+            }
             self.sweep(&mut session, caps, uid_validity, shutdown)
                 .await?;
             if shutdown.is_cancelled() {
@@ -389,12 +394,7 @@ impl MailboxIntake {
         shutdown: &CancellationToken,
     ) -> Result<usize, ImapError> {
         let key = state_key(&self.region.code, &self.cfg.username, &self.mailbox);
-        let stored: Option<MailboxState> = self
-            .desk
-            .store
-            .intake_state(&key)
-            .map_err(|e| ImapError::Store(e.to_string()))?
-            .and_then(|v| serde_json::from_slice(&v).ok());
+        let stored = self.position(&key)?;
         let (first_contact, last_uid) = match stored {
             None => (true, 0),
             Some(s) if s.uid_validity != uid_validity => {
@@ -527,6 +527,52 @@ impl MailboxIntake {
             tracing::info!(intake = %self, taken, "IMAP mail stored");
         }
         Ok(taken)
+    }
+
+    /// The stored position of this mailbox, if any.
+    fn position(&self, key: &[u8]) -> Result<Option<MailboxState>, ImapError> {
+        Ok(self
+            .desk
+            .store
+            .intake_state(key)
+            .map_err(|e| ImapError::Store(e.to_string()))?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    /// Finish an acknowledgement a crash interrupted: mail at or below the stored position is in the store,
+    /// so any of it still waiting in the mailbox (unseen with `after = "seen"`, present at all with `move` or
+    /// `delete`) gets its `after` now.
+    async fn reconcile(
+        &self,
+        session: &mut Session<ImapStream>,
+        caps: Caps,
+        uid_validity: u32,
+    ) -> Result<(), ImapError> {
+        let stored = self.position(&state_key(
+            &self.region.code,
+            &self.cfg.username,
+            &self.mailbox,
+        ))?;
+        let Some(state) = stored.filter(|s| s.uid_validity == uid_validity && s.last_uid > 0)
+        else {
+            return Ok(());
+        };
+        let query = if self.cfg.after == "seen" {
+            format!("UID 1:{} UNSEEN", state.last_uid)
+        } else {
+            format!("UID 1:{}", state.last_uid)
+        };
+        let mut uids: Vec<u32> = timed(session.uid_search(&query))
+            .await?
+            .into_iter()
+            .filter(|u| *u <= state.last_uid)
+            .collect();
+        if uids.is_empty() {
+            return Ok(());
+        }
+        uids.sort_unstable();
+        tracing::info!(intake = %self, count = uids.len(), "completing acknowledgements interrupted by a restart");
+        self.acknowledge(session, caps, &uids).await
     }
 
     fn ingest(

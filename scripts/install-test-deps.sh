@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Install the system packages postdesk's integration tests need: a real mail
+# stack (Dovecot IMAP + LMTP, Postfix SMTP) and openssl for test certificates.
+#
+# Idempotent: safe to run again; it only (re)installs what is missing and
+# always leaves the distro's own mail services stopped and disabled.
+#
+# Why the distro services must stay down: Debian's packages start dovecot
+# (ports 143/993 on all interfaces) and postfix (port 25 on all interfaces)
+# right after install. The tests never use those instances; they start private
+# instances bound to 127.0.0.1 only, via scripts/mailstack.sh. So we
+#   1. block service starts during the install with a temporary policy-rc.d
+#      (exit 101 = "action forbidden"), so nothing listens even for a moment;
+#   2. afterwards stop and disable the services anyway, whatever the init
+#      system (systemd running, systemd installed but not running, sysvinit).
+#
+# Needs root (apt-get). Works on Debian 12 (bookworm) with only Debian's
+# package mirror reachable.
+set -euo pipefail
+
+log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (it uses apt-get); try: sudo $0"
+command -v apt-get >/dev/null || die "apt-get not found: this script supports Debian/Ubuntu only"
+
+export DEBIAN_FRONTEND=noninteractive
+
+# dovecot-imapd/dovecot-lmtpd: IMAP server + LMTP delivery socket (pull in dovecot-core).
+# postfix: the SMTP server (multi-instance capable: each stack has its own
+#          config + queue directory, unlike OpenSMTPD's fixed spool/socket).
+# openssl: generates the per-stack test CA and server certificate.
+# procps:  pgrep/ps, used by mailstack.sh's status/diagnostics.
+# coreutils' `timeout` is used too (always present on Debian).
+PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl procps ca-certificates)
+SERVICES=(dovecot postfix opensmtpd exim4)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$st" = "installed" ] || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing: ${missing[*]}"
+    # Postfix asks "General mail configuration type" via debconf. "No
+    # configuration" leaves /etc/postfix/main.cf absent, so even if something
+    # starts the system postfix later it has nothing to run; mailstack.sh
+    # never uses /etc/postfix/main.cf (it runs `postfix -c <its own dir>`).
+    if command -v debconf-set-selections >/dev/null; then
+        printf '%s\n' \
+            'postfix postfix/main_mailer_type select No configuration' \
+            'postfix postfix/mailname string localhost' |
+            debconf-set-selections
+    fi
+
+    # Forbid service starts during the install (see header). Only if the
+    # machine has no policy-rc.d of its own (Docker images often do; keep it).
+    created_policy=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# temporary, by postdesk scripts/install-test-deps.sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        created_policy=1
+        trap '[ "$created_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+
+    apt-get update
+    apt-get install -y --no-install-recommends "${missing[@]}"
+
+    if [ "$created_policy" = 1 ]; then
+        rm -f /usr/sbin/policy-rc.d
+        created_policy=0
+    fi
+else
+    log "all packages already installed: ${PACKAGES[*]}"
+fi
+
+# --- make sure the distro's own mail services are neither running nor enabled
+systemd_running=0
+[ -d /run/systemd/system ] && systemd_running=1
+
+for svc in "${SERVICES[@]}"; do
+    # Skip services whose package is not installed at all.
+    if [ ! -e "/etc/init.d/$svc" ] && ! { command -v systemctl >/dev/null &&
+        systemctl list-unit-files "$svc.service" 2>/dev/null | grep -q "^$svc.service"; }; then
+        continue
+    fi
+    if [ "$systemd_running" = 1 ]; then
+        systemctl disable --now "$svc" >/dev/null 2>&1 || true
+        systemctl disable --now "$svc.socket" >/dev/null 2>&1 || true
+    else
+        # systemd installed but not PID 1 (containers): `systemctl disable`
+        # still works offline (it only edits symlinks); stop via init script.
+        if command -v systemctl >/dev/null; then
+            systemctl disable "$svc" >/dev/null 2>&1 || true
+        fi
+        if [ -x "/etc/init.d/$svc" ]; then
+            command -v update-rc.d >/dev/null && update-rc.d "$svc" disable >/dev/null 2>&1 || true
+            # policy-rc.d does not apply to a direct init-script call.
+            "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+        fi
+    fi
+done
+
+# Last resort: a system instance started some other way (no init system at all)
+# still runs from its default config. Stop exactly those, never our private
+# mailstack.sh instances (which always run with `-c <dir>`).
+if [ -s /run/dovecot/master.pid ]; then
+    pid=$(cat /run/dovecot/master.pid)
+    if kill -0 "$pid" 2>/dev/null && ! tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- ' -c '; then
+        log "stopping system dovecot (pid $pid)"
+        kill "$pid" || true
+    fi
+fi
+if [ -s /var/spool/postfix/pid/master.pid ]; then
+    pid=$(tr -d ' ' </var/spool/postfix/pid/master.pid)
+    if kill -0 "$pid" 2>/dev/null; then
+        log "stopping system postfix (pid $pid)"
+        postfix stop >/dev/null 2>&1 || kill "$pid" || true
+    fi
+fi
+
+# Report versions (useful in CI logs) and verify the binaries are there.
+for b in /usr/sbin/dovecot /usr/sbin/postfix /usr/bin/openssl; do
+    [ -x "$b" ] || die "$b missing after install"
+done
+log "dovecot $(/usr/sbin/dovecot --version 2>/dev/null | cut -d' ' -f1), $(/usr/sbin/postconf -d mail_version 2>/dev/null), $(/usr/bin/openssl version | cut -d' ' -f1-2)"
+log "ok: now run scripts/mailstack.sh up DIR"

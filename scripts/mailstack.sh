@@ -1,0 +1,800 @@
+#!/usr/bin/env bash
+# mailstack.sh — a real, private mail stack for postdesk's integration tests.
+#
+#   Dovecot (IMAP, IMAPS, LMTP)  +  Postfix (SMTP, SMTPS)  →  LMTP  →  Maildir
+#
+# Everything listens on 127.0.0.1 or on unix sockets inside the state DIR;
+# nothing is bound to any other address. Install the packages first with
+# scripts/install-test-deps.sh (Debian 12).
+#
+# Usage
+#   mailstack.sh up DIR                       start (or reuse) the stack in DIR, print its env
+#   mailstack.sh add-user DIR ADDRESS PASSWORD add a mailbox (or change its password); immediate
+#   mailstack.sh status DIR                    exit 0 = up, 1 = partly up, 3 = down
+#   mailstack.sh env DIR                       print DIR/env
+#   mailstack.sh down DIR                      stop both servers; DIR (mail, users, logs) is kept
+#
+# `up` writes DIR/env, shell-sourceable KEY=VALUE lines:
+#   MAILSTACK_DIR  IMAP_PORT  IMAPS_PORT  SMTP_PORT  SMTPS_PORT  CA_PEM
+#   LMTP_SOCKET  DOVECOT_CONF  POSTFIX_CONF_DIR  PASSWD_FILE  MAIL_ROOT
+#
+# Ports: IMAP_PORT, IMAPS_PORT, SMTP_PORT, SMTPS_PORT from the environment are
+# used if set; otherwise free ports are picked at random (below the kernel's
+# ephemeral range). If MAILSTACK_DIR is set in the environment to a *different*
+# directory, the *_PORT variables are ignored: they were sourced from another
+# stack's env file and would collide.
+#
+# What the servers do
+#   IMAP  127.0.0.1:IMAP_PORT   plaintext, STARTTLS offered, LOGIN/AUTH PLAIN/LOGIN allowed
+#   IMAPS 127.0.0.1:IMAPS_PORT  implicit TLS
+#   SMTP  127.0.0.1:SMTP_PORT   STARTTLS offered; AUTH PLAIN/LOGIN offered (checked
+#                               against the same users, via Dovecot) but not required
+#   SMTPS 127.0.0.1:SMTPS_PORT  implicit TLS, same rules
+#   Any recipient domain is accepted and delivered through Dovecot's LMTP unix
+#   socket (DIR/run/dovecot/lmtp) into DIR/mail/<address>/Maildir. Recipients that
+#   are not users are rejected at RCPT time with "550 5.1.1 ... User unknown" by a
+#   tiny Postfix policy service that reads the same passwd-file as Dovecot on
+#   every RCPT, so users added with add-user are accepted at once, by open SMTP
+#   sessions too. "+detail" is stripped (a+x@d delivers to a@d's INBOX) and
+#   addresses are case-insensitive. Set MAILSTACK_ACCEPT_ALL=1 at `up` to accept
+#   every recipient instead (Dovecot LMTP then rejects unknown users after the
+#   SMTP transaction, and Postfix sends a bounce to the envelope sender).
+#   Messages are passed on as sent; Postfix adds only its Received: header (no
+#   Message-ID/Date/From are invented). Size limit 50 MiB. No per-session
+#   message limit, no per-client connection limit (loopback is exempt), no
+#   delays after errors, no auth failure delay.
+#   TLS: a throw-away CA (DIR/tls/ca.pem) signs a server certificate for
+#   DNS:localhost and IP:127.0.0.1 (rustls/webpki refuse a bare self-signed
+#   certificate, hence the CA). Connect to "localhost" or 127.0.0.1 with CA_PEM.
+#   IDLE: Dovecot watches the Maildir with inotify, so "* N EXISTS" arrives
+#   within milliseconds of delivery; mailbox_idle_check_interval = 1s is the
+#   fallback where inotify does not work, and "* OK Still here" is sent every
+#   imap_idle_notify_interval (10s).
+#
+# Behaviour of `up` (documented because tests depend on it)
+#   * New or empty DIR: generates config and certificates, starts both servers,
+#     waits until every port answers (IMAP/SMTP greeting, TLS handshake verified
+#     against CA_PEM), then writes and prints DIR/env. About 1.5 s.
+#   * DIR already has a running stack: does nothing but print DIR/env (exit 0).
+#     Concurrent `up` calls on the same DIR are serialised with a lock, so
+#     parallel test binaries can all call `up DIR`: one starts it, the others
+#     reuse it.
+#   * DIR has a stopped stack (after `down`, or crashed/killed processes): kills
+#     any leftovers recorded in DIR's pid files, then starts again keeping its
+#     users, mail and ports (unless ports are given in the environment).
+#   * Another DIR already runs a stack: both run side by side, independently,
+#     on different ports. Postfix supports this (own config, queue and data
+#     directories per instance) — the reason Postfix was chosen over OpenSMTPD,
+#     whose spool and control socket paths are compiled in (one per machine).
+#   * If a port is in use, `up` fails and says which; nothing is left running.
+#
+# Requirements and gotchas
+#   * Must run as root: Postfix's master daemon only runs as root. Daemon
+#     processes drop privileges: Dovecot uses the distro users "dovecot"
+#     (internal processes and mail owner) and "dovenull" (login processes),
+#     Postfix uses "postfix", and the recipient check runs as "nobody".
+#     Dovecot refuses root for these roles, which is why the running user is not
+#     used.
+#   * DIR and all its parents must be traversable by those users (DIR is chmod
+#     0755; a DIR under /root, mode 0700, does not work — use /tmp or the work
+#     tree). DIR must be short enough for unix socket paths (checked).
+#   * DIR/passwd holds plaintext test passwords, world-readable (the policy
+#     service runs as nobody). Test data only.
+#   * Logs: DIR/log/dovecot.log and DIR/log/postfix.log.
+#   * `down` is needed to stop the servers; deleting DIR does not. A stack whose
+#     DIR was deleted while running must be stopped by its pids (see `ps`).
+#   * Debian's own dovecot/postfix services are not used and must stay
+#     stopped (install-test-deps.sh disables them); they would hold 143/993/25
+#     on all interfaces but never collide with our random ports.
+set -euo pipefail
+
+PROG=$(basename "$0")
+SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
+
+die() { printf '%s: error: %s\n' "$PROG" "$*" >&2; exit 1; }
+note() { printf '%s: %s\n' "$PROG" "$*" >&2; }
+
+usage() {
+    sed -n '/^# Usage/,/^# `up` writes/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    exit 2
+}
+
+# ---------------------------------------------------------------- helpers ----
+
+require_bins() {
+    local missing=() b
+    for b in dovecot doveadm postfix postconf openssl flock timeout runuser; do
+        command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || missing+=("$b")
+    done
+    [ -x /usr/lib/postfix/sbin/master ] || missing+=("postfix master")
+    [ -x /usr/lib/dovecot/lmtp ] || missing+=("dovecot lmtp (dovecot-lmtpd)")
+    [ -x /usr/lib/dovecot/imap ] || missing+=("dovecot imap (dovecot-imapd)")
+    if [ "${#missing[@]}" -gt 0 ]; then
+        die "missing: ${missing[*]}. Install the test dependencies first: sudo $SCRIPT_DIR/install-test-deps.sh"
+    fi
+}
+
+require_root() {
+    [ "$(id -u)" -eq 0 ] || die "must run as root: Postfix's master daemon refuses to run as any other user (the servers drop privileges themselves)"
+}
+
+# abs_dir DIR -> absolute path, without requiring it to exist.
+abs_dir() {
+    local d=$1
+    case $d in
+        /*) ;;
+        *) d="$PWD/$d" ;;
+    esac
+    # strip trailing slashes (but keep "/")
+    while [ "${#d}" -gt 1 ] && [ "${d%/}" != "$d" ]; do d=${d%/}; done
+    printf '%s\n' "$d"
+}
+
+set_paths() {
+    DIR=$(abs_dir "$1")
+    RUN="$DIR/run"
+    DOVECOT_BASE="$RUN/dovecot"
+    DOVECOT_CONF="$DIR/dovecot.conf"
+    PF_CONF="$DIR/postfix"
+    PF_QUEUE="$DIR/postfix-queue"
+    PF_DATA="$DIR/postfix-data"
+    TLS="$DIR/tls"
+    LOGS="$DIR/log"
+    PASSWD="$DIR/passwd"
+    MAIL_ROOT="$DIR/mail"
+    ENV_FILE="$DIR/env"
+    LMTP_SOCKET="$DOVECOT_BASE/lmtp"
+    AUTH_SOCKET="$DOVECOT_BASE/auth-postfix"
+    POLICY="$DIR/rcpt-policy.sh"
+    DOVECOT_PID="$DOVECOT_BASE/master.pid"
+    PF_PID="$PF_QUEUE/pid/master.pid"
+}
+
+# Take DIR's lock (fd 9) so up/down/add-user on one DIR never interleave.
+lock_dir() {
+    mkdir -p "$DIR"
+    exec 9>>"$DIR/.lock"
+    flock -w 120 9 || die "timed out waiting for the lock on $DIR/.lock"
+}
+
+# pid_of_dovecot / pid_of_postfix: print the pid if the process recorded in the
+# pid file is alive *and* really is this DIR's server (guards against pid reuse).
+pid_of_dovecot() {
+    local pid
+    [ -s "$DOVECOT_PID" ] || return 1
+    pid=$(tr -dc '0-9' <"$DOVECOT_PID")
+    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "$DOVECOT_CONF" || return 1
+    printf '%s\n' "$pid"
+}
+pid_of_postfix() {
+    local pid
+    [ -s "$PF_PID" ] || return 1
+    pid=$(tr -dc '0-9' <"$PF_PID")
+    [ -n "$pid" ] && [ -r "/proc/$pid/environ" ] || return 1
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = /usr/lib/postfix/sbin/master ] || return 1
+    tr '\0' '\n' <"/proc/$pid/environ" | grep -qxF -- "MAIL_CONFIG=$PF_CONF" || return 1
+    printf '%s\n' "$pid"
+}
+
+# alive PID: true if the process exists and is not a zombie. (Daemons are
+# reparented to PID 1; in containers PID 1 may never reap them, and a zombie
+# still answers kill -0.)
+alive() {
+    local state
+    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# wait_gone PID SECONDS: wait for a process to exit; 0 if it did.
+wait_gone() {
+    local pid=$1 i
+    for ((i = 0; i < $2 * 20; i++)); do
+        alive "$pid" || return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# port_busy PORT: true if something accepts connections on 127.0.0.1:PORT.
+port_busy() {
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1"' _ "$1" 2>/dev/null
+}
+
+# pick_port: a random free port in 20000-32767 (below Linux's default
+# ephemeral range 32768-60999, so outgoing connections don't take it first),
+# distinct from the ones already picked in this run.
+PICKED=" "
+pick_port() {
+    local p i
+    for ((i = 0; i < 200; i++)); do
+        p=$((20000 + (RANDOM * 32768 + RANDOM) % 12768))
+        case $PICKED in *" $p "*) continue ;; esac
+        port_busy "$p" && continue
+        PICKED="$PICKED$p "
+        printf '%s\n' "$p"
+        return 0
+    done
+    die "could not find a free port on 127.0.0.1"
+}
+
+valid_port() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
+
+# read_env_key KEY: value of KEY in DIR/env, or nothing.
+read_env_key() {
+    [ -f "$ENV_FILE" ] || return 0
+    sed -n "s/^$1=//p" "$ENV_FILE" | tail -n1 | tr -d "'\""
+}
+
+# ------------------------------------------------------------- generation ----
+
+gen_tls() {
+    [ -s "$TLS/ca.pem" ] && [ -s "$TLS/server.pem" ] && [ -s "$TLS/server.key" ] && return 0
+    mkdir -p "$TLS"
+    # Own minimal openssl config: no dependence on the distro's openssl.cnf
+    # default extensions. EC P-256 keys: generated in milliseconds, accepted by
+    # rustls, openssl and Python.
+    cat >"$TLS/openssl.cnf" <<'EOF'
+[req]
+distinguished_name = dn
+prompt = no
+[dn]
+CN = postdesk mailstack test CA
+[v3_ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[v3_server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid, issuer
+EOF
+    (
+        cd "$TLS"
+        openssl req -x509 -new -nodes -config openssl.cnf -extensions v3_ca \
+            -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout ca.key -out ca.pem \
+            -days 3650 -subj "/CN=postdesk mailstack test CA" 2>/dev/null
+        openssl req -new -nodes -config openssl.cnf \
+            -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout server.key -out server.csr \
+            -subj "/CN=localhost" 2>/dev/null
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -set_serial "0x$(openssl rand -hex 12)" \
+            -days 3650 -extfile openssl.cnf -extensions v3_server -out server.pem 2>/dev/null
+        rm -f server.csr
+        chmod 600 ca.key server.key # read by the servers while still root
+        chmod 644 ca.pem server.pem
+    ) || die "openssl failed to create the test certificates in $TLS"
+}
+
+gen_dovecot_conf() {
+    cat >"$DOVECOT_CONF" <<EOF
+# Generated by scripts/mailstack.sh — private test instance, do not edit.
+# Started as: dovecot -c $DOVECOT_CONF
+base_dir = $DOVECOT_BASE
+state_dir = $DIR/dovecot-state
+instance_name = mailstack-$(printf '%s' "$DIR" | cksum | cut -d' ' -f1)
+log_path = $LOGS/dovecot.log
+protocols = imap lmtp
+listen = 127.0.0.1
+verbose_proctitle = yes
+
+# Dovecot refuses root for its processes; use the distro's unprivileged users.
+default_internal_user = dovecot
+default_internal_group = dovecot
+default_login_user = dovenull
+first_valid_uid = 1
+
+# Tests authenticate in plaintext on loopback; no penalties for failures.
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0 secs
+auth_cache_size = 0
+auth_username_format = %Lu
+auth_verbose = yes
+recipient_delimiter = +
+
+# Users: DIR/passwd, "address:{PLAIN}password". Dovecot re-reads it whenever it
+# changes (checked on every lookup), so add-user takes effect immediately.
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%Lu $PASSWD
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%Lu $PASSWD
+  default_fields = uid=dovecot gid=dovecot home=$MAIL_ROOT/%Lu
+}
+mail_location = maildir:~/Maildir
+mail_fsync = never
+
+ssl = yes
+ssl_cert = <$TLS/server.pem
+ssl_key = <$TLS/server.key
+ssl_min_protocol = TLSv1.2
+
+# Parallel tests: many connections per user and in total.
+default_process_limit = 1000
+default_client_limit = 10000
+protocol imap {
+  mail_max_userip_connections = 200
+  # "* OK Still here" during IDLE every 10s; new mail is pushed at once via
+  # inotify, or checked every second where inotify is unavailable.
+  imap_idle_notify_interval = 10 secs
+}
+mailbox_idle_check_interval = 1 secs
+
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $IMAP_PORT
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = $IMAPS_PORT
+    ssl = yes
+  }
+  # "high-performance" login mode: few processes, many connections each.
+  service_count = 0
+  process_min_avail = 1
+}
+service lmtp {
+  # Postfix's lmtp client (user postfix) delivers here.
+  unix_listener lmtp {
+    mode = 0666
+  }
+}
+service auth {
+  # Postfix smtpd asks Dovecot to check SMTP AUTH credentials here.
+  unix_listener auth-postfix {
+    mode = 0666
+  }
+}
+protocol lmtp {
+  postmaster_address = postmaster@localhost
+}
+EOF
+}
+
+gen_postfix_conf() {
+    mkdir -p "$PF_CONF"
+    cat >"$PF_CONF/main.cf" <<EOF
+# Generated by scripts/mailstack.sh — private test instance, do not edit.
+# Started as: postfix -c $PF_CONF start
+compatibility_level = 3.6
+queue_directory = $PF_QUEUE
+data_directory = $PF_DATA
+maillog_file = $LOGS/postfix.log
+maillog_file_prefixes = $LOGS/
+mail_owner = postfix
+setgid_group = postdrop
+syslog_name = postfix-mailstack
+
+myhostname = mailstack.localhost
+mydomain = localhost
+myorigin = \$myhostname
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+smtp_bind_address = 127.0.0.1
+smtpd_banner = \$myhostname ESMTP postdesk mailstack
+
+# No local delivery at all: every domain is "remote" and goes to the default
+# transport, Dovecot's LMTP unix socket.
+mydestination =
+local_recipient_maps =
+alias_maps =
+alias_database =
+relay_domains =
+default_transport = lmtp:unix:$LMTP_SOCKET
+relay_transport = lmtp:unix:$LMTP_SOCKET
+lmtp_host_lookup = native
+
+# Who may send: anyone on loopback (we listen nowhere else), or authenticated.
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+smtpd_recipient_restrictions = $(if [ "${MAILSTACK_ACCEPT_ALL:-0}" = 1 ]; then echo permit; else echo "check_policy_service unix:private/rcptcheck, permit"; fi)
+smtpd_policy_service_default_action = 451 4.3.5 mailstack recipient check unavailable
+
+# Pass messages on as sent: no header rewriting/additions for "local" clients.
+local_header_rewrite_clients =
+always_add_missing_headers = no
+smtputf8_enable = yes
+message_size_limit = 52428800
+mailbox_size_limit = 0
+
+# Test traffic: no penalties, no DNS, quick retries.
+smtpd_peername_lookup = no
+smtpd_error_sleep_time = 0s
+smtpd_soft_error_limit = 1000
+smtpd_hard_error_limit = 10000
+smtpd_junk_command_limit = 100000
+smtpd_client_event_limit_exceptions = \$mynetworks
+in_flow_delay = 0s
+default_process_limit = 500
+queue_run_delay = 2s
+minimal_backoff_time = 2s
+maximal_backoff_time = 10s
+maximal_queue_lifetime = 1h
+bounce_queue_lifetime = 1h
+delay_warning_time = 0h
+biff = no
+
+# TLS: STARTTLS offered on SMTP_PORT, implicit TLS on SMTPS_PORT.
+smtpd_tls_cert_file = $TLS/server.pem
+smtpd_tls_key_file = $TLS/server.key
+smtpd_tls_security_level = may
+smtpd_tls_auth_only = no
+smtpd_tls_loglevel = 0
+smtp_tls_security_level = none
+lmtp_tls_security_level = none
+
+# SMTP AUTH checked by Dovecot (same users), offered but never required.
+smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = $AUTH_SOCKET
+smtpd_sasl_security_options = noanonymous
+smtpd_sasl_tls_security_options = noanonymous
+EOF
+
+    # chroot column is "n" everywhere: the instance's paths live under DIR.
+    cat >"$PF_CONF/master.cf" <<EOF
+# Generated by scripts/mailstack.sh — private test instance, do not edit.
+# service type  private unpriv  chroot  wakeup  maxproc command
+127.0.0.1:$SMTP_PORT inet n - n - - smtpd
+127.0.0.1:$SMTPS_PORT inet n - n - - smtpd
+  -o smtpd_tls_wrappermode=yes
+  -o smtpd_tls_security_level=encrypt
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+lmtp      unix  -       -       n       -       -       lmtp
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+# Recipient check: one policy process per smtpd connection, as user nobody.
+rcptcheck unix  -       n       n       -       0       spawn
+  user=nobody argv=/bin/sh $POLICY $PASSWD
+EOF
+}
+
+gen_policy() {
+    # A Postfix policy service (SMTPD_POLICY_README): reads "name=value" lines
+    # ending with an empty line, answers "action=..." and an empty line. Looks the
+    # recipient up in the passwd-file on every request: no caches, so users
+    # added with add-user are accepted at once.
+    cat >"$POLICY" <<'EOF'
+#!/bin/sh
+# Generated by scripts/mailstack.sh: Postfix policy service, rejects recipients
+# that are not in the passwd-file given as $1.
+passwd=$1
+rcpt=
+while IFS= read -r line; do
+    case $line in
+        recipient=*) rcpt=${line#recipient=} ;;
+        "")
+            addr=$(printf '%s' "$rcpt" | tr 'A-Z' 'a-z')
+            case $addr in
+                *@*) user=${addr%%@*}; domain=${addr##*@}; user=${user%%+*}; addr="$user@$domain" ;;
+                *) addr=${addr%%+*} ;;
+            esac
+            if [ -n "$addr" ] && awk -F: -v u="$addr" '$1 == u { found = 1; exit } END { exit !found }' "$passwd"; then
+                printf 'action=DUNNO\n\n'
+            else
+                printf 'action=550 5.1.1 User unknown in the mailstack passwd-file\n\n'
+            fi
+            rcpt=
+            ;;
+    esac
+done
+EOF
+    chmod 755 "$POLICY"
+}
+
+write_env() {
+    local tmp="$ENV_FILE.tmp.$$"
+    cat >"$tmp" <<EOF
+MAILSTACK_DIR=$DIR
+IMAP_PORT=$IMAP_PORT
+IMAPS_PORT=$IMAPS_PORT
+SMTP_PORT=$SMTP_PORT
+SMTPS_PORT=$SMTPS_PORT
+CA_PEM=$TLS/ca.pem
+LMTP_SOCKET=$LMTP_SOCKET
+DOVECOT_CONF=$DOVECOT_CONF
+POSTFIX_CONF_DIR=$PF_CONF
+PASSWD_FILE=$PASSWD
+MAIL_ROOT=$MAIL_ROOT
+EOF
+    mv -f "$tmp" "$ENV_FILE"
+}
+
+# ------------------------------------------------------------ start / stop ----
+
+stop_servers() {
+    local pid
+    if pid=$(pid_of_postfix); then
+        postfix -c "$PF_CONF" stop >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+        if ! wait_gone "$pid" 10; then
+            note "postfix master $pid did not stop in 10s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+            wait_gone "$pid" 5 || true
+        fi
+    fi
+    if pid=$(pid_of_dovecot); then
+        kill -TERM "$pid" 2>/dev/null || true
+        if ! wait_gone "$pid" 10; then
+            note "dovecot master $pid did not stop in 10s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+            wait_gone "$pid" 5 || true
+        fi
+    fi
+    # Postfix's children exit with their master; Dovecot's too. Remove stale
+    # pid files so status is clear.
+    rm -f "$DOVECOT_PID"
+}
+
+show_logs() {
+    local f
+    for f in "$LOGS/dovecot.log" "$LOGS/postfix.log" "$LOGS/postfix-start.log" "$LOGS/dovecot-start.log"; do
+        [ -s "$f" ] || continue
+        printf -- '--- last lines of %s\n' "$f" >&2
+        tail -n 15 "$f" >&2
+    done
+}
+
+fail_up() {
+    note "error: $*"
+    show_logs
+    stop_servers
+    exit 1
+}
+
+# wait_greeting PORT PREFIX: wait until 127.0.0.1:PORT sends a line starting with PREFIX.
+wait_greeting() {
+    local port=$1 prefix=$2 i line
+    for ((i = 0; i < 300; i++)); do
+        line=$(timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && IFS= read -r l <&3 && printf "%s" "$l"' _ "$port" 2>/dev/null || true)
+        case $line in "$prefix"*) return 0 ;; esac
+        sleep 0.05
+    done
+    return 1
+}
+
+# wait_tls PORT: wait until 127.0.0.1:PORT completes a TLS handshake whose
+# certificate verifies against ca.pem for the name "localhost".
+wait_tls() {
+    local port=$1 i
+    for ((i = 0; i < 100; i++)); do
+        if timeout 5 openssl s_client -connect "127.0.0.1:$port" -servername localhost \
+            -CAfile "$TLS/ca.pem" -verify_hostname localhost -verify_return_error \
+            -brief </dev/null >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+check_dir_usable() {
+    # Unix socket paths are limited to 107 bytes; Dovecot's longest under its
+    # base_dir is about 30 characters.
+    [ "${#DOVECOT_BASE}" -le 70 ] ||
+        die "DIR path too long for unix socket paths ($DOVECOT_BASE is ${#DOVECOT_BASE} chars, max 70): use a shorter DIR, e.g. under /tmp"
+    chmod 0755 "$DIR"
+    local u
+    for u in dovecot postfix nobody; do
+        runuser -u "$u" -- test -x "$DIR" 2>/dev/null ||
+            die "user $u cannot reach $DIR (a parent directory is not world-traversable, e.g. /root is 0700): use a DIR under /tmp or chmod o+x the parents"
+    done
+}
+
+cmd_up() {
+    require_bins
+    require_root
+    set_paths "$1"
+    lock_dir
+    check_dir_usable
+
+    # Already running here? Reuse it.
+    local dpid ppid
+    dpid=$(pid_of_dovecot || true)
+    ppid=$(pid_of_postfix || true)
+    if [ -n "$dpid" ] && [ -n "$ppid" ] && [ -s "$ENV_FILE" ]; then
+        note "already up in $DIR (dovecot pid $dpid, postfix pid $ppid); reusing it"
+        cat "$ENV_FILE"
+        return 0
+    fi
+    if [ -n "$dpid" ] || [ -n "$ppid" ]; then
+        note "$DIR has a partly running stack; stopping it first"
+    fi
+    stop_servers
+
+    # Ports: environment (unless sourced from another stack), else the ones
+    # this DIR used before, else random free ones.
+    local from_env=1 name val
+    if [ -n "${MAILSTACK_DIR:-}" ] && [ "$(abs_dir "$MAILSTACK_DIR")" != "$DIR" ]; then
+        from_env=0
+        note "ignoring *_PORT variables: MAILSTACK_DIR in the environment is another stack ($MAILSTACK_DIR)"
+    fi
+    for name in IMAP_PORT IMAPS_PORT SMTP_PORT SMTPS_PORT; do
+        val=""
+        if [ "$from_env" = 1 ] && [ -n "${!name:-}" ]; then
+            val=${!name}
+            valid_port "$val" || die "$name=$val is not a port number"
+            port_busy "$val" && die "$name=$val (from the environment) is already in use on 127.0.0.1; unset $name to get a free port"
+        else
+            val=$(read_env_key "$name")
+            if [ -n "$val" ] && { ! valid_port "$val" || port_busy "$val"; }; then
+                val=""
+            fi
+            [ -n "$val" ] || val=$(pick_port)
+        fi
+        case $PICKED in *" $val "*) ;; *) PICKED="$PICKED$val " ;; esac
+        printf -v "$name" '%s' "$val"
+    done
+    [ "$(printf '%s\n' "$IMAP_PORT" "$IMAPS_PORT" "$SMTP_PORT" "$SMTPS_PORT" | sort -u | wc -l)" -eq 4 ] ||
+        die "IMAP_PORT, IMAPS_PORT, SMTP_PORT and SMTPS_PORT must differ"
+
+    mkdir -p "$RUN" "$LOGS" "$MAIL_ROOT" "$DIR/dovecot-state" "$PF_QUEUE" "$PF_DATA"
+    chown dovecot:dovecot "$MAIL_ROOT"
+    chmod 0755 "$RUN" "$LOGS"
+    # Postfix's postlogd (user postfix) appends to the log file.
+    touch "$LOGS/postfix.log" "$LOGS/dovecot.log"
+    chown postfix "$LOGS/postfix.log"
+    # passwd-file: readable by Dovecot's auth process and the policy service.
+    touch "$PASSWD"
+    chmod 0644 "$PASSWD"
+    chown postfix:postfix "$PF_DATA"
+
+    gen_tls
+    gen_dovecot_conf
+    gen_postfix_conf
+    gen_policy
+    rm -f "$ENV_FILE"
+
+    # 9>&-: the daemons must not inherit (and so hold) DIR's lock.
+    dovecot -c "$DOVECOT_CONF" >"$LOGS/dovecot-start.log" 2>&1 9>&- ||
+        fail_up "dovecot failed to start (config: $DOVECOT_CONF)"
+    # `postfix start` runs its own consistency checks and creates the queue
+    # directories with the right owners.
+    if ! postfix -c "$PF_CONF" start >"$LOGS/postfix-start.log" 2>&1 9>&-; then
+        # Before its logger runs, the postfix command reports errors only to
+        # syslog or to a terminal: re-run its checks on a pseudo-terminal
+        # (util-linux `script`) to show why.
+        if command -v script >/dev/null; then
+            script -qec "postfix -c '$PF_CONF' check" /dev/null >>"$LOGS/postfix-start.log" 2>&1 </dev/null || true
+        fi
+        fail_up "postfix failed to start (config: $PF_CONF/main.cf)"
+    fi
+
+    wait_greeting "$IMAP_PORT" "* OK" || fail_up "IMAP on 127.0.0.1:$IMAP_PORT did not answer"
+    wait_greeting "$SMTP_PORT" "220" || fail_up "SMTP on 127.0.0.1:$SMTP_PORT did not answer"
+    wait_tls "$IMAPS_PORT" || fail_up "IMAPS on 127.0.0.1:$IMAPS_PORT did not complete a verified TLS handshake"
+    wait_tls "$SMTPS_PORT" || fail_up "SMTPS on 127.0.0.1:$SMTPS_PORT did not complete a verified TLS handshake"
+    [ -S "$LMTP_SOCKET" ] || fail_up "LMTP socket $LMTP_SOCKET missing"
+    [ -S "$AUTH_SOCKET" ] || fail_up "Dovecot auth socket $AUTH_SOCKET missing"
+    pid_of_dovecot >/dev/null || fail_up "dovecot is not running"
+    pid_of_postfix >/dev/null || fail_up "postfix is not running"
+
+    write_env
+    cat "$ENV_FILE"
+}
+
+cmd_down() {
+    require_root
+    set_paths "$1"
+    [ -d "$DIR" ] || { note "$DIR does not exist; nothing to stop"; return 0; }
+    lock_dir
+    stop_servers
+    note "stopped mail stack in $DIR (DIR kept)"
+}
+
+cmd_status() {
+    set_paths "$1"
+    local up=0 total=2 pid
+    if pid=$(pid_of_dovecot); then
+        up=$((up + 1)); echo "dovecot: running (pid $pid)"
+    else
+        echo "dovecot: stopped"
+    fi
+    if pid=$(pid_of_postfix); then
+        up=$((up + 1)); echo "postfix: running (pid $pid)"
+    else
+        echo "postfix: stopped"
+    fi
+    if [ -s "$ENV_FILE" ]; then
+        local name port
+        for name in IMAP_PORT IMAPS_PORT SMTP_PORT SMTPS_PORT; do
+            port=$(read_env_key "$name")
+            if [ -n "$port" ] && port_busy "$port"; then
+                echo "$name=$port: answering"
+            else
+                echo "$name=${port:-?}: not answering"
+            fi
+        done
+        [ -f "$PASSWD" ] && echo "users: $(grep -c '^[^#]' "$PASSWD" || true)"
+    fi
+    if [ "$up" -eq "$total" ]; then return 0; elif [ "$up" -gt 0 ]; then return 1; else return 3; fi
+}
+
+cmd_add_user() {
+    set_paths "$1"
+    local name=$2 password=$3
+    [ -f "$DOVECOT_CONF" ] || die "$DIR is not a mail stack directory (no dovecot.conf); run: $PROG up $DIR"
+    name=$(printf '%s' "$name" | tr 'A-Z' 'a-z')
+    [[ $name =~ ^[a-z0-9._%=-]+@[a-z0-9.-]+$ ]] ||
+        die "bad address '$2': expected local@domain (ASCII letters, digits, . _ % = -; no '+', it separates the detail)"
+    [ -n "$password" ] || die "empty password"
+    case $password in *:* | *$'\n'* | *$'\r'*)
+        die "password must not contain ':' or line breaks (passwd-file format)" ;;
+    esac
+    # Serialise writers (parallel tests add users concurrently).
+    exec 8>>"$PASSWD.lock"
+    flock -w 30 8 || die "timed out waiting for $PASSWD.lock"
+    local old_mtime tmp="$PASSWD.tmp.$$"
+    old_mtime=$(stat -c %Y "$PASSWD" 2>/dev/null || echo 0)
+    if [ -f "$PASSWD" ] && awk -F: -v u="$name" '$1 == u { f = 1 } END { exit !f }' "$PASSWD"; then
+        # Existing user: replace the password.
+        awk -F: -v u="$name" -v line="$name:{PLAIN}$password::::$MAIL_ROOT/$name::" \
+            'BEGIN { OFS = FS } $1 == u { print line; next } { print }' "$PASSWD" >"$tmp"
+        chmod 0644 "$tmp"
+        mv -f "$tmp" "$PASSWD"
+    else
+        # The home field is userdb info: a line without any makes Dovecot's passwd-file userdb answer
+        # "missing userdb info" (default_fields do not count), so logins would fail.
+        printf '%s:{PLAIN}%s::::%s::\n' "$name" "$password" "$MAIL_ROOT/$name" >>"$PASSWD"
+        chmod 0644 "$PASSWD"
+    fi
+    # Dovecot re-reads the passwd-file when its mtime (seconds) or size
+    # changes; make sure the mtime moves even for a same-size rewrite within
+    # the same second.
+    local now new
+    now=$(date +%s)
+    new=$((now > old_mtime ? now : old_mtime + 1))
+    touch -d "@$new" "$PASSWD"
+    # Create the Maildir now so the mailbox exists before the first delivery.
+    if [ "$(id -u)" -eq 0 ] && [ -d "$MAIL_ROOT" ]; then
+        local home="$MAIL_ROOT/$name"
+        mkdir -p "$home/Maildir/cur" "$home/Maildir/new" "$home/Maildir/tmp"
+        chown -R dovecot:dovecot "$home"
+        chmod -R u+rwX,go-rwx "$home"
+    fi
+    note "user $name ready"
+}
+
+cmd_env() {
+    set_paths "$1"
+    [ -s "$ENV_FILE" ] || die "no env file in $DIR (not up?)"
+    cat "$ENV_FILE"
+}
+
+# ------------------------------------------------------------------ main ----
+
+[ $# -ge 1 ] || usage
+cmd=$1
+shift
+case $cmd in
+    up) [ $# -eq 1 ] || usage; cmd_up "$1" ;;
+    down) [ $# -eq 1 ] || usage; cmd_down "$1" ;;
+    status) [ $# -eq 1 ] || usage; cmd_status "$1" ;;
+    env) [ $# -eq 1 ] || usage; cmd_env "$1" ;;
+    add-user) [ $# -eq 3 ] || usage; cmd_add_user "$1" "$2" "$3" ;;
+    -h | --help | help) usage ;;
+    *) usage ;;
+esac
