@@ -352,15 +352,62 @@ fn part_transfer_decoded<'a>(message: &'a Message, part: &MessagePart) -> Cow<'a
     let Some(raw) = message.raw_message.get(start..end) else {
         return Cow::Owned(part.contents().to_vec());
     };
+    // When the raw range does not decode (a part cut short, a boundary never closed), mail-parser's own
+    // lenient decoding of the part is a better answer than undecoded bytes.
+    let lenient = || Cow::Owned(part.contents().to_vec());
+    // mail-parser drops the encoding of a part it could not finish (no closing boundary): ask the header.
+    let declared_base64 = part
+        .content_transfer_encoding()
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
+    if part.encoding == Encoding::None && declared_base64 {
+        return base64_lenient(raw).map(Cow::Owned).unwrap_or_else(lenient);
+    }
     match part.encoding {
         Encoding::Base64 => base64_decode(raw)
+            .or_else(|| base64_lenient(raw))
             .map(Cow::Owned)
-            .unwrap_or(Cow::Borrowed(raw)),
+            .unwrap_or_else(lenient),
         Encoding::QuotedPrintable => quoted_printable_decode(raw)
             .map(Cow::Owned)
-            .unwrap_or(Cow::Borrowed(raw)),
+            .unwrap_or_else(lenient),
         Encoding::None => Cow::Borrowed(raw),
     }
+}
+
+/// Base64 as broken mailers write it: white space anywhere, no padding, cut short, trailing junk. Decodes
+/// every complete group and what a final partial group holds; `None` when nothing decodable is there.
+pub fn base64_lenient(raw: &[u8]) -> Option<Vec<u8>> {
+    fn value(b: u8) -> Option<u32> {
+        match b {
+            b'A'..=b'Z' => Some((b - b'A') as u32),
+            b'a'..=b'z' => Some((b - b'a') as u32 + 26),
+            b'0'..=b'9' => Some((b - b'0') as u32 + 52),
+            b'+' => Some(62),
+            b'/' => Some(63),
+            _ => None,
+        }
+    }
+    let mut out = Vec::with_capacity(raw.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in raw {
+        if b == b'=' {
+            break;
+        }
+        let Some(v) = value(b) else {
+            if b.is_ascii_whitespace() {
+                continue;
+            }
+            break;
+        };
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The text of a text/* part, with the charset second opinions of [`charset`] applied, and HTML made readable.
@@ -631,6 +678,15 @@ mod tests {
             "{:?}",
             m.subject
         );
+    }
+
+    #[test]
+    fn lenient_base64() {
+        assert_eq!(base64_lenient(b"aGVs\r\nbG8=\r\n\r\n").unwrap(), b"hello");
+        assert_eq!(base64_lenient(b"aGVsbG8").unwrap(), b"hello");
+        assert_eq!(base64_lenient(b"aGVsbG8gd29y").unwrap(), b"hello wor");
+        assert_eq!(base64_lenient(b"aGVsbG8\r\n--boundary").unwrap(), b"hello");
+        assert!(base64_lenient(b"\r\n").is_none());
     }
 
     #[test]

@@ -194,6 +194,7 @@ impl Store {
         let db = sled::Config::new()
             .path(dir.join("db"))
             .cache_capacity(64 * 1024 * 1024)
+            .segment_size(8 * 1024 * 1024)
             .open()
             .map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name);

@@ -1,0 +1,67 @@
+//! The benchmarks' corpus: deterministic customer mail, 2 KB of text in Japanese (ISO-2022-JP), Korean
+//! (EUC-KR) or English (UTF-8), one in ten with a 50 KB attachment.
+#![allow(dead_code)]
+
+/// A deterministic mixed corpus.
+pub fn corpus(n: usize, to: &str) -> Vec<Vec<u8>> {
+    let ja = "お世話になっております。先日注文した商品がまだ届いておりません。配送状況をご確認いただけますでしょうか。";
+    let ko = "안녕하세요. 지난주에 주문한 상품이 아직 도착하지 않았습니다. 배송 상황을 확인해 주시겠습니까?";
+    let en = "Hello, the order I placed last week has not arrived yet. Could you please check the delivery status? ";
+    let attachment: String = {
+        let bytes: Vec<u8> = (0..50_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let b64 = base64_encode(&bytes);
+        b64.as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    };
+    (0..n)
+        .map(|i| {
+            let (charset, body): (&str, Vec<u8>) = match i % 3 {
+                0 => ("ISO-2022-JP", encoding_rs::ISO_2022_JP.encode(&ja.repeat(14)).0.into_owned()),
+                1 => ("EUC-KR", encoding_rs::EUC_KR.encode(&ko.repeat(14)).0.into_owned()),
+                _ => ("UTF-8", en.repeat(20).into_bytes()),
+            };
+            let head = format!(
+                "Return-Path: <c{i}@example.net>\r\nReceived: from mx.example.net by mail.example.com; Sat, 21 Nov 2026 09:00:00 +0000\r\nFrom: Customer {i} <c{i}@example.net>\r\nTo: {to}\r\nSubject: order {i}\r\nMessage-ID: <bench{i}@example.net>\r\nDate: Sat, 21 Nov 2026 09:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+            );
+            let mut raw = head.into_bytes();
+            if i % 10 == 0 {
+                raw.extend_from_slice(format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\r\n\r\n--b{i}\r\nContent-Type: text/plain; charset={charset}\r\n\r\n").as_bytes());
+                raw.extend_from_slice(&body);
+                raw.extend_from_slice(format!("\r\n--b{i}\r\nContent-Type: application/octet-stream; name=\"log{i}.bin\"\r\nContent-Disposition: attachment; filename=\"log{i}.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}\r\n--b{i}--\r\n").as_bytes());
+            } else {
+                raw.extend_from_slice(format!("Content-Type: text/plain; charset={charset}\r\n\r\n").as_bytes());
+                raw.extend_from_slice(&body);
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw
+        })
+        .collect()
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len() * 4 / 3 + 4);
+    for c in data.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
