@@ -30,9 +30,9 @@ export DEBIAN_FRONTEND=noninteractive
 # postfix: the SMTP server (multi-instance capable: each stack has its own
 #          config + queue directory, unlike OpenSMTPD's fixed spool/socket).
 # openssl: generates the per-stack test CA and server certificate.
-# procps:  pgrep/ps, used by mailstack.sh's status/diagnostics.
-# coreutils' `timeout` is used too (always present on Debian).
-PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl procps ca-certificates)
+# mailstack.sh also uses flock, runuser, script (util-linux, bsdutils) and
+# timeout (coreutils): Essential packages, always present on Debian.
+PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl)
 SERVICES=(dovecot postfix opensmtpd exim4)
 
 missing=()
@@ -93,6 +93,8 @@ for svc in "${SERVICES[@]}"; do
         # still works offline (it only edits symlinks); stop via init script.
         if command -v systemctl >/dev/null; then
             systemctl disable "$svc" >/dev/null 2>&1 || true
+            # dovecot.socket would make systemd itself listen on 143/993.
+            systemctl disable "$svc.socket" >/dev/null 2>&1 || true
         fi
         if [ -x "/etc/init.d/$svc" ]; then
             command -v update-rc.d >/dev/null && update-rc.d "$svc" disable >/dev/null 2>&1 || true

@@ -35,27 +35,33 @@
 #   are not users are rejected at RCPT time with "550 5.1.1 ... User unknown" by a
 #   tiny Postfix policy service that looks for the user's passwd-file (the
 #   same one Dovecot reads) on every RCPT, so users added with add-user are
-#   accepted at once, by open SMTP sessions too. "+detail" is stripped (a+x@d delivers to a@d's INBOX) and
-#   addresses are case-insensitive. Set MAILSTACK_ACCEPT_ALL=1 at `up` to accept
+#   accepted at once, by open SMTP sessions too. "+detail" is stripped
+#   (a+x@d is delivered to a@d's INBOX); addresses are case-insensitive. Set MAILSTACK_ACCEPT_ALL=1 at `up` to accept
 #   every recipient instead (Dovecot LMTP then rejects unknown users after the
 #   SMTP transaction, and Postfix sends a bounce to the envelope sender).
 #   Messages are passed on as sent; Postfix adds only its Received: header (no
 #   Message-ID/Date/From are invented). Size limit 50 MiB. No per-session
 #   message limit, no per-client connection limit (loopback is exempt), no
-#   delays after errors, no auth failure delay.
+#   delays after SMTP errors, no auth failure delay or penalty (a failed login
+#   is still answered only on Dovecot's 500 ms failure timer: 0-0.5 s).
+#   Delivery SMTP -> INBOX takes ~10-50 ms.
 #   TLS: a throw-away CA (DIR/tls/ca.pem) signs a server certificate for
 #   DNS:localhost and IP:127.0.0.1 (rustls/webpki refuse a bare self-signed
 #   certificate, hence the CA). Connect to "localhost" or 127.0.0.1 with CA_PEM.
-#   IDLE: Dovecot watches the Maildir with inotify, so "* N EXISTS" arrives
-#   within milliseconds of delivery; mailbox_idle_check_interval = 1s is the
-#   fallback where inotify does not work, and "* OK Still here" is sent every
-#   imap_idle_notify_interval (10s).
+#   IDLE: Dovecot watches the Maildir with inotify and sends "* N EXISTS"
+#   about 0.5 s after delivery (it batches change notifications for 500 ms,
+#   not configurable); mailbox_idle_check_interval = 1s is the fallback where
+#   inotify does not work; "* OK Still here" every imap_idle_notify_interval
+#   (10s).
 #
 # Behaviour of `up` (documented because tests depend on it)
 #   * New or empty DIR: generates config and certificates, starts both servers,
 #     waits until every port answers (IMAP/SMTP greeting, TLS handshake verified
-#     against CA_PEM), then writes and prints DIR/env. About 1.5 s.
-#   * DIR already has a running stack: does nothing but print DIR/env (exit 0).
+#     against CA_PEM), then writes and prints DIR/env. About 0.4-0.6 s.
+#   * DIR already has a running stack: does nothing but print DIR/env (exit 0,
+#     ~0.05 s). Exception: a stack made by an older version of this script
+#     (DIR/.mailstack-version differs) is restarted with the current config,
+#     keeping ports, users and mail.
 #     Concurrent `up` calls on the same DIR are serialised with a lock, so
 #     parallel test binaries can all call `up DIR`: one starts it, the others
 #     reuse it.
@@ -67,6 +73,7 @@
 #     directories per instance) — the reason Postfix was chosen over OpenSMTPD,
 #     whose spool and control socket paths are compiled in (one per machine).
 #   * If a port is in use, `up` fails and says which; nothing is left running.
+#   `down` takes ~1.2 s (Dovecot's master needs ~1 s to exit after SIGTERM).
 #
 # Requirements and gotchas
 #   * Must run as root: Postfix's master daemon only runs as root. Daemon
@@ -90,6 +97,9 @@
 #     on all interfaces but never collide with our random ports.
 set -euo pipefail
 
+# dovecot, postfix and postconf live in /usr/sbin, which a non-login PATH may lack.
+export PATH="/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
 PROG=$(basename "$0")
 SCRIPT_DIR=$(cd "$(dirname "$0")" && pwd)
 
@@ -105,7 +115,7 @@ usage() {
 
 require_bins() {
     local missing=() b
-    for b in dovecot doveadm postfix postconf openssl flock timeout runuser; do
+    for b in dovecot postfix postconf openssl flock timeout runuser; do
         command -v "$b" >/dev/null 2>&1 || [ -x "/usr/sbin/$b" ] || missing+=("$b")
     done
     [ -x /usr/lib/postfix/sbin/master ] || missing+=("postfix master")
@@ -134,6 +144,10 @@ abs_dir() {
 
 set_paths() {
     DIR=$(abs_dir "$1")
+    # The path goes unquoted into Dovecot and Postfix configs and into unix
+    # socket names: keep it plain.
+    [[ $DIR =~ ^[A-Za-z0-9._/+-]+$ ]] ||
+        die "DIR '$DIR' has characters the server configs cannot take (use letters, digits, . _ - + /)"
     RUN="$DIR/run"
     DOVECOT_BASE="$RUN/dovecot"
     DOVECOT_CONF="$DIR/dovecot.conf"
@@ -149,6 +163,7 @@ set_paths() {
     AUTH_SOCKET="$DOVECOT_BASE/auth-postfix"
     POLICY="$DIR/rcpt-policy.sh"
     DOVECOT_PID="$DOVECOT_BASE/master.pid"
+    VERSION_FILE="$DIR/.mailstack-version"
     PF_PID="$PF_QUEUE/pid/master.pid"
 }
 
@@ -229,6 +244,25 @@ read_env_key() {
 }
 
 # ------------------------------------------------------------- generation ----
+
+# Bump when the generated configuration changes in a way a running stack must
+# pick up: `up` restarts a running stack whose DIR/.mailstack-version differs.
+STACK_VERSION=2
+
+# Earlier versions kept all users in one DIR/passwd; move them to DIR/users/.
+migrate_users() {
+    [ -f "$DIR/passwd" ] || return 0
+    mkdir -p "$USERS"
+    chmod 0755 "$USERS"
+    local name rest
+    while IFS=: read -r name rest; do
+        case $name in "" | \#* | */* | .*) continue ;; esac
+        [ -e "$USERS/$name" ] ||
+            printf '%s:%s::::%s::\n' "$name" "${rest%%:*}" "$MAIL_ROOT/$name" >"$USERS/$name"
+        chmod 0644 "$USERS/$name"
+    done <"$DIR/passwd"
+    mv -f "$DIR/passwd" "$DIR/passwd.migrated"
+}
 
 gen_tls() {
     [ -s "$TLS/ca.pem" ] && [ -s "$TLS/server.pem" ] && [ -s "$TLS/server.key" ] && return 0
@@ -358,6 +392,15 @@ service auth {
 }
 protocol lmtp {
   postmaster_address = postmaster@localhost
+}
+# No auth penalty: Dovecot otherwise delays every login from an IP (up to 15s)
+# after failed ones, and all tests share 127.0.0.1. The auth process disables
+# the penalty when it cannot connect to this socket; mode 0 makes sure of that
+# (the auth process does not run as root).
+service anvil {
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
 }
 EOF
 }
@@ -555,11 +598,16 @@ stop_servers() {
             wait_gone "$pid" 5 || true
         fi
     done
-    # Give the children a moment to follow their master, so the ports are
-    # free when we return (matters for a quick down/up on fixed ports).
-    local i
+    # Children (smtpd, imap-login, ...) follow their master within moments;
+    # wait until the ports are free, so an immediate `up` can reuse them.
+    local i name port busy
     for ((i = 0; i < 40; i++)); do
-        pgrep -f -- "$DIR/" >/dev/null 2>&1 || break
+        busy=0
+        for name in IMAP_PORT IMAPS_PORT SMTP_PORT SMTPS_PORT; do
+            port=$(read_env_key "$name")
+            if [ -n "$port" ] && port_busy "$port"; then busy=1; fi
+        done
+        [ "$busy" = 0 ] && break
         sleep 0.05
     done
     rm -f "$DOVECOT_PID"
@@ -627,19 +675,23 @@ cmd_up() {
     lock_dir
     check_dir_usable
 
-    # Already running here? Reuse it.
+    # Already running here? Reuse it, if this version of the script made it.
     local dpid ppid
     dpid=$(pid_of_dovecot || true)
     ppid=$(pid_of_postfix || true)
     if [ -n "$dpid" ] && [ -n "$ppid" ] && [ -s "$ENV_FILE" ]; then
-        note "already up in $DIR (dovecot pid $dpid, postfix pid $ppid); reusing it"
-        cat "$ENV_FILE"
-        return 0
-    fi
-    if [ -n "$dpid" ] || [ -n "$ppid" ]; then
+        if [ "$(cat "$VERSION_FILE" 2>/dev/null)" = "$STACK_VERSION" ]; then
+            note "already up in $DIR (dovecot pid $dpid, postfix pid $ppid); reusing it"
+            cat "$ENV_FILE"
+            return 0
+        fi
+        note "$DIR runs a stack made by an older mailstack.sh; restarting it with the current configuration (same ports, users and mail)"
+    elif [ -n "$dpid" ] || [ -n "$ppid" ]; then
         note "$DIR has a partly running stack; stopping it first"
     fi
     stop_servers
+    rm -f "$VERSION_FILE"
+    migrate_users
 
     # Ports: environment (unless sourced from another stack), else the ones
     # this DIR used before, else random free ones.
@@ -710,6 +762,7 @@ cmd_up() {
     pid_of_postfix >/dev/null || fail_up "postfix is not running"
 
     write_env
+    printf '%s\n' "$STACK_VERSION" >"$VERSION_FILE"
     cat "$ENV_FILE"
 }
 

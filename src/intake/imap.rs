@@ -28,7 +28,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::{Desk, Outcome};
+use super::{Desk, Incoming, Outcome};
 use crate::config::{ImapIntake, RegionConfig, TlsMode};
 use crate::desk::decide::Delivery;
 
@@ -249,6 +249,28 @@ pub fn uid_set(uids: &[u32]) -> String {
     out
 }
 
+/// Most bytes fetched per batch: bounds memory whatever the mails' sizes.
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Split new mail into fetch batches of at most [`BATCH`] mails and about [`BATCH_BYTES`] bytes.
+fn batches(metas: &[NewMail]) -> Vec<&[NewMail]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, m) in metas.iter().enumerate() {
+        let full = i - start >= BATCH || (i > start && bytes + u64::from(m.size) > BATCH_BYTES);
+        if full {
+            out.push(&metas[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += u64::from(m.size);
+    }
+    if start < metas.len() {
+        out.push(&metas[start..]);
+    }
+    out
+}
+
 /// A mail found above the stored position: its UID, size and arrival date.
 #[derive(Clone, Copy, Debug)]
 struct NewMail {
@@ -426,7 +448,7 @@ impl MailboxIntake {
         metas.sort_unstable_by_key(|m| m.uid);
         metas.dedup_by_key(|m| m.uid);
         let mut taken = 0;
-        for chunk in metas.chunks(BATCH) {
+        for chunk in batches(&metas) {
             let ack_cutoff =
                 Utc::now() - chrono::Duration::from_std(self.cfg.ack_max_age.0).unwrap_or_default();
             let may_ack = |date: Option<chrono::DateTime<Utc>>| {
@@ -435,65 +457,91 @@ impl MailboxIntake {
             let (small, large): (Vec<&NewMail>, Vec<&NewMail>) = chunk
                 .iter()
                 .partition(|m| u64::from(m.size) <= self.cfg.max_message_bytes);
-            let mut done = Vec::new();
-            let mut quarantine = Vec::new();
-            let mut failure = None;
+            let mut fetched = Vec::with_capacity(small.len());
             if !small.is_empty() {
                 let uids: Vec<u32> = small.iter().map(|m| m.uid).collect();
                 let mut stream =
                     timed(session.uid_fetch(uid_set(&uids), "(UID BODY.PEEK[])")).await?;
                 while let Some(item) = next_timed(&mut stream).await? {
-                    let (Some(uid), Some(body)) = (item.uid, item.body()) else {
-                        continue;
-                    };
-                    let date = small.iter().find(|m| m.uid == uid).and_then(|m| m.arrived);
-                    let delivery = Delivery {
-                        may_acknowledge: may_ack(date),
-                        damage: None,
-                    };
-                    match self.ingest(uid, uid_validity, body, &delivery) {
-                        Ok(Outcome::Quarantined { .. }) => quarantine.push(uid),
-                        Ok(_) => done.push(uid),
-                        Err(e) => {
-                            failure = Some(e);
-                            break;
-                        }
+                    if item.uid.is_some_and(|u| u > last_uid) && item.body().is_some() {
+                        fetched.push(item);
                     }
                 }
             }
-            for &&NewMail { uid, size, arrived } in &large {
-                if failure.is_some() {
-                    break;
-                }
-                let raw = self.fetch_truncated(session, uid).await?;
-                let delivery = Delivery {
-                    may_acknowledge: may_ack(arrived),
-                    damage: Some(format!(
-                        "oversized mail ({size} bytes, limit {}): stored from its headers and first {} KiB of text; the original is in the IMAP folder {QUARANTINE_FOLDER}",
-                        self.cfg.max_message_bytes,
-                        OVERSIZE_TEXT_BYTES / 1024
-                    )),
-                };
-                tracing::warn!(intake = %self, uid, size, "oversized mail stored truncated and moved to {QUARANTINE_FOLDER}");
-                match self.ingest(uid, uid_validity, &raw, &delivery) {
-                    Ok(_) => quarantine.push(uid),
-                    Err(e) => failure = Some(e),
+            fetched.sort_unstable_by_key(|f| f.uid);
+            let mut incoming: Vec<(u32, Incoming)> = fetched
+                .iter()
+                .filter_map(|f| {
+                    let uid = f.uid?;
+                    let arrived = small.iter().find(|m| m.uid == uid).and_then(|m| m.arrived);
+                    Some((
+                        uid,
+                        self.incoming(
+                            uid,
+                            uid_validity,
+                            f.body()?,
+                            Delivery {
+                                may_acknowledge: may_ack(arrived),
+                                damage: None,
+                            },
+                        ),
+                    ))
+                })
+                .collect();
+            let mut truncated = Vec::new();
+            for m in &large {
+                truncated.push((m.uid, self.fetch_truncated(session, m.uid).await?));
+            }
+            for (m, (uid, raw)) in large.iter().zip(&truncated) {
+                tracing::warn!(intake = %self, uid, size = m.size, "oversized mail stored truncated and moved to {QUARANTINE_FOLDER}");
+                let damage = format!(
+                    "oversized mail ({} bytes, limit {}): stored from its headers and first {} KiB of text; the original is in the IMAP folder {QUARANTINE_FOLDER}",
+                    m.size,
+                    self.cfg.max_message_bytes,
+                    OVERSIZE_TEXT_BYTES / 1024
+                );
+                incoming.push((
+                    *uid,
+                    self.incoming(
+                        *uid,
+                        uid_validity,
+                        raw,
+                        Delivery {
+                            may_acknowledge: may_ack(m.arrived),
+                            damage: Some(damage),
+                        },
+                    ),
+                ));
+            }
+            // Keep UID order, so that the position recorded last in the transaction is the highest.
+            incoming.sort_by_key(|(uid, _)| *uid);
+            let oversized: Vec<u32> = large.iter().map(|m| m.uid).collect();
+            let (uids, items): (Vec<u32>, Vec<Incoming>) = incoming.into_iter().unzip();
+            let outcomes = tokio::task::block_in_place(|| self.desk.ingest_batch(&self.region, items, Utc::now())).map_err(|e| {
+                tracing::error!(intake = %self, "could not store a batch of {} mails; they stay on the server and are retried: {e}", uids.len());
+                ImapError::Store(e.to_string())
+            })?;
+            let mut done = Vec::new();
+            let mut quarantine = Vec::new();
+            for (uid, outcome) in uids.iter().zip(&outcomes) {
+                if matches!(outcome, Outcome::Quarantined { .. }) || oversized.contains(uid) {
+                    quarantine.push(*uid);
+                } else {
+                    done.push(*uid);
                 }
             }
-            if !done.is_empty() || !quarantine.is_empty() {
+            if !uids.is_empty() {
                 self.desk
                     .store
                     .flush_async()
                     .await
                     .map_err(|e| ImapError::Store(e.to_string()))?;
-                done.sort_unstable();
-                quarantine.sort_unstable();
                 self.acknowledge(session, caps, &done).await?;
                 if !quarantine.is_empty() {
                     move_uids(session, caps, &quarantine, QUARANTINE_FOLDER).await?;
                 }
-                taken += done.len() + quarantine.len();
-                let high = done.iter().chain(&quarantine).copied().max().unwrap_or(0);
+                taken += uids.len();
+                let high = uids.iter().copied().max().unwrap_or(0);
                 let position = MailboxState {
                     uid_validity,
                     last_uid: high.max(last_uid),
@@ -502,9 +550,6 @@ impl MailboxIntake {
                     .store
                     .set_intake_state(&key, &encode_state(position))
                     .map_err(|e| ImapError::Store(e.to_string()))?;
-            }
-            if let Some(e) = failure {
-                return Err(e);
             }
             if shutdown.is_cancelled() {
                 break;
@@ -575,34 +620,25 @@ impl MailboxIntake {
         self.acknowledge(session, caps, &uids).await
     }
 
-    fn ingest(
+    fn incoming<'a>(
         &self,
         uid: u32,
         uid_validity: u32,
-        raw: &[u8],
-        delivery: &Delivery,
-    ) -> Result<Outcome, ImapError> {
-        let key = state_key(&self.region.code, &self.cfg.username, &self.mailbox);
+        raw: &'a [u8],
+        delivery: Delivery,
+    ) -> Incoming<'a> {
         let position = MailboxState {
             uid_validity,
             last_uid: uid,
         };
-        let source = format!("imap:{}/{};uid={uid}", self.cfg.host, self.mailbox);
-        match self.desk.ingest_with_state(
-            &self.region,
+        Incoming {
             raw,
-            &source,
+            source: format!("imap:{}/{};uid={uid}", self.cfg.host, self.mailbox),
             delivery,
-            true,
-            Some((key, encode_state(position))),
-            Utc::now(),
-        ) {
-            Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(not_mail)) => Err(ImapError::Store(format!("unexpected: {not_mail}"))),
-            Err(e) => {
-                tracing::error!(intake = %self, uid, "could not store mail; it stays on the server and is retried: {e}");
-                Err(ImapError::Store(e.to_string()))
-            }
+            state: Some((
+                state_key(&self.region.code, &self.cfg.username, &self.mailbox),
+                encode_state(position),
+            )),
         }
     }
 
@@ -752,6 +788,21 @@ mod tests {
         assert_eq!(uid_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
         assert_eq!(uid_set(&[42]), "42");
         assert_eq!(uid_set(&[]), "");
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        let mail = |uid, size| NewMail {
+            uid,
+            size,
+            arrived: None,
+        };
+        let many: Vec<NewMail> = (1..=1200).map(|u| mail(u, 1000)).collect();
+        let sizes: Vec<usize> = batches(&many).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![500, 500, 200]);
+        let big: Vec<NewMail> = (1..=5).map(|u| mail(u, 20 * 1024 * 1024)).collect();
+        assert!(batches(&big).iter().all(|b| b.len() == 1));
+        assert!(batches(&[]).is_empty());
     }
 
     #[test]

@@ -1,20 +1,24 @@
 //! Intake: raw mail from a source (IMAP, Maildir, the MTA pipe) becomes a committed change in the store.
 //!
-//! [`ingest`] is the one path every source uses: parse, look up what the store knows, decide (pure), render
-//! the replies, commit in one transaction. It does not flush: a source ingests a batch, calls
-//! [`crate::store::Store::flush_async`] once, and only then acknowledges the batch at its source.
+//! [`Desk::ingest`] (one mail) and [`Desk::ingest_batch`] (many) are the one path every source uses: parse,
+//! look up what the store knows, decide (pure), render the replies, commit. A batch is parsed on every core
+//! and committed in one sled transaction: every mail's writes are in it whole, and the per-transaction cost
+//! is paid once per batch instead of once per mail. Nothing here flushes: a source ingests, calls
+//! [`crate::store::Store::flush_async`] once, and only then acknowledges the mail at its source.
 
 pub mod imap;
 pub mod maildir;
 pub mod pipe;
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, RegionConfig};
 use crate::desk::decide::{self, Decision, Delivery, Known};
 use crate::desk::thread;
-use crate::desk::ticket::TicketId;
-use crate::mail::{self, NotMail};
+use crate::desk::ticket::{Ticket, TicketId};
+use crate::mail::{self, Inbound, NotMail};
 use crate::outbound::{self, render::Renderer};
 use crate::store::{Change, Committed, Store, StoreError};
 
@@ -49,6 +53,51 @@ pub struct Desk {
     pub renderer: Renderer,
 }
 
+/// One mail of a batch.
+pub struct Incoming<'a> {
+    pub raw: &'a [u8],
+    pub source: String,
+    pub delivery: Delivery,
+    /// An intake position to record with the mail (see [`Change::intake_state`]).
+    pub state: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What earlier mail of the same batch changed, not yet in the store: decisions on later mail of the
+/// batch must see it (a reply right behind the mail that opened its ticket, the id sequence).
+#[derive(Default)]
+struct Pending {
+    tickets: HashMap<TicketId, Ticket>,
+    msgid: HashMap<String, Vec<TicketId>>,
+    dedupe: HashMap<(String, String), TicketId>,
+    next_number: HashMap<String, u64>,
+}
+
+impl Pending {
+    fn record(&mut self, change: &Change) {
+        let Some(ticket) = &change.ticket else { return };
+        if change.new_ticket {
+            self.next_number
+                .insert(ticket.id.region.clone(), ticket.id.number + 1);
+        }
+        for mid in &change.message_ids {
+            let ids = self.msgid.entry(mid.clone()).or_default();
+            if !ids.contains(&ticket.id) {
+                ids.push(ticket.id.clone());
+            }
+        }
+        if let Some(key) = &change.dedupe {
+            self.dedupe.insert(key.clone(), ticket.id.clone());
+        }
+        self.tickets.insert(ticket.id.clone(), ticket.clone());
+    }
+}
+
+/// The decision on one parsed mail, ready to commit.
+enum Planned {
+    Duplicate(TicketId),
+    Change(Box<Change>, Outcome),
+}
+
 impl Desk {
     /// Ingest one raw mail for `region`. `source` names where it came from, for the quarantine record.
     /// Input that is not a mail at all is returned as [`NotMail`] when `quarantine_junk` is false (the MTA
@@ -62,59 +111,122 @@ impl Desk {
         quarantine_junk: bool,
         now: DateTime<Utc>,
     ) -> Result<Result<Outcome, NotMail>, IngestError> {
-        self.ingest_with_state(region, raw, source, delivery, quarantine_junk, None, now)
+        let inbound = match mail::parse(raw, region.locale) {
+            Ok(m) => m,
+            Err(e) => {
+                if quarantine_junk || matches!(e, NotMail::ParserPanic(_)) {
+                    return Ok(Ok(self.quarantine(region, source, raw, &e)?));
+                }
+                return Ok(Err(e));
+            }
+        };
+        let _writer = self.store.writer();
+        match self.plan(
+            region,
+            raw,
+            &inbound,
+            delivery,
+            None,
+            &Pending::default(),
+            now,
+        )? {
+            Planned::Duplicate(id) => Ok(Ok(Outcome::Duplicate(id))),
+            Planned::Change(change, outcome) => match self.store.commit(&change)? {
+                Committed::Applied => Ok(Ok(outcome)),
+                Committed::Duplicate(existing) => Ok(Ok(Outcome::Duplicate(existing))),
+            },
+        }
     }
 
-    /// [`Desk::ingest`], also writing `state` (an intake's position, e.g. the last IMAP UID stored) into the
-    /// store in the same transaction as the ticket.
+    /// Ingest many mails for `region` in one transaction, in order; input that is not a mail is quarantined.
+    /// Returns one outcome per mail. On an error nothing of the batch is stored.
+    pub fn ingest_batch(
+        &self,
+        region: &RegionConfig,
+        batch: Vec<Incoming>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Outcome>, IngestError> {
+        let parsed = parse_all(&batch, region);
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
+        for (i, (item, parsed)) in batch.iter().zip(&parsed).enumerate() {
+            if let Err(e) = parsed {
+                outcomes[i] = Some(self.quarantine(region, &item.source, item.raw, e)?);
+            }
+        }
+        let _writer = self.store.writer();
+        let mut pending = Pending::default();
+        let mut changes = Vec::new();
+        for (i, (item, parsed)) in batch.into_iter().zip(&parsed).enumerate() {
+            let Ok(inbound) = parsed else { continue };
+            match self.plan(
+                region,
+                item.raw,
+                inbound,
+                &item.delivery,
+                item.state,
+                &pending,
+                now,
+            )? {
+                Planned::Duplicate(id) => outcomes[i] = Some(Outcome::Duplicate(id)),
+                Planned::Change(change, outcome) => {
+                    pending.record(&change);
+                    changes.push(*change);
+                    outcomes[i] = Some(outcome);
+                }
+            }
+        }
+        self.store.commit_all(&changes)?;
+        // Every mail got its outcome above: quarantined, duplicate, or stored.
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    fn quarantine(
+        &self,
+        region: &RegionConfig,
+        source: &str,
+        raw: &[u8],
+        e: &NotMail,
+    ) -> Result<Outcome, IngestError> {
+        let q = self
+            .store
+            .quarantine(&region.code, source, &e.to_string(), raw)?;
+        if matches!(e, NotMail::ParserPanic(_)) {
+            tracing::error!(region = %region.code, quarantine = q.id, "mail could not be parsed and was quarantined: {e}");
+        } else {
+            tracing::warn!(region = %region.code, quarantine = q.id, "input is not a mail ({e}); kept in quarantine");
+        }
+        Ok(Outcome::Quarantined {
+            id: q.id,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Decide on one parsed mail and build its change. Caller holds the writer lock.
     #[allow(clippy::too_many_arguments)]
-    pub fn ingest_with_state(
+    fn plan(
         &self,
         region: &RegionConfig,
         raw: &[u8],
-        source: &str,
+        inbound: &Inbound,
         delivery: &Delivery,
-        quarantine_junk: bool,
         state: Option<(Vec<u8>, Vec<u8>)>,
+        pending: &Pending,
         now: DateTime<Utc>,
-    ) -> Result<Result<Outcome, NotMail>, IngestError> {
-        let inbound = match mail::parse(raw, region.locale) {
-            Ok(m) => m,
-            Err(e @ NotMail::ParserPanic(_)) => {
-                let q = self
-                    .store
-                    .quarantine(&region.code, source, &e.to_string(), raw)?;
-                tracing::error!(region = %region.code, quarantine = q.id, "mail could not be parsed and was quarantined: {e}");
-                return Ok(Ok(Outcome::Quarantined {
-                    id: q.id,
-                    reason: e.to_string(),
-                }));
-            }
-            Err(e) if quarantine_junk => {
-                let q = self
-                    .store
-                    .quarantine(&region.code, source, &e.to_string(), raw)?;
-                tracing::warn!(region = %region.code, quarantine = q.id, "input is not a mail ({e}); kept in quarantine");
-                return Ok(Ok(Outcome::Quarantined {
-                    id: q.id,
-                    reason: e.to_string(),
-                }));
-            }
-            Err(e) => return Ok(Err(e)),
-        };
-
-        let _writer = self.store.writer();
-        let known = self.known(&inbound)?;
-        let plan = match decide::decide(&inbound, region, &self.config, &known, delivery, now) {
-            Decision::Duplicate(id) => return Ok(Ok(Outcome::Duplicate(id))),
+    ) -> Result<Planned, IngestError> {
+        let known = self.known(inbound, pending)?;
+        let plan = match decide::decide(inbound, region, &self.config, &known, delivery, now) {
+            Decision::Duplicate(id) => return Ok(Planned::Duplicate(id)),
             Decision::Store(plan) => plan,
         };
         let mut ticket = plan.ticket;
+        let ticket_region = self.config.region(&ticket.region).unwrap_or(region);
         if plan.is_new {
-            let region_of_ticket = self.config.region(&ticket.region).unwrap_or(region);
-            ticket.id.number = self
-                .store
-                .next_ticket_number(&ticket.region, region_of_ticket.first_number)?;
+            ticket.id.number = match pending.next_number.get(&ticket.region) {
+                Some(&n) => n,
+                None => self
+                    .store
+                    .next_ticket_number(&ticket.region, ticket_region.first_number)?,
+            };
         }
         let mut change = Change {
             new_ticket: plan.is_new,
@@ -130,7 +242,6 @@ impl Desk {
         for a in &inbound.attachments {
             change.blobs.push((a.sha256.clone(), a.data.clone()));
         }
-        let ticket_region = self.config.region(&ticket.region).unwrap_or(region);
         for reply in &plan.replies {
             let item = outbound::compose(
                 reply,
@@ -146,45 +257,55 @@ impl Desk {
             change.outbox.push(item);
         }
         ticket.message_count += change.messages.len() as u32;
-        let id = ticket.id.clone();
-        let queued = change.outbox.len();
+        let outcome = Outcome::Stored {
+            ticket: ticket.id.clone(),
+            new: plan.is_new,
+            queued: change.outbox.len(),
+        };
         change.ticket = Some(ticket);
-        match self.store.commit(&change)? {
-            Committed::Applied => Ok(Ok(Outcome::Stored {
-                ticket: id,
-                new: plan.is_new,
-                queued,
-            })),
-            Committed::Duplicate(existing) => Ok(Ok(Outcome::Duplicate(existing))),
-        }
+        Ok(Planned::Change(Box::new(change), outcome))
     }
 
-    /// Everything the store knows that concerns this mail: an earlier copy, tagged and referenced tickets.
-    fn known(&self, inbound: &mail::Inbound) -> Result<Known, StoreError> {
-        let mut known = Known {
-            duplicate_of: self
+    /// Everything the store (and the batch so far) knows that concerns this mail: an earlier copy, tagged
+    /// and referenced tickets.
+    fn known(&self, inbound: &Inbound, pending: &Pending) -> Result<Known, StoreError> {
+        let ticket = |id: &TicketId| -> Result<Option<Ticket>, StoreError> {
+            match pending.tickets.get(id) {
+                Some(t) => Ok(Some(t.clone())),
+                None => self.store.ticket(id),
+            }
+        };
+        let dedupe_key = (inbound.message_id.clone(), inbound.content_hash.clone());
+        let duplicate_of = match pending.dedupe.get(&dedupe_key) {
+            Some(id) => Some(id.clone()),
+            None => self
                 .store
                 .duplicate_of(&inbound.message_id, &inbound.content_hash)?,
+        };
+        let mut known = Known {
+            duplicate_of,
             ..Known::default()
         };
         if known.duplicate_of.is_some() {
             return Ok(known);
         }
         for tag in thread::tags_in_subject(&inbound.subject) {
-            if let Some(t) = self.store.ticket(&tag)? {
+            if let Some(t) = ticket(&tag)? {
                 known.tagged.push(t);
             }
         }
         // In-Reply-To names the mail answered; References from the newest back.
-        let ids = inbound
+        let mut seen = Vec::new();
+        for mid in inbound
             .in_reply_to
             .iter()
-            .chain(inbound.references.iter().rev());
-        let mut seen = Vec::new();
-        for mid in ids {
-            for id in self.store.tickets_for_message_id(mid)? {
+            .chain(inbound.references.iter().rev())
+        {
+            let mut ids = self.store.tickets_for_message_id(mid)?;
+            ids.extend(pending.msgid.get(mid).into_iter().flatten().cloned());
+            for id in ids {
                 if !seen.contains(&id) {
-                    if let Some(t) = self.store.ticket(&id)? {
+                    if let Some(t) = ticket(&id)? {
                         known.referenced.push(t);
                     }
                     seen.push(id);
@@ -241,4 +362,46 @@ impl Desk {
         self.store.commit(&change)?;
         Ok(Ok(queued))
     }
+}
+
+/// Parse every mail of a batch, spread over the machine's cores (parsing is the CPU-heavy step).
+fn parse_all(batch: &[Incoming], region: &RegionConfig) -> Vec<Result<Inbound, NotMail>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    if threads < 2 || batch.len() < 16 {
+        return batch
+            .iter()
+            .map(|i| mail::parse(i.raw, region.locale))
+            .collect();
+    }
+    let chunk = batch.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = batch
+            .chunks(chunk)
+            .map(|part| {
+                (
+                    part.len(),
+                    s.spawn(move || {
+                        part.iter()
+                            .map(|i| mail::parse(i.raw, region.locale))
+                            .collect::<Vec<_>>()
+                    }),
+                )
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(len, h)| {
+                // `parse` catches parser panics itself; should a thread die anyway, its mails are quarantined,
+                // never dropped or shifted onto other mails' results.
+                h.join().unwrap_or_else(|_| {
+                    (0..len)
+                        .map(|_| Err(NotMail::ParserPanic("parser thread died".into())))
+                        .collect()
+                })
+            })
+            .collect()
+    })
 }

@@ -352,6 +352,15 @@ impl Store {
     /// Apply a change atomically. Returns [`Committed::Duplicate`] (and changes nothing) when the mail's
     /// de-duplication key is already present. Not durable until [`Store::flush_async`].
     pub fn commit(&self, change: &Change) -> Result<Committed, StoreError> {
+        self.commit_all(std::slice::from_ref(change))
+    }
+
+    /// Apply several changes, in order, in one transaction: all of them or none. A de-duplication hit on
+    /// any of them aborts the whole set (callers de-duplicate a batch before committing it).
+    pub fn commit_all(&self, changes: &[Change]) -> Result<Committed, StoreError> {
+        if changes.is_empty() {
+            return Ok(Committed::Applied);
+        }
         let trees = (
             &self.tickets,
             &self.messages,
@@ -377,73 +386,27 @@ impl Store {
                 outbox_ticket,
                 meta,
             )| {
-                let abort = |a: Abort| ConflictableTransactionError::Abort(a);
-                if let Some((mid, hash)) = &change.dedupe {
-                    if let Some(existing) = dedupe.get(dedupe_key(mid, hash))? {
-                        let id = serde_json::from_slice(&existing)
-                            .map_err(|e| abort(Abort::Corrupt(e.to_string())))?;
-                        return Err(abort(Abort::Duplicate(id)));
-                    }
-                }
-                if let Some(ticket) = &change.ticket {
-                    let key = ticket_key(&ticket.id);
-                    if change.new_ticket {
-                        let seq = seq_key(&ticket.id.region);
-                        let current = meta.get(&seq)?.and_then(|v| u64_of(&v));
-                        if current.is_some_and(|n| n != ticket.id.number) {
-                            return Err(abort(Abort::Conflict(format!(
-                                "sequence of {} moved",
-                                ticket.id.region
-                            ))));
-                        }
-                        if tickets.get(&key)?.is_some() {
-                            return Err(abort(Abort::Conflict(format!(
-                                "{} already exists",
-                                ticket.id
-                            ))));
-                        }
-                        meta.insert(seq, &(ticket.id.number + 1).to_be_bytes())?;
-                        let mut rk = ticket.requester.as_bytes().to_vec();
-                        rk.push(0);
-                        rk.extend_from_slice(&key);
-                        requester.insert(rk, &[])?;
-                    }
-                    tickets.insert(key, to_json(ticket))?;
-                    let first = ticket.message_count as usize
-                        - change.messages.len().min(ticket.message_count as usize);
-                    for (i, m) in change.messages.iter().enumerate() {
-                        messages.insert(message_key(&ticket.id, (first + i) as u32), to_json(m))?;
-                    }
-                    for mid in &change.message_ids {
-                        index_message_id(msgid, mid, &ticket.id)?;
-                    }
-                    if let Some((mid, hash)) = &change.dedupe {
-                        dedupe.insert(dedupe_key(mid, hash), to_json(&ticket.id))?;
-                    }
-                }
-                if let Some((k, v)) = &change.intake_state {
-                    meta.insert(k.as_slice(), v.as_slice())?;
-                }
-                for (sha, bytes) in &change.blobs {
-                    if blobs.get(sha.as_bytes())?.is_none() {
-                        blobs.insert(sha.as_bytes(), bytes.as_slice())?;
-                    }
-                }
-                for item in &change.outbox {
-                    outbox.insert(&item.id.to_be_bytes(), to_json(item))?;
-                    if item.status == OutboxStatus::Queued {
-                        outbox_due.insert(due_key(item.next_attempt_at, item.id), &[])?;
-                    }
-                    let mut tk = ticket_key(&item.ticket);
-                    tk.extend_from_slice(&item.id.to_be_bytes());
-                    outbox_ticket.insert(tk, &[])?;
+                let t = Trees {
+                    tickets,
+                    messages,
+                    msgid,
+                    dedupe,
+                    requester,
+                    blobs,
+                    outbox,
+                    outbox_due,
+                    outbox_ticket,
+                    meta,
+                };
+                for change in changes {
+                    apply(&t, change)?;
                 }
                 Ok(())
             },
         );
         match result {
             Ok(()) => {
-                if !change.outbox.is_empty() {
+                if changes.iter().any(|c| !c.outbox.is_empty()) {
                     self.outbox_wake.notify_one();
                 }
                 Ok(Committed::Applied)
@@ -621,6 +584,89 @@ impl Store {
         }
         Ok(map.into_iter().map(|((r, s), n)| (r, s, n)).collect())
     }
+}
+
+/// The trees of a ticket change, inside a transaction.
+struct Trees<'a> {
+    tickets: &'a TransactionalTree,
+    messages: &'a TransactionalTree,
+    msgid: &'a TransactionalTree,
+    dedupe: &'a TransactionalTree,
+    requester: &'a TransactionalTree,
+    blobs: &'a TransactionalTree,
+    outbox: &'a TransactionalTree,
+    outbox_due: &'a TransactionalTree,
+    outbox_ticket: &'a TransactionalTree,
+    meta: &'a TransactionalTree,
+}
+
+/// Write one change. Runs inside a transaction closure, which sled may run more than once: no side effects.
+fn apply(t: &Trees, change: &Change) -> Result<(), ConflictableTransactionError<Abort>> {
+    let abort = |a: Abort| ConflictableTransactionError::Abort(a);
+    if let Some((mid, hash)) = &change.dedupe {
+        if let Some(existing) = t.dedupe.get(dedupe_key(mid, hash))? {
+            let id = serde_json::from_slice(&existing)
+                .map_err(|e| abort(Abort::Corrupt(e.to_string())))?;
+            return Err(abort(Abort::Duplicate(id)));
+        }
+    }
+    if let Some(ticket) = &change.ticket {
+        let key = ticket_key(&ticket.id);
+        if change.new_ticket {
+            let seq = seq_key(&ticket.id.region);
+            let current = t.meta.get(&seq)?.and_then(|v| u64_of(&v));
+            if current.is_some_and(|n| n != ticket.id.number) {
+                return Err(abort(Abort::Conflict(format!(
+                    "sequence of {} moved",
+                    ticket.id.region
+                ))));
+            }
+            if t.tickets.get(&key)?.is_some() {
+                return Err(abort(Abort::Conflict(format!(
+                    "{} already exists",
+                    ticket.id
+                ))));
+            }
+            t.meta.insert(seq, &(ticket.id.number + 1).to_be_bytes())?;
+            let mut rk = ticket.requester.as_bytes().to_vec();
+            rk.push(0);
+            rk.extend_from_slice(&key);
+            t.requester.insert(rk, &[])?;
+        }
+        t.tickets.insert(key, to_json(ticket))?;
+        let first = ticket.message_count as usize
+            - change.messages.len().min(ticket.message_count as usize);
+        for (i, m) in change.messages.iter().enumerate() {
+            t.messages
+                .insert(message_key(&ticket.id, (first + i) as u32), to_json(m))?;
+        }
+        for mid in &change.message_ids {
+            index_message_id(t.msgid, mid, &ticket.id)?;
+        }
+        if let Some((mid, hash)) = &change.dedupe {
+            t.dedupe
+                .insert(dedupe_key(mid, hash), to_json(&ticket.id))?;
+        }
+    }
+    if let Some((k, v)) = &change.intake_state {
+        t.meta.insert(k.as_slice(), v.as_slice())?;
+    }
+    for (sha, bytes) in &change.blobs {
+        if t.blobs.get(sha.as_bytes())?.is_none() {
+            t.blobs.insert(sha.as_bytes(), bytes.as_slice())?;
+        }
+    }
+    for item in &change.outbox {
+        t.outbox.insert(&item.id.to_be_bytes(), to_json(item))?;
+        if item.status == OutboxStatus::Queued {
+            t.outbox_due
+                .insert(due_key(item.next_attempt_at, item.id), &[])?;
+        }
+        let mut tk = ticket_key(&item.ticket);
+        tk.extend_from_slice(&item.id.to_be_bytes());
+        t.outbox_ticket.insert(tk, &[])?;
+    }
+    Ok(())
 }
 
 fn index_message_id(

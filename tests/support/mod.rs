@@ -89,49 +89,7 @@ impl Stack {
             .status()
             .expect("add-user");
         assert!(status.success(), "mailstack add-user {address}");
-        self.wait_for_login(&address);
         address
-    }
-
-    /// Dovecot re-reads its passwd-file at most once a second: wait until it knows a new user, so that a
-    /// test's first login cannot race the re-read.
-    fn wait_for_login(&self, address: &str) {
-        use std::io::{BufRead, BufReader, Write};
-        let start = Instant::now();
-        loop {
-            let ok = (|| -> std::io::Result<bool> {
-                let stream = std::net::TcpStream::connect(("127.0.0.1", self.imap_port))?;
-                stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-                let mut reader = BufReader::new(stream.try_clone()?);
-                let mut line = String::new();
-                reader.read_line(&mut line)?;
-                write!(
-                    &stream,
-                    "a LOGIN \"{address}\" \"{}\"\r\n",
-                    password(address)
-                )?;
-                loop {
-                    line.clear();
-                    if reader.read_line(&mut line)? == 0 {
-                        return Ok(false);
-                    }
-                    if let Some(rest) = line.strip_prefix("a ") {
-                        let ok = rest.starts_with("OK");
-                        let _ = write!(&stream, "b LOGOUT\r\n");
-                        return Ok(ok);
-                    }
-                }
-            })()
-            .unwrap_or(false);
-            if ok {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "Dovecot does not accept the new user {address}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
     }
 
     /// An IMAP intake config for `user` (plain IMAP on loopback unless `tls` says otherwise).
