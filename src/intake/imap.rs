@@ -517,7 +517,7 @@ impl MailboxIntake {
             incoming.sort_by_key(|(uid, _)| *uid);
             let oversized: Vec<u32> = large.iter().map(|m| m.uid).collect();
             let (uids, items): (Vec<u32>, Vec<Incoming>) = incoming.into_iter().unzip();
-            let outcomes = tokio::task::block_in_place(|| self.desk.ingest_batch(&self.region, items, Utc::now())).map_err(|e| {
+            let outcomes = super::blocking(|| self.desk.ingest_batch(&self.region, items, Utc::now())).map_err(|e| {
                 tracing::error!(intake = %self, "could not store a batch of {} mails; they stay on the server and are retried: {e}", uids.len());
                 ImapError::Store(e.to_string())
             })?;

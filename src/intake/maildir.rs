@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Desk, Outcome};
+use super::{Desk, Incoming, Outcome};
 use crate::config::{MaildirIntake, RegionConfig};
 use crate::desk::decide::Delivery;
 
@@ -46,61 +46,64 @@ fn pending(root: &Path) -> std::io::Result<Vec<String>> {
 pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Result<usize, String> {
     let names =
         pending(root).map_err(|e| format!("cannot list {}: {e}", root.join("new").display()))?;
-    let mut done = Vec::new();
+    let mut files = Vec::new();
     for name in names.into_iter().take(BATCH) {
         let path = root.join("new").join(&name);
-        let raw = match std::fs::read(&path) {
-            Ok(r) => r,
+        match std::fs::read(&path) {
+            Ok(raw) => files.push((name, raw)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // taken by someone else
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
-        let source = format!("maildir:{}", path.display());
-        match desk.ingest(region, &raw, &source, &Delivery::normal(), true, Utc::now()) {
-            Ok(Ok(outcome)) => {
-                match &outcome {
-                    Outcome::Stored {
-                        ticket,
-                        new,
-                        queued,
-                    } => {
-                        tracing::info!(region = %region.code, %ticket, new, queued, "mail stored")
-                    }
-                    Outcome::Duplicate(t) => {
-                        tracing::info!(region = %region.code, ticket = %t, "duplicate mail ignored")
-                    }
-                    Outcome::Quarantined { id, .. } => {
-                        tracing::warn!(region = %region.code, quarantine = id, "mail quarantined")
-                    }
-                }
-                done.push(name);
-            }
-            Ok(Err(not_mail)) => {
-                // Not reached (junk is quarantined when asked to), but never lose the file if it is.
-                tracing::error!(file = %path.display(), "left in new/: {not_mail}");
-                break;
-            }
-            Err(e) => {
-                // Stop the batch: what was stored so far is flushed and acknowledged below, the rest waits.
-                tracing::error!(region = %region.code, file = %path.display(), "could not store mail, will retry: {e}");
-                break;
-            }
         }
     }
-    if done.is_empty() {
+    if files.is_empty() {
         return Ok(0);
+    }
+    let items = files
+        .iter()
+        .map(|(name, raw)| Incoming {
+            raw,
+            source: format!("maildir:{}", root.join("new").join(name).display()),
+            delivery: Delivery::normal(),
+            state: None,
+        })
+        .collect();
+    // All of the batch is stored, or none of it (and it waits in new/ for the next scan).
+    let outcomes =
+        super::blocking(|| desk.ingest_batch(region, items, Utc::now())).map_err(|e| {
+            format!(
+                "could not store {} mail(s), they stay in new/: {e}",
+                files.len()
+            )
+        })?;
+    for ((name, _), outcome) in files.iter().zip(&outcomes) {
+        match outcome {
+            Outcome::Stored {
+                ticket,
+                new,
+                queued,
+            } => {
+                tracing::info!(region = %region.code, %ticket, new, queued, file = %name, "mail stored")
+            }
+            Outcome::Duplicate(t) => {
+                tracing::info!(region = %region.code, ticket = %t, file = %name, "duplicate mail ignored")
+            }
+            Outcome::Quarantined { id, reason } => {
+                tracing::warn!(region = %region.code, quarantine = id, file = %name, "not a readable mail ({reason}); kept in quarantine")
+            }
+        }
     }
     desk.store
         .flush_async()
         .await
         .map_err(|e| format!("cannot flush the store: {e}"))?;
-    for name in &done {
+    for (name, _) in &files {
         let from = root.join("new").join(name);
         if let Err(e) = std::fs::rename(&from, cur_path(root, name)) {
             // Stored but not moved: the next scan sees a duplicate and moves it then.
             tracing::warn!(file = %from.display(), "stored, but could not move to cur/: {e}");
         }
     }
-    Ok(done.len())
+    Ok(files.len())
 }
 
 /// Watch the Maildir of `region` until `shutdown`. The batch in flight is finished before returning.

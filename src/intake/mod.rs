@@ -364,6 +364,15 @@ impl Desk {
     }
 }
 
+/// Run CPU-heavy work (a batch ingest) from async code: on a multi-thread runtime the worker thread is
+/// handed over so other tasks keep running; elsewhere (a current-thread runtime) it simply runs.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Parse every mail of a batch, spread over the machine's cores (parsing is the CPU-heavy step).
 fn parse_all(batch: &[Incoming], region: &RegionConfig) -> Vec<Result<Inbound, NotMail>> {
     let threads = std::thread::available_parallelism()
@@ -404,4 +413,107 @@ fn parse_all(batch: &[Incoming], region: &RegionConfig) -> Vec<Result<Inbound, N
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn desk(dir: &std::path::Path) -> Desk {
+        let text = format!(
+            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"support-jp@example.com\"\n",
+            d = dir.display()
+        );
+        let config = Config::from_toml(&text, std::path::Path::new("t")).unwrap();
+        Desk {
+            store: Arc::new(Store::open(&config.storage.path).unwrap()),
+            renderer: Renderer::load(None).unwrap(),
+            config,
+        }
+    }
+
+    fn item(raw: &[u8]) -> Incoming<'_> {
+        Incoming {
+            raw,
+            source: "test".into(),
+            delivery: Delivery::normal(),
+            state: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_sees_its_own_earlier_mail() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = desk(dir.path());
+        let first =
+            b"From: a@example.com\r\nSubject: help\r\nMessage-ID: <1@a>\r\n\r\nfirst\r\n".to_vec();
+        let reply = b"From: a@example.com\r\nSubject: more\r\nMessage-ID: <2@a>\r\nIn-Reply-To: <1@a>\r\n\r\nsecond\r\n".to_vec();
+        let other =
+            b"From: b@example.com\r\nSubject: other\r\nMessage-ID: <3@b>\r\n\r\nthird\r\n".to_vec();
+        let junk = b"\x00\x01 not mail".to_vec();
+        let region = d.config.region[0].clone();
+        let out = d
+            .ingest_batch(
+                &region,
+                vec![
+                    item(&first),
+                    item(&reply),
+                    item(&first),
+                    item(&other),
+                    item(&junk),
+                ],
+                Utc::now(),
+            )
+            .unwrap();
+        let jp = |n| TicketId::new("JP", n);
+        assert_eq!(
+            out[0],
+            Outcome::Stored {
+                ticket: jp(1000),
+                new: true,
+                queued: 1
+            }
+        );
+        assert_eq!(
+            out[1],
+            Outcome::Stored {
+                ticket: jp(1000),
+                new: false,
+                queued: 0
+            }
+        );
+        assert_eq!(out[2], Outcome::Duplicate(jp(1000)));
+        assert_eq!(
+            out[3],
+            Outcome::Stored {
+                ticket: jp(1001),
+                new: true,
+                queued: 1
+            }
+        );
+        assert!(matches!(out[4], Outcome::Quarantined { .. }));
+        assert_eq!(d.store.messages(&jp(1000)).unwrap().len(), 2);
+        assert_eq!(d.store.next_ticket_number("JP", 1000).unwrap(), 1002);
+        // The next batch continues the sequence and still recognises the copies.
+        let out = d
+            .ingest_batch(
+                &region,
+                vec![
+                    item(&other),
+                    item(&b"From: c@example.com\r\nSubject: x\r\n\r\nnew\r\n".to_vec()),
+                ],
+                Utc::now(),
+            )
+            .unwrap();
+        assert_eq!(out[0], Outcome::Duplicate(jp(1001)));
+        assert_eq!(
+            out[1],
+            Outcome::Stored {
+                ticket: jp(1002),
+                new: true,
+                queued: 1
+            }
+        );
+    }
 }
