@@ -501,7 +501,7 @@ mod tests {
                 &region,
                 vec![
                     item(&other),
-                    item(&b"From: c@example.com\r\nSubject: x\r\n\r\nnew\r\n".to_vec()),
+                    item(b"From: c@example.com\r\nSubject: x\r\n\r\nnew\r\n"),
                 ],
                 Utc::now(),
             )
