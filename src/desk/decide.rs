@@ -251,7 +251,7 @@ fn inbound_message(mail: &Inbound, auto: Option<&str>, now: DateTime<Utc>) -> Me
         auto: auto.map(str::to_string),
         damage: mail.damage.clone(),
         content_hash: mail.content_hash.clone(),
-        raw_sha256: Some(mail.raw_sha256.clone()),
+        raw_sha256: (!mail.damage.is_empty()).then(|| mail.raw_sha256.clone()),
         outbox_id: None,
     }
 }

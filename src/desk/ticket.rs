@@ -173,7 +173,7 @@ pub struct Message {
     pub damage: Vec<String>,
     /// Identity of the content for de-duplication (see `mail::parse::content_hash`).
     pub content_hash: String,
-    /// sha256 of the raw mail kept in the blob store, for inbound mail.
+    /// sha256 of the raw mail, kept in the blob store when decoding it recorded damage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_sha256: Option<String>,
     /// For outgoing mail: the outbox row that carries it.

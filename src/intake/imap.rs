@@ -279,6 +279,21 @@ struct NewMail {
     arrived: Option<chrono::DateTime<Utc>>,
 }
 
+/// One fetched mail, owned, ready for the ingest thread.
+struct FetchedMail {
+    uid: u32,
+    raw: Vec<u8>,
+    source: String,
+    delivery: Delivery,
+    state: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A fetched batch; `oversized` are the UIDs stored truncated (their originals go to quarantine).
+struct FetchedChunk {
+    mails: Vec<FetchedMail>,
+    oversized: Vec<u32>,
+}
+
 /// What the server offers that changes how we work.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Caps {
@@ -448,79 +463,53 @@ impl MailboxIntake {
         metas.sort_unstable_by_key(|m| m.uid);
         metas.dedup_by_key(|m| m.uid);
         let mut taken = 0;
-        for chunk in batches(&metas) {
-            let ack_cutoff =
-                Utc::now() - chrono::Duration::from_std(self.cfg.ack_max_age.0).unwrap_or_default();
-            let may_ack = |date: Option<chrono::DateTime<Utc>>| {
-                !first_contact || date.is_none_or(|d| d >= ack_cutoff)
-            };
-            let (small, large): (Vec<&NewMail>, Vec<&NewMail>) = chunk
-                .iter()
-                .partition(|m| u64::from(m.size) <= self.cfg.max_message_bytes);
-            let mut fetched = Vec::with_capacity(small.len());
-            if !small.is_empty() {
-                let uids: Vec<u32> = small.iter().map(|m| m.uid).collect();
-                let mut stream =
-                    timed(session.uid_fetch(uid_set(&uids), "(UID BODY.PEEK[])")).await?;
-                while let Some(item) = next_timed(&mut stream).await? {
-                    if item.uid.is_some_and(|u| u > last_uid) && item.body().is_some() {
-                        fetched.push(item);
-                    }
-                }
-            }
-            fetched.sort_unstable_by_key(|f| f.uid);
-            let mut incoming: Vec<(u32, Incoming)> = fetched
-                .iter()
-                .filter_map(|f| {
-                    let uid = f.uid?;
-                    let arrived = small.iter().find(|m| m.uid == uid).and_then(|m| m.arrived);
-                    Some((
-                        uid,
-                        self.incoming(
-                            uid,
-                            uid_validity,
-                            f.body()?,
-                            Delivery {
-                                may_acknowledge: may_ack(arrived),
-                                damage: None,
-                            },
-                        ),
-                    ))
-                })
-                .collect();
-            let mut truncated = Vec::new();
-            for m in &large {
-                truncated.push((m.uid, self.fetch_truncated(session, m.uid).await?));
-            }
-            for (m, (uid, raw)) in large.iter().zip(&truncated) {
-                tracing::warn!(intake = %self, uid, size = m.size, "oversized mail stored truncated and moved to {QUARANTINE_FOLDER}");
-                let damage = format!(
-                    "oversized mail ({} bytes, limit {}): stored from its headers and first {} KiB of text; the original is in the IMAP folder {QUARANTINE_FOLDER}",
-                    m.size,
-                    self.cfg.max_message_bytes,
-                    OVERSIZE_TEXT_BYTES / 1024
-                );
-                incoming.push((
-                    *uid,
-                    self.incoming(
-                        *uid,
+        // Pipelined: while one batch is parsed and stored (on the blocking pool), the next is fetched.
+        let chunks = batches(&metas);
+        let mut next = match chunks.first() {
+            Some(chunk) => Some(
+                self.fetch_chunk(session, chunk, last_uid, uid_validity, first_contact)
+                    .await?,
+            ),
+            None => None,
+        };
+        let mut index = 0;
+        while let Some(fetched) = next.take() {
+            let uids: Vec<u32> = fetched.mails.iter().map(|m| m.uid).collect();
+            let oversized = fetched.oversized.clone();
+            let (desk, region) = (self.desk.clone(), self.region.clone());
+            let job = tokio::task::spawn_blocking(move || {
+                let items = fetched
+                    .mails
+                    .iter()
+                    .map(|m| Incoming {
+                        raw: &m.raw,
+                        source: m.source.clone(),
+                        delivery: m.delivery.clone(),
+                        state: m.state.clone(),
+                    })
+                    .collect();
+                desk.ingest_batch(&region, items, Utc::now())
+            });
+            index += 1;
+            if index < chunks.len() && !shutdown.is_cancelled() {
+                next = Some(
+                    self.fetch_chunk(
+                        session,
+                        chunks[index],
+                        last_uid,
                         uid_validity,
-                        raw,
-                        Delivery {
-                            may_acknowledge: may_ack(m.arrived),
-                            damage: Some(damage),
-                        },
-                    ),
-                ));
+                        first_contact,
+                    )
+                    .await?,
+                );
             }
-            // Keep UID order, so that the position recorded last in the transaction is the highest.
-            incoming.sort_by_key(|(uid, _)| *uid);
-            let oversized: Vec<u32> = large.iter().map(|m| m.uid).collect();
-            let (uids, items): (Vec<u32>, Vec<Incoming>) = incoming.into_iter().unzip();
-            let outcomes = super::blocking(|| self.desk.ingest_batch(&self.region, items, Utc::now())).map_err(|e| {
-                tracing::error!(intake = %self, "could not store a batch of {} mails; they stay on the server and are retried: {e}", uids.len());
-                ImapError::Store(e.to_string())
-            })?;
+            let outcomes = job
+                .await
+                .map_err(|e| ImapError::Store(format!("the ingest task failed: {e}")))?
+                .map_err(|e| {
+                    tracing::error!(intake = %self, "could not store a batch of {} mails; they stay on the server and are retried: {e}", uids.len());
+                    ImapError::Store(e.to_string())
+                })?;
             let mut done = Vec::new();
             let mut quarantine = Vec::new();
             for (uid, outcome) in uids.iter().zip(&outcomes) {
@@ -530,30 +519,28 @@ impl MailboxIntake {
                     done.push(*uid);
                 }
             }
-            if !uids.is_empty() {
-                self.desk
-                    .store
-                    .flush_async()
-                    .await
-                    .map_err(|e| ImapError::Store(e.to_string()))?;
-                self.acknowledge(session, caps, &done).await?;
-                if !quarantine.is_empty() {
-                    move_uids(session, caps, &quarantine, QUARANTINE_FOLDER).await?;
-                }
-                taken += uids.len();
-                let high = uids.iter().copied().max().unwrap_or(0);
-                let position = MailboxState {
-                    uid_validity,
-                    last_uid: high.max(last_uid),
-                };
-                self.desk
-                    .store
-                    .set_intake_state(&key, &encode_state(position))
-                    .map_err(|e| ImapError::Store(e.to_string()))?;
+            if uids.is_empty() {
+                continue;
             }
-            if shutdown.is_cancelled() {
-                break;
+            self.desk
+                .store
+                .flush_async()
+                .await
+                .map_err(|e| ImapError::Store(e.to_string()))?;
+            self.acknowledge(session, caps, &done).await?;
+            if !quarantine.is_empty() {
+                move_uids(session, caps, &quarantine, QUARANTINE_FOLDER).await?;
             }
+            taken += uids.len();
+            let high = uids.iter().copied().max().unwrap_or(0);
+            let position = MailboxState {
+                uid_validity,
+                last_uid: high.max(last_uid),
+            };
+            self.desk
+                .store
+                .set_intake_state(&key, &encode_state(position))
+                .map_err(|e| ImapError::Store(e.to_string()))?;
         }
         if metas.is_empty() && first_contact {
             // Remember the UIDVALIDITY of an empty mailbox, so that a later change is noticed.
@@ -620,18 +607,86 @@ impl MailboxIntake {
         self.acknowledge(session, caps, &uids).await
     }
 
-    fn incoming<'a>(
+    /// Fetch one batch: whole mails, and the truncated form of oversized ones, in UID order.
+    async fn fetch_chunk(
+        &self,
+        session: &mut Session<ImapStream>,
+        chunk: &[NewMail],
+        last_uid: u32,
+        uid_validity: u32,
+        first_contact: bool,
+    ) -> Result<FetchedChunk, ImapError> {
+        let ack_cutoff =
+            Utc::now() - chrono::Duration::from_std(self.cfg.ack_max_age.0).unwrap_or_default();
+        let may_ack = |date: Option<chrono::DateTime<Utc>>| {
+            !first_contact || date.is_none_or(|d| d >= ack_cutoff)
+        };
+        let (small, large): (Vec<&NewMail>, Vec<&NewMail>) = chunk
+            .iter()
+            .partition(|m| u64::from(m.size) <= self.cfg.max_message_bytes);
+        let mut mails = Vec::with_capacity(chunk.len());
+        if !small.is_empty() {
+            let uids: Vec<u32> = small.iter().map(|m| m.uid).collect();
+            let mut stream = timed(session.uid_fetch(uid_set(&uids), "(UID BODY.PEEK[])")).await?;
+            while let Some(item) = next_timed(&mut stream).await? {
+                let (Some(uid), Some(body)) = (item.uid, item.body()) else {
+                    continue;
+                };
+                if uid <= last_uid {
+                    continue;
+                }
+                let arrived = small.iter().find(|m| m.uid == uid).and_then(|m| m.arrived);
+                mails.push(self.fetched(
+                    uid,
+                    uid_validity,
+                    body.to_vec(),
+                    Delivery {
+                        may_acknowledge: may_ack(arrived),
+                        damage: None,
+                    },
+                ));
+            }
+        }
+        for m in &large {
+            let raw = self.fetch_truncated(session, m.uid).await?;
+            tracing::warn!(intake = %self, uid = m.uid, size = m.size, "oversized mail stored truncated and moved to {QUARANTINE_FOLDER}");
+            let damage = format!(
+                "oversized mail ({} bytes, limit {}): stored from its headers and first {} KiB of text; the original is in the IMAP folder {QUARANTINE_FOLDER}",
+                m.size,
+                self.cfg.max_message_bytes,
+                OVERSIZE_TEXT_BYTES / 1024
+            );
+            mails.push(self.fetched(
+                m.uid,
+                uid_validity,
+                raw,
+                Delivery {
+                    may_acknowledge: may_ack(m.arrived),
+                    damage: Some(damage),
+                },
+            ));
+        }
+        // UID order, so that the position recorded last in the transaction is the highest.
+        mails.sort_by_key(|m| m.uid);
+        Ok(FetchedChunk {
+            mails,
+            oversized: large.iter().map(|m| m.uid).collect(),
+        })
+    }
+
+    fn fetched(
         &self,
         uid: u32,
         uid_validity: u32,
-        raw: &'a [u8],
+        raw: Vec<u8>,
         delivery: Delivery,
-    ) -> Incoming<'a> {
+    ) -> FetchedMail {
         let position = MailboxState {
             uid_validity,
             last_uid: uid,
         };
-        Incoming {
+        FetchedMail {
+            uid,
             raw,
             source: format!("imap:{}/{};uid={uid}", self.cfg.host, self.mailbox),
             delivery,

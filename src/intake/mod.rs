@@ -236,9 +236,14 @@ impl Desk {
             ..Change::default()
         };
         change.messages.push(plan.message);
-        change
-            .blobs
-            .push((inbound.raw_sha256.clone(), raw.to_vec()));
+        // The raw mail is kept only when decoding it recorded damage, so it can be read again by a better
+        // parser; clean mail is stored decoded (text and attachments) and nothing more: data minimisation,
+        // and a third of the bytes to write.
+        if !inbound.damage.is_empty() {
+            change
+                .blobs
+                .push((inbound.raw_sha256.clone(), raw.to_vec()));
+        }
         for a in &inbound.attachments {
             change.blobs.push((a.sha256.clone(), a.data.clone()));
         }

@@ -6,7 +6,9 @@
 //! - `msgid`:      Message-ID → list of ticket ids that received or sent it
 //! - `dedupe`:     Message-ID + NUL + content hash → ticket id (re-deliveries change nothing)
 //! - `requester`:  address + NUL + ticket key → () (a customer's tickets)
-//! - `blobs`:      sha256 hex → bytes (attachments and raw mail, each stored once)
+//! - `blobs`:      sha256 hex → blob id (u64 BE);  `blob_data`: blob id → bytes (attachments and raw mail,
+//!   each stored once). The bytes sit under increasing ids so that large values are appended at the right
+//!   edge of the tree instead of splitting nodes all over it, as random sha256 keys would.
 //! - `outbox`:     u64 BE id → [`OutboxItem`];  `outbox_due`: due millis BE + id BE → () (queued rows only);
 //!   `outbox_ticket`: ticket key + id BE → () (a ticket's automatic mail)
 //! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE)
@@ -109,6 +111,7 @@ pub struct Store {
     dedupe: sled::Tree,
     requester: sled::Tree,
     blobs: sled::Tree,
+    blob_data: sled::Tree,
     outbox: sled::Tree,
     outbox_due: sled::Tree,
     outbox_ticket: sled::Tree,
@@ -205,6 +208,7 @@ impl Store {
             dedupe: tree("dedupe")?,
             requester: tree("requester")?,
             blobs: tree("blobs")?,
+            blob_data: tree("blob_data")?,
             outbox: tree("outbox")?,
             outbox_due: tree("outbox_due")?,
             outbox_ticket: tree("outbox_ticket")?,
@@ -346,7 +350,10 @@ impl Store {
     }
 
     pub fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.blobs.get(sha256.as_bytes())?.map(|v| v.to_vec()))
+        let Some(id) = self.blobs.get(sha256.as_bytes())? else {
+            return Ok(None);
+        };
+        Ok(self.blob_data.get(id)?.map(|v| v.to_vec()))
     }
 
     /// Apply a change atomically. Returns [`Committed::Duplicate`] (and changes nothing) when the mail's
@@ -361,6 +368,17 @@ impl Store {
         if changes.is_empty() {
             return Ok(Committed::Applied);
         }
+        // Ids for the blobs are drawn outside the transaction: its closure may run more than once.
+        let mut blob_ids = Vec::with_capacity(changes.len());
+        for change in changes {
+            blob_ids.push(
+                change
+                    .blobs
+                    .iter()
+                    .map(|_| self.generate_id())
+                    .collect::<Result<Vec<u64>, _>>()?,
+            );
+        }
         let trees = (
             &self.tickets,
             &self.messages,
@@ -368,6 +386,7 @@ impl Store {
             &self.dedupe,
             &self.requester,
             &self.blobs,
+            &self.blob_data,
             &self.outbox,
             &self.outbox_due,
             &self.outbox_ticket,
@@ -381,6 +400,7 @@ impl Store {
                 dedupe,
                 requester,
                 blobs,
+                blob_data,
                 outbox,
                 outbox_due,
                 outbox_ticket,
@@ -393,13 +413,14 @@ impl Store {
                     dedupe,
                     requester,
                     blobs,
+                    blob_data,
                     outbox,
                     outbox_due,
                     outbox_ticket,
                     meta,
                 };
-                for change in changes {
-                    apply(&t, change)?;
+                for (change, ids) in changes.iter().zip(&blob_ids) {
+                    apply(&t, change, ids)?;
                 }
                 Ok(())
             },
@@ -451,11 +472,10 @@ impl Store {
             raw_sha256: sha.clone(),
             received_at: Utc::now(),
         };
-        (&self.blobs, &self.quarantine)
-            .transaction(|(blobs, quarantine)| {
-                if blobs.get(sha.as_bytes())?.is_none() {
-                    blobs.insert(sha.as_bytes(), raw)?;
-                }
+        let blob_id = self.generate_id()?;
+        (&self.blobs, &self.blob_data, &self.quarantine)
+            .transaction(|(blobs, blob_data, quarantine)| {
+                put_blob::<()>(blobs, blob_data, &sha, raw, blob_id)?;
                 quarantine.insert(&q.id.to_be_bytes(), to_json(&q))?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
@@ -594,6 +614,7 @@ struct Trees<'a> {
     dedupe: &'a TransactionalTree,
     requester: &'a TransactionalTree,
     blobs: &'a TransactionalTree,
+    blob_data: &'a TransactionalTree,
     outbox: &'a TransactionalTree,
     outbox_due: &'a TransactionalTree,
     outbox_ticket: &'a TransactionalTree,
@@ -601,7 +622,11 @@ struct Trees<'a> {
 }
 
 /// Write one change. Runs inside a transaction closure, which sled may run more than once: no side effects.
-fn apply(t: &Trees, change: &Change) -> Result<(), ConflictableTransactionError<Abort>> {
+fn apply(
+    t: &Trees,
+    change: &Change,
+    blob_ids: &[u64],
+) -> Result<(), ConflictableTransactionError<Abort>> {
     let abort = |a: Abort| ConflictableTransactionError::Abort(a);
     if let Some((mid, hash)) = &change.dedupe {
         if let Some(existing) = t.dedupe.get(dedupe_key(mid, hash))? {
@@ -651,10 +676,8 @@ fn apply(t: &Trees, change: &Change) -> Result<(), ConflictableTransactionError<
     if let Some((k, v)) = &change.intake_state {
         t.meta.insert(k.as_slice(), v.as_slice())?;
     }
-    for (sha, bytes) in &change.blobs {
-        if t.blobs.get(sha.as_bytes())?.is_none() {
-            t.blobs.insert(sha.as_bytes(), bytes.as_slice())?;
-        }
+    for ((sha, bytes), id) in change.blobs.iter().zip(blob_ids) {
+        put_blob(t.blobs, t.blob_data, sha, bytes, *id)?;
     }
     for item in &change.outbox {
         t.outbox.insert(&item.id.to_be_bytes(), to_json(item))?;
@@ -665,6 +688,21 @@ fn apply(t: &Trees, change: &Change) -> Result<(), ConflictableTransactionError<
         let mut tk = ticket_key(&item.ticket);
         tk.extend_from_slice(&item.id.to_be_bytes());
         t.outbox_ticket.insert(tk, &[])?;
+    }
+    Ok(())
+}
+
+/// Store `bytes` under `sha` unless they are there already.
+fn put_blob<E>(
+    blobs: &TransactionalTree,
+    data: &TransactionalTree,
+    sha: &str,
+    bytes: &[u8],
+    id: u64,
+) -> Result<(), ConflictableTransactionError<E>> {
+    if blobs.get(sha.as_bytes())?.is_none() {
+        data.insert(&id.to_be_bytes(), bytes)?;
+        blobs.insert(sha.as_bytes(), &id.to_be_bytes())?;
     }
     Ok(())
 }
