@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 /// A deterministic mixed corpus.
-pub fn corpus(n: usize, to: &str) -> Vec<Vec<u8>> {
+/// The corpus as a stream, so that a benchmark never holds all of it in memory.
+pub fn corpus_iter(n: usize, to: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
     let ja = "お世話になっております。先日注文した商品がまだ届いておりません。配送状況をご確認いただけますでしょうか。";
     let ko = "안녕하세요. 지난주에 주문한 상품이 아직 도착하지 않았습니다. 배송 상황을 확인해 주시겠습니까?";
     let en = "Hello, the order I placed last week has not arrived yet. Could you please check the delivery status? ";
@@ -19,7 +20,7 @@ pub fn corpus(n: usize, to: &str) -> Vec<Vec<u8>> {
             .join("\r\n")
     };
     (0..n)
-        .map(|i| {
+        .map(move |i| {
             let (charset, body): (&str, Vec<u8>) = match i % 3 {
                 0 => ("ISO-2022-JP", encoding_rs::ISO_2022_JP.encode(&ja.repeat(14)).0.into_owned()),
                 1 => ("EUC-KR", encoding_rs::EUC_KR.encode(&ko.repeat(14)).0.into_owned()),
@@ -40,7 +41,6 @@ pub fn corpus(n: usize, to: &str) -> Vec<Vec<u8>> {
             }
             raw
         })
-        .collect()
 }
 
 fn base64_encode(data: &[u8]) -> String {
@@ -64,4 +64,9 @@ fn base64_encode(data: &[u8]) -> String {
         });
     }
     out
+}
+
+/// The whole corpus in memory.
+pub fn corpus(n: usize, to: &str) -> Vec<Vec<u8>> {
+    corpus_iter(n, to).collect()
 }

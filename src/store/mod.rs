@@ -196,7 +196,7 @@ impl Store {
         }
         let db = sled::Config::new()
             .path(dir.join("db"))
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(32 * 1024 * 1024)
             .segment_size(8 * 1024 * 1024)
             .open()
             .map_err(open_err)?;
