@@ -269,7 +269,7 @@ impl RegionConfig {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum IntakeConfig {
     /// Poll or IDLE on IMAP mailboxes.
-    Imap(ImapIntake),
+    Imap(Box<ImapIntake>),
     /// Watch a Maildir: `new/` is read, stored mail moves to `cur/`.
     Maildir(MaildirIntake),
 }
@@ -328,9 +328,28 @@ pub struct ImapIntake {
     /// Larger mail is quarantined (headers and text kept).
     #[serde(default = "default_max_message_bytes")]
     pub max_message_bytes: u64,
+    /// How to log in: `login` (IMAP LOGIN) or `plain` (AUTHENTICATE PLAIN, SASL).
+    #[serde(default)]
+    pub auth: ImapAuth,
+    /// Longest wait between reconnection attempts (the backoff doubles up to this).
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max: HumanDuration,
     /// The password, read at load time.
     #[serde(skip)]
     pub password: Option<Secret>,
+}
+
+/// IMAP authentication mechanism.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ImapAuth {
+    #[default]
+    Login,
+    Plain,
+}
+
+fn default_reconnect_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 fn default_imap_port() -> u16 {
@@ -685,6 +704,12 @@ impl Config {
                                 "{:?} must be \"seen\", \"delete\" or \"move:<Folder>\"",
                                 imap.after
                             ),
+                        ));
+                    }
+                    if imap.reconnect_max.0 < Duration::from_secs(1) {
+                        return Err(ConfigError::invalid(
+                            format!("{prefix}.reconnect_max"),
+                            "must be at least 1s",
                         ));
                     }
                     if imap.poll_interval.0 < Duration::from_millis(100) {

@@ -52,6 +52,22 @@ fn intake_lines(
     )
 }
 
+/// The one region (JP) of most tests, taking mail from `user`'s INBOX.
+fn jp_region<'a>(
+    stack: &Stack,
+    user: &'a str,
+    dir: &Path,
+    tls: &str,
+    extra: &str,
+) -> [RegionSpec<'a>; 1] {
+    [RegionSpec {
+        code: "JP",
+        address: user,
+        locale: "ja",
+        intake: intake_lines(stack, user, dir, tls, None) + extra,
+    }]
+}
+
 fn config_text(dir: &Path, regions: &[RegionSpec]) -> String {
     let mut text = format!(
         "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n",
@@ -109,28 +125,20 @@ async fn smtp_mail_to_each_region_becomes_its_ticket_and_replies_thread() {
         },
     ];
     let (d, token) = start_daemon(dir.path(), &regions);
-    s.smtp_send(
+    s.send_mail(
         "taro@example.jp",
         &jp,
-        &mail(
-            "taro@example.jp",
-            &jp,
-            "注文が届きません",
-            "t1@example.jp",
-            "注文番号は A-1 です。",
-        ),
+        "注文が届きません",
+        "t1@example.jp",
+        "注文番号は A-1 です。",
     )
     .await;
-    s.smtp_send(
+    s.send_mail(
         "kim@example.co.kr",
         &kr,
-        &mail(
-            "kim@example.co.kr",
-            &kr,
-            "로그인 문의",
-            "k1@example.co.kr",
-            "로그인이 안 됩니다.",
-        ),
+        "로그인 문의",
+        "k1@example.co.kr",
+        "로그인이 안 됩니다.",
     )
     .await;
     eventually("two tickets", Duration::from_secs(20), async || {
@@ -173,32 +181,19 @@ async fn idle_picks_up_new_mail_long_before_the_poll_interval() {
     let s = stack();
     let jp = s.user("support-jp");
     let dir = tempfile::tempdir().unwrap();
-    let regions = [RegionSpec {
-        code: "JP",
-        address: &jp,
-        locale: "ja",
-        intake: intake_lines(s, &jp, dir.path(), "starttls", None),
-    }];
+    let regions = jp_region(s, &jp, dir.path(), "starttls", "auth = \"plain\"\n");
     let (d, token) = start_daemon(dir.path(), &regions);
     // A first mail proves the session is up and idling.
-    s.smtp_send(
-        "a@example.jp",
-        &jp,
-        &mail("a@example.jp", &jp, "first", "i1@example.jp", "one"),
-    )
-    .await;
+    s.send_mail("a@example.jp", &jp, "first", "i1@example.jp", "one")
+        .await;
     eventually("the first ticket", Duration::from_secs(20), async || {
         tickets(&d).len() == 1
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start = std::time::Instant::now();
-    s.smtp_send(
-        "b@example.jp",
-        &jp,
-        &mail("b@example.jp", &jp, "second", "i2@example.jp", "two"),
-    )
-    .await;
+    s.send_mail("b@example.jp", &jp, "second", "i2@example.jp", "two")
+        .await;
     let took = eventually("the second ticket", Duration::from_secs(20), async || {
         tickets(&d).len() == 2
     })
@@ -231,18 +226,10 @@ async fn a_wrong_password_in_one_region_leaves_the_other_working() {
         },
     ];
     let (d, token) = start_daemon(dir.path(), &regions);
-    s.smtp_send(
-        "a@example.jp",
-        &jp,
-        &mail("a@example.jp", &jp, "jp", "w1@example.jp", "for JP"),
-    )
-    .await;
-    s.smtp_send(
-        "k@example.co.kr",
-        &kr,
-        &mail("k@example.co.kr", &kr, "kr", "w2@example.co.kr", "for KR"),
-    )
-    .await;
+    s.send_mail("a@example.jp", &jp, "jp", "w1@example.jp", "for JP")
+        .await;
+    s.send_mail("k@example.co.kr", &kr, "kr", "w2@example.co.kr", "for KR")
+        .await;
     eventually("the KR ticket", Duration::from_secs(20), async || {
         tickets(&d).len() == 1
     })
@@ -287,12 +274,7 @@ async fn first_start_on_old_mail_imports_it_without_acknowledgements() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let regions = [RegionSpec {
-        code: "JP",
-        address: &jp,
-        locale: "ja",
-        intake: intake_lines(s, &jp, dir.path(), "none", None),
-    }];
+    let regions = jp_region(s, &jp, dir.path(), "none", "");
     let (d, token) = start_daemon(dir.path(), &regions);
     eventually("six tickets", Duration::from_secs(20), async || {
         tickets(&d).len() == 6
@@ -370,13 +352,7 @@ async fn oversized_and_unparseable_mail_is_kept_and_moved_to_quarantine() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let intake = intake_lines(s, &jp, dir.path(), "none", None) + "max_message_bytes = 100000\n";
-    let regions = [RegionSpec {
-        code: "JP",
-        address: &jp,
-        locale: "ja",
-        intake,
-    }];
+    let regions = jp_region(s, &jp, dir.path(), "none", "max_message_bytes = 100000\n");
     let (d, token) = start_daemon(dir.path(), &regions);
     eventually("two tickets", Duration::from_secs(20), async || {
         tickets(&d).len() == 2
@@ -442,12 +418,7 @@ async fn sigkill_mid_batch_loses_nothing_and_doubles_nothing() {
         .collect();
     s.append(&jp, "INBOX", &raws, None).await;
     let dir = tempfile::tempdir().unwrap();
-    let regions = [RegionSpec {
-        code: "JP",
-        address: &jp,
-        locale: "ja",
-        intake: intake_lines(s, &jp, dir.path(), "none", None),
-    }];
+    let regions = jp_region(s, &jp, dir.path(), "none", "");
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_text(dir.path(), &regions)).unwrap();
     for (round, delay_ms) in [250u64, 400, 600].into_iter().enumerate() {
@@ -521,19 +492,10 @@ async fn dovecot_restarted_mid_run_is_reconnected_and_caught_up() {
         support::start(&std::env::temp_dir().join(support::unique("postdesk-ms-restart")));
     let jp = private.user("support-jp");
     let dir = tempfile::tempdir().unwrap();
-    let regions = [RegionSpec {
-        code: "JP",
-        address: &jp,
-        locale: "ja",
-        intake: intake_lines(&private, &jp, dir.path(), "none", None),
-    }];
+    let regions = jp_region(&private, &jp, dir.path(), "none", "");
     let (d, token) = start_daemon(dir.path(), &regions);
     private
-        .smtp_send(
-            "a@example.jp",
-            &jp,
-            &mail("a@example.jp", &jp, "before", "r1@example.jp", "one"),
-        )
+        .send_mail("a@example.jp", &jp, "before", "r1@example.jp", "one")
         .await;
     eventually("the first ticket", Duration::from_secs(20), async || {
         tickets(&d).len() == 1
@@ -553,11 +515,7 @@ async fn dovecot_restarted_mid_run_is_reconnected_and_caught_up() {
         "the stack keeps its ports"
     );
     again
-        .smtp_send(
-            "b@example.jp",
-            &jp,
-            &mail("b@example.jp", &jp, "after", "r2@example.jp", "two"),
-        )
+        .send_mail("b@example.jp", &jp, "after", "r2@example.jp", "two")
         .await;
     eventually(
         "the ticket sent after the restart",

@@ -29,7 +29,7 @@ use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
 use super::{Desk, Incoming, Outcome};
-use crate::config::{ImapIntake, RegionConfig, TlsMode};
+use crate::config::{ImapAuth, ImapIntake, RegionConfig, TlsMode};
 use crate::desk::decide::Delivery;
 
 /// How long any single IMAP exchange may take.
@@ -202,10 +202,41 @@ pub async fn connect(cfg: &ImapIntake) -> Result<Session<ImapStream>, ImapError>
         .as_ref()
         .map(|p| p.expose().to_string())
         .unwrap_or_default();
-    match tokio::time::timeout(CALL_TIMEOUT, client.login(&cfg.username, &password)).await {
+    let login = async {
+        match cfg.auth {
+            ImapAuth::Login => client
+                .login(&cfg.username, &password)
+                .await
+                .map_err(|(e, _)| e),
+            ImapAuth::Plain => client
+                .authenticate(
+                    "PLAIN",
+                    PlainAuth {
+                        username: &cfg.username,
+                        password: &password,
+                    },
+                )
+                .await
+                .map_err(|(e, _)| e),
+        }
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, login).await {
         Ok(Ok(session)) => Ok(session),
-        Ok(Err((e, _))) => Err(ImapError::Auth(cfg.username.clone(), e.to_string())),
+        Ok(Err(e)) => Err(ImapError::Auth(cfg.username.clone(), e.to_string())),
         Err(_) => Err(ImapError::Timeout(CALL_TIMEOUT)),
+    }
+}
+
+/// SASL PLAIN (RFC 4616): one message, `\0user\0password`.
+struct PlainAuth<'a> {
+    username: &'a str,
+    password: &'a str,
+}
+
+impl async_imap::Authenticator for PlainAuth<'_> {
+    type Response = Vec<u8>;
+    fn process(&mut self, _challenge: &[u8]) -> Vec<u8> {
+        format!("\0{}\0{}", self.username, self.password).into_bytes()
     }
 }
 
@@ -352,7 +383,7 @@ impl MailboxIntake {
                 tracing::debug!(intake = %self, "IMAP still failing: {summary}");
             }
             failures = failures.saturating_add(1);
-            let delay = reconnect_delay(failures, rand_seed());
+            let delay = reconnect_delay(failures, rand_seed()).min(self.cfg.reconnect_max.0);
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
@@ -806,7 +837,8 @@ fn rand_seed() -> u64 {
     nanos ^ (std::process::id() as u64).rotate_left(17)
 }
 
-/// Reconnect delay after `failures` consecutive failures: 1 s doubling to 5 minutes, with ±25 % jitter.
+/// Reconnect delay after `failures` consecutive failures: 1 s doubling to 5 minutes, with ±25 % jitter
+/// (`reconnect_max` caps it lower).
 pub fn reconnect_delay(failures: u32, seed: u64) -> Duration {
     let base_ms = 1000u64
         .saturating_mul(1u64 << failures.saturating_sub(1).min(9))

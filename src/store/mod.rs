@@ -722,3 +722,150 @@ fn index_message_id(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desk::ticket::{Locale, Priority};
+
+    fn ticket(n: u64, requester: &str) -> Ticket {
+        Ticket {
+            id: TicketId::new("JP", n),
+            region: "JP".into(),
+            status: Status::New,
+            priority: Priority::Normal,
+            category: "other".into(),
+            subject: "s".into(),
+            requester: requester.into(),
+            requester_name: String::new(),
+            participants: vec![],
+            locale: Locale::Ja,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            message_count: 0,
+            last_customer_message_id: None,
+            thread_ids: vec![],
+            links: vec![],
+            assignee: None,
+        }
+    }
+
+    fn new_ticket(n: u64, requester: &str, mid: &str) -> Change {
+        Change {
+            ticket: Some(ticket(n, requester)),
+            new_ticket: true,
+            dedupe: Some((mid.into(), format!("hash-{mid}"))),
+            message_ids: vec![mid.into()],
+            blobs: vec![("ab".repeat(32), b"attachment".to_vec())],
+            ..Change::default()
+        }
+    }
+
+    #[test]
+    fn ticket_keys_sort_numerically() {
+        let mut keys = [
+            ticket_key(&TicketId::new("JP", 1000)),
+            ticket_key(&TicketId::new("JP", 999)),
+            ticket_key(&TicketId::new("JPX", 1)),
+        ];
+        keys.sort();
+        assert_eq!(keys[0], ticket_key(&TicketId::new("JP", 999)));
+        assert_eq!(keys[2], ticket_key(&TicketId::new("JPX", 1)));
+    }
+
+    #[test]
+    fn commits_index_and_deduplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store
+                .commit(&new_ticket(1000, "a@example.com", "m1"))
+                .unwrap(),
+            Committed::Applied
+        );
+        assert_eq!(
+            store
+                .commit(&new_ticket(1001, "a@example.com", "m2"))
+                .unwrap(),
+            Committed::Applied
+        );
+        // The same mail again aborts as a duplicate and changes nothing.
+        let mut again = new_ticket(1002, "b@example.com", "m1");
+        again.dedupe = Some(("m1".into(), "hash-m1".into()));
+        assert_eq!(
+            store.commit(&again).unwrap(),
+            Committed::Duplicate(TicketId::new("JP", 1000))
+        );
+        assert!(store.ticket(&TicketId::new("JP", 1002)).unwrap().is_none());
+        assert_eq!(store.next_ticket_number("JP", 1000).unwrap(), 1002);
+        assert_eq!(
+            store.tickets_of_requester("A@example.com").unwrap(),
+            vec![TicketId::new("JP", 1000), TicketId::new("JP", 1001)]
+        );
+        assert_eq!(
+            store.tickets_for_message_id("m2").unwrap(),
+            vec![TicketId::new("JP", 1001)]
+        );
+        assert_eq!(
+            store.blob(&"ab".repeat(32)).unwrap().as_deref(),
+            Some(&b"attachment"[..])
+        );
+        // A number the sequence has not reached is a conflict, not a silent skip.
+        assert!(matches!(
+            store.commit(&new_ticket(1005, "c@example.com", "m5")),
+            Err(StoreError::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn outbox_due_follows_the_due_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let now = Utc::now();
+        let item = |id: u64, due: chrono::DateTime<Utc>| OutboxItem {
+            id,
+            ticket: TicketId::new("JP", 1000),
+            kind: "ack".into(),
+            from: "s@example.com".into(),
+            from_name: "S".into(),
+            to: vec!["a@example.com".into()],
+            subject: "x".into(),
+            text: "t".into(),
+            html: None,
+            message_id: format!("{id}@example.com"),
+            in_reply_to: None,
+            references: vec![],
+            auto_submitted: "auto-replied".into(),
+            status: OutboxStatus::Queued,
+            attempts: 0,
+            last_error: None,
+            created_at: now,
+            sent_at: None,
+            next_attempt_at: due,
+        };
+        let change = Change {
+            outbox: vec![
+                item(1, now - chrono::Duration::seconds(5)),
+                item(2, now + chrono::Duration::hours(1)),
+            ],
+            ..Change::default()
+        };
+        store.commit(&change).unwrap();
+        let due = store.outbox_due(now, 10).unwrap();
+        assert_eq!(due.iter().map(|i| i.id).collect::<Vec<_>>(), vec![1]);
+        let mut sent = due[0].clone();
+        sent.status = OutboxStatus::Sent;
+        store.outbox_update(sent).unwrap();
+        assert!(store.outbox_due(now, 10).unwrap().is_empty());
+        assert!(store.outbox_next_due().unwrap().is_some_and(|t| t > now));
+        store.outbox_retry(2).unwrap();
+        assert_eq!(store.outbox_due(Utc::now(), 10).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .outbox_of_ticket(&TicketId::new("JP", 1000))
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}

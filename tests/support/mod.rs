@@ -179,6 +179,21 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Send a customer mail from `from` to `to` by SMTP (see [`mail`]).
+    pub async fn send_mail(
+        &self,
+        from: &str,
+        to: &str,
+        subject: &str,
+        message_id: &str,
+        body: &str,
+    ) {
+        self.smtp_send(from, to, &mail(from, to, subject, message_id, body))
+            .await;
+    }
+}
+
 pub fn password(address: &str) -> String {
     format!("pw-{address}")
 }
