@@ -24,7 +24,6 @@ use futures_util::StreamExt;
 use postdesk::config::{Config, ImapIntake, TlsMode};
 use postdesk::intake::imap::{connect, Caps, MailboxIntake};
 use postdesk::intake::Desk;
-use postdesk::outbound::render::Renderer;
 use postdesk::store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -126,11 +125,7 @@ async fn postdesk_ingest(cfg: &ImapIntake, address: &str) -> (Duration, usize, u
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_for(dir.path(), address);
     let store = Arc::new(Store::open(&config.storage.path).expect("store"));
-    let desk = Arc::new(Desk {
-        renderer: Renderer::load(None).expect("templates"),
-        config: config.clone(),
-        store,
-    });
+    let desk = Arc::new(Desk::new(config.clone(), store).expect("desk"));
     let intake = MailboxIntake {
         desk: desk.clone(),
         region: config.region[0].clone(),

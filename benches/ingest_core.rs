@@ -12,7 +12,6 @@ use postdesk::config::Config;
 use postdesk::desk::decide::Delivery;
 use postdesk::desk::ticket::Locale;
 use postdesk::intake::Desk;
-use postdesk::outbound::render::Renderer;
 use postdesk::store::Store;
 
 fn main() {
@@ -33,11 +32,7 @@ fn main() {
     );
     let config = Config::from_toml(&text, Path::new("bench.toml")).expect("config");
     let store = Arc::new(Store::open(&config.storage.path).expect("store"));
-    let desk = Desk {
-        renderer: Renderer::load(None).expect("templates"),
-        config: config.clone(),
-        store,
-    };
+    let desk = Desk::new(config.clone(), store).expect("desk");
     let region = &config.region[0];
     let start = Instant::now();
     for (i, m) in mails.iter().enumerate() {
@@ -60,11 +55,7 @@ fn main() {
     // The same without acknowledgements (no rendering, no outbox rows), into a fresh store.
     let dir2 = tempfile::tempdir().expect("tempdir");
     let store2 = Arc::new(Store::open(dir2.path()).expect("store"));
-    let desk2 = Desk {
-        renderer: Renderer::load(None).expect("templates"),
-        config: config.clone(),
-        store: store2,
-    };
+    let desk2 = Desk::new(config.clone(), store2).expect("desk");
     let quiet = Delivery {
         may_acknowledge: false,
         damage: None,
@@ -83,11 +74,11 @@ fn main() {
     let no_ack = start.elapsed();
     // Batches of 500, as the IMAP intake commits them, into a fresh store.
     let dir3 = tempfile::tempdir().expect("tempdir");
-    let desk3 = Desk {
-        renderer: Renderer::load(None).expect("templates"),
-        config: config.clone(),
-        store: Arc::new(Store::open(dir3.path()).expect("store")),
-    };
+    let desk3 = Desk::new(
+        config.clone(),
+        Arc::new(Store::open(dir3.path()).expect("store")),
+    )
+    .expect("desk");
     let start = Instant::now();
     for chunk in mails.chunks(500) {
         let items = chunk

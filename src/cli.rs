@@ -163,35 +163,29 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
                 }
                 None => {}
             }
-            let templates = Renderer::load(config.outbound.templates_dir.as_deref());
-            let renderer = match templates {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = writeln!(err, "postdesk: {e}");
-                    return if matches!(command, Command::Ingest { .. }) {
-                        pipe::EX_TEMPFAIL
-                    } else {
-                        EX_CONFIG
-                    };
-                }
-            };
             let store =
                 match Store::open_waiting(&config.storage.path, std::time::Duration::from_secs(10))
                 {
                     Ok(s) => s,
                     Err(e) => {
                         let _ = writeln!(err, "postdesk: {e}");
-                        return if matches!(command, Command::Ingest { .. }) {
+                        return if is_ingest {
                             pipe::EX_TEMPFAIL
                         } else {
                             EX_FAILURE
                         };
                     }
                 };
-            let desk = Desk {
-                config,
-                store: std::sync::Arc::new(store),
-                renderer,
+            let desk = match Desk::new(config, std::sync::Arc::new(store)) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = writeln!(err, "postdesk: {e}");
+                    return if is_ingest {
+                        pipe::EX_TEMPFAIL
+                    } else {
+                        EX_CONFIG
+                    };
+                }
             };
             let code = with_desk(&desk, command, &input, out, err).await;
             if let Err(e) = desk.store.flush_async().await {

@@ -138,6 +138,58 @@ pub struct OutboundConfig {
     /// With `transport = "smtp"`: the relay.
     #[serde(default)]
     pub smtp: Option<SmtpConfig>,
+    /// Secret for the HMAC in outgoing Message-IDs; leave out to have one generated and kept in the store.
+    #[serde(default)]
+    pub message_id_secret: Option<String>,
+    /// First retry delay after a temporary failure; it doubles per attempt, up to an hour.
+    #[serde(default = "default_retry_base")]
+    pub retry_base: HumanDuration,
+    /// How long a temporarily failing mail keeps being retried before it is marked failed.
+    #[serde(default = "default_max_age")]
+    pub max_age: HumanDuration,
+    /// Mails in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Limits on automatic mail (acknowledgements, updates, reminders) to any one address.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+}
+
+/// Layered limits on automatic mail per recipient: what stops a loop with a misbehaving auto-responder.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// At most this many automatic mails to one address in 10 minutes.
+    #[serde(default = "default_per_10min")]
+    pub per_10min: usize,
+    /// At most this many in 24 hours; past it, the address gets no automatic mail until the day has passed.
+    #[serde(default = "default_per_day")]
+    pub per_day: usize,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit {
+            per_10min: default_per_10min(),
+            per_day: default_per_day(),
+        }
+    }
+}
+
+fn default_per_10min() -> usize {
+    10
+}
+fn default_per_day() -> usize {
+    60
+}
+fn default_retry_base() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_max_age() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3 * 24 * 3600))
+}
+fn default_concurrency() -> usize {
+    8
 }
 
 fn default_transport() -> TransportKind {
@@ -152,6 +204,11 @@ impl Default for OutboundConfig {
             sendmail_command: None,
             templates_dir: None,
             smtp: None,
+            message_id_secret: None,
+            retry_base: default_retry_base(),
+            max_age: default_max_age(),
+            concurrency: default_concurrency(),
+            rate_limit: RateLimit::default(),
         }
     }
 }
@@ -607,6 +664,31 @@ impl Config {
                 }
             }
             TransportKind::Sendmail => {}
+        }
+        if !(1..=64).contains(&self.outbound.concurrency) {
+            return Err(ConfigError::invalid(
+                "outbound.concurrency",
+                "must be between 1 and 64",
+            ));
+        }
+        if self.outbound.rate_limit.per_10min == 0
+            || self.outbound.rate_limit.per_day < self.outbound.rate_limit.per_10min
+        {
+            return Err(ConfigError::invalid(
+                "outbound.rate_limit",
+                "per_10min must be at least 1 and per_day at least per_10min",
+            ));
+        }
+        if self
+            .outbound
+            .message_id_secret
+            .as_deref()
+            .is_some_and(|s| s.len() < 16)
+        {
+            return Err(ConfigError::invalid(
+                "outbound.message_id_secret",
+                "must be at least 16 characters",
+            ));
         }
         if self.region.is_empty() {
             return Err(ConfigError::invalid(

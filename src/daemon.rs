@@ -11,7 +11,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, IntakeConfig};
 use crate::intake::{maildir, Desk};
-use crate::outbound::render::Renderer;
 use crate::outbound::transport::Transport;
 use crate::outbound::worker;
 use crate::store::Store;
@@ -22,7 +21,7 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Templates(#[from] crate::outbound::render::RenderError),
+    Desk(#[from] crate::intake::DeskError),
     #[error(transparent)]
     Transport(#[from] crate::outbound::transport::TransportError),
 }
@@ -37,17 +36,12 @@ pub struct Daemon {
 impl Daemon {
     /// Open the store, compile templates, set up the transport and start every task.
     pub fn start(config: Config, shutdown: CancellationToken) -> Result<Daemon, StartError> {
-        let renderer = Renderer::load(config.outbound.templates_dir.as_deref())?;
         let transport = Arc::new(Transport::from_config(&config.outbound)?);
         let store = Arc::new(Store::open_waiting(
             &config.storage.path,
             std::time::Duration::from_secs(30),
         )?);
-        let desk = Arc::new(Desk {
-            config,
-            store,
-            renderer,
-        });
+        let desk = Arc::new(Desk::new(config, store)?);
         let tracker = TaskTracker::new();
         for region in &desk.config.region {
             match &region.intake {
@@ -75,7 +69,8 @@ impl Daemon {
         tracker.spawn(worker::run(
             desk.store.clone(),
             transport,
-            desk.store.outbox_wake.clone(),
+            worker::RetryPolicy::from_config(&desk.config.outbound),
+            desk.config.outbound.concurrency,
             shutdown.clone(),
         ));
         tracker.close();

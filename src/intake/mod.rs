@@ -19,7 +19,7 @@ use crate::desk::decide::{self, Decision, Delivery, Known};
 use crate::desk::thread;
 use crate::desk::ticket::{Ticket, TicketId};
 use crate::mail::{self, Inbound, NotMail};
-use crate::outbound::{self, render::Renderer};
+use crate::outbound::{self, render::Renderer, Composer};
 use crate::store::{Change, Committed, Store, StoreError};
 
 /// What happened to one mail.
@@ -50,7 +50,29 @@ pub enum IngestError {
 pub struct Desk {
     pub config: Config,
     pub store: std::sync::Arc<Store>,
-    pub renderer: Renderer,
+    pub composer: Composer,
+}
+
+/// Why a desk could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum DeskError {
+    #[error(transparent)]
+    Templates(#[from] outbound::render::RenderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Desk {
+    /// Compile the templates and load the Message-ID secret: everything deciding and composing needs.
+    pub fn new(config: Config, store: std::sync::Arc<Store>) -> Result<Desk, DeskError> {
+        let renderer = Renderer::load(config.outbound.templates_dir.as_deref())?;
+        let secret = store.message_id_secret(config.outbound.message_id_secret.as_deref())?;
+        Ok(Desk {
+            config,
+            store,
+            composer: Composer { renderer, secret },
+        })
+    }
 }
 
 /// One mail of a batch.
@@ -253,7 +275,7 @@ impl Desk {
                 &ticket,
                 ticket_region,
                 &self.config,
-                &self.renderer,
+                &self.composer,
                 self.store.generate_id()?,
                 now,
             )?;
@@ -353,7 +375,7 @@ impl Desk {
                 &ticket,
                 region,
                 &self.config,
-                &self.renderer,
+                &self.composer,
                 self.store.generate_id()?,
                 now,
             )?;
@@ -431,11 +453,8 @@ mod tests {
             d = dir.display()
         );
         let config = Config::from_toml(&text, std::path::Path::new("t")).unwrap();
-        Desk {
-            store: Arc::new(Store::open(&config.storage.path).unwrap()),
-            renderer: Renderer::load(None).unwrap(),
-            config,
-        }
+        let store = Arc::new(Store::open(&config.storage.path).unwrap());
+        Desk::new(config, store).unwrap()
     }
 
     fn item(raw: &[u8]) -> Incoming<'_> {

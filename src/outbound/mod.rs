@@ -5,13 +5,13 @@
 //! the change that caused it; the worker only carries rows to the transport. A resend after a crash is then
 //! byte-for-byte the same mail, which receivers can drop as a duplicate.
 
+pub mod msgid;
 pub mod render;
 pub mod transport;
 pub mod worker;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, RegionConfig};
 use crate::desk::decide::Reply;
@@ -111,21 +111,16 @@ fn auto_submitted_for(kind: &str) -> &'static str {
     }
 }
 
-/// A Message-ID for an outgoing mail, unique and in the region's domain.
-fn outgoing_message_id(
-    kind: &str,
-    ticket: &TicketId,
-    outbox_id: u64,
-    now: DateTime<Utc>,
-    region: &RegionConfig,
-) -> String {
-    let mut h = Sha256::new();
-    h.update(ticket.to_string());
-    h.update(outbox_id.to_be_bytes());
-    h.update(now.timestamp_nanos_opt().unwrap_or_default().to_be_bytes());
-    h.update(std::process::id().to_be_bytes());
-    let tag = hex::encode(&h.finalize()[..8]);
-    format!("{kind}.{ticket}.{outbox_id}.{tag}@{}", region.domain())
+/// What turns a reply into a mail: the compiled templates and the Message-ID secret.
+pub struct Composer {
+    pub renderer: Renderer,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Composer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Composer")
+    }
 }
 
 /// Render a reply for a ticket into an outbox row with id `outbox_id`.
@@ -134,12 +129,14 @@ pub fn compose(
     ticket: &Ticket,
     region: &RegionConfig,
     config: &Config,
-    renderer: &Renderer,
+    composer: &Composer,
     outbox_id: u64,
     now: DateTime<Utc>,
 ) -> Result<OutboxItem, RenderError> {
     let context = render::context(reply, ticket, region, config);
-    let rendered = renderer.render(reply.kind, reply.locale, &context)?;
+    let rendered = composer
+        .renderer
+        .render(reply.kind, reply.locale, &context)?;
     let references = ticket.thread_ids.clone();
     Ok(OutboxItem {
         id: outbox_id,
@@ -151,7 +148,13 @@ pub fn compose(
         subject: rendered.subject,
         text: rendered.text,
         html: rendered.html,
-        message_id: outgoing_message_id(reply.kind, &ticket.id, outbox_id, now, region),
+        message_id: msgid::make(
+            reply.kind,
+            &ticket.id,
+            outbox_id,
+            region.domain(),
+            &composer.secret,
+        ),
         in_reply_to: ticket.last_customer_message_id.clone(),
         references,
         auto_submitted: auto_submitted_for(reply.kind).to_string(),

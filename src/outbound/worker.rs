@@ -15,18 +15,46 @@ use super::transport::{SendError, Transport};
 use super::{OutboxItem, OutboxStatus};
 use crate::store::Store;
 
-/// How long a temporarily failing mail keeps being retried.
-pub const MAX_AGE: Duration = Duration::from_secs(3 * 24 * 3600);
 /// Rows taken per round.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
-/// The delay before attempt `attempts + 1`: 30 s doubling to at most an hour, with ±20 % jitter so that a
-/// queue that failed together does not retry together.
-pub fn backoff(attempts: u32, jitter_seed: u64) -> Duration {
-    let base = 30u64.saturating_mul(1u64 << attempts.min(7)).min(3600);
-    let jitter = (jitter_seed % 41) as i64 - 20; // −20 … +20 %
-    let secs = (base as i64 + base as i64 * jitter / 100).max(1) as u64;
-    Duration::from_secs(secs)
+/// How failed sends are retried (`[outbound] retry_base`, `max_age`).
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// The first delay; it doubles per attempt up to an hour.
+    pub base: Duration,
+    /// A mail this old that still fails temporarily is marked failed.
+    pub max_age: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_secs(30),
+            max_age: Duration::from_secs(3 * 24 * 3600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn from_config(c: &crate::config::OutboundConfig) -> RetryPolicy {
+        RetryPolicy {
+            base: c.retry_base.0,
+            max_age: c.max_age.0,
+        }
+    }
+
+    /// The delay before attempt `attempts + 1`: `base` doubling to at most an hour, with ±20 % jitter so
+    /// that a queue that failed together does not retry together.
+    pub fn backoff(&self, attempts: u32, jitter_seed: u64) -> Duration {
+        let base = self.base.as_millis().min(3_600_000) as u64;
+        let ms = base
+            .saturating_mul(1u64 << attempts.min(12))
+            .min(3_600_000)
+            .max(base);
+        let jitter = (jitter_seed % 41) as i64 - 20; // −20 … +20 %
+        Duration::from_millis((ms as i64 + ms as i64 * jitter / 100).max(1) as u64)
+    }
 }
 
 /// Apply the outcome of one send attempt to a row.
@@ -34,6 +62,7 @@ pub fn after_attempt(
     mut item: OutboxItem,
     outcome: Result<(), SendError>,
     now: DateTime<Utc>,
+    policy: &RetryPolicy,
 ) -> OutboxItem {
     item.attempts += 1;
     match outcome {
@@ -48,11 +77,12 @@ pub fn after_attempt(
         }
         Err(SendError::Temporary(e)) => {
             let age = (now - item.created_at).to_std().unwrap_or_default();
-            if age >= MAX_AGE {
+            if age >= policy.max_age {
                 item.status = OutboxStatus::Failed;
                 item.last_error = Some(format!("gave up after {} attempts: {e}", item.attempts));
             } else {
-                let delay = backoff(item.attempts, item.id ^ now.timestamp_subsec_nanos() as u64);
+                let delay =
+                    policy.backoff(item.attempts, item.id ^ now.timestamp_subsec_nanos() as u64);
                 item.next_attempt_at = now + chrono::Duration::from_std(delay).unwrap_or_default();
                 item.last_error = Some(e);
             }
@@ -61,15 +91,23 @@ pub fn after_attempt(
     item
 }
 
-/// Send what is due now; returns how many rows were attempted.
+/// Send what is due now, `concurrency` mails in flight at once; returns how many rows were attempted.
 pub async fn send_due(
     store: &Store,
     transport: &Transport,
+    policy: &RetryPolicy,
+    concurrency: usize,
 ) -> Result<usize, crate::store::StoreError> {
+    use futures_util::StreamExt;
     let due = store.outbox_due(Utc::now(), BATCH)?;
     let n = due.len();
-    for item in due {
-        let outcome = transport.send(&item).await;
+    let mut results = futures_util::stream::iter(due)
+        .map(|item| async move {
+            let outcome = transport.send(&item).await;
+            (item, outcome)
+        })
+        .buffer_unordered(concurrency.max(1));
+    while let Some((item, outcome)) = results.next().await {
         match &outcome {
             Ok(()) => {
                 tracing::info!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, "sent")
@@ -79,7 +117,7 @@ pub async fn send_due(
                 "could not send: {e}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)")
             }
         }
-        store.outbox_update(after_attempt(item, outcome, Utc::now()))?;
+        store.outbox_update(after_attempt(item, outcome, Utc::now(), policy))?;
     }
     if n > 0 {
         store.flush_async().await?;
@@ -91,11 +129,13 @@ pub async fn send_due(
 pub async fn run(
     store: Arc<Store>,
     transport: Arc<Transport>,
-    wake: Arc<Notify>,
+    policy: RetryPolicy,
+    concurrency: usize,
     shutdown: CancellationToken,
 ) {
+    let wake: Arc<Notify> = store.outbox_wake.clone();
     loop {
-        let sent = match send_due(&store, &transport).await {
+        let sent = match send_due(&store, &transport, &policy, concurrency).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
@@ -155,16 +195,22 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert!(backoff(0, 20) < backoff(3, 20));
+        let p = RetryPolicy::default();
+        assert!(p.backoff(0, 20) < p.backoff(3, 20));
         for a in 0..50 {
-            assert!(backoff(a, a as u64) <= Duration::from_secs(3600 * 12 / 10));
+            assert!(p.backoff(a, a as u64) <= Duration::from_secs(3600 * 12 / 10));
         }
+        let fast = RetryPolicy {
+            base: Duration::from_millis(200),
+            ..p
+        };
+        assert!(fast.backoff(0, 20) <= Duration::from_millis(240));
     }
 
     #[test]
     fn outcomes() {
         let now = Utc::now();
-        let sent = after_attempt(item(), Ok(()), now);
+        let sent = after_attempt(item(), Ok(()), now, &RetryPolicy::default());
         assert_eq!(
             (sent.status, sent.attempts, sent.sent_at),
             (OutboxStatus::Sent, 1, Some(now))
@@ -173,16 +219,28 @@ mod tests {
             item(),
             Err(SendError::Permanent("550 no such user".into())),
             now,
+            &RetryPolicy::default(),
         );
         assert_eq!(failed.status, OutboxStatus::Failed);
         assert_eq!(failed.last_error.as_deref(), Some("550 no such user"));
-        let retry = after_attempt(item(), Err(SendError::Temporary("421".into())), now);
+        let retry = after_attempt(
+            item(),
+            Err(SendError::Temporary("421".into())),
+            now,
+            &RetryPolicy::default(),
+        );
         assert_eq!(retry.status, OutboxStatus::Queued);
         assert!(retry.next_attempt_at > now);
         let mut old = item();
         old.created_at = now - chrono::Duration::days(4);
         assert_eq!(
-            after_attempt(old, Err(SendError::Temporary("421".into())), now).status,
+            after_attempt(
+                old,
+                Err(SendError::Temporary("421".into())),
+                now,
+                &RetryPolicy::default()
+            )
+            .status,
             OutboxStatus::Failed
         );
     }

@@ -442,6 +442,32 @@ impl Store {
         }
     }
 
+    /// The secret of outgoing Message-IDs: the configured one, else one generated once and kept here.
+    pub fn message_id_secret(&self, configured: Option<&str>) -> Result<Vec<u8>, StoreError> {
+        if let Some(s) = configured {
+            return Ok(s.as_bytes().to_vec());
+        }
+        if let Some(v) = self.meta.get(b"message_id_secret")? {
+            return Ok(v.to_vec());
+        }
+        let mut secret = vec![0u8; 32];
+        getrandom::getrandom(&mut secret).map_err(|e| {
+            StoreError::Conflict(format!("no randomness for the Message-ID secret: {e}"))
+        })?;
+        // Another process may have raced us: whoever wrote first wins, both use that one.
+        match self.meta.compare_and_swap(
+            b"message_id_secret",
+            None as Option<&[u8]>,
+            Some(secret.as_slice()),
+        )? {
+            Ok(()) => {
+                self.db.flush()?;
+                Ok(secret)
+            }
+            Err(cas) => Ok(cas.current.map(|v| v.to_vec()).unwrap_or(secret)),
+        }
+    }
+
     /// An intake's recorded position (see [`Change::intake_state`]).
     pub fn intake_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.meta.get(key)?.map(|v| v.to_vec()))
