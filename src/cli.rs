@@ -535,6 +535,8 @@ struct RegionStats {
     region: String,
     by_status: std::collections::BTreeMap<&'static str, usize>,
     quarantined: usize,
+    /// Automatic mails the per-recipient rate limits held back (a sign of a mail loop).
+    suppressed_auto_mail: u64,
 }
 
 fn print_stats(
@@ -564,6 +566,7 @@ fn print_stats(
                 })
                 .collect(),
             quarantined: quarantined.iter().filter(|q| q.region == r.code).count(),
+            suppressed_auto_mail: desk.store.suppressed(&r.code).unwrap_or(0),
         })
         .collect();
     if json {
@@ -571,21 +574,22 @@ fn print_stats(
     }
     let _ = writeln!(
         out,
-        "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12}",
-        "REGION", "NEW", "OPEN", "PENDING", "RESOLVED", "CLOSED", "QUARANTINED"
+        "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11}",
+        "REGION", "NEW", "OPEN", "PENDING", "RESOLVED", "CLOSED", "QUARANTINED", "HELD BACK"
     );
     for s in &stats {
         let c = |k: &str| s.by_status.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12}",
+            "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11}",
             s.region,
             c("new"),
             c("open"),
             c("pending"),
             c("resolved"),
             c("closed"),
-            s.quarantined
+            s.quarantined,
+            s.suppressed_auto_mail
         );
     }
     Ok(())

@@ -21,6 +21,8 @@ pub struct Known {
     pub tagged: Vec<Ticket>,
     /// Existing tickets holding a Message-ID from In-Reply-To/References, most specific first.
     pub referenced: Vec<Ticket>,
+    /// For a delivery report on mail postdesk sent (its signed Message-ID): that ticket and outbox row.
+    pub bounced: Option<(Ticket, u64)>,
 }
 
 /// Options of the intake path that delivered the mail.
@@ -63,6 +65,8 @@ pub struct Plan {
     pub message: Message,
     /// Mail to send.
     pub replies: Vec<Reply>,
+    /// The outbox row a delivery report says bounced.
+    pub bounced_outbox: Option<u64>,
 }
 
 /// The decision on one mail.
@@ -90,6 +94,21 @@ pub fn decide(
     let automatic = classify::automatic(mail, config);
     let mut message = inbound_message(mail, automatic.map(|a| a.as_str()), now);
     message.damage.extend(delivery.damage.iter().cloned());
+    // A delivery report on our own mail is not a conversation: it is recorded on the ticket that mail
+    // belongs to, its outbox row is marked bounced, and nothing is answered.
+    if automatic == Some(classify::Automatic::Bounce) {
+        if let Some((ticket, outbox_id)) = &known.bounced {
+            let mut ticket = ticket.clone();
+            ticket.updated_at = now;
+            return Decision::Store(Box::new(Plan {
+                ticket,
+                is_new: false,
+                message,
+                replies: Vec::new(),
+                bounced_outbox: Some(*outbox_id),
+            }));
+        }
+    }
 
     match thread::choose(sender, &known.tagged, &known.referenced, config) {
         Thread::Existing(id) => {
@@ -135,6 +154,7 @@ pub fn decide(
                 is_new: false,
                 message,
                 replies: Vec::new(),
+                bounced_outbox: None,
             }))
         }
         Thread::New { links } => new_ticket(
@@ -211,6 +231,7 @@ fn new_ticket(
         is_new: true,
         message,
         replies,
+        bounced_outbox: None,
     }))
 }
 

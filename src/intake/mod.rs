@@ -92,10 +92,17 @@ struct Pending {
     msgid: HashMap<String, Vec<TicketId>>,
     dedupe: HashMap<(String, String), TicketId>,
     next_number: HashMap<String, u64>,
+    auto_sent: HashMap<String, Vec<DateTime<Utc>>>,
 }
 
 impl Pending {
     fn record(&mut self, change: &Change) {
+        for (recipient, at, _) in &change.auto_log {
+            self.auto_sent
+                .entry(recipient.clone())
+                .or_default()
+                .push(*at);
+        }
         let Some(ticket) = &change.ticket else { return };
         if change.new_ticket {
             self.next_number
@@ -269,20 +276,24 @@ impl Desk {
         for a in &inbound.attachments {
             change.blobs.push((a.sha256.clone(), a.data.clone()));
         }
-        for reply in &plan.replies {
-            let item = outbound::compose(
-                reply,
-                &ticket,
-                ticket_region,
-                &self.config,
-                &self.composer,
-                self.store.generate_id()?,
-                now,
-            )?;
-            decide::remember_thread_id(&mut ticket, &item.message_id);
-            change.message_ids.push(item.message_id.clone());
-            change.outbox.push(item);
-        }
+        change.bounced = plan.bounced_outbox.map(|id| {
+            (
+                id,
+                inbound
+                    .auto
+                    .report_diagnostic
+                    .clone()
+                    .unwrap_or_else(|| "delivery report received".into()),
+            )
+        });
+        self.queue_replies(
+            &plan.replies,
+            &mut ticket,
+            ticket_region,
+            &mut change,
+            pending,
+            now,
+        )?;
         ticket.message_count += change.messages.len() as u32;
         let outcome = Outcome::Stored {
             ticket: ticket.id.clone(),
@@ -291,6 +302,65 @@ impl Desk {
         };
         change.ticket = Some(ticket);
         Ok(Planned::Change(Box::new(change), outcome))
+    }
+
+    /// Render `replies` into outbox rows of `change`, within the per-recipient rate limits for automatic
+    /// mail; what the limits hold back is logged and counted, never queued.
+    fn queue_replies(
+        &self,
+        replies: &[decide::Reply],
+        ticket: &mut Ticket,
+        region: &RegionConfig,
+        change: &mut Change,
+        pending: &Pending,
+        now: DateTime<Utc>,
+    ) -> Result<(), IngestError> {
+        let limits = &self.config.outbound.rate_limit;
+        for reply in replies {
+            let mut reply = reply.clone();
+            let mut allowed = Vec::new();
+            for to in &reply.to {
+                let mut history = self
+                    .store
+                    .auto_mail_since(to, now - outbound::limit::window())?;
+                history.extend(pending.auto_sent.get(to).into_iter().flatten());
+                history.extend(
+                    change
+                        .auto_log
+                        .iter()
+                        .filter(|(r, _, _)| r == to)
+                        .map(|(_, t, _)| *t),
+                );
+                match outbound::limit::allow(&history, now, limits) {
+                    Ok(()) => allowed.push(to.clone()),
+                    Err(why) => {
+                        change.suppressed += 1;
+                        tracing::warn!(ticket = %ticket.id, kind = reply.kind, "automatic mail held back: {why}; a loop with an auto-responder is likely (the incoming mail is stored)");
+                        tracing::debug!(recipient = %to, "held back");
+                    }
+                }
+            }
+            if allowed.is_empty() {
+                continue;
+            }
+            reply.to = allowed;
+            let item = outbound::compose(
+                &reply,
+                ticket,
+                region,
+                &self.config,
+                &self.composer,
+                self.store.generate_id()?,
+                now,
+            )?;
+            decide::remember_thread_id(ticket, &item.message_id);
+            change.message_ids.push(item.message_id.clone());
+            for to in &item.to {
+                change.auto_log.push((to.clone(), now, item.id));
+            }
+            change.outbox.push(item);
+        }
+        Ok(())
     }
 
     /// Everything the store (and the batch so far) knows that concerns this mail: an earlier copy, tagged
@@ -315,6 +385,15 @@ impl Desk {
         };
         if known.duplicate_of.is_some() {
             return Ok(known);
+        }
+        // A delivery report naming a Message-ID we signed: the ticket and outbox row it reports on.
+        if let Some(reported) = &inbound.auto.reported_message_id {
+            if let Some((id, outbox_id)) = outbound::msgid::verify(reported, &self.composer.secret)
+            {
+                if let Some(t) = ticket(&id)? {
+                    known.bounced = Some((t, outbox_id));
+                }
+            }
         }
         for tag in thread::tags_in_subject(&inbound.subject) {
             if let Some(t) = ticket(&tag)? {
@@ -369,20 +448,14 @@ impl Desk {
             }
         };
         let mut change = Change::default();
-        for reply in &replies {
-            let item = outbound::compose(
-                reply,
-                &ticket,
-                region,
-                &self.config,
-                &self.composer,
-                self.store.generate_id()?,
-                now,
-            )?;
-            decide::remember_thread_id(&mut ticket, &item.message_id);
-            change.message_ids.push(item.message_id.clone());
-            change.outbox.push(item);
-        }
+        self.queue_replies(
+            &replies,
+            &mut ticket,
+            region,
+            &mut change,
+            &Pending::default(),
+            now,
+        )?;
         ticket.message_count += change.messages.len() as u32;
         let queued = change.outbox.len();
         change.ticket = Some(ticket);

@@ -42,6 +42,8 @@ pub struct AutoHeaders {
     pub report_type: Option<String>,
     /// For a delivery report: the Message-ID of the mail it reports on, if the report quotes it.
     pub reported_message_id: Option<String>,
+    /// For a delivery report: its `Status:` and `Diagnostic-Code:` lines, e.g. `5.1.1 (smtp; 550 User unknown)`.
+    pub report_diagnostic: Option<String>,
     pub importance: Option<String>,
     pub x_priority: Option<String>,
 }
@@ -253,6 +255,12 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
             })
             .find_map(|a| find_message_id_line(&a.data))
     });
+    let report_diagnostic = report_type.as_ref().and_then(|_| {
+        attachments
+            .iter()
+            .filter(|a| a.content_type.contains("delivery-status"))
+            .find_map(|a| diagnostic_of(&a.data))
+    });
     let auto = AutoHeaders {
         auto_submitted: header_text("Auto-Submitted").map(|s| s.to_ascii_lowercase()),
         precedence: header_text("Precedence").map(|s| s.to_ascii_lowercase()),
@@ -274,6 +282,7 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         }),
         report_type,
         reported_message_id,
+        report_diagnostic,
         importance: header_text("Importance").map(|s| s.to_ascii_lowercase()),
         x_priority: header_text("X-Priority"),
     };
@@ -527,6 +536,23 @@ fn find_message_id_line(data: &[u8]) -> Option<String> {
             .then(|| clean_id(value))
             .filter(|v| !v.is_empty())
     })
+}
+
+/// `Status` and `Diagnostic-Code` of a `message/delivery-status` part, one line.
+fn diagnostic_of(data: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(data);
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    match (field("Status"), field("Diagnostic-Code")) {
+        (Some(s), Some(d)) => Some(format!("{s} ({d})")),
+        (s, d) => s.or(d),
+    }
 }
 
 /// The identity of a mail's content: sender, subject, date, Message-ID and body, with line endings and

@@ -11,6 +11,7 @@
 //!   edge of the tree instead of splitting nodes all over it, as random sha256 keys would.
 //! - `outbox`:     u64 BE id → [`OutboxItem`];  `outbox_due`: due millis BE + id BE → () (queued rows only);
 //!   `outbox_ticket`: ticket key + id BE → () (a ticket's automatic mail)
+//! - `auto_log`:   recipient + NUL + millis BE + outbox id BE → () (automatic mail sent, for rate limits)
 //! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE)
 //! - `quarantine`: u64 BE id → [`Quarantined`] (input that could not become a ticket, raw bytes in `blobs`)
 //!
@@ -92,6 +93,12 @@ pub struct Change {
     pub message_ids: Vec<String>,
     /// An intake's position to record with the change (key and value in `meta`).
     pub intake_state: Option<(Vec<u8>, Vec<u8>)>,
+    /// Automatic mail queued by the change: (recipient, when, outbox id), for the rate limits.
+    pub auto_log: Vec<(String, DateTime<Utc>, u64)>,
+    /// Automatic mails the rate limits held back (counted per region, shown by `postdesk stats`).
+    pub suppressed: u64,
+    /// An outbox row a delivery report says bounced, and the report's diagnostic.
+    pub bounced: Option<(u64, String)>,
 }
 
 /// The result of a commit.
@@ -115,6 +122,7 @@ pub struct Store {
     outbox: sled::Tree,
     outbox_due: sled::Tree,
     outbox_ticket: sled::Tree,
+    auto_log: sled::Tree,
     meta: sled::Tree,
     quarantine: sled::Tree,
     writer: Mutex<()>,
@@ -152,6 +160,14 @@ fn dedupe_key(message_id: &str, hash: &str) -> Vec<u8> {
 
 fn due_key(at: DateTime<Utc>, id: u64) -> Vec<u8> {
     let mut k = (at.timestamp_millis().max(0) as u64).to_be_bytes().to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn auto_log_key(recipient: &str, at: DateTime<Utc>, id: u64) -> Vec<u8> {
+    let mut k = recipient.as_bytes().to_vec();
+    k.push(0);
+    k.extend_from_slice(&(at.timestamp_millis().max(0) as u64).to_be_bytes());
     k.extend_from_slice(&id.to_be_bytes());
     k
 }
@@ -212,6 +228,7 @@ impl Store {
             outbox: tree("outbox")?,
             outbox_due: tree("outbox_due")?,
             outbox_ticket: tree("outbox_ticket")?,
+            auto_log: tree("auto_log")?,
             meta: tree("meta")?,
             quarantine: tree("quarantine")?,
             db,
@@ -390,6 +407,7 @@ impl Store {
             &self.outbox,
             &self.outbox_due,
             &self.outbox_ticket,
+            &self.auto_log,
             &self.meta,
         );
         let result = trees.transaction(
@@ -404,6 +422,7 @@ impl Store {
                 outbox,
                 outbox_due,
                 outbox_ticket,
+                auto_log,
                 meta,
             )| {
                 let t = Trees {
@@ -417,6 +436,7 @@ impl Store {
                     outbox,
                     outbox_due,
                     outbox_ticket,
+                    auto_log,
                     meta,
                 };
                 for (change, ids) in changes.iter().zip(&blob_ids) {
@@ -466,6 +486,37 @@ impl Store {
             }
             Err(cas) => Ok(cas.current.map(|v| v.to_vec()).unwrap_or(secret)),
         }
+    }
+
+    /// When automatic mail went to `recipient` since `since` (for the rate limits). Costs O(mails since).
+    pub fn auto_mail_since(
+        &self,
+        recipient: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let start = auto_log_key(recipient, since, 0);
+        let mut end = recipient.as_bytes().to_vec();
+        end.push(1);
+        let mut out = Vec::new();
+        for kv in self.auto_log.range(start..end) {
+            let (k, _) = kv?;
+            let ms = k
+                .get(recipient.len() + 1..recipient.len() + 9)
+                .and_then(u64_of);
+            if let Some(t) = ms.and_then(|ms| DateTime::from_timestamp_millis(ms as i64)) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Automatic mails held back by the rate limits, per region.
+    pub fn suppressed(&self, region: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get(format!("suppressed:{region}").as_bytes())?
+            .and_then(|v| u64_of(&v))
+            .unwrap_or(0))
     }
 
     /// An intake's recorded position (see [`Change::intake_state`]).
@@ -644,6 +695,7 @@ struct Trees<'a> {
     outbox: &'a TransactionalTree,
     outbox_due: &'a TransactionalTree,
     outbox_ticket: &'a TransactionalTree,
+    auto_log: &'a TransactionalTree,
     meta: &'a TransactionalTree,
 }
 
@@ -701,6 +753,34 @@ fn apply(
     }
     if let Some((k, v)) = &change.intake_state {
         t.meta.insert(k.as_slice(), v.as_slice())?;
+    }
+    for (recipient, at, id) in &change.auto_log {
+        t.auto_log.insert(auto_log_key(recipient, *at, *id), &[])?;
+    }
+    if change.suppressed > 0 {
+        if let Some(ticket) = &change.ticket {
+            let key = format!("suppressed:{}", ticket.region);
+            let n = t
+                .meta
+                .get(key.as_bytes())?
+                .and_then(|v| u64_of(&v))
+                .unwrap_or(0);
+            t.meta
+                .insert(key.as_bytes(), &(n + change.suppressed).to_be_bytes())?;
+        }
+    }
+    if let Some((id, diagnostic)) = &change.bounced {
+        if let Some(row) = t.outbox.get(id.to_be_bytes())? {
+            let mut item: OutboxItem =
+                serde_json::from_slice(&row).map_err(|e| abort(Abort::Corrupt(e.to_string())))?;
+            if item.status == OutboxStatus::Queued {
+                t.outbox_due
+                    .remove(due_key(item.next_attempt_at, item.id))?;
+            }
+            item.status = OutboxStatus::Bounced;
+            item.last_error = Some(diagnostic.clone());
+            t.outbox.insert(&id.to_be_bytes(), to_json(&item))?;
+        }
     }
     for ((sha, bytes), id) in change.blobs.iter().zip(blob_ids) {
         put_blob(t.blobs, t.blob_data, sha, bytes, *id)?;
