@@ -173,8 +173,9 @@ impl Stack {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
             .port(self.smtp_port)
             .build();
-        let envelope =
-            Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+        // An empty `from` is the null reverse-path `<>` of delivery reports.
+        let sender = (!from.is_empty()).then(|| from.parse().expect("sender address"));
+        let envelope = Envelope::new(sender, vec![to.parse().unwrap()]).unwrap();
         transport.send_raw(&envelope, raw).await.expect("SMTP send");
     }
 }
