@@ -58,7 +58,7 @@ fn main() {
     let desk2 = Desk::new(config.clone(), store2).expect("desk");
     let quiet = Delivery {
         may_acknowledge: false,
-        damage: None,
+        ..Delivery::default()
     };
     let start = Instant::now();
     for (i, m) in mails.iter().enumerate() {

@@ -378,6 +378,16 @@ async fn oversized_and_unparseable_mail_is_kept_and_moved_to_quarantine() {
         messages[0].damage
     );
     assert!(messages[0].text.contains("see the attached log"));
+    // The customer is told their attachments did not arrive, in the `oversize` acknowledgement.
+    let kinds: Vec<String> = d
+        .desk
+        .store
+        .outbox_of_ticket(&big_ticket.id)
+        .unwrap()
+        .into_iter()
+        .map(|o| o.kind)
+        .collect();
+    assert_eq!(kinds, vec!["oversize"]);
     stop(d, token).await;
 }
 

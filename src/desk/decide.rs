@@ -32,6 +32,8 @@ pub struct Delivery {
     pub may_acknowledge: bool,
     /// What the intake knows went wrong (e.g. an oversized mail stored truncated), added to the message.
     pub damage: Option<String>,
+    /// For mail stored truncated because it was too large: (its size, the limit) in bytes.
+    pub oversize: Option<(u64, u64)>,
 }
 
 impl Delivery {
@@ -40,6 +42,7 @@ impl Delivery {
         Delivery {
             may_acknowledge: true,
             damage: None,
+            oversize: None,
         }
     }
 }
@@ -53,6 +56,8 @@ pub struct Reply {
     pub locale: Locale,
     /// For `status_changed`: the status before.
     pub previous_status: Option<Status>,
+    /// Event-specific template values (e.g. `size_mb` and `limit_mb` for `oversize`).
+    pub extra: Vec<(&'static str, serde_json::Value)>,
 }
 
 /// The change one mail makes.
@@ -219,11 +224,23 @@ fn new_ticket(
         && !config.is_own_address(&requester)
         && !region.is_agent(&requester);
     if answerable {
+        // An oversized mail was stored truncated: its acknowledgement says so and asks for another way.
+        let (kind, extra) = match delivery.oversize {
+            Some((size, limit)) => (
+                "oversize",
+                vec![
+                    ("size_mb", serde_json::json!(megabytes(size))),
+                    ("limit_mb", serde_json::json!(megabytes(limit))),
+                ],
+            ),
+            None => ("ack", Vec::new()),
+        };
         replies.push(Reply {
-            kind: "ack",
+            kind,
             to: vec![requester],
             locale,
             previous_status: None,
+            extra,
         });
     }
     Decision::Store(Box::new(Plan {
@@ -233,6 +250,11 @@ fn new_ticket(
         replies,
         bounced_outbox: None,
     }))
+}
+
+/// Bytes in megabytes, one decimal, for people.
+fn megabytes(bytes: u64) -> f64 {
+    (bytes as f64 / 1_048_576.0 * 10.0).round() / 10.0
 }
 
 /// Build the stored form of an incoming mail.
@@ -328,6 +350,7 @@ pub fn set_status(
             to,
             locale: t.locale,
             previous_status: Some(previous),
+            extra: Vec::new(),
         }]
     };
     Ok((t, replies))
@@ -353,6 +376,7 @@ mod tests {
     const ACK: &Delivery = &Delivery {
         may_acknowledge: true,
         damage: None,
+        oversize: None,
     };
 
     #[test]
@@ -414,6 +438,7 @@ mod tests {
             &Delivery {
                 may_acknowledge: false,
                 damage: None,
+                oversize: None,
             },
             Utc::now(),
         ) else {

@@ -674,6 +674,7 @@ impl MailboxIntake {
                     Delivery {
                         may_acknowledge: may_ack(arrived),
                         damage: None,
+                        oversize: None,
                     },
                 ));
             }
@@ -694,6 +695,7 @@ impl MailboxIntake {
                 Delivery {
                     may_acknowledge: may_ack(m.arrived),
                     damage: Some(damage),
+                    oversize: Some((u64::from(m.size), self.cfg.max_message_bytes)),
                 },
             ));
         }

@@ -12,12 +12,27 @@ use serde_json::{json, Value};
 
 use crate::config::{Config, RegionConfig};
 use crate::desk::decide::Reply;
-use crate::desk::ticket::{Locale, Status, Ticket};
+use crate::desk::ticket::{Locale, Priority, Status, Ticket};
 
 include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
 /// The events every locale must have templates for.
-pub const REQUIRED_EVENTS: [&str; 2] = ["ack", "status_changed"];
+pub const REQUIRED_EVENTS: [&str; 11] = [
+    "ack",
+    "status_changed",
+    "agent_reply",
+    "customer_reminder",
+    "resolved",
+    "closed",
+    "survey",
+    "agent_notify",
+    "sla_reminder",
+    "escalation",
+    "oversize",
+];
+
+/// The marker above which agents write their reply (see `agent_notify`).
+pub const REPLY_MARKER: &str = "##- reply above this line -##";
 
 /// A template problem, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +235,29 @@ pub fn status_label(status: Status, locale: Locale) -> &'static str {
     }
 }
 
+/// A priority in the customer's language.
+pub fn priority_label(priority: Priority, locale: Locale) -> &'static str {
+    use Priority::*;
+    match (locale, priority) {
+        (Locale::En, Low) => "low",
+        (Locale::En, Normal) => "normal",
+        (Locale::En, High) => "high",
+        (Locale::En, Urgent) => "urgent",
+        (Locale::Ja, Low) => "低",
+        (Locale::Ja, Normal) => "通常",
+        (Locale::Ja, High) => "高",
+        (Locale::Ja, Urgent) => "緊急",
+        (Locale::Ko, Low) => "낮음",
+        (Locale::Ko, Normal) => "보통",
+        (Locale::Ko, High) => "높음",
+        (Locale::Ko, Urgent) => "긴급",
+        (Locale::Zh, Low) => "低",
+        (Locale::Zh, Normal) => "普通",
+        (Locale::Zh, High) => "高",
+        (Locale::Zh, Urgent) => "紧急",
+    }
+}
+
 /// The template context of a reply (documented in README's template section).
 pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, config: &Config) -> Value {
     let timers = config.timers_for(region);
@@ -229,7 +267,7 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, config: &C
         .as_secs()
         .div_ceil(3600);
     let previous = reply.previous_status.unwrap_or(ticket.status);
-    json!({
+    let mut context = json!({
         "ticket_id": ticket.id.to_string(),
         "subject": ticket.subject,
         "requester": ticket.requester,
@@ -239,6 +277,8 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, config: &C
         "region": region.code,
         "response_hours": hours,
         "priority": ticket.priority.as_str(),
+        "priority_label": priority_label(ticket.priority, reply.locale),
+        "category": ticket.category,
         "status": ticket.status.as_str(),
         "status_label": status_label(ticket.status, reply.locale),
         "previous_status": previous.as_str(),
@@ -246,7 +286,13 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, config: &C
         "status_is_pending": ticket.status == Status::Pending,
         "status_is_resolved": ticket.status == Status::Resolved,
         "status_is_closed": ticket.status == Status::Closed,
-    })
+    });
+    if let Some(map) = context.as_object_mut() {
+        for (k, v) in &reply.extra {
+            map.insert((*k).to_string(), v.clone());
+        }
+    }
+    context
 }
 
 fn sample_context(locale: Locale) -> Value {
@@ -260,6 +306,8 @@ fn sample_context(locale: Locale) -> Value {
         "region": "JP",
         "response_hours": 24,
         "priority": "normal",
+        "priority_label": priority_label(Priority::Normal, locale),
+        "category": "payment",
         "status": "pending",
         "status_label": status_label(Status::Pending, locale),
         "previous_status": "open",
@@ -267,6 +315,23 @@ fn sample_context(locale: Locale) -> Value {
         "status_is_pending": true,
         "status_is_resolved": false,
         "status_is_closed": false,
+        // Event-specific values, all present so that every event's templates render here.
+        "body": "Thank you for waiting.\nPlease send us the order number.",
+        "agent_name": "Sample Agent",
+        "reminder_number": 1,
+        "reminders_total": 2,
+        "last_reminder": false,
+        "waiting_days": 2,
+        "auto_resolved": false,
+        "is_new": true,
+        "customer_text": "My order <A-1> has not arrived.",
+        "attachments": [{"filename": "photo.jpg", "size_kb": 120}, {"filename": "log.txt", "size_kb": 3}],
+        "reply_marker": REPLY_MARKER,
+        "due_at": "2026-11-21 18:00 JST",
+        "minutes_left": 90,
+        "overdue_minutes": 15,
+        "size_mb": 31.5,
+        "limit_mb": 25.0,
     })
 }
 
