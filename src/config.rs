@@ -244,6 +244,9 @@ pub struct SmtpConfig {
     /// Environment variable holding the password.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// A PEM file of extra CA certificates to trust (for a relay with a private CA).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// The password, read from `password_file`/`password_env` at load time.
     #[serde(skip)]
     pub password: Option<Secret>,

@@ -16,7 +16,8 @@ use postdesk::outbound::OutboxStatus;
 use support::{eventually, mail, stack, Stack};
 use tokio_util::sync::CancellationToken;
 
-/// A desk with JP (and KR) regions taking mail from the stack by IMAP and sending by SMTP through it.
+/// A desk with JP (and KR) regions taking mail from the stack by IMAP and sending by SMTP through it, over
+/// STARTTLS with the stack's certificate checked against its CA.
 fn config(s: &Stack, dir: &Path, jp: &str, kr: Option<&str>, extra_outbound: &str) -> Config {
     let region = |code: &str, locale: &str, user: &str| {
         let pw = dir.join(format!("{code}.pass"));
@@ -28,9 +29,10 @@ fn config(s: &Stack, dir: &Path, jp: &str, kr: Option<&str>, extra_outbound: &st
         )
     };
     let mut text = format!(
-        "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"smtp\"\nretry_base = \"200ms\"\n{extra_outbound}\n[outbound.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n",
+        "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"smtp\"\nretry_base = \"200ms\"\n{extra_outbound}\n[outbound.smtp]\nhost = \"localhost\"\nport = {port}\ntls = \"starttls\"\nca_file = \"{ca}\"\n",
         d = dir.display(),
-        port = s.smtp_port
+        port = s.smtp_port,
+        ca = s.ca_pem.display()
     );
     text.push_str(&region("JP", "ja", jp));
     if let Some(kr) = kr {
@@ -387,5 +389,42 @@ async fn a_line_break_in_a_customer_subject_cannot_add_a_header() {
         0,
         "nothing reached the injected address"
     );
+    stop(d, token).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smtp_certificate_that_does_not_verify_is_refused() {
+    let s = stack();
+    let jp = s.user("support-jp");
+    let taro = s.user("taro");
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(s, dir.path(), &jp, None, "");
+    // Without the stack's CA, its certificate is just a stranger's: nothing may be sent.
+    c.outbound.smtp.as_mut().unwrap().ca_file = None;
+    let (d, token) = start(c);
+    let region = d.desk.config.region[0].clone();
+    d.desk
+        .ingest(
+            &region,
+            &mail(&taro, &jp, "hello", "tls1@example.com", "body"),
+            "test",
+            &Delivery::normal(),
+            false,
+            Utc::now(),
+        )
+        .unwrap()
+        .unwrap();
+    eventually("a failed attempt", Duration::from_secs(20), async || {
+        d.desk.store.outbox_all().unwrap()[0].attempts >= 1
+    })
+    .await;
+    let row = d.desk.store.outbox_all().unwrap().remove(0);
+    assert_ne!(row.status, OutboxStatus::Sent);
+    let reason = row.last_error.unwrap_or_default().to_ascii_lowercase();
+    assert!(
+        reason.contains("certificate") || reason.contains("tls"),
+        "{reason}"
+    );
+    assert_eq!(s.count(&taro, "INBOX").await, 0);
     stop(d, token).await;
 }

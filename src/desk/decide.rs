@@ -23,6 +23,8 @@ pub struct Known {
     pub referenced: Vec<Ticket>,
     /// For a delivery report on mail postdesk sent (its signed Message-ID): that ticket and outbox row.
     pub bounced: Option<(Ticket, u64)>,
+    /// The mail carries a Message-ID postdesk signed: one of our own mails came back (a forwarder loop).
+    pub own_message: bool,
 }
 
 /// Options of the intake path that delivered the mail.
@@ -96,7 +98,8 @@ pub fn decide(
         return Decision::Duplicate(id.clone());
     }
     let sender = mail.from.as_ref().map(|m| m.address.as_str());
-    let automatic = classify::automatic(mail, config);
+    let automatic = classify::automatic(mail, config)
+        .or(known.own_message.then_some(classify::Automatic::Loop));
     let mut message = inbound_message(mail, automatic.map(|a| a.as_str()), now);
     message.damage.extend(delivery.damage.iter().cloned());
     // A delivery report on our own mail is not a conversation: it is recorded on the ticket that mail
@@ -424,6 +427,21 @@ mod tests {
             panic!()
         };
         assert!(plan.replies.is_empty());
+    }
+
+    #[test]
+    fn our_own_mail_coming_back_is_a_loop() {
+        let c = config();
+        let m = mail("From: someone@example.com\r\nSubject: [JP-1000] x\r\n\r\nforwarded back\r\n");
+        let known = Known {
+            own_message: true,
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        assert!(plan.replies.is_empty());
+        assert_eq!(plan.message.auto.as_deref(), Some("loop"));
     }
 
     #[test]

@@ -386,6 +386,8 @@ impl Desk {
         if known.duplicate_of.is_some() {
             return Ok(known);
         }
+        known.own_message =
+            outbound::msgid::verify(&inbound.message_id, &self.composer.secret).is_some();
         // A delivery report naming a Message-ID we signed: the ticket and outbox row it reports on.
         if let Some(reported) = &inbound.auto.reported_message_id {
             if let Some((id, outbox_id)) = outbound::msgid::verify(reported, &self.composer.secret)

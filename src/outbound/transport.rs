@@ -8,6 +8,7 @@ use std::time::Duration;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{
     AsyncFileTransport, AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
 };
@@ -66,16 +67,27 @@ impl Transport {
                     .smtp
                     .as_ref()
                     .ok_or_else(|| TransportError("[outbound.smtp] is not set".into()))?;
-                let builder = match smtp.tls {
-                    TlsMode::Implicit => AsyncSmtpTransport::<Tokio1Executor>::relay(&smtp.host),
-                    TlsMode::Starttls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&smtp.host)
+                // Certificates are checked against the web PKI roots, plus `ca_file` for a private CA.
+                let tls_parameters = || -> Result<TlsParameters, TransportError> {
+                    let mut b = TlsParameters::builder(smtp.host.clone());
+                    if let Some(path) = &smtp.ca_file {
+                        let pem = std::fs::read(path).map_err(|e| {
+                            TransportError(format!("outbound.smtp.ca_file {}: {e}", path.display()))
+                        })?;
+                        let cert = Certificate::from_pem(&pem).map_err(|e| {
+                            TransportError(format!("outbound.smtp.ca_file {}: {e}", path.display()))
+                        })?;
+                        b = b.add_root_certificate(cert);
                     }
-                    TlsMode::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-                        &smtp.host,
-                    )),
-                }
-                .map_err(|e| TransportError(format!("outbound.smtp.host {:?}: {e}", smtp.host)))?;
+                    b.build_rustls()
+                        .map_err(|e| TransportError(format!("outbound.smtp TLS: {e}")))
+                };
+                let builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host);
+                let builder = match smtp.tls {
+                    TlsMode::Implicit => builder.tls(Tls::Wrapper(tls_parameters()?)),
+                    TlsMode::Starttls => builder.tls(Tls::Required(tls_parameters()?)),
+                    TlsMode::None => builder,
+                };
                 let mut builder = builder
                     .port(smtp.port)
                     .timeout(Some(Duration::from_secs(30)));
