@@ -4,6 +4,7 @@
 //! status machine, and [`decide`] puts them together into one [`decide::Decision`] per mail. Nothing in
 //! here does I/O: the store and the intake carry the decisions out.
 
+pub mod agent;
 pub mod decide;
 pub mod lifecycle;
 pub mod thread;
