@@ -76,7 +76,8 @@ fn parse_line(line: &str) -> Option<Result<Command, String>> {
         "note" if args.is_empty() => Ok(Command::Note),
         "note" => Err("#note takes no words (the whole mail becomes the note)".into()),
         "category" => one("a category name").map(|a| Command::Category(a.to_ascii_lowercase())),
-        "merge" => one("a ticket id like JP-1001").and_then(|a| a.parse().map(Command::Merge).map_err(|e| e.to_string())),
+        "merge" => one("a ticket id like JP-1001")
+            .and_then(|a| a.parse().map(Command::Merge).map_err(|e| e.to_string())),
         other => Err(format!("unknown command #{other}")),
     })
 }
@@ -94,7 +95,11 @@ pub fn parse(text: &str) -> Parsed {
         }
         match parse_line(line) {
             Some(Ok(c)) => parsed.commands.push(c),
-            Some(Err(reason)) => parsed.errors.push(BadLine { line: i + 1, text: line.trim().to_string(), reason }),
+            Some(Err(reason)) => parsed.errors.push(BadLine {
+                line: i + 1,
+                text: line.trim().to_string(),
+                reason,
+            }),
             None => break,
         }
         i += 1;
@@ -110,9 +115,18 @@ mod tests {
     #[test]
     fn commands_then_text() {
         let p = parse("#status pending\n#priority HIGH\n\nCould you send the order number?\n#not a command here");
-        assert_eq!(p.commands, vec![Command::Status(Status::Pending), Command::Priority(Priority::High)]);
+        assert_eq!(
+            p.commands,
+            vec![
+                Command::Status(Status::Pending),
+                Command::Priority(Priority::High)
+            ]
+        );
         assert!(p.errors.is_empty());
-        assert_eq!(p.body, "Could you send the order number?\n#not a command here");
+        assert_eq!(
+            p.body,
+            "Could you send the order number?\n#not a command here"
+        );
     }
 
     #[test]
@@ -138,7 +152,13 @@ mod tests {
         let p = parse("#status done\n#frobnicate\n#merge 1001\n#priority\nHello");
         let lines: Vec<usize> = p.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, vec![1, 2, 3, 4]);
-        assert!(p.errors[0].reason.contains("new, open, pending, resolved, closed"), "{:?}", p.errors[0]);
+        assert!(
+            p.errors[0]
+                .reason
+                .contains("new, open, pending, resolved, closed"),
+            "{:?}",
+            p.errors[0]
+        );
         assert!(p.errors[1].reason.contains("unknown command #frobnicate"));
         assert_eq!(p.body, "Hello");
     }

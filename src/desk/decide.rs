@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
+use super::agent;
 use super::lifecycle::{self, Event};
 use super::thread::{self, Thread};
 use super::ticket::{
@@ -11,6 +12,7 @@ use super::ticket::{
 use crate::config::{Config, RegionConfig};
 use crate::mail::classify;
 use crate::mail::parse::{safe_filename, Inbound};
+use crate::mail::quote::strip_quoted;
 
 /// What the store already knows that concerns this mail.
 #[derive(Clone, Debug, Default)]
@@ -140,28 +142,25 @@ pub fn decide(
             };
             let mut ticket = existing.clone();
             let sender = sender.unwrap_or_default();
-            let from_agent = config
-                .region(&ticket.region)
-                .is_some_and(|r| r.is_agent(sender));
-            if from_agent {
-                // Agents' mail becomes an internal note until relaying (the agents issue) exists: it must never
-                // reach the customer by accident.
-                message.direction = Direction::Note;
-            } else {
-                if automatic.is_none() {
-                    ticket.status = lifecycle::next(ticket.status, Event::CustomerReply)
-                        .unwrap_or(ticket.status);
-                }
-                add_participants(&mut ticket, mail, config);
-                ticket.last_customer_message_id = Some(mail.message_id.clone());
+            let ticket_region = config.region(&ticket.region).unwrap_or(region);
+            if ticket_region.is_agent(sender) && automatic.is_none() {
+                return agent_mail(mail, ticket, ticket_region, message, now);
             }
+            let mut replies = Vec::new();
+            if automatic.is_none() {
+                ticket.status =
+                    lifecycle::next(ticket.status, Event::CustomerReply).unwrap_or(ticket.status);
+                replies.extend(notify_agents(mail, &ticket, ticket_region, false));
+            }
+            add_participants(&mut ticket, mail, config);
+            ticket.last_customer_message_id = Some(mail.message_id.clone());
             remember_thread_id(&mut ticket, &mail.message_id);
             ticket.updated_at = now;
             Decision::Store(Box::new(Plan {
                 ticket,
                 is_new: false,
                 message,
-                replies: Vec::new(),
+                replies,
                 bounced_outbox: None,
             }))
         }
@@ -246,9 +245,169 @@ fn new_ticket(
             extra,
         });
     }
+    if !automatic {
+        replies.extend(notify_agents(mail, &ticket, region, true));
+    }
     Decision::Store(Box::new(Plan {
         ticket,
         is_new: true,
+        message,
+        replies,
+        bounced_outbox: None,
+    }))
+}
+
+/// The notification to the region's agents (and the assignee) of a new ticket or a customer's reply.
+fn notify_agents(
+    mail: &Inbound,
+    ticket: &Ticket,
+    region: &RegionConfig,
+    is_new: bool,
+) -> Option<Reply> {
+    let mut to: Vec<String> = region
+        .agent_notify
+        .iter()
+        .map(|a| a.to_ascii_lowercase())
+        .collect();
+    if let Some(a) = &ticket.assignee {
+        if !to.contains(a) {
+            to.push(a.clone());
+        }
+    }
+    if to.is_empty() {
+        return None;
+    }
+    let attachments: Vec<serde_json::Value> = mail
+        .attachments
+        .iter()
+        .map(|a| serde_json::json!({"filename": safe_filename(&a.filename), "size_kb": (a.data.len() as u64).div_ceil(1024)}))
+        .collect();
+    Some(Reply {
+        kind: "agent_notify",
+        to,
+        locale: region.locale,
+        previous_status: None,
+        extra: vec![
+            ("is_new", serde_json::json!(is_new)),
+            ("customer_text", serde_json::json!(strip_quoted(&mail.text))),
+            ("attachments", serde_json::Value::Array(attachments)),
+            (
+                "reply_marker",
+                serde_json::json!(crate::outbound::render::REPLY_MARKER),
+            ),
+        ],
+    })
+}
+
+/// Mail from one of the ticket's agents: commands, an internal note, or a reply relayed to the customer.
+fn agent_mail(
+    mail: &Inbound,
+    mut ticket: Ticket,
+    region: &RegionConfig,
+    mut message: Message,
+    now: DateTime<Utc>,
+) -> Decision {
+    let sender = mail
+        .from
+        .as_ref()
+        .map(|m| m.address.clone())
+        .unwrap_or_default();
+    let parsed = agent::parse(&strip_quoted(&mail.text));
+    remember_thread_id(&mut ticket, &mail.message_id);
+    ticket.updated_at = now;
+    let mut errors: Vec<String> = parsed
+        .errors
+        .iter()
+        .map(|e| format!("line {}: {}  ({})", e.line, e.text, e.reason))
+        .collect();
+    let previous = ticket.status;
+    let mut status_set = false;
+    for command in &parsed.commands {
+        match command {
+            agent::Command::Status(s) => match lifecycle::next(ticket.status, Event::Set(*s)) {
+                Ok(next) => {
+                    ticket.status = next;
+                    status_set = true;
+                }
+                Err(lifecycle::LifecycleError::Unchanged(_)) => status_set = true,
+                Err(e) => errors.push(format!("#status {s}: {e}")),
+            },
+            agent::Command::Priority(p) => ticket.priority = *p,
+            agent::Command::Category(c) => ticket.category = c.clone(),
+            agent::Command::Assign(None) => ticket.assignee = Some(sender.clone()),
+            agent::Command::Assign(Some(a)) if region.is_agent(a) => {
+                ticket.assignee = Some(a.clone())
+            }
+            agent::Command::Assign(Some(a)) => errors.push(format!(
+                "#assign {a}: not an agent of region {}",
+                region.code
+            )),
+            agent::Command::Note => {}
+            agent::Command::Merge(id) => errors.push(format!(
+                "#merge {id}: merging is not available in this version"
+            )),
+        }
+    }
+    message.direction = Direction::Note;
+    if !errors.is_empty() {
+        // Nothing reaches the customer; the agent learns which line was wrong. The mail is kept as a note.
+        let ticket_before = Ticket {
+            status: previous,
+            ..ticket.clone()
+        };
+        return Decision::Store(Box::new(Plan {
+            ticket: ticket_before,
+            is_new: false,
+            message,
+            replies: vec![Reply {
+                kind: "command_error",
+                to: vec![sender],
+                locale: region.locale,
+                previous_status: None,
+                extra: vec![
+                    ("errors", serde_json::json!(errors.join("\n"))),
+                    ("commands_help", serde_json::json!(agent::HELP)),
+                ],
+            }],
+            bounced_outbox: None,
+        }));
+    }
+    let mut customers = Vec::new();
+    if !ticket.requester.is_empty() {
+        customers.push(ticket.requester.clone());
+    }
+    customers.extend(ticket.participants.iter().cloned());
+    let mut replies = Vec::new();
+    let relay = !parsed.is_note() && !parsed.body.trim().is_empty() && !customers.is_empty();
+    if relay {
+        // An answer waits for the customer unless the agent said otherwise.
+        if !status_set {
+            ticket.status = Status::Pending;
+        }
+        message.direction = Direction::Out;
+        message.text = parsed.body.clone();
+        replies.push(Reply {
+            kind: "agent_reply",
+            to: customers,
+            locale: ticket.locale,
+            previous_status: Some(previous),
+            extra: vec![
+                ("body", serde_json::json!(parsed.body)),
+                ("agent_name", serde_json::json!("")),
+            ],
+        });
+    } else if ticket.status != previous && !customers.is_empty() {
+        replies.push(Reply {
+            kind: "status_changed",
+            to: customers,
+            locale: ticket.locale,
+            previous_status: Some(previous),
+            extra: Vec::new(),
+        });
+    }
+    Decision::Store(Box::new(Plan {
+        ticket,
+        is_new: false,
         message,
         replies,
         bounced_outbox: None,
@@ -512,11 +671,94 @@ mod tests {
         assert_eq!(plan.ticket.thread_ids, vec!["0@a", "1@a"]);
     }
 
+    fn agent_says(t: &Ticket, body: &str) -> Plan {
+        let c = config();
+        let m = mail(&format!(
+            "From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n{body}\r\n"
+        ));
+        let known = Known {
+            tagged: vec![t.clone()],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        *plan
+    }
+
     #[test]
-    fn agent_mail_is_a_note_and_changes_no_status() {
+    fn an_agent_reply_is_relayed_and_waits_for_the_customer() {
+        let t = existing(Status::New);
+        let plan = agent_says(
+            &t,
+            "Could you send the order number?\r\n\r\nOn Mon, Customer wrote:\r\n> help",
+        );
+        assert_eq!(plan.ticket.status, Status::Pending);
+        assert_eq!(plan.message.direction, Direction::Out);
+        assert_eq!(plan.replies.len(), 1);
+        assert_eq!(plan.replies[0].kind, "agent_reply");
+        assert_eq!(plan.replies[0].to, vec!["a@example.com"]);
+        let body = plan.replies[0]
+            .extra
+            .iter()
+            .find(|(k, _)| *k == "body")
+            .unwrap()
+            .1
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(body, "Could you send the order number?");
+    }
+
+    #[test]
+    fn commands_set_fields_and_are_not_relayed() {
+        let t = existing(Status::Open);
+        let plan = agent_says(&t, "#status resolved\r\n#priority urgent\r\n#assign me\r\n#category payment\r\n\r\nRefund done.");
+        assert_eq!(plan.ticket.status, Status::Resolved);
+        assert_eq!(plan.ticket.priority, Priority::Urgent);
+        assert_eq!(plan.ticket.assignee.as_deref(), Some("agent@example.com"));
+        assert_eq!(plan.ticket.category, "payment");
+        let body = plan.replies[0]
+            .extra
+            .iter()
+            .find(|(k, _)| *k == "body")
+            .unwrap()
+            .1
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(body, "Refund done.");
+    }
+
+    #[test]
+    fn a_note_never_reaches_the_customer() {
+        let t = existing(Status::Open);
+        let plan = agent_says(&t, "#note\r\nCustomer seems to be a reseller.");
+        assert_eq!(plan.message.direction, Direction::Note);
+        assert!(plan.replies.is_empty());
+        assert_eq!(plan.ticket.status, Status::Open);
+        // A note that changes the status tells the customer only the status.
+        let plan = agent_says(&t, "#note\r\n#status pending\r\ninternal");
+        assert_eq!(plan.replies.len(), 1);
+        assert_eq!(plan.replies[0].kind, "status_changed");
+    }
+
+    #[test]
+    fn a_bad_command_goes_back_to_the_agent_only() {
+        let t = existing(Status::Open);
+        let plan = agent_says(&t, "#status done\r\nHello customer");
+        assert_eq!(plan.ticket.status, Status::Open);
+        assert_eq!(plan.message.direction, Direction::Note);
+        assert_eq!(plan.replies.len(), 1);
+        assert_eq!(plan.replies[0].kind, "command_error");
+        assert_eq!(plan.replies[0].to, vec!["agent@example.com"]);
+    }
+
+    #[test]
+    fn a_customer_writing_a_command_changes_nothing() {
         let c = config();
         let t = existing(Status::Pending);
-        let m = mail("From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\nnote\r\n");
+        let m = mail("From: a@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#status closed\r\n");
         let known = Known {
             tagged: vec![t],
             ..Known::default()
@@ -524,8 +766,12 @@ mod tests {
         let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
             panic!()
         };
-        assert_eq!(plan.message.direction, Direction::Note);
-        assert_eq!(plan.ticket.status, Status::Pending);
+        assert_eq!(
+            plan.ticket.status,
+            Status::Open,
+            "a customer reply reopens; the text is just text"
+        );
+        assert_eq!(plan.message.direction, Direction::In);
     }
 
     #[test]

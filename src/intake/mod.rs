@@ -319,7 +319,9 @@ impl Desk {
         for reply in replies {
             let mut reply = reply.clone();
             let mut allowed = Vec::new();
-            for to in &reply.to {
+            // An agent's answer is a person writing: the limits on automatic mail do not apply to it.
+            let automatic = reply.kind != "agent_reply";
+            for to in reply.to.iter().filter(|_| automatic) {
                 let mut history = self
                     .store
                     .auto_mail_since(to, now - outbound::limit::window())?;
@@ -340,6 +342,9 @@ impl Desk {
                     }
                 }
             }
+            if !automatic {
+                allowed = reply.to.clone();
+            }
             if allowed.is_empty() {
                 continue;
             }
@@ -355,8 +360,10 @@ impl Desk {
             )?;
             decide::remember_thread_id(ticket, &item.message_id);
             change.message_ids.push(item.message_id.clone());
-            for to in &item.to {
-                change.auto_log.push((to.clone(), now, item.id));
+            if automatic {
+                for to in &item.to {
+                    change.auto_log.push((to.clone(), now, item.id));
+                }
             }
             change.outbox.push(item);
         }

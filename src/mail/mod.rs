@@ -5,5 +5,6 @@
 pub mod charset;
 pub mod classify;
 pub mod parse;
+pub mod quote;
 
 pub use parse::{parse, Inbound, Mailbox, NotMail};

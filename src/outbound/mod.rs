@@ -107,6 +107,8 @@ impl OutboxItem {
 /// postdesk starts by itself is `auto-generated`.
 fn auto_submitted_for(kind: &str) -> &'static str {
     match kind {
+        // Written by a person: not automatic at all.
+        "agent_reply" => "no",
         "ack" | "customer_reminder" | "oversize" => "auto-replied",
         _ => "auto-generated",
     }

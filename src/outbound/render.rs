@@ -17,8 +17,9 @@ use crate::desk::ticket::{Locale, Priority, Status, Ticket};
 include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
 /// The events every locale must have templates for.
-pub const REQUIRED_EVENTS: [&str; 11] = [
+pub const REQUIRED_EVENTS: [&str; 12] = [
     "ack",
+    "command_error",
     "status_changed",
     "agent_reply",
     "customer_reminder",
@@ -332,6 +333,8 @@ fn sample_context(locale: Locale) -> Value {
         "overdue_minutes": 15,
         "size_mb": 31.5,
         "limit_mb": 25.0,
+        "errors": "line 1: #status done  (\"done\" is not one of: new, open, pending, resolved, closed)",
+        "commands_help": crate::desk::agent::HELP,
     })
 }
 

@@ -155,10 +155,12 @@ pub fn build_message(item: &OutboxItem) -> Result<lettre::Message, SendError> {
         .subject(item.subject.replace(['\r', '\n'], " "))
         .message_id(Some(angle(&item.message_id)))
         .date(item.created_at.into())
-        .raw_header(header("Auto-Submitted", &item.auto_submitted))
         .raw_header(header("X-Auto-Response-Suppress", "All"))
         .raw_header(header("X-Loop", &item.from))
         .raw_header(header("X-Postdesk-Ticket", &item.ticket.to_string()));
+    if item.auto_submitted != "no" {
+        b = b.raw_header(header("Auto-Submitted", &item.auto_submitted));
+    }
     for to in &item.to {
         let mb: Mailbox = to
             .parse()

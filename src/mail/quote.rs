@@ -1,0 +1,674 @@
+//! The new part of a reply: [`strip_quoted`] cuts the quoted history, the reply marker and the signature
+//! from what a person just wrote.
+//!
+//! Agents and customers answer from ordinary mail clients, and every client appends what it answers to:
+//! Gmail, Apple Mail and Thunderbird an attribution line ("On … wrote:", "2025年3月1日(土) 15:00 … <…>:")
+//! and `>`-quoted lines, Outlook a header block ("From: / Sent: / To: / Subject:", "差出人: / 送信日時: / …")
+//! and the old mail unquoted, QQ Mail a `原始邮件` rule, each in the language of the client. The desk must
+//! store and relay only what was written now: otherwise every ticket message repeats the whole thread, the
+//! customer gets their own words back, and the agent notification (with its marker and command help) is
+//! relayed to the customer inside the agent's reply.
+//!
+//! The rules err on keeping text: a line is cut only on evidence that the history starts there (an
+//! attribution needs a date, an address or quoted lines after it), an inline answer between quotes keeps
+//! its new text, and a cut that would leave nothing returns the whole text instead, unless the mail opens
+//! with the history itself. Pure: no I/O.
+
+use crate::outbound::render::REPLY_MARKER;
+
+/// The part of a reply that is new: the text above the quoted history, without the reply marker and the
+/// signature. Never returns an empty string for a non-empty input that has new text.
+///
+/// Lines are cut at the first (after leading blank lines) reply marker, attribution ("On … wrote:", German,
+/// French, Japanese, Korean, Chinese forms, also wrapped over two lines), Outlook separator or header
+/// block, `-- ` signature delimiter, or `>`-quoted block that runs to the end. `>`-quoted lines between
+/// new text (an inline answer) are removed and the new text kept. A trailing mobile signature ("Sent from
+/// my iPhone", "iPhoneから送信", …) is dropped; so is trailing whitespace on each line and blank lines at
+/// both ends.
+pub fn strip_quoted(text: &str) -> String {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let Some(start) = next_non_blank(&lines, 0) else {
+        return String::new();
+    };
+    // `None` stands for removed lines (quotes and attributions of an inline answer).
+    let mut kept: Vec<Option<&str>> = Vec::with_capacity(lines.len());
+    let mut i = start;
+    while i < lines.len() {
+        match step(&lines, i) {
+            Step::Keep => {
+                kept.push(Some(lines[i]));
+                i += 1;
+            }
+            Step::Remove(n) => {
+                kept.push(None);
+                i += n;
+            }
+            Step::Cut => break,
+        }
+    }
+    let new = tidy(kept, true);
+    if !new.is_empty() || opens_with_history(&lines, start) {
+        return new;
+    }
+    // Every line looked like history or signature: keep too much rather than lose a customer's words.
+    tidy(lines.iter().map(|l| Some(*l)), false)
+}
+
+/// What to do with line `i`.
+enum Step {
+    Keep,
+    /// Drop this many lines and go on: quotes and attributions inside an inline answer.
+    Remove(usize),
+    /// The history (or the signature) starts here.
+    Cut,
+}
+
+fn step(lines: &[&str], i: usize) -> Step {
+    let line = lines[i];
+    if line.contains(REPLY_MARKER)
+        || is_signature_delimiter(line)
+        || is_separator(line)
+        || is_header_block(lines, i)
+        || is_outlook_web_rule(lines, i)
+    {
+        return Step::Cut;
+    }
+    if let Some(n) = attribution_at(lines, i) {
+        // An attribution opening an inline answer (quotes, then new text) goes; the answer stays.
+        return match next_non_blank(lines, i + n) {
+            Some(j) if is_quoted(lines[j]) && !only_history_from(lines, j) => Step::Remove(n),
+            _ => Step::Cut,
+        };
+    }
+    if is_quoted(line) {
+        return if only_history_from(lines, i) {
+            Step::Cut
+        } else {
+            Step::Remove(1)
+        };
+    }
+    Step::Keep
+}
+
+/// The mail's first non-blank line already belongs to the history: there is no new text, and "" is right.
+fn opens_with_history(lines: &[&str], start: usize) -> bool {
+    lines[start].contains(REPLY_MARKER)
+        || attribution_at(lines, start).is_some()
+        || (is_quoted(lines[start]) && only_history_from(lines, start))
+}
+
+/// Joins the kept lines: trailing whitespace trimmed, blank lines at both ends dropped, the blank lines
+/// left around a removed quote collapsed into one, and (if `drop_mobile`) trailing mobile signatures dropped.
+fn tidy<'a>(lines: impl IntoIterator<Item = Option<&'a str>>, drop_mobile: bool) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut after_removal = false;
+    for line in lines {
+        let Some(line) = line else {
+            after_removal = true;
+            continue;
+        };
+        let line = line.trim_end();
+        if line.is_empty() {
+            if out.is_empty() || (after_removal && out.last().is_some_and(|l| l.is_empty())) {
+                continue;
+            }
+        } else {
+            after_removal = false;
+        }
+        out.push(line);
+    }
+    loop {
+        while out.last().is_some_and(|l| l.is_empty()) {
+            out.pop();
+        }
+        if drop_mobile && out.last().is_some_and(|l| is_mobile_signature(l)) {
+            out.pop();
+        } else {
+            break;
+        }
+    }
+    out.join("\n")
+}
+
+fn is_blank(line: &str) -> bool {
+    line.trim().is_empty()
+}
+
+fn next_non_blank(lines: &[&str], from: usize) -> Option<usize> {
+    (from..lines.len()).find(|&j| !is_blank(lines[j]))
+}
+
+fn prev_non_blank(lines: &[&str], before: usize) -> Option<usize> {
+    (0..before).rev().find(|&j| !is_blank(lines[j]))
+}
+
+/// A `>`-quoted line. Only at column 0: format=flowed (RFC 3676) space-stuffs a line that merely starts
+/// with `>`, so " >" is text.
+fn is_quoted(line: &str) -> bool {
+    line.starts_with('>')
+}
+
+/// `-- ` (RFC 3676), or `--` from clients that strip the trailing space.
+fn is_signature_delimiter(line: &str) -> bool {
+    line.trim_end() == "--"
+}
+
+const MOBILE_SIGNATURES: &[&str] = &[
+    "sent from my iphone",
+    "sent from my ipad",
+    "sent from outlook for ios",
+    "sent from outlook for android",
+    "get outlook for ios",
+    "get outlook for android",
+    "iphoneから送信",
+    "ipadから送信",
+    "galaxy에서 보냄",
+    "내 iphone에서 보냄",
+    "从我的iphone发送",
+    "发自我的iphone",
+];
+
+/// "Sent from my iPhone" and friends; Outlook's plain text may append its link: "Get Outlook for iOS<https://…>".
+fn is_mobile_signature(line: &str) -> bool {
+    let mut t = line.trim();
+    if let Some((head, link)) = t.split_once('<') {
+        if link.ends_with('>') {
+            t = head.trim_end();
+        }
+    }
+    let t = t.trim_end_matches('.').to_lowercase();
+    MOBILE_SIGNATURES.contains(&t.as_str())
+}
+
+/// Only quoted lines, blank lines and a signature from line `from` to the end: the history, not an inline answer.
+fn only_history_from(lines: &[&str], from: usize) -> bool {
+    let mut in_signature = false;
+    lines[from..].iter().all(|l| {
+        in_signature |= is_signature_delimiter(l);
+        in_signature || is_blank(l) || is_quoted(l) || is_mobile_signature(l)
+    })
+}
+
+/// `-----Original Message-----` and its translations, with at least three dashes each side
+/// (QQ Mail: `------------------ 原始邮件 ------------------`).
+fn is_separator(line: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "original message",
+        "元のメッセージ",
+        "원본 메시지",
+        "原始邮件",
+        "原始郵件",
+        "ursprüngliche nachricht",
+        "message d'origine",
+    ];
+    let t = line.trim();
+    let inner = t.trim_start_matches('-');
+    let name = inner.trim_end_matches('-');
+    if t.len() - inner.len() < 3 || inner.len() - name.len() < 3 {
+        return false;
+    }
+    NAMES.contains(&name.trim().to_lowercase().as_str())
+}
+
+const FROM_LABELS: &[&str] = &[
+    "From",
+    "差出人",
+    "보낸 사람",
+    "发件人",
+    "寄件者",
+    "Von",
+    "De",
+];
+const DATE_LABELS: &[&str] = &[
+    "Sent",
+    "Date",
+    "送信日時",
+    "보낸 날짜",
+    "发送时间",
+    "寄件日期",
+    "Gesendet",
+    "Envoyé",
+];
+const TO_OR_SUBJECT_LABELS: &[&str] = &[
+    "To",
+    "宛先",
+    "받는 사람",
+    "收件人",
+    "收件者",
+    "An",
+    "À",
+    "Subject",
+    "件名",
+    "제목",
+    "主题",
+    "主旨",
+    "Betreff",
+    "Objet",
+];
+
+/// `Label:` at the start of a line: ASCII case ignored, a space before the colon allowed (French
+/// `Envoyé :`), a full-width colon allowed, and Outlook's plain-text bold (`*From:*`) ignored.
+fn has_label(line: &str, labels: &[&str]) -> bool {
+    let l = line.trim_start().trim_start_matches('*');
+    labels.iter().any(|label| {
+        l.get(..label.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(label))
+            && l[label.len()..]
+                .trim_start_matches(|c: char| c == '*' || c.is_whitespace())
+                .starts_with([':', '：'])
+    })
+}
+
+/// Outlook's header block: a From line followed within four lines by a date line and a To or Subject line.
+/// Not after a "Forwarded message" line: a forwarded mail is content the sender means to pass on.
+fn is_header_block(lines: &[&str], i: usize) -> bool {
+    if !has_label(lines[i], FROM_LABELS) {
+        return false;
+    }
+    let forwarded = prev_non_blank(lines, i).is_some_and(|p| {
+        let p = lines[p].trim().to_lowercase();
+        p.contains("forwarded message") || p == "begin forwarded message:"
+    });
+    let window = &lines[i + 1..lines.len().min(i + 5)];
+    !forwarded
+        && window.iter().any(|l| has_label(l, DATE_LABELS))
+        && window.iter().any(|l| has_label(l, TO_OR_SUBJECT_LABELS))
+}
+
+/// Outlook on the web: a rule of underscores just above the header block.
+fn is_outlook_web_rule(lines: &[&str], i: usize) -> bool {
+    let t = lines[i].trim();
+    t.len() >= 20
+        && t.chars().all(|c| c == '_')
+        && next_non_blank(lines, i + 1).is_some_and(|j| is_header_block(lines, j))
+}
+
+/// How many lines (1 or 2) the attribution at line `i` takes, if there is one.
+fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
+    if is_quoted(lines[i]) {
+        return None;
+    }
+    let first = lines[i].trim();
+    if is_attribution(first) && has_evidence(first, lines, i + 1) {
+        return Some(1);
+    }
+    // Wrapped by the client: "On Sat, Mar 1, 2025 at 3:00 PM Acme <" / "support@example.com> wrote:".
+    let second = lines.get(i + 1)?;
+    if !opens_attribution(first)
+        || first.ends_with(['.', '!', '?', '。', '！', '？'])
+        || is_blank(second)
+        || is_quoted(second)
+        || (opens_attribution(second.trim()) && is_attribution(second.trim()))
+    {
+        return None;
+    }
+    let joined = format!("{first} {}", second.trim());
+    (is_attribution(&joined) && has_evidence(&joined, lines, i + 2)).then_some(2)
+}
+
+/// Real attributions carry a date or an address, or have the quote right below; "Here is what my
+/// colleague wrote:" followed by pasted text has neither and stays.
+fn has_evidence(attribution: &str, lines: &[&str], after: usize) -> bool {
+    attribution.contains(|c: char| c.is_ascii_digit() || c == '@')
+        || next_non_blank(lines, after).is_some_and(|j| is_quoted(lines[j]))
+}
+
+/// How an attribution that a client may wrap begins.
+fn opens_attribution(t: &str) -> bool {
+    ["On ", "Am ", "Le ", "在 "]
+        .iter()
+        .any(|p| t.starts_with(p))
+        || strip_digits(t, 4, 4).is_some_and(|rest| rest.starts_with(['年', '년']))
+}
+
+/// The attribution line of a reply, trimmed, in the forms the desk's clients write.
+fn is_attribution(t: &str) -> bool {
+    if is_japanese_gmail(t) {
+        return true;
+    }
+    let Some(body) = t.strip_suffix([':', '：']) else {
+        return false;
+    };
+    let body = body.trim_end();
+    ends_with_wrote(body)
+        || (t.starts_with("Am ") && body.contains(" schrieb"))
+        || (t.starts_with("Le ") && body.ends_with("a écrit"))
+        || ["のメッセージ", "書きました", "작성", "写道", "寫道"]
+            .iter()
+            .any(|s| body.ends_with(s))
+}
+
+/// "… wrote" as a word, ASCII case ignored.
+fn ends_with_wrote(body: &str) -> bool {
+    let Some(at) = body.len().checked_sub(5) else {
+        return false;
+    };
+    body.get(at..)
+        .is_some_and(|w| w.eq_ignore_ascii_case("wrote"))
+        && !body[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+}
+
+/// Japanese Gmail: `2025年3月1日(土) 15:00 山田太郎 <taro@example.jp>:`, that is
+/// `^\d{4}年\d{1,2}月\d{1,2}日.*<[^>]+@[^>]+>:?\s*$`.
+fn is_japanese_gmail(t: &str) -> bool {
+    let Some(rest) = japanese_date(t) else {
+        return false;
+    };
+    let rest = rest.trim_end();
+    let rest = rest.strip_suffix([':', '：']).unwrap_or(rest);
+    rest.strip_suffix('>')
+        .and_then(|r| r.rsplit_once('<'))
+        .is_some_and(|(_, addr)| {
+            addr.split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty())
+        })
+}
+
+/// What follows `2025年3月1日` at the start of `t`.
+fn japanese_date(t: &str) -> Option<&str> {
+    let rest = strip_digits(t, 4, 4)?.strip_prefix('年')?;
+    let rest = strip_digits(rest, 1, 2)?.strip_prefix('月')?;
+    strip_digits(rest, 1, 2)?.strip_prefix('日')
+}
+
+/// `s` without its leading `min..=max` ASCII digits, if it has that many.
+fn strip_digits(s: &str, min: usize, max: usize) -> Option<&str> {
+    let n = s.bytes().take_while(u8::is_ascii_digit).count();
+    (min..=max).contains(&n).then(|| &s[n..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gmail_english() {
+        let text = "Thanks, that fixed it.\n\nBest,\nJane\n\nOn Sat, Mar 1, 2025 at 3:00 PM Acme Support <support@example.com> wrote:\n\n> Hello Jane,\n>\n> Please clear the cache and try again.\n>\n> Acme Support\n";
+        assert_eq!(strip_quoted(text), "Thanks, that fixed it.\n\nBest,\nJane");
+    }
+
+    #[test]
+    fn gmail_english_attribution_wrapped_before_the_address() {
+        let text = "Thanks, that fixed it.\n\nOn Sat, Mar 1, 2025 at 3:00 PM Acme Support <\nsupport@example.com> wrote:\n\n> Hello Jane,\n";
+        assert_eq!(strip_quoted(text), "Thanks, that fixed it.");
+    }
+
+    #[test]
+    fn gmail_japanese() {
+        let text = "ご対応ありがとうございます。\n無事にログインできました。\n\n山田\n\n2025年3月1日(土) 15:00 Acme サポート <support@example.com>:\n\n> 山田様\n>\n> お問い合わせありがとうございます。\n> パスワードを再設定してください。\n";
+        assert_eq!(
+            strip_quoted(text),
+            "ご対応ありがとうございます。\n無事にログインできました。\n\n山田"
+        );
+    }
+
+    #[test]
+    fn gmail_japanese_older_forms() {
+        let quote = "\n\n> お問い合わせありがとうございます。\n";
+        for attribution in [
+            "2025年3月1日 15:00 Acme サポート <support@example.com>のメッセージ:",
+            "2025年3月1日 15:00 Acme サポート <support@example.com>のメッセージ：",
+            "2025年3月1日(土) 15:00 Acme サポート <support@example.com> wrote:",
+            "Acme サポートさんは書きました:",
+            "Acme サポートさんは書きました：",
+        ] {
+            let text = format!("承知しました。\n\n{attribution}{quote}");
+            assert_eq!(strip_quoted(&text), "承知しました。", "{attribution}");
+        }
+    }
+
+    #[test]
+    fn gmail_korean() {
+        let text = "확인했습니다. 감사합니다.\n\n2025년 3월 1일 (토) 오후 3:00, 홍길동 <support@example.com>님이 작성:\n\n> 안녕하세요, 고객님.\n> 주문이 발송되었습니다.\n";
+        assert_eq!(strip_quoted(text), "확인했습니다. 감사합니다.");
+        let short = "네, 알겠습니다.\n\n홍길동님이 작성:\n> 안녕하세요.\n";
+        assert_eq!(strip_quoted(short), "네, 알겠습니다.");
+    }
+
+    #[test]
+    fn gmail_chinese() {
+        let text = "收到，谢谢！\n\n张三 <support@example.com> 于2025年3月1日周六 15:00写道：\n\n> 您好，您的订单已发货。\n";
+        assert_eq!(strip_quoted(text), "收到，谢谢！");
+        let traditional =
+            "收到，謝謝！\n\n在 2025年3月1日 15:00，客服 <support@example.com> 寫道:\n> 您好。\n";
+        assert_eq!(strip_quoted(traditional), "收到，謝謝！");
+    }
+
+    #[test]
+    fn qq_foxmail_chinese() {
+        let text = "收到，谢谢！\n我明天再试一次。\n\n\n------------------ 原始邮件 ------------------\n发件人: \"Acme 客服\"<support@example.com>;\n发送时间: 2025年3月1日(星期六) 下午3:00\n收件人: \"张三\"<zhang@example.cn>;\n主题: 回复：订单问题\n\n您好，您的订单已发货。\n";
+        assert_eq!(strip_quoted(text), "收到，谢谢！\n我明天再试一次。");
+        // QQ's HTML part writes &nbsp; around the name; converted to text that is U+00A0.
+        let nbsp = "好的\n\n------------------\u{a0}原始邮件\u{a0}------------------\n发件人: x\n";
+        assert_eq!(strip_quoted(nbsp), "好的");
+        let outlook_zh = "好的\n\n-----原始邮件-----\n发件人: Acme\n";
+        assert_eq!(strip_quoted(outlook_zh), "好的");
+    }
+
+    #[test]
+    fn outlook_english_header_block() {
+        let text = "Hi,\n\nThe invoice is attached.\n\nRegards,\nJane Doe\nAccounts Payable\n\nFrom: Acme Support <support@example.com>\nSent: Saturday, March 1, 2025 3:00 PM\nTo: Jane Doe <jane@example.org>\nCc: Accounts <ap@example.org>\nSubject: RE: [EU-1042] Missing invoice\n\nHello Jane,\n\nCould you send us the invoice?\n";
+        assert_eq!(
+            strip_quoted(text),
+            "Hi,\n\nThe invoice is attached.\n\nRegards,\nJane Doe\nAccounts Payable"
+        );
+    }
+
+    #[test]
+    fn outlook_original_message_separators() {
+        for separator in [
+            "-----Original Message-----",
+            "----- Original Message -----",
+            "---original message---",
+            "-----元のメッセージ-----",
+            "-----원본 메시지-----",
+            "-----Ursprüngliche Nachricht-----",
+        ] {
+            let text =
+                format!("Done.\n\n{separator}\nFrom: Acme Support\nSent: Saturday\n\nOld text\n");
+            assert_eq!(strip_quoted(&text), "Done.", "{separator}");
+        }
+        // Two dashes are not a separator.
+        let text = "Done.\n--Original Message--\nmore";
+        assert_eq!(strip_quoted(text), text);
+    }
+
+    #[test]
+    fn outlook_web_japanese_header_block_with_rule() {
+        let text = "お世話になっております。\n承知しました。明日までに対応します。\n\n________________________________\n差出人: Acme サポート <support@example.com>\n送信日時: 2025年3月1日 15:00\n宛先: 山田太郎 <taro@example.jp>\n件名: RE: [JP-1042] 請求書について\n\n山田様\n";
+        assert_eq!(
+            strip_quoted(text),
+            "お世話になっております。\n承知しました。明日までに対応します。"
+        );
+    }
+
+    #[test]
+    fn outlook_header_blocks_in_other_languages() {
+        for block in [
+            "보낸 사람: Acme <support@example.com>\n보낸 날짜: 2025년 3월 1일 토요일 오후 3:00\n받는 사람: 홍길동\n제목: RE: 문의",
+            "寄件者: Acme <support@example.com>\n寄件日期: 2025年3月1日 下午 03:00\n收件者: 王小明\n主旨: RE: 問題",
+            "Von: Acme <support@example.com>\nGesendet: Samstag, 1. März 2025 15:00\nAn: Max Mustermann\nBetreff: AW: Frage",
+            "De : Acme <support@example.com>\nEnvoyé : samedi 1 mars 2025 15:00\nÀ : Jean Dupont\nObjet : RE: Question",
+            "*From:* Acme <support@example.com>\n*Sent:* Saturday, March 1, 2025 3:00 PM\n*To:* Jane",
+        ] {
+            let text = format!("OK\n\n{block}\n\nOld text\n");
+            assert_eq!(strip_quoted(&text), "OK", "{block}");
+        }
+    }
+
+    #[test]
+    fn from_line_without_the_rest_of_a_header_block_stays() {
+        let text = "From: the billing page\nTo: nowhere, it seems\n\nThe button does nothing.";
+        assert_eq!(strip_quoted(text), text);
+    }
+
+    #[test]
+    fn forwarded_mail_is_kept() {
+        let text = "Please see the mail below.\n\n---------- Forwarded message ---------\nFrom: Shop <shop@example.com>\nDate: Sat, Mar 1, 2025 at 3:00 PM\nSubject: Your order\nTo: <jane@example.org>\n\nYour order has shipped.";
+        assert_eq!(strip_quoted(text), text);
+    }
+
+    #[test]
+    fn apple_mail() {
+        let text = "Sounds good, thanks.\n\nTaro\n\nOn 1 Mar 2025, at 15:00, Taro <t@example.jp> wrote:\n\n> Could you try again tomorrow?\n";
+        assert_eq!(strip_quoted(text), "Sounds good, thanks.\n\nTaro");
+    }
+
+    #[test]
+    fn ios_mail_quoted_attribution_and_mobile_signature() {
+        let text = "Yes, please go ahead.\n\nSent from my iPhone\n\n> On 1 Mar 2025, at 15:00, Acme Support <support@example.com> wrote:\n> \n> Shall we cancel the order?\n";
+        assert_eq!(strip_quoted(text), "Yes, please go ahead.");
+    }
+
+    #[test]
+    fn thunderbird_wrapped_attribution() {
+        let text =
+            "It works now.\n\nOn 3/1/25 3:00 PM, Taro\nYamada wrote:\n> Please restart the app.\n";
+        assert_eq!(strip_quoted(text), "It works now.");
+        let text =
+            "It works now.\n\nOn 3/1/25 3:00 PM,\nTaro Yamada wrote:\n> Please restart the app.\n";
+        assert_eq!(strip_quoted(text), "It works now.");
+    }
+
+    #[test]
+    fn german_and_french_attributions() {
+        let text = "Danke, passt.\n\nAm 01.03.2025 um 15:00 schrieb Acme Support <support@example.com>:\n> Hallo\n";
+        assert_eq!(strip_quoted(text), "Danke, passt.");
+        let text = "Merci !\n\nLe sam. 1 mars 2025 à 15:00, Acme Support <support@example.com> a écrit :\n> Bonjour\n";
+        assert_eq!(strip_quoted(text), "Merci !");
+        let nbsp = "Merci !\n\nLe 01/03/2025 à 15:00, Acme a écrit\u{a0}:\n> Bonjour\n";
+        assert_eq!(strip_quoted(nbsp), "Merci !");
+    }
+
+    #[test]
+    fn interleaved_reply_keeps_new_text() {
+        let text = "Hi Support,\n\n> Which browser do you use?\n\nFirefox 136 on Windows 11.\n\n> Did the error appear after the update?\nYes, right after it.\n\nThanks,\nJane";
+        assert_eq!(
+            strip_quoted(text),
+            "Hi Support,\n\nFirefox 136 on Windows 11.\n\nYes, right after it.\n\nThanks,\nJane"
+        );
+    }
+
+    #[test]
+    fn interleaved_reply_under_an_attribution_keeps_new_text() {
+        let text = "On Sat, Mar 1, 2025 at 3:00 PM Acme Support <support@example.com> wrote:\n> Which browser do you use?\n\nFirefox 136.\n\n> Did the error appear after the update?\n\nYes.\n\n-- \nJane Doe";
+        assert_eq!(strip_quoted(text), "Firefox 136.\n\nYes.");
+    }
+
+    #[test]
+    fn quotes_then_signature_are_history() {
+        let text = "Fixed, thanks.\n\n> Please try again.\n> Acme\n\n-- \nJane Doe\n+49 30 1234567";
+        assert_eq!(strip_quoted(text), "Fixed, thanks.");
+    }
+
+    #[test]
+    fn reply_marker() {
+        let text = "#status pending\nI restarted the server, please check again.\n\n##- reply above this line -##\n\nNew reply from the customer\n\nTicket:    EU-1042 - Login fails\n";
+        assert_eq!(
+            strip_quoted(text),
+            "#status pending\nI restarted the server, please check again."
+        );
+        // Quoted by the agent's client, below its attribution.
+        let text = "Done.\n\nOn Sat, Mar 1, 2025 at 3:00 PM postdesk <support@example.com> wrote:\n> ##- reply above this line -##\n>\n> New ticket\n";
+        assert_eq!(strip_quoted(text), "Done.");
+        // Marker inside an otherwise interleaved reply still cuts.
+        let text = "Answer\n> q\nmore\n> ##- reply above this line -##\nnot mine\n";
+        assert_eq!(strip_quoted(text), "Answer\nmore");
+    }
+
+    #[test]
+    fn nothing_above_the_marker_is_empty() {
+        let text = "\n##- reply above this line -##\n\nNew ticket\n";
+        assert_eq!(strip_quoted(text), "");
+    }
+
+    #[test]
+    fn signature_delimiter() {
+        let text = "Thanks!\n\n-- \nJane Doe\nACME Corp\n+49 30 1234567\n";
+        assert_eq!(strip_quoted(text), "Thanks!");
+        let no_space = "Thanks!\n--\nJane Doe\n";
+        assert_eq!(strip_quoted(no_space), "Thanks!");
+        // Dashes inside a line are text.
+        let text = "Step 1 -- open the app\n---\nStep 2";
+        assert_eq!(strip_quoted(text), text);
+    }
+
+    #[test]
+    fn mobile_signatures() {
+        for signature in [
+            "Sent from my iPhone",
+            "Sent from my iPad",
+            "Sent from Outlook for iOS",
+            "Sent from Outlook for Android",
+            "Get Outlook for iOS",
+            "Get Outlook for iOS<https://aka.ms/o0ukef>",
+            "Get Outlook for Android",
+            "iPhoneから送信",
+            "iPadから送信",
+            "Galaxy에서 보냄",
+            "내 iPhone에서 보냄",
+            "从我的iPhone发送",
+            "发自我的iPhone",
+        ] {
+            let text = format!("Yes, please go ahead.\n\n{signature}\n");
+            assert_eq!(strip_quoted(&text), "Yes, please go ahead.", "{signature}");
+        }
+        // Only at the end.
+        let text = "Sent from my iPhone\nbut the app crashes anyway.";
+        assert_eq!(strip_quoted(text), text);
+    }
+
+    #[test]
+    fn mail_without_quote_is_unchanged() {
+        let text = "Hello,\n\nmy order #1042 has not arrived yet.\nCan you check?\n\n\n  Order: 1042\n  Date:  2025-03-01\n\nJane";
+        assert_eq!(strip_quoted(text), text);
+    }
+
+    #[test]
+    fn only_a_quote_is_empty() {
+        assert_eq!(strip_quoted("> Hello\n> world\n"), "");
+        let text = "\n\nOn Sat, Mar 1, 2025 at 3:00 PM Acme Support <support@example.com> wrote:\n> Hello\n";
+        assert_eq!(strip_quoted(text), "");
+        assert_eq!(
+            strip_quoted("2025年3月1日(土) 15:00 Acme <support@example.com>:\n> 山田様\n"),
+            ""
+        );
+    }
+
+    #[test]
+    fn nothing_but_history_of_other_kinds_keeps_the_input() {
+        // A forward without a word of its own, a signature alone: better too much than nothing.
+        let text = "-----Original Message-----\nFrom: Shop\nSent: Saturday\nTo: Jane\n\nYour order has shipped.  \n\n";
+        assert_eq!(
+            strip_quoted(text),
+            "-----Original Message-----\nFrom: Shop\nSent: Saturday\nTo: Jane\n\nYour order has shipped."
+        );
+        assert_eq!(strip_quoted("\n-- \nJane Doe\n"), "--\nJane Doe");
+    }
+
+    #[test]
+    fn prose_that_sounds_like_an_attribution_stays() {
+        let text = "Here is what my colleague wrote:\nThe export button is grey.\n\nOn Monday the system wrote:\nerror E42";
+        assert_eq!(strip_quoted(text), "Here is what my colleague wrote:\nThe export button is grey.\n\nOn Monday the system wrote:\nerror E42");
+        // A sentence starting with "On " right above a real attribution is not part of it.
+        let text = "On second thought, cancel it.\nOn Sat, Mar 1, 2025 at 3:00 PM Acme <support@example.com> wrote:\n> Hi\n";
+        assert_eq!(strip_quoted(text), "On second thought, cancel it.");
+    }
+
+    #[test]
+    fn format_flowed_space_stuffed_line_is_text() {
+        let text = "Result:\n >100 errors per minute\nPlease help.";
+        assert_eq!(strip_quoted(text), text);
+    }
+
+    #[test]
+    fn trailing_whitespace_and_blank_lines_go_leading_indent_stays() {
+        let text = "\n\n   Indented first line   \nsecond\t\n\n\n";
+        assert_eq!(strip_quoted(text), "   Indented first line\nsecond");
+        assert_eq!(strip_quoted(""), "");
+        assert_eq!(strip_quoted(" \n\t\n"), "");
+    }
+}

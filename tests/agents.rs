@@ -1,0 +1,178 @@
+//! Agents working from their own mail client, against the real mail stack: notified of a new ticket, they
+//! reply with commands; the customer gets the answer from the support address only.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use postdesk::config::Config;
+use postdesk::daemon::Daemon;
+use postdesk::desk::ticket::{Direction, Locale, Status, TicketId};
+use support::{eventually, stack, Stack};
+use tokio_util::sync::CancellationToken;
+
+fn config(s: &Stack, dir: &Path, support_addr: &str, agent: &str, notify: &str) -> Config {
+    let pw = dir.join("jp.pass");
+    std::fs::write(&pw, support::password(support_addr)).unwrap();
+    let text = format!(
+        "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"smtp\"\nretry_base = \"200ms\"\n[outbound.smtp]\nhost = \"localhost\"\nport = {smtp}\ntls = \"starttls\"\nca_file = \"{ca}\"\n[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"{support_addr}\"\nagents = [\"{agent}\"]\nagent_notify = \"{notify}\"\n[region.intake]\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {imap}\ntls = \"none\"\nusername = \"{support_addr}\"\npassword_file = \"{pw}\"\n",
+        d = dir.display(),
+        smtp = s.smtp_port,
+        imap = s.imap_port,
+        ca = s.ca_pem.display(),
+        pw = pw.display()
+    );
+    Config::from_toml(&text, Path::new("agents-test.toml")).expect("config")
+}
+
+fn parse(raw: &[u8]) -> postdesk::mail::Inbound {
+    postdesk::mail::parse(raw, Locale::En).expect("a mail")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_answers_from_a_mail_client_and_the_customer_sees_only_the_desk() {
+    let s = stack();
+    let (desk_addr, agent, notify, taro) = (
+        s.user("support-jp"),
+        s.user("agent"),
+        s.user("jp-agents"),
+        s.user("taro"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token = CancellationToken::new();
+    let d = Daemon::start(
+        config(s, dir.path(), &desk_addr, &agent, &notify),
+        token.clone(),
+    )
+    .expect("daemon");
+    let id = TicketId::new("JP", 1000);
+
+    // 1. The customer writes; the agents are notified.
+    s.send_mail(
+        &taro,
+        &desk_addr,
+        "注文が届きません",
+        "c1@example.jp",
+        "注文番号は A-1 です。",
+    )
+    .await;
+    eventually(
+        "the agent notification",
+        Duration::from_secs(30),
+        async || s.count(&notify, "INBOX").await == 1,
+    )
+    .await;
+    let note_raw = s.messages(&notify, "INBOX").await.remove(0);
+    let notification = parse(&note_raw);
+    assert!(
+        notification.subject.starts_with("[JP-1000] "),
+        "{}",
+        notification.subject
+    );
+    assert!(
+        notification
+            .text
+            .starts_with("##- reply above this line -##"),
+        "{}",
+        notification.text
+    );
+    assert!(notification.text.contains("注文番号は A-1 です。"));
+    assert_eq!(
+        notification.reply_to[0].address, desk_addr,
+        "replying lands back in postdesk"
+    );
+
+    // 2. The agent replies to the notification from their own client, with a command and the quoted history.
+    let reply = format!(
+        "From: Agent Smith <{agent}>\r\nTo: {desk_addr}\r\nSubject: Re: {}\r\nMessage-ID: <a1@example.com>\r\nIn-Reply-To: <{}>\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n#status pending\r\n\r\nお手数ですが、ご注文時のメールアドレスを教えていただけますでしょうか。\r\n\r\n-- \r\nAgent Smith, direct line 555-0100\r\n\r\nOn Sat, 21 Nov 2026 at 10:00, {desk_addr} wrote:\r\n> ##- reply above this line -##\r\n> 注文番号は A-1 です。\r\n",
+        notification.subject, notification.message_id
+    );
+    s.smtp_send(&agent, &desk_addr, reply.as_bytes()).await;
+    eventually(
+        "the answer at the customer",
+        Duration::from_secs(30),
+        async || s.count(&taro, "INBOX").await == 2,
+    )
+    .await;
+    let answers: Vec<Vec<u8>> = s.messages(&taro, "INBOX").await;
+    let answer_raw = answers
+        .into_iter()
+        .find(|r| parse(r).text.contains("メールアドレス"))
+        .expect("the relayed answer");
+    let answer = parse(&answer_raw);
+    let raw_text = String::from_utf8_lossy(&answer_raw).to_ascii_lowercase();
+    assert_eq!(answer.from.as_ref().unwrap().address, desk_addr);
+    assert!(
+        !raw_text.contains(&agent.to_ascii_lowercase()),
+        "the agent's address never reaches the customer"
+    );
+    assert!(
+        !answer.text.contains("#status"),
+        "commands are removed: {}",
+        answer.text
+    );
+    assert!(
+        !answer.text.contains("555-0100"),
+        "the signature is removed: {}",
+        answer.text
+    );
+    assert!(
+        !answer.text.contains("reply above this line"),
+        "the quoted history is removed: {}",
+        answer.text
+    );
+    assert_eq!(answer.subject, "[JP-1000] 注文が届きません");
+    assert_eq!(
+        d.desk.store.ticket(&id).unwrap().unwrap().status,
+        Status::Pending
+    );
+
+    // 3. The customer answers: the ticket is open again.
+    s.send_mail(
+        &taro,
+        &desk_addr,
+        "Re: [JP-1000] 注文が届きません",
+        "c2@example.jp",
+        "taro@example.jp です。",
+    )
+    .await;
+    eventually(
+        "the ticket open again",
+        Duration::from_secs(20),
+        async || d.desk.store.ticket(&id).unwrap().unwrap().status == Status::Open,
+    )
+    .await;
+
+    // 4. An internal note never reaches the customer; an unknown command goes back to the agent only.
+    let before = s.count(&taro, "INBOX").await;
+    let note = format!("From: {agent}\r\nTo: {desk_addr}\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <a2@example.com>\r\n\r\n#note\r\nThis customer ordered twice.\r\n");
+    s.smtp_send(&agent, &desk_addr, note.as_bytes()).await;
+    let bad = format!("From: {agent}\r\nTo: {desk_addr}\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <a3@example.com>\r\n\r\n#frobnicate now\r\nHello customer\r\n");
+    s.smtp_send(&agent, &desk_addr, bad.as_bytes()).await;
+    eventually(
+        "the error reply to the agent",
+        Duration::from_secs(30),
+        async || s.count(&agent, "INBOX").await == 1,
+    )
+    .await;
+    let error = parse(&s.messages(&agent, "INBOX").await.remove(0));
+    assert!(error.text.contains("#frobnicate"), "{}", error.text);
+    assert!(
+        error.text.contains("#status open|pending|resolved|closed"),
+        "{}",
+        error.text
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        s.count(&taro, "INBOX").await,
+        before,
+        "neither the note nor the bad command reached the customer"
+    );
+    let messages = d.desk.store.messages(&id).unwrap();
+    assert!(messages
+        .iter()
+        .any(|m| m.direction == Direction::Note && m.text.contains("ordered twice")));
+    token.cancel();
+    d.wait().await.unwrap();
+}
