@@ -27,6 +27,8 @@ pub struct Known {
     pub bounced: Option<(Ticket, u64)>,
     /// The mail carries a Message-ID postdesk signed: one of our own mails came back (a forwarder loop).
     pub own_message: bool,
+    /// For an agent's `#merge ID`: that ticket, if it exists.
+    pub merge_target: Option<Ticket>,
 }
 
 /// Options of the intake path that delivered the mail.
@@ -76,6 +78,8 @@ pub struct Plan {
     pub replies: Vec<Reply>,
     /// The outbox row a delivery report says bounced.
     pub bounced_outbox: Option<u64>,
+    /// An agent's `#merge`: move this ticket's messages into that one (which exists: see [`Known`]).
+    pub merge_into: Option<TicketId>,
 }
 
 /// The decision on one mail.
@@ -116,6 +120,7 @@ pub fn decide(
                 message,
                 replies: Vec::new(),
                 bounced_outbox: Some(*outbox_id),
+                merge_into: None,
             }));
         }
     }
@@ -144,7 +149,14 @@ pub fn decide(
             let sender = sender.unwrap_or_default();
             let ticket_region = config.region(&ticket.region).unwrap_or(region);
             if ticket_region.is_agent(sender) && automatic.is_none() {
-                return agent_mail(mail, ticket, ticket_region, message, now);
+                return agent_mail(
+                    mail,
+                    ticket,
+                    ticket_region,
+                    message,
+                    known.merge_target.as_ref(),
+                    now,
+                );
             }
             let mut replies = Vec::new();
             if automatic.is_none() {
@@ -162,6 +174,7 @@ pub fn decide(
                 message,
                 replies,
                 bounced_outbox: None,
+                merge_into: None,
             }))
         }
         Thread::New { links } => new_ticket(
@@ -216,6 +229,7 @@ fn new_ticket(
         thread_ids: Vec::new(),
         links,
         assignee: None,
+        merged_into: None,
     };
     add_participants(&mut ticket, mail, config);
     remember_thread_id(&mut ticket, &mail.message_id);
@@ -254,6 +268,7 @@ fn new_ticket(
         message,
         replies,
         bounced_outbox: None,
+        merge_into: None,
     }))
 }
 
@@ -305,6 +320,7 @@ fn agent_mail(
     mut ticket: Ticket,
     region: &RegionConfig,
     mut message: Message,
+    merge_target: Option<&Ticket>,
     now: DateTime<Utc>,
 ) -> Decision {
     let sender = mail
@@ -322,6 +338,7 @@ fn agent_mail(
         .collect();
     let previous = ticket.status;
     let mut status_set = false;
+    let mut merge_into = None;
     for command in &parsed.commands {
         match command {
             agent::Command::Status(s) => match lifecycle::next(ticket.status, Event::Set(*s)) {
@@ -343,9 +360,20 @@ fn agent_mail(
                 region.code
             )),
             agent::Command::Note => {}
-            agent::Command::Merge(id) => errors.push(format!(
-                "#merge {id}: merging is not available in this version"
-            )),
+            agent::Command::Merge(id) => match merge_target.filter(|t| t.id == *id) {
+                _ if *id == ticket.id => errors.push(format!(
+                    "#merge {id}: a ticket cannot be merged into itself"
+                )),
+                Some(t) if t.merged_into.is_some() || t.status == Status::Closed => errors.push(
+                    format!("#merge {id}: that ticket is closed or merged already"),
+                ),
+                Some(t) if t.region != ticket.region => errors.push(format!(
+                    "#merge {id}: that ticket belongs to region {}",
+                    t.region
+                )),
+                Some(_) => merge_into = Some(id.clone()),
+                None => errors.push(format!("#merge {id}: no such ticket")),
+            },
         }
     }
     message.direction = Direction::Note;
@@ -370,6 +398,18 @@ fn agent_mail(
                 ],
             }],
             bounced_outbox: None,
+            merge_into: None,
+        }));
+    }
+    if merge_into.is_some() {
+        // The messages move; nothing is sent. The agent's mail stays as a note, and goes along.
+        return Decision::Store(Box::new(Plan {
+            ticket,
+            is_new: false,
+            message,
+            replies: Vec::new(),
+            bounced_outbox: None,
+            merge_into,
         }));
     }
     let mut customers = Vec::new();
@@ -411,6 +451,7 @@ fn agent_mail(
         message,
         replies,
         bounced_outbox: None,
+        merge_into: None,
     }))
 }
 

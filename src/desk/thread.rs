@@ -200,6 +200,7 @@ mod tests {
             thread_ids: vec![],
             links: vec![],
             assignee: None,
+            merged_into: None,
         }
     }
 

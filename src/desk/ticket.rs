@@ -214,6 +214,10 @@ pub struct Ticket {
     /// Assigned agent, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assignee: Option<String>,
+    /// Set when an agent merged this ticket into another: its messages live there now, and mail for this
+    /// ticket lands there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_into: Option<TicketId>,
 }
 
 impl Ticket {

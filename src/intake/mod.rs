@@ -117,6 +117,15 @@ impl Pending {
         if let Some(key) = &change.dedupe {
             self.dedupe.insert(key.clone(), ticket.id.clone());
         }
+        for (mid, id) in &change.other_message_ids {
+            let ids = self.msgid.entry(mid.clone()).or_default();
+            if !ids.contains(id) {
+                ids.push(id.clone());
+            }
+        }
+        for other in &change.other_tickets {
+            self.tickets.insert(other.id.clone(), other.clone());
+        }
         self.tickets.insert(ticket.id.clone(), ticket.clone());
     }
 }
@@ -294,6 +303,9 @@ impl Desk {
             pending,
             now,
         )?;
+        if let Some(into) = &plan.merge_into {
+            self.merge(&mut ticket, into, &mut change, pending)?;
+        }
         ticket.message_count += change.messages.len() as u32;
         let outcome = Outcome::Stored {
             ticket: ticket.id.clone(),
@@ -302,6 +314,62 @@ impl Desk {
         };
         change.ticket = Some(ticket);
         Ok(Planned::Change(Box::new(change), outcome))
+    }
+
+    /// Move every message of `ticket` (the one `change` is about to append included) into the ticket `into`,
+    /// so that both conversations continue there: the Message-IDs of both lead there, the merged ticket is
+    /// closed and points there, its customers become participants there.
+    fn merge(
+        &self,
+        ticket: &mut Ticket,
+        into: &TicketId,
+        change: &mut Change,
+        pending: &Pending,
+    ) -> Result<(), IngestError> {
+        let mut survivor = match pending.tickets.get(into) {
+            Some(t) => t.clone(),
+            None => self
+                .store
+                .ticket(into)?
+                .ok_or_else(|| StoreError::NoTicket(into.clone()))?,
+        };
+        let mut moved = self.store.messages(&ticket.id)?;
+        let stored = moved.len() as u32;
+        moved.append(&mut change.messages);
+        for (i, m) in moved.into_iter().enumerate() {
+            change.placed_messages.push((
+                survivor.id.clone(),
+                survivor.message_count + i as u32,
+                m,
+            ));
+        }
+        survivor.message_count += change.placed_messages.len() as u32;
+        change
+            .removed_messages
+            .extend((0..stored).map(|i| (ticket.id.clone(), i)));
+        for customer in std::iter::once(&ticket.requester).chain(&ticket.participants) {
+            if !customer.is_empty()
+                && *customer != survivor.requester
+                && !survivor.participants.contains(customer)
+            {
+                survivor.participants.push(customer.clone());
+            }
+        }
+        for mid in ticket.thread_ids.iter().chain(&change.message_ids) {
+            decide::remember_thread_id(&mut survivor, mid);
+            change
+                .other_message_ids
+                .push((mid.clone(), survivor.id.clone()));
+        }
+        survivor.links.push(ticket.id.clone());
+        survivor.updated_at = ticket.updated_at;
+        ticket.links.push(survivor.id.clone());
+        ticket.merged_into = Some(survivor.id.clone());
+        ticket.status = crate::desk::ticket::Status::Closed;
+        ticket.message_count = 0;
+        tracing::info!(ticket = %ticket.id, into = %survivor.id, "tickets merged");
+        change.other_tickets.push(survivor);
+        Ok(())
     }
 
     /// Render `replies` into outbox rows of `change`, within the per-recipient rate limits for automatic
@@ -373,11 +441,22 @@ impl Desk {
     /// Everything the store (and the batch so far) knows that concerns this mail: an earlier copy, tagged
     /// and referenced tickets.
     fn known(&self, inbound: &Inbound, pending: &Pending) -> Result<Known, StoreError> {
-        let ticket = |id: &TicketId| -> Result<Option<Ticket>, StoreError> {
+        let load = |id: &TicketId| -> Result<Option<Ticket>, StoreError> {
             match pending.tickets.get(id) {
                 Some(t) => Ok(Some(t.clone())),
                 None => self.store.ticket(id),
             }
+        };
+        // A merged ticket's mail goes to the ticket it was merged into (bounded, against a corrupt cycle).
+        let ticket = |id: &TicketId| -> Result<Option<Ticket>, StoreError> {
+            let mut t = load(id)?;
+            for _ in 0..8 {
+                match t.as_ref().and_then(|t| t.merged_into.clone()) {
+                    Some(next) => t = load(&next)?,
+                    None => break,
+                }
+            }
+            Ok(t)
         };
         let dedupe_key = (inbound.message_id.clone(), inbound.content_hash.clone());
         let duplicate_of = match pending.dedupe.get(&dedupe_key) {
@@ -392,6 +471,21 @@ impl Desk {
         };
         if known.duplicate_of.is_some() {
             return Ok(known);
+        }
+        // An agent's `#merge ID`: load that ticket, so the decision can check it.
+        let sender = inbound
+            .from
+            .as_ref()
+            .map(|m| m.address.as_str())
+            .unwrap_or("");
+        if self.config.region.iter().any(|r| r.is_agent(sender)) {
+            let parsed =
+                crate::desk::agent::parse(&crate::mail::quote::strip_quoted(&inbound.text));
+            for command in parsed.commands {
+                if let crate::desk::agent::Command::Merge(id) = command {
+                    known.merge_target = load(&id)?;
+                }
+            }
         }
         known.own_message =
             outbound::msgid::verify(&inbound.message_id, &self.composer.secret).is_some();
@@ -621,5 +715,76 @@ mod tests {
                 queued: 1
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+    use crate::desk::ticket::Status;
+    use std::sync::Arc;
+
+    #[test]
+    fn merge_moves_messages_and_both_conversations_continue_in_the_survivor() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"support-jp@example.com\"\nagents = [\"agent@example.com\"]\n",
+            d = dir.path().display()
+        );
+        let config = Config::from_toml(&text, std::path::Path::new("t")).unwrap();
+        let store = Arc::new(Store::open(&config.storage.path).unwrap());
+        let d = Desk::new(config, store).unwrap();
+        let region = d.config.region[0].clone();
+        let ingest = |raw: &str| {
+            d.ingest(
+                &region,
+                raw.as_bytes(),
+                "test",
+                &Delivery::normal(),
+                false,
+                Utc::now(),
+            )
+            .unwrap()
+            .unwrap()
+        };
+        let jp = |n| TicketId::new("JP", n);
+        ingest("From: a@example.com\r\nSubject: order late\r\nMessage-ID: <a1@x>\r\n\r\nwhere is it\r\n");
+        ingest("From: b@example.com\r\nSubject: same order\r\nMessage-ID: <b1@x>\r\n\r\nmy colleague asked too\r\n");
+        // A bad target is refused and changes nothing.
+        ingest("From: agent@example.com\r\nSubject: Re: [JP-1001] x\r\nMessage-ID: <m0@x>\r\n\r\n#merge JP-4242\r\n");
+        assert!(d
+            .store
+            .ticket(&jp(1001))
+            .unwrap()
+            .unwrap()
+            .merged_into
+            .is_none());
+        ingest("From: agent@example.com\r\nSubject: Re: [JP-1001] x\r\nMessage-ID: <m1@x>\r\n\r\n#merge JP-1000\r\nsame issue as JP-1000\r\n");
+        let merged = d.store.ticket(&jp(1001)).unwrap().unwrap();
+        assert_eq!(merged.merged_into, Some(jp(1000)));
+        assert_eq!(merged.status, Status::Closed);
+        assert!(d.store.messages(&jp(1001)).unwrap().is_empty());
+        let survivor = d.store.ticket(&jp(1000)).unwrap().unwrap();
+        assert!(survivor.participants.contains(&"b@example.com".to_string()));
+        let texts: Vec<String> = d
+            .store
+            .messages(&jp(1000))
+            .unwrap()
+            .into_iter()
+            .map(|m| m.text)
+            .collect();
+        assert!(
+            texts.iter().any(|t| t.contains("my colleague"))
+                && texts.iter().any(|t| t.contains("same issue")),
+            "{texts:?}"
+        );
+        // Replies to either ticket land in the survivor, by tag or by References.
+        assert!(
+            matches!(ingest("From: b@example.com\r\nSubject: Re: [JP-1001] same order\r\nMessage-ID: <b2@x>\r\n\r\nany news?\r\n"), Outcome::Stored { ticket, .. } if ticket == jp(1000))
+        );
+        assert!(
+            matches!(ingest("From: b@example.com\r\nSubject: more\r\nMessage-ID: <b3@x>\r\nReferences: <b1@x>\r\n\r\nstill waiting\r\n"), Outcome::Stored { ticket, .. } if ticket == jp(1000))
+        );
+        assert_eq!(d.store.tickets(None, None).unwrap().len(), 2);
     }
 }

@@ -99,6 +99,14 @@ pub struct Change {
     pub suppressed: u64,
     /// An outbox row a delivery report says bounced, and the report's diagnostic.
     pub bounced: Option<(u64, String)>,
+    /// Further tickets the change rewrites whole (the survivor of a merge).
+    pub other_tickets: Vec<Ticket>,
+    /// Messages written at explicit places (a merge moves them): (ticket, index, message).
+    pub placed_messages: Vec<(TicketId, u32, Message)>,
+    /// Messages removed from their place (a merge moved them away).
+    pub removed_messages: Vec<(TicketId, u32)>,
+    /// Message-IDs to index to another ticket than `ticket` (a merge's survivor).
+    pub other_message_ids: Vec<(String, TicketId)>,
 }
 
 /// The result of a commit.
@@ -751,6 +759,18 @@ fn apply(
                 .insert(dedupe_key(mid, hash), to_json(&ticket.id))?;
         }
     }
+    for other in &change.other_tickets {
+        t.tickets.insert(ticket_key(&other.id), to_json(other))?;
+    }
+    for (id, index) in &change.removed_messages {
+        t.messages.remove(message_key(id, *index))?;
+    }
+    for (id, index, m) in &change.placed_messages {
+        t.messages.insert(message_key(id, *index), to_json(m))?;
+    }
+    for (mid, id) in &change.other_message_ids {
+        index_message_id(t.msgid, mid, id)?;
+    }
     if let Some((k, v)) = &change.intake_state {
         t.meta.insert(k.as_slice(), v.as_slice())?;
     }
@@ -853,6 +873,7 @@ mod tests {
             thread_ids: vec![],
             links: vec![],
             assignee: None,
+            merged_into: None,
         }
     }
 
