@@ -103,6 +103,23 @@ pub struct Config {
     /// Optional health and metrics endpoint.
     #[serde(default)]
     pub http: Option<HttpConfig>,
+    /// How agents' mail is trusted and shown.
+    #[serde(default)]
+    pub agents: AgentsConfig,
+}
+
+/// Agents acting by mail.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    /// When set, mail from an agent address counts as the agent's only if an `Authentication-Results`
+    /// header from this server (its authserv-id, e.g. "mx.example.com") says `dkim=pass` or `spf=pass` for
+    /// the agent's domain; otherwise it is treated as an outsider's mail. Guards against forged From lines.
+    #[serde(default)]
+    pub trust_authserv_id: Option<String>,
+    /// Sign relayed answers with the agent's display name (default: only the desk's name).
+    #[serde(default)]
+    pub show_name: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

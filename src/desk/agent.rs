@@ -108,6 +108,44 @@ pub fn parse(text: &str) -> Parsed {
     parsed
 }
 
+/// Whether `Authentication-Results` from the trusted server `authserv_id` vouch for `domain`: a
+/// `dkim=pass` with `header.d=domain` (or `header.i=…@domain`), or an `spf=pass` with
+/// `smtp.mailfrom=…domain`. Headers from any other server are ignored: anyone can write one.
+pub fn authenticated(results: &[String], authserv_id: &str, domain: &str) -> bool {
+    let domain = domain.to_ascii_lowercase();
+    results.iter().any(|value| {
+        let mut parts = value.split(';');
+        let server = parts
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if !server.eq_ignore_ascii_case(authserv_id) {
+            return false;
+        }
+        parts.any(|resinfo| {
+            let r = resinfo.to_ascii_lowercase();
+            let has = |key: &str| r.split_whitespace().any(|w| w == key);
+            let prop = |name: &str| {
+                r.split_whitespace().find_map(|w| {
+                    w.strip_prefix(name).map(|v| {
+                        v.trim_matches(|c| c == '"' || c == ')' || c == '(')
+                            .to_string()
+                    })
+                })
+            };
+            let dkim = has("dkim=pass")
+                && (prop("header.d=").is_some_and(|d| d == domain)
+                    || prop("header.i=").is_some_and(|i| i.ends_with(&format!("@{domain}"))));
+            let spf = has("spf=pass")
+                && prop("smtp.mailfrom=")
+                    .is_some_and(|m| m == domain || m.ends_with(&format!("@{domain}")));
+            dkim || spf
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -161,6 +199,25 @@ mod tests {
         );
         assert!(p.errors[1].reason.contains("unknown command #frobnicate"));
         assert_eq!(p.body, "Hello");
+    }
+
+    #[test]
+    fn authentication_results_from_the_trusted_server_only() {
+        let ok = vec!["mx.example.com; dkim=pass header.d=example.com header.s=sel; spf=fail smtp.mailfrom=x@other.org".to_string()];
+        assert!(authenticated(&ok, "mx.example.com", "example.com"));
+        assert!(
+            !authenticated(&ok, "mx.example.com", "other.org"),
+            "spf failed for other.org"
+        );
+        assert!(
+            !authenticated(&ok, "evil.example.net", "example.com"),
+            "another server's header is not trusted"
+        );
+        let spf = vec!["MX.example.com; spf=pass smtp.mailfrom=agent@example.com".to_string()];
+        assert!(authenticated(&spf, "mx.example.com", "example.com"));
+        let forged = vec!["mx.example.com; dkim=fail header.d=example.com; spf=softfail smtp.mailfrom=example.com".to_string()];
+        assert!(!authenticated(&forged, "mx.example.com", "example.com"));
+        assert!(!authenticated(&[], "mx.example.com", "example.com"));
     }
 
     #[test]

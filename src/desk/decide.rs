@@ -148,13 +148,17 @@ pub fn decide(
             let mut ticket = existing.clone();
             let sender = sender.unwrap_or_default();
             let ticket_region = config.region(&ticket.region).unwrap_or(region);
-            if ticket_region.is_agent(sender) && automatic.is_none() {
+            if ticket_region.is_agent(sender)
+                && automatic.is_none()
+                && agent_verified(mail, sender, config)
+            {
                 return agent_mail(
                     mail,
                     ticket,
                     ticket_region,
                     message,
                     known.merge_target.as_ref(),
+                    config.agents.show_name,
                     now,
                 );
             }
@@ -272,6 +276,18 @@ fn new_ticket(
     }))
 }
 
+/// Whether mail from agent address `sender` may act as the agent: always, unless `[agents]
+/// trust_authserv_id` asks for a passing DKIM or SPF result from that server.
+fn agent_verified(mail: &Inbound, sender: &str, config: &Config) -> bool {
+    match &config.agents.trust_authserv_id {
+        None => true,
+        Some(server) => {
+            let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            agent::authenticated(&mail.auto.authentication_results, server, domain)
+        }
+    }
+}
+
 /// The notification to the region's agents (and the assignee) of a new ticket or a customer's reply.
 fn notify_agents(
     mail: &Inbound,
@@ -321,6 +337,7 @@ fn agent_mail(
     region: &RegionConfig,
     mut message: Message,
     merge_target: Option<&Ticket>,
+    show_name: bool,
     now: DateTime<Utc>,
 ) -> Decision {
     let sender = mail
@@ -769,6 +786,37 @@ mod tests {
             .unwrap()
             .to_string();
         assert_eq!(body, "Refund done.");
+    }
+
+    #[test]
+    fn with_a_trusted_server_only_authenticated_agent_mail_acts() {
+        let mut c = config();
+        c.agents.trust_authserv_id = Some("mx.example.com".into());
+        let t = existing(Status::Open);
+        let run = |headers: &str| {
+            let m = mail(&format!("{headers}From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#status closed\r\nbye\r\n"));
+            let known = Known {
+                tagged: vec![t.clone()],
+                ..Known::default()
+            };
+            let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now())
+            else {
+                panic!()
+            };
+            plan
+        };
+        let forged = run("");
+        assert_eq!(
+            forged.ticket.status,
+            Status::Open,
+            "a forged agent's command is text"
+        );
+        assert_eq!(forged.message.direction, Direction::In);
+        assert!(forged.replies.iter().all(|r| r.kind != "agent_reply"));
+        let real =
+            run("Authentication-Results: mx.example.com; dkim=pass header.d=example.com\r\n");
+        assert_eq!(real.ticket.status, Status::Closed);
+        assert_eq!(real.replies[0].kind, "agent_reply");
     }
 
     #[test]

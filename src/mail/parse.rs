@@ -46,6 +46,8 @@ pub struct AutoHeaders {
     pub report_diagnostic: Option<String>,
     pub importance: Option<String>,
     pub x_priority: Option<String>,
+    /// `Authentication-Results` header values, as written (topmost first).
+    pub authentication_results: Vec<String>,
 }
 
 /// An attachment, decoded.
@@ -284,6 +286,13 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         reported_message_id,
         report_diagnostic,
         importance: header_text("Importance").map(|s| s.to_ascii_lowercase()),
+        authentication_results: message
+            .header_values("Authentication-Results")
+            .filter_map(|v| {
+                v.as_text()
+                    .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+            })
+            .collect(),
         x_priority: header_text("X-Priority"),
     };
 
