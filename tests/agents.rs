@@ -85,7 +85,7 @@ async fn an_agent_answers_from_a_mail_client_and_the_customer_sees_only_the_desk
 
     // 2. The agent replies to the notification from their own client, with a command and the quoted history.
     let reply = format!(
-        "From: Agent Smith <{agent}>\r\nTo: {desk_addr}\r\nSubject: Re: {}\r\nMessage-ID: <a1@example.com>\r\nIn-Reply-To: <{}>\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n#status pending\r\n\r\nお手数ですが、ご注文時のメールアドレスを教えていただけますでしょうか。\r\n\r\n-- \r\nAgent Smith, direct line 555-0100\r\n\r\nOn Sat, 21 Nov 2026 at 10:00, {desk_addr} wrote:\r\n> ##- reply above this line -##\r\n> 注文番号は A-1 です。\r\n",
+        "From: Agent Smith <{agent}>\r\nTo: {desk_addr}\r\nSubject: Re: {}\r\nMessage-ID: <a1@example.com>\r\nIn-Reply-To: <{}>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"AG\"\r\n\r\n--AG\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n#status pending\r\n\r\nお手数ですが、ご注文時のメールアドレスを教えていただけますでしょうか。\r\n\r\n-- \r\nAgent Smith, direct line 555-0100\r\n\r\nOn Sat, 21 Nov 2026 at 10:00, {desk_addr} wrote:\r\n> ##- reply above this line -##\r\n> 注文番号は A-1 です。\r\n--AG\r\nContent-Type: application/pdf; name=\"guide.pdf\"\r\nContent-Disposition: attachment; filename=\"guide.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcOkw7zDtsOfCg==\r\n--AG--\r\n",
         notification.subject, notification.message_id
     );
     s.smtp_send(&agent, &desk_addr, reply.as_bytes()).await;
@@ -123,6 +123,9 @@ async fn an_agent_answers_from_a_mail_client_and_the_customer_sees_only_the_desk
         answer.text
     );
     assert_eq!(answer.subject, "[JP-1000] 注文が届きません");
+    // The agent's attachment is relayed.
+    let guide = answer.attachments.iter().find(|a| a.filename == "guide.pdf").expect("the agent's attachment");
+    assert_eq!(guide.data, b"%PDF-1.4\n%\xc3\xa4\xc3\xbc\xc3\xb6\xc3\x9f\n");
     assert_eq!(
         d.desk.store.ticket(&id).unwrap().unwrap().status,
         Status::Pending

@@ -64,6 +64,8 @@ pub struct Reply {
     pub previous_status: Option<Status>,
     /// Event-specific template values (e.g. `size_mb` and `limit_mb` for `oversize`).
     pub extra: Vec<(&'static str, serde_json::Value)>,
+    /// Files to attach (an agent's attachments, relayed): blobs in the store.
+    pub attachments: Vec<AttachmentRef>,
 }
 
 /// The change one mail makes.
@@ -261,6 +263,7 @@ fn new_ticket(
             locale,
             previous_status: None,
             extra,
+            attachments: Vec::new(),
         });
     }
     if !automatic {
@@ -327,6 +330,7 @@ fn notify_agents(
                 serde_json::json!(crate::outbound::render::REPLY_MARKER),
             ),
         ],
+        attachments: Vec::new(),
     })
 }
 
@@ -345,6 +349,11 @@ fn agent_mail(
         .as_ref()
         .map(|m| m.address.clone())
         .unwrap_or_default();
+    // The customer never sees an agent's address; their name only when the config says so.
+    let agent_name = match (&mail.from, show_name) {
+        (Some(m), true) => m.name.clone(),
+        _ => String::new(),
+    };
     let parsed = agent::parse(&strip_quoted(&mail.text));
     remember_thread_id(&mut ticket, &mail.message_id);
     ticket.updated_at = now;
@@ -413,6 +422,7 @@ fn agent_mail(
                     ("errors", serde_json::json!(errors.join("\n"))),
                     ("commands_help", serde_json::json!(agent::HELP)),
                 ],
+                attachments: Vec::new(),
             }],
             bounced_outbox: None,
             merge_into: None,
@@ -450,8 +460,9 @@ fn agent_mail(
             previous_status: Some(previous),
             extra: vec![
                 ("body", serde_json::json!(parsed.body)),
-                ("agent_name", serde_json::json!("")),
+                ("agent_name", serde_json::json!(agent_name)),
             ],
+            attachments: message.attachments.clone(),
         });
     } else if ticket.status != previous && !customers.is_empty() {
         replies.push(Reply {
@@ -460,6 +471,7 @@ fn agent_mail(
             locale: ticket.locale,
             previous_status: Some(previous),
             extra: Vec::new(),
+            attachments: Vec::new(),
         });
     }
     Decision::Store(Box::new(Plan {
@@ -571,6 +583,7 @@ pub fn set_status(
             locale: t.locale,
             previous_status: Some(previous),
             extra: Vec::new(),
+            attachments: Vec::new(),
         }]
     };
     Ok((t, replies))

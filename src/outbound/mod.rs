@@ -57,8 +57,11 @@ pub struct OutboxItem {
     pub message_id: String,
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
-    /// RFC 3834 `Auto-Submitted` value.
+    /// RFC 3834 `Auto-Submitted` value (`no`: written by a person, no header).
     pub auto_submitted: String,
+    /// Files attached (blobs in the store), e.g. an agent's attachments relayed to the customer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<crate::desk::ticket::AttachmentRef>,
     pub status: OutboxStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
@@ -161,6 +164,7 @@ pub fn compose(
         in_reply_to: ticket.last_customer_message_id.clone(),
         references,
         auto_submitted: auto_submitted_for(reply.kind).to_string(),
+        attachments: reply.attachments.clone(),
         status: OutboxStatus::Queued,
         attempts: 0,
         last_error: None,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{
@@ -101,8 +101,8 @@ impl Transport {
     }
 
     /// Send one mail, under [`SEND_TIMEOUT`].
-    pub async fn send(&self, item: &OutboxItem) -> Result<(), SendError> {
-        let message = build_message(item)?;
+    pub async fn send(&self, item: &OutboxItem, files: &[Vec<u8>]) -> Result<(), SendError> {
+        let message = build_message_with(item, files)?;
         let fut = async {
             match self {
                 Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| {
@@ -142,9 +142,19 @@ fn angle(id: &str) -> String {
     format!("<{id}>")
 }
 
+/// The MIME message of an outbox row without attachments (see [`build_message_with`]).
+pub fn build_message(item: &OutboxItem) -> Result<lettre::Message, SendError> {
+    build_message_with(item, &[])
+}
+
 /// The MIME message of an outbox row. Every customer-supplied value reaches lettre through its typed
 /// builders, which encode or reject line breaks: no header can be added from outside.
-pub fn build_message(item: &OutboxItem) -> Result<lettre::Message, SendError> {
+///
+/// `files` holds the bytes of `item.attachments`, in order.
+pub fn build_message_with(
+    item: &OutboxItem,
+    files: &[Vec<u8>],
+) -> Result<lettre::Message, SendError> {
     let from: Mailbox = format!("{} <{}>", sanitize_display_name(&item.from_name), item.from)
         .parse()
         .or_else(|_| item.from.parse())
@@ -182,15 +192,34 @@ pub fn build_message(item: &OutboxItem) -> Result<lettre::Message, SendError> {
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .body(item.text.clone());
-    let result = match &item.html {
-        Some(html) => b.multipart(
-            MultiPart::alternative().singlepart(text).singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_HTML)
-                    .body(html.clone()),
-            ),
+    let body = match &item.html {
+        Some(html) => MultiPart::alternative().singlepart(text).singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_HTML)
+                .body(html.clone()),
         ),
-        None => b.singlepart(text),
+        None => MultiPart::alternative().singlepart(text),
+    };
+    let result = if item.attachments.is_empty() {
+        match &item.html {
+            Some(_) => b.multipart(body),
+            None => b.singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(item.text.clone()),
+            ),
+        }
+    } else {
+        let mut mixed = MultiPart::mixed().multipart(body);
+        for (a, bytes) in item.attachments.iter().zip(files) {
+            let content_type = ContentType::parse(&a.content_type).unwrap_or(
+                ContentType::parse("application/octet-stream")
+                    .map_err(|e| SendError::Permanent(e.to_string()))?,
+            );
+            mixed = mixed
+                .singlepart(Attachment::new(a.filename.clone()).body(bytes.clone(), content_type));
+        }
+        b.multipart(mixed)
     };
     result.map_err(|e| SendError::Permanent(format!("cannot build the mail: {e}")))
 }

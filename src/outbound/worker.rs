@@ -91,6 +91,25 @@ pub fn after_attempt(
     item
 }
 
+/// The bytes of a row's attachments, from the blob store. A missing blob fails the row for good: it will
+/// not come back by waiting.
+fn attachment_bytes(store: &Store, item: &OutboxItem) -> Result<Vec<Vec<u8>>, SendError> {
+    item.attachments
+        .iter()
+        .map(|a| match store.blob(&a.sha256) {
+            Ok(Some(bytes)) => Ok(bytes),
+            Ok(None) => Err(SendError::Permanent(format!(
+                "attachment {} ({}) is missing from the store",
+                a.filename, a.sha256
+            ))),
+            Err(e) => Err(SendError::Temporary(format!(
+                "cannot read attachment {}: {e}",
+                a.filename
+            ))),
+        })
+        .collect()
+}
+
 /// Send what is due now, `concurrency` mails in flight at once; returns how many rows were attempted.
 pub async fn send_due(
     store: &Store,
@@ -103,7 +122,10 @@ pub async fn send_due(
     let n = due.len();
     let mut results = futures_util::stream::iter(due)
         .map(|item| async move {
-            let outcome = transport.send(&item).await;
+            let outcome = match attachment_bytes(store, &item) {
+                Ok(files) => transport.send(&item, &files).await,
+                Err(e) => Err(e),
+            };
             (item, outcome)
         })
         .buffer_unordered(concurrency.max(1));
@@ -184,6 +206,7 @@ mod tests {
             in_reply_to: None,
             references: vec![],
             auto_submitted: "auto-replied".into(),
+            attachments: vec![],
             status: OutboxStatus::Queued,
             attempts: 0,
             last_error: None,

@@ -963,6 +963,7 @@ mod tests {
             in_reply_to: None,
             references: vec![],
             auto_submitted: "auto-replied".into(),
+            attachments: vec![],
             status: OutboxStatus::Queued,
             attempts: 0,
             last_error: None,
