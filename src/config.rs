@@ -106,6 +106,13 @@ pub struct Config {
     /// How agents' mail is trusted and shown.
     #[serde(default)]
     pub agents: AgentsConfig,
+    /// Category rules: category name → words (any language) that file a new ticket under it, checked in
+    /// the order written. Absent: the built-in rules (privacy, payment, account, fault, order, content).
+    #[serde(default)]
+    pub categories: Option<toml::Table>,
+    /// The rules of `categories`, read at load time.
+    #[serde(skip)]
+    pub category_rules: Vec<(String, Vec<String>)>,
 }
 
 /// Agents acting by mail.
@@ -684,6 +691,25 @@ impl Config {
                 }
             }
             TransportKind::Sendmail => {}
+        }
+        if let Some(table) = &self.categories {
+            for (name, words) in table {
+                let list = words
+                    .as_array()
+                    .filter(|a| a.iter().all(|w| w.is_str()) && !a.is_empty())
+                    .ok_or_else(|| {
+                        ConfigError::invalid(
+                            format!("categories.{name}"),
+                            "must be a non-empty list of words, like [\"refund\", \"返金\"]",
+                        )
+                    })?;
+                let words = list
+                    .iter()
+                    .filter_map(|w| w.as_str())
+                    .map(str::to_lowercase)
+                    .collect();
+                self.category_rules.push((name.to_ascii_lowercase(), words));
+            }
         }
         if !(1..=64).contains(&self.outbound.concurrency) {
             return Err(ConfigError::invalid(

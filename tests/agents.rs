@@ -124,7 +124,11 @@ async fn an_agent_answers_from_a_mail_client_and_the_customer_sees_only_the_desk
     );
     assert_eq!(answer.subject, "[JP-1000] 注文が届きません");
     // The agent's attachment is relayed.
-    let guide = answer.attachments.iter().find(|a| a.filename == "guide.pdf").expect("the agent's attachment");
+    let guide = answer
+        .attachments
+        .iter()
+        .find(|a| a.filename == "guide.pdf")
+        .expect("the agent's attachment");
     assert_eq!(guide.data, b"%PDF-1.4\n%\xc3\xa4\xc3\xbc\xc3\xb6\xc3\x9f\n");
     assert_eq!(
         d.desk.store.ticket(&id).unwrap().unwrap().status,

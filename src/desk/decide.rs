@@ -222,7 +222,7 @@ fn new_ticket(
         } else {
             classify::priority(mail)
         },
-        category: "other".to_string(),
+        category: classify::category(mail, &config.category_rules),
         subject: thread::clean_subject(&mail.subject),
         requester: requester.clone(),
         requester_name,
@@ -255,7 +255,7 @@ fn new_ticket(
                     ("limit_mb", serde_json::json!(megabytes(limit))),
                 ],
             ),
-            None => ("ack", Vec::new()),
+            None => ("ack", needs(&ticket.category, mail)),
         };
         replies.push(Reply {
             kind,
@@ -482,6 +482,23 @@ fn agent_mail(
         bounced_outbox: None,
         merge_into: None,
     }))
+}
+
+/// What an acknowledgement asks for, by category, when the customer's mail does not give it yet: the
+/// template shows a line in the customer's language for each flag that is true.
+fn needs(category: &str, mail: &Inbound) -> Vec<(&'static str, serde_json::Value)> {
+    let no_number = !classify::has_reference_number(&mail.text)
+        && !classify::has_reference_number(&mail.subject);
+    let flag = |b: bool| serde_json::Value::Bool(b);
+    vec![
+        (
+            "needs_order_number",
+            flag(matches!(category, "payment" | "order") && no_number),
+        ),
+        ("needs_payment_details", flag(category == "payment")),
+        ("needs_device_details", flag(category == "fault")),
+        ("needs_account_id", flag(category == "account")),
+    ]
 }
 
 /// Bytes in megabytes, one decimal, for people.

@@ -151,6 +151,161 @@ pub fn priority(mail: &Inbound) -> Priority {
     Priority::Normal
 }
 
+/// The default category rules: (category, words in any of the desk's languages), checked in this order
+/// (the more sensitive first). What support sites in Japan, Korea and China file inquiries under.
+pub const DEFAULT_CATEGORIES: &[(&str, &[&str])] = &[
+    (
+        "privacy",
+        &[
+            "privacy",
+            "personal data",
+            "gdpr",
+            "delete my data",
+            "hacked",
+            "個人情報",
+            "プライバシー",
+            "不正アクセス",
+            "개인정보",
+            "해킹",
+            "隐私",
+            "个人信息",
+            "盗号",
+        ],
+    ),
+    (
+        "payment",
+        &[
+            "payment",
+            "refund",
+            "charge",
+            "invoice",
+            "billing",
+            "paid",
+            "支払",
+            "返金",
+            "請求",
+            "決済",
+            "引き落と",
+            "결제",
+            "환불",
+            "청구",
+            "付款",
+            "退款",
+            "支付",
+            "扣款",
+            "扣费",
+        ],
+    ),
+    (
+        "account",
+        &[
+            "login",
+            "log in",
+            "password",
+            "account",
+            "sign in",
+            "ログイン",
+            "パスワード",
+            "アカウント",
+            "로그인",
+            "비밀번호",
+            "계정",
+            "登录",
+            "登陆",
+            "密码",
+            "账号",
+            "帐号",
+        ],
+    ),
+    (
+        "fault",
+        &[
+            "crash",
+            "error",
+            "bug",
+            "broken",
+            "not working",
+            "doesn't work",
+            "freez",
+            "エラー",
+            "落ち",
+            "不具合",
+            "動かない",
+            "故障",
+            "오류",
+            "에러",
+            "고장",
+            "작동",
+            "崩溃",
+            "错误",
+            "闪退",
+        ],
+    ),
+    (
+        "order",
+        &[
+            "order", "delivery", "shipping", "parcel", "arrive", "注文", "配送", "届", "発送",
+            "주문", "배송", "도착", "订单", "快递", "物流", "发货",
+        ],
+    ),
+    (
+        "content",
+        &[
+            "copyright",
+            "infring",
+            "inappropriate",
+            "著作権",
+            "違法",
+            "저작권",
+            "불법",
+            "版权",
+            "侵权",
+        ],
+    ),
+];
+
+/// The category of a mail by the first rule whose words appear in its subject or text; `other` if none.
+/// `rules` are the configured ones (`[categories]`), else [`DEFAULT_CATEGORIES`].
+pub fn category(mail: &Inbound, rules: &[(String, Vec<String>)]) -> String {
+    let haystack = format!(
+        "{}\n{}",
+        mail.subject,
+        mail.text.chars().take(4000).collect::<String>()
+    )
+    .to_lowercase();
+    if rules.is_empty() {
+        for (name, words) in DEFAULT_CATEGORIES {
+            if words.iter().any(|w| haystack.contains(w)) {
+                return (*name).to_string();
+            }
+        }
+    } else {
+        for (name, words) in rules {
+            if words.iter().any(|w| haystack.contains(&w.to_lowercase())) {
+                return name.clone();
+            }
+        }
+    }
+    "other".to_string()
+}
+
+/// Whether the text already gives something that looks like an order or transaction number (a run of at
+/// least four digits, possibly after letters and a dash: `A-1234`, `20250301-0042`).
+pub fn has_reference_number(text: &str) -> bool {
+    let mut run = 0;
+    for c in text.chars() {
+        if c.is_ascii_digit() || ('０'..='９').contains(&c) {
+            run += 1;
+            if run >= 4 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,6 +387,49 @@ mod tests {
         // Kanji-heavy Japanese still counts as Japanese when any kana is present.
         assert_eq!(detect_locale("注文番号の確認依頼"), Some(Locale::Ja));
         assert_eq!(detect_locale("Re: 注文 ABC-123 の件"), Some(Locale::Ja));
+    }
+
+    #[test]
+    fn categories_in_four_languages() {
+        let cat = |subject: &str, body: &str| {
+            category(
+                &parse(
+                    format!("From: a@b.c\r\nSubject: {subject}\r\n\r\n{body}\r\n").as_bytes(),
+                    Locale::En,
+                )
+                .unwrap(),
+                &[],
+            )
+        };
+        assert_eq!(cat("返金について", "二重に引き落とされました"), "payment");
+        assert_eq!(cat("로그인 문의", "비밀번호를 잊었습니다"), "account");
+        assert_eq!(cat("订单还没到", "快递显示已发货"), "order");
+        assert_eq!(cat("App crashes", "it crashes on start"), "fault");
+        assert_eq!(
+            cat("個人情報の削除", "アカウントを削除してください"),
+            "privacy",
+            "privacy is checked before account"
+        );
+        assert_eq!(cat("hello", "a question"), "other");
+        let custom = vec![("wholesale".to_string(), vec!["Bulk".to_string()])];
+        assert_eq!(
+            category(
+                &parse(
+                    b"From: a@b.c\r\nSubject: bulk order\r\n\r\nx\r\n",
+                    Locale::En
+                )
+                .unwrap(),
+                &custom
+            ),
+            "wholesale"
+        );
+    }
+
+    #[test]
+    fn reference_numbers() {
+        assert!(has_reference_number("注文番号は A-1234 です"));
+        assert!(has_reference_number("order ２０２５０３"));
+        assert!(!has_reference_number("I ordered 2 items on the 3rd"));
     }
 
     #[test]

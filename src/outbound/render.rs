@@ -335,6 +335,10 @@ fn sample_context(locale: Locale) -> Value {
         "limit_mb": 25.0,
         "errors": "line 1: #status done  (\"done\" is not one of: new, open, pending, resolved, closed)",
         "commands_help": crate::desk::agent::HELP,
+        "needs_order_number": true,
+        "needs_payment_details": true,
+        "needs_device_details": false,
+        "needs_account_id": false,
     })
 }
 
@@ -358,6 +362,31 @@ mod tests {
             html.contains("&lt;subject&gt;") || !html.contains("<subject>"),
             "{html}"
         );
+    }
+
+    #[test]
+    fn the_acknowledgement_asks_for_what_the_category_needs() {
+        let r = Renderer::load(None).unwrap();
+        let mut ctx = sample_context(Locale::Ja);
+        let text = r.render("ack", Locale::Ja, &ctx).unwrap().text;
+        assert!(
+            text.contains("- ご注文番号\n- お支払いの日時とお支払い方法\n"),
+            "{text}"
+        );
+        assert!(!text.contains("端末"), "{text}");
+        for flag in [
+            "needs_order_number",
+            "needs_payment_details",
+            "needs_device_details",
+            "needs_account_id",
+        ] {
+            ctx[flag] = json!(false);
+        }
+        let text = r.render("ack", Locale::Ja, &ctx).unwrap().text;
+        assert!(!text.contains("以下の情報"), "{text}");
+        ctx["needs_device_details"] = json!(true);
+        let html = r.render("ack", Locale::Ko, &ctx).unwrap().html.unwrap();
+        assert!(html.contains("<li>사용하시는 기기 모델명"), "{html}");
     }
 
     #[test]
