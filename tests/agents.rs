@@ -180,6 +180,73 @@ async fn an_agent_answers_from_a_mail_client_and_the_customer_sees_only_the_desk
     assert!(messages
         .iter()
         .any(|m| m.direction == Direction::Note && m.text.contains("ordered twice")));
+
+    // 5. A customer writing a command changes nothing: for them it is text.
+    s.send_mail(
+        &taro,
+        &desk_addr,
+        "Re: [JP-1000] 注文が届きません",
+        "c3@example.jp",
+        "#status closed\r\n#priority urgent",
+    )
+    .await;
+    eventually(
+        "the customer's mail stored",
+        Duration::from_secs(20),
+        async || {
+            d.desk
+                .store
+                .messages(&id)
+                .unwrap()
+                .iter()
+                .any(|m| m.message_id == "c3@example.jp")
+        },
+    )
+    .await;
+    let t = d.desk.store.ticket(&id).unwrap().unwrap();
+    assert_eq!((t.status, t.priority.as_str()), (Status::Open, "normal"));
+
+    // 6. #merge: a second ticket of the same customer is merged into JP-1000, and its thread follows.
+    s.send_mail(
+        &taro,
+        &desk_addr,
+        "もう一件",
+        "c4@example.jp",
+        "同じ注文の件です。",
+    )
+    .await;
+    let second = TicketId::new("JP", 1001);
+    eventually("the second ticket", Duration::from_secs(20), async || {
+        d.desk.store.ticket(&second).unwrap().is_some()
+    })
+    .await;
+    let merge = format!("From: {agent}\r\nTo: {desk_addr}\r\nSubject: Re: [JP-1001] x\r\nMessage-ID: <a4@example.com>\r\n\r\n#merge JP-1000\r\n");
+    s.smtp_send(&agent, &desk_addr, merge.as_bytes()).await;
+    eventually("the merge", Duration::from_secs(20), async || {
+        d.desk.store.ticket(&second).unwrap().unwrap().merged_into == Some(id.clone())
+    })
+    .await;
+    s.send_mail(
+        &taro,
+        &desk_addr,
+        "Re: [JP-1001] もう一件",
+        "c5@example.jp",
+        "よろしくお願いします。",
+    )
+    .await;
+    eventually(
+        "the reply to the merged ticket in the survivor",
+        Duration::from_secs(20),
+        async || {
+            d.desk
+                .store
+                .messages(&id)
+                .unwrap()
+                .iter()
+                .any(|m| m.message_id == "c5@example.jp")
+        },
+    )
+    .await;
     token.cancel();
     d.wait().await.unwrap();
 }
