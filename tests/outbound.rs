@@ -54,6 +54,23 @@ async fn stop(d: Daemon, token: CancellationToken) {
         .expect("flush");
 }
 
+/// Store a customer mail without going through IMAP (for tests about the way out).
+fn ingest_directly(d: &Daemon, from: &str, to: &str, subject: &str, message_id: &str, body: &str) {
+    let region = d.desk.config.region[0].clone();
+    let raw = mail(from, to, subject, message_id, body);
+    d.desk
+        .ingest(
+            &region,
+            &raw,
+            "test",
+            &Delivery::normal(),
+            false,
+            Utc::now(),
+        )
+        .unwrap()
+        .unwrap();
+}
+
 fn parse(raw: &[u8]) -> postdesk::mail::Inbound {
     postdesk::mail::parse(raw, Locale::En).expect("a mail")
 }
@@ -161,18 +178,7 @@ async fn a_permanent_failure_is_marked_failed_with_the_servers_reply() {
     let dir = tempfile::tempdir().unwrap();
     let (d, token) = start(config(s, dir.path(), &jp, None, ""));
     let ghost = format!("{}@example.com", support::unique("nobody-here"));
-    let region = d.desk.config.region[0].clone();
-    d.desk
-        .ingest(
-            &region,
-            &mail(&ghost, &jp, "hello", "g1@example.com", "body"),
-            "test",
-            &Delivery::normal(),
-            false,
-            Utc::now(),
-        )
-        .unwrap()
-        .unwrap();
+    ingest_directly(&d, &ghost, &jp, "hello", "g1@example.com", "body");
     eventually("the row to fail", Duration::from_secs(20), async || {
         d.desk
             .store
@@ -206,18 +212,7 @@ async fn smtp_down_then_up_delivers_exactly_once() {
         .unwrap()
         .success());
     let (d, token) = start(config(&private, dir.path(), &jp, None, ""));
-    let region = d.desk.config.region[0].clone();
-    d.desk
-        .ingest(
-            &region,
-            &mail(&taro, &jp, "hello", "d1@example.com", "body"),
-            "test",
-            &Delivery::normal(),
-            false,
-            Utc::now(),
-        )
-        .unwrap()
-        .unwrap();
+    ingest_directly(&d, &taro, &jp, "hello", "d1@example.com", "body");
     eventually("a failed attempt", Duration::from_secs(20), async || {
         d.desk.store.outbox_all().unwrap()[0].attempts >= 2
     })
@@ -402,18 +397,7 @@ async fn an_smtp_certificate_that_does_not_verify_is_refused() {
     // Without the stack's CA, its certificate is just a stranger's: nothing may be sent.
     c.outbound.smtp.as_mut().unwrap().ca_file = None;
     let (d, token) = start(c);
-    let region = d.desk.config.region[0].clone();
-    d.desk
-        .ingest(
-            &region,
-            &mail(&taro, &jp, "hello", "tls1@example.com", "body"),
-            "test",
-            &Delivery::normal(),
-            false,
-            Utc::now(),
-        )
-        .unwrap()
-        .unwrap();
+    ingest_directly(&d, &taro, &jp, "hello", "tls1@example.com", "body");
     eventually("a failed attempt", Duration::from_secs(20), async || {
         d.desk.store.outbox_all().unwrap()[0].attempts >= 1
     })

@@ -676,6 +676,7 @@ impl Store {
         let mut item = self.outbox_item(id)?.ok_or(StoreError::NoOutboxRow(id))?;
         item.status = OutboxStatus::Queued;
         item.next_attempt_at = Utc::now();
+        // An admin's retry gets a day of retries of its own before `max_age` gives up on it again.
         item.created_at = item.created_at.max(Utc::now() - chrono::Duration::days(1));
         self.outbox_update(item.clone())?;
         Ok(item)
