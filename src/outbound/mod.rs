@@ -68,6 +68,9 @@ pub struct OutboxItem {
     pub created_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
     pub next_attempt_at: DateTime<Utc>,
+    /// When an admin last queued it again (`outbox retry`): the retry age counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requeued_at: Option<DateTime<Utc>>,
 }
 
 /// The JSON shape of `postdesk outbox list --json` (DESIGN.md): the contract names plus a few extras.
@@ -171,5 +174,6 @@ pub fn compose(
         created_at: now,
         sent_at: None,
         next_attempt_at: now,
+        requeued_at: None,
     })
 }

@@ -76,7 +76,9 @@ pub fn after_attempt(
             item.last_error = Some(e);
         }
         Err(SendError::Temporary(e)) => {
-            let age = (now - item.created_at).to_std().unwrap_or_default();
+            let age = (now - item.requeued_at.unwrap_or(item.created_at))
+                .to_std()
+                .unwrap_or_default();
             if age >= policy.max_age {
                 item.status = OutboxStatus::Failed;
                 item.last_error = Some(format!("gave up after {} attempts: {e}", item.attempts));
@@ -207,6 +209,7 @@ mod tests {
             references: vec![],
             auto_submitted: "auto-replied".into(),
             attachments: vec![],
+            requeued_at: None,
             status: OutboxStatus::Queued,
             attempts: 0,
             last_error: None,

@@ -676,8 +676,8 @@ impl Store {
         let mut item = self.outbox_item(id)?.ok_or(StoreError::NoOutboxRow(id))?;
         item.status = OutboxStatus::Queued;
         item.next_attempt_at = Utc::now();
-        // An admin's retry gets a day of retries of its own before `max_age` gives up on it again.
-        item.created_at = item.created_at.max(Utc::now() - chrono::Duration::days(1));
+        // An admin's retry starts the retry age afresh; `created_at` keeps saying when it was queued.
+        item.requeued_at = Some(Utc::now());
         self.outbox_update(item.clone())?;
         Ok(item)
     }
@@ -965,6 +965,7 @@ mod tests {
             references: vec![],
             auto_submitted: "auto-replied".into(),
             attachments: vec![],
+            requeued_at: None,
             status: OutboxStatus::Queued,
             attempts: 0,
             last_error: None,
