@@ -160,14 +160,42 @@ pub fn decide(
                     ticket_region,
                     message,
                     known.merge_target.as_ref(),
-                    config.agents.show_name,
+                    config,
                     now,
                 );
             }
             let mut replies = Vec::new();
+            // A rating in answer to the satisfaction survey is recorded and reopens nothing.
+            if automatic.is_none()
+                && ticket.status == Status::Resolved
+                && ticket.survey_sent
+                && ticket.satisfaction.is_none()
+            {
+                if let Some((score, comment)) =
+                    super::timers::survey_answer(&strip_quoted(&mail.text))
+                {
+                    ticket.satisfaction = Some(super::ticket::Satisfaction {
+                        score,
+                        comment,
+                        at: now,
+                    });
+                    ticket.last_customer_message_id = Some(mail.message_id.clone());
+                    remember_thread_id(&mut ticket, &mail.message_id);
+                    ticket.updated_at = now;
+                    return Decision::Store(Box::new(Plan {
+                        ticket,
+                        is_new: false,
+                        message,
+                        replies,
+                        bounced_outbox: None,
+                        merge_into: None,
+                    }));
+                }
+            }
             if automatic.is_none() {
-                ticket.status =
+                let next =
                     lifecycle::next(ticket.status, Event::CustomerReply).unwrap_or(ticket.status);
+                ticket.change_status(next, now);
                 replies.extend(notify_agents(mail, &ticket, ticket_region, false));
             }
             add_participants(&mut ticket, mail, config);
@@ -236,6 +264,14 @@ fn new_ticket(
         links,
         assignee: None,
         merged_into: None,
+        status_since: None,
+        first_response_at: None,
+        reminders_sent: 0,
+        sla_warned: false,
+        breached: false,
+        survey_sent: false,
+        satisfaction: None,
+        timers: Vec::new(),
     };
     add_participants(&mut ticket, mail, config);
     remember_thread_id(&mut ticket, &mail.message_id);
@@ -341,9 +377,10 @@ fn agent_mail(
     region: &RegionConfig,
     mut message: Message,
     merge_target: Option<&Ticket>,
-    show_name: bool,
+    config: &Config,
     now: DateTime<Utc>,
 ) -> Decision {
+    let show_name = config.agents.show_name;
     let sender = mail
         .from
         .as_ref()
@@ -369,7 +406,7 @@ fn agent_mail(
         match command {
             agent::Command::Status(s) => match lifecycle::next(ticket.status, Event::Set(*s)) {
                 Ok(next) => {
-                    ticket.status = next;
+                    ticket.change_status(next, now);
                     status_set = true;
                 }
                 Err(lifecycle::LifecycleError::Unchanged(_)) => status_set = true,
@@ -449,10 +486,11 @@ fn agent_mail(
     if relay {
         // An answer waits for the customer unless the agent said otherwise.
         if !status_set {
-            ticket.status = Status::Pending;
+            ticket.change_status(Status::Pending, now);
         }
         message.direction = Direction::Out;
         message.text = parsed.body.clone();
+        ticket.first_response_at.get_or_insert(now);
         replies.push(Reply {
             kind: "agent_reply",
             to: customers,
@@ -473,6 +511,12 @@ fn agent_mail(
             extra: Vec::new(),
             attachments: Vec::new(),
         });
+    }
+    if ticket.status == Status::Resolved && previous != Status::Resolved {
+        replies.extend(super::timers::survey(
+            &mut ticket,
+            &config.timers_for(region),
+        ));
     }
     Decision::Store(Box::new(Plan {
         ticket,
@@ -579,19 +623,20 @@ pub fn remember_thread_id(ticket: &mut Ticket, id: &str) {
 pub fn set_status(
     ticket: &Ticket,
     status: Status,
+    timers: &crate::config::TimersConfig,
     now: DateTime<Utc>,
 ) -> Result<(Ticket, Vec<Reply>), lifecycle::LifecycleError> {
     let next = lifecycle::next(ticket.status, Event::Set(status))?;
     let mut t = ticket.clone();
     let previous = t.status;
-    t.status = next;
+    t.change_status(next, now);
     t.updated_at = now;
     let mut to = Vec::new();
     if !t.requester.is_empty() {
         to.push(t.requester.clone());
     }
     to.extend(t.participants.iter().cloned());
-    let replies = if to.is_empty() {
+    let mut replies = if to.is_empty() {
         Vec::new()
     } else {
         vec![Reply {
@@ -603,6 +648,9 @@ pub fn set_status(
             attachments: Vec::new(),
         }]
     };
+    if t.status == Status::Resolved {
+        replies.extend(super::timers::survey(&mut t, timers));
+    }
     Ok((t, replies))
 }
 
@@ -897,10 +945,15 @@ mod tests {
     fn set_status_queues_an_update_to_requester_and_participants() {
         let mut t = existing(Status::Open);
         t.participants = vec!["cc@example.com".into()];
-        let (t2, replies) = set_status(&t, Status::Resolved, Utc::now()).unwrap();
+        let (t2, replies) = set_status(&t, Status::Resolved, &config().timers, Utc::now()).unwrap();
         assert_eq!(t2.status, Status::Resolved);
         assert_eq!(replies[0].to, vec!["a@example.com", "cc@example.com"]);
         assert_eq!(replies[0].previous_status, Some(Status::Open));
-        assert!(set_status(&t2, Status::Resolved, Utc::now()).is_err());
+        assert!(set_status(&t2, Status::Resolved, &config().timers, Utc::now()).is_err());
+        assert_eq!(
+            replies.iter().map(|r| r.kind).collect::<Vec<_>>(),
+            vec!["status_changed", "survey"],
+            "resolving sends the survey"
+        );
     }
 }

@@ -9,3 +9,4 @@ pub mod decide;
 pub mod lifecycle;
 pub mod thread;
 pub mod ticket;
+pub mod timers;

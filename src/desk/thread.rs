@@ -201,6 +201,14 @@ mod tests {
             links: vec![],
             assignee: None,
             merged_into: None,
+            status_since: None,
+            first_response_at: None,
+            reminders_sent: 0,
+            sla_warned: false,
+            breached: false,
+            survey_sent: false,
+            satisfaction: None,
+            timers: Vec::new(),
         }
     }
 

@@ -218,9 +218,116 @@ pub struct Ticket {
     /// ticket lands there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_into: Option<TicketId>,
+    /// When the status last changed (reminders and auto-close count from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_since: Option<DateTime<Utc>>,
+    /// When an agent first answered the customer (the SLA's first response).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_response_at: Option<DateTime<Utc>>,
+    /// Reminders sent to the customer since the ticket last waited for them.
+    #[serde(default)]
+    pub reminders_sent: u32,
+    /// The agents were reminded that the first-response target is near.
+    #[serde(default)]
+    pub sla_warned: bool,
+    /// The first-response target was missed.
+    #[serde(default)]
+    pub breached: bool,
+    /// A satisfaction survey went out when the ticket was resolved.
+    #[serde(default)]
+    pub survey_sent: bool,
+    /// The customer's rating, 1–5, and comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub satisfaction: Option<Satisfaction>,
+    /// The timers scheduled for this ticket (mirrored in the store's due-time index).
+    #[serde(default)]
+    pub timers: Vec<Timer>,
+}
+
+/// A customer's answer to the satisfaction survey.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Satisfaction {
+    pub score: u8,
+    #[serde(default)]
+    pub comment: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What a timer does when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerKind {
+    /// Remind the customer who owes information (or resolve after the last reminder).
+    CustomerReminder,
+    /// 80 % of the first-response target: remind the agents.
+    SlaReminder,
+    /// The first-response target is missed: escalate.
+    SlaBreach,
+    /// Resolved long enough: close.
+    AutoClose,
+}
+
+impl TimerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimerKind::CustomerReminder => "customer_reminder",
+            TimerKind::SlaReminder => "sla_reminder",
+            TimerKind::SlaBreach => "sla_breach",
+            TimerKind::AutoClose => "auto_close",
+        }
+    }
+
+    /// One byte for the due-time index key.
+    pub fn code(self) -> u8 {
+        match self {
+            TimerKind::CustomerReminder => 1,
+            TimerKind::SlaReminder => 2,
+            TimerKind::SlaBreach => 3,
+            TimerKind::AutoClose => 4,
+        }
+    }
+
+    pub fn from_code(c: u8) -> Option<TimerKind> {
+        Some(match c {
+            1 => TimerKind::CustomerReminder,
+            2 => TimerKind::SlaReminder,
+            3 => TimerKind::SlaBreach,
+            4 => TimerKind::AutoClose,
+            _ => return None,
+        })
+    }
+}
+
+/// A scheduled timer of a ticket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub kind: TimerKind,
+    pub due: DateTime<Utc>,
 }
 
 impl Ticket {
+    /// Move to `status` at `now`: the time it changed is what reminders and auto-close count from, and a
+    /// ticket that stops waiting for the customer forgets the reminders it sent.
+    pub fn change_status(&mut self, status: Status, now: DateTime<Utc>) {
+        if status != self.status {
+            self.status = status;
+            self.status_since = Some(now);
+            if status != Status::Pending {
+                self.reminders_sent = 0;
+            }
+        }
+    }
+
+    /// The customers of the ticket: requester and participants.
+    pub fn customers(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        if !self.requester.is_empty() {
+            v.push(self.requester.clone());
+        }
+        v.extend(self.participants.iter().cloned());
+        v
+    }
+
     /// Whether `address` (lower-cased) may write to this ticket as a customer.
     pub fn admits_customer(&self, address: &str) -> bool {
         self.requester == address || self.participants.iter().any(|p| p == address)

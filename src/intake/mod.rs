@@ -536,10 +536,6 @@ impl Desk {
             .store
             .ticket(id)?
             .ok_or_else(|| StoreError::NoTicket(id.clone()))?;
-        let (mut ticket, replies) = match decide::set_status(&ticket, status, now) {
-            Ok(x) => x,
-            Err(e) => return Ok(Err(e)),
-        };
         let region = match self.config.region(&ticket.region) {
             Some(r) => r,
             None => {
@@ -550,6 +546,11 @@ impl Desk {
                 .into())
             }
         };
+        let (mut ticket, replies) =
+            match decide::set_status(&ticket, status, &self.config.timers_for(region), now) {
+                Ok(x) => x,
+                Err(e) => return Ok(Err(e)),
+            };
         let mut change = Change::default();
         self.queue_replies(
             &replies,

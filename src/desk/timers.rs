@@ -1,0 +1,451 @@
+//! Timers: the promises a desk keeps by itself — remind a customer who owes information, warn agents before
+//! the first-response target, escalate when it is missed, close what stayed resolved.
+//!
+//! Pure functions of (ticket, config, now). [`schedule`] says which timers a ticket in its current state
+//! should have; the store keeps them in a due-time index written in the same transaction as the ticket, so
+//! the scheduler only ever reads what is due. [`on_timer`] decides what a due timer does. A timer that no
+//! longer applies when it fires (the customer answered, an agent replied) does nothing: [`schedule`] of the
+//! ticket's current state is the only truth.
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::decide::Reply;
+use super::ticket::{Status, Ticket, Timer, TimerKind};
+use crate::config::{Config, RegionConfig, TimersConfig};
+
+fn dur(d: std::time::Duration) -> Duration {
+    Duration::from_std(d).unwrap_or(Duration::MAX)
+}
+
+/// The first-response deadline of a ticket.
+pub fn first_response_due(ticket: &Ticket, timers: &TimersConfig) -> DateTime<Utc> {
+    ticket.created_at + dur(timers.first_response.for_priority(ticket.priority))
+}
+
+/// The timers a ticket in its current state should have.
+pub fn schedule(ticket: &Ticket, timers: &TimersConfig) -> Vec<Timer> {
+    let mut out = Vec::new();
+    if ticket.merged_into.is_some() {
+        return out;
+    }
+    let since = ticket.status_since.unwrap_or(ticket.updated_at);
+    match ticket.status {
+        Status::Pending => out.push(Timer {
+            kind: TimerKind::CustomerReminder,
+            due: since + dur(timers.customer_reminder_after.0) * (ticket.reminders_sent as i32 + 1),
+        }),
+        Status::Resolved => out.push(Timer {
+            kind: TimerKind::AutoClose,
+            due: since + dur(timers.autoclose_after.0),
+        }),
+        _ => {}
+    }
+    let waiting_for_first_response = matches!(ticket.status, Status::New | Status::Open)
+        && ticket.first_response_at.is_none()
+        && !ticket.breached;
+    if waiting_for_first_response {
+        let target = dur(timers.first_response.for_priority(ticket.priority));
+        if !ticket.sla_warned {
+            out.push(Timer {
+                kind: TimerKind::SlaReminder,
+                due: ticket.created_at + target * 4 / 5,
+            });
+        }
+        out.push(Timer {
+            kind: TimerKind::SlaBreach,
+            due: ticket.created_at + target,
+        });
+    }
+    out
+}
+
+fn reply(
+    kind: &'static str,
+    to: Vec<String>,
+    ticket: &Ticket,
+    locale: crate::desk::ticket::Locale,
+    extra: Vec<(&'static str, serde_json::Value)>,
+) -> Reply {
+    Reply {
+        kind,
+        to,
+        locale,
+        previous_status: Some(ticket.status),
+        extra,
+        attachments: Vec::new(),
+    }
+}
+
+fn agents_of(ticket: &Ticket, region: &RegionConfig) -> Vec<String> {
+    let mut to: Vec<String> = region.agent_notify.iter().cloned().collect();
+    to.extend(
+        ticket
+            .assignee
+            .iter()
+            .filter(|a| !to.contains(a))
+            .cloned()
+            .collect::<Vec<_>>(),
+    );
+    to
+}
+
+/// The satisfaction survey to send when a ticket becomes resolved, if the config asks for it.
+pub fn survey(ticket: &mut Ticket, timers: &TimersConfig) -> Option<Reply> {
+    if !timers.survey || ticket.survey_sent || ticket.customers().is_empty() {
+        return None;
+    }
+    ticket.survey_sent = true;
+    Some(reply(
+        "survey",
+        ticket.customers(),
+        ticket,
+        ticket.locale,
+        Vec::new(),
+    ))
+}
+
+/// What a due timer does: the changed ticket and the mail to send; `None` when it no longer applies.
+pub fn on_timer(
+    ticket: &Ticket,
+    kind: TimerKind,
+    region: &RegionConfig,
+    config: &Config,
+    now: DateTime<Utc>,
+) -> Option<(Ticket, Vec<Reply>)> {
+    let timers = config.timers_for(region);
+    let still_due = schedule(ticket, &timers)
+        .iter()
+        .any(|t| t.kind == kind && t.due <= now);
+    if !still_due {
+        return None;
+    }
+    let mut t = ticket.clone();
+    t.updated_at = now;
+    let mut replies = Vec::new();
+    match kind {
+        TimerKind::CustomerReminder if t.reminders_sent < timers.customer_reminders => {
+            t.reminders_sent += 1;
+            let since = t.status_since.unwrap_or(t.updated_at);
+            let extra = vec![
+                ("reminder_number", json!(t.reminders_sent)),
+                ("reminders_total", json!(timers.customer_reminders)),
+                (
+                    "last_reminder",
+                    json!(t.reminders_sent == timers.customer_reminders),
+                ),
+                (
+                    "waiting_days",
+                    json!(((now - since).num_hours() as f64 / 24.0).round().max(1.0) as i64),
+                ),
+            ];
+            replies.push(reply(
+                "customer_reminder",
+                t.customers(),
+                &t,
+                t.locale,
+                extra,
+            ));
+        }
+        TimerKind::CustomerReminder => {
+            // No answer to the last reminder: resolved, with a notice (and the survey).
+            t.change_status(Status::Resolved, now);
+            replies.push(reply(
+                "resolved",
+                t.customers(),
+                &t,
+                t.locale,
+                vec![("auto_resolved", json!(true))],
+            ));
+            replies.extend(survey(&mut t, &timers));
+        }
+        TimerKind::SlaReminder => {
+            t.sla_warned = true;
+            let due = first_response_due(&t, &timers);
+            let extra = vec![
+                (
+                    "due_at",
+                    json!(due.format("%Y-%m-%d %H:%M UTC").to_string()),
+                ),
+                ("minutes_left", json!((due - now).num_minutes().max(0))),
+            ];
+            let to = agents_of(&t, region);
+            if !to.is_empty() {
+                replies.push(reply("sla_reminder", to, &t, region.locale, extra));
+            }
+        }
+        TimerKind::SlaBreach => {
+            t.breached = true;
+            let due = first_response_due(&t, &timers);
+            let extra = vec![
+                (
+                    "due_at",
+                    json!(due.format("%Y-%m-%d %H:%M UTC").to_string()),
+                ),
+                ("overdue_minutes", json!((now - due).num_minutes().max(0))),
+            ];
+            let mut to: Vec<String> = timers.escalate_to.iter().cloned().collect();
+            to.extend(
+                agents_of(&t, region)
+                    .into_iter()
+                    .filter(|a| !timers.escalate_to.as_ref().is_some_and(|e| e == a)),
+            );
+            if !to.is_empty() {
+                replies.push(reply("escalation", to, &t, region.locale, extra));
+            }
+        }
+        TimerKind::AutoClose => {
+            t.change_status(Status::Closed, now);
+            replies.push(reply("closed", t.customers(), &t, t.locale, Vec::new()));
+        }
+    }
+    replies.retain(|r| !r.to.is_empty());
+    Some((t, replies))
+}
+
+/// A reply to the survey: a lone rating 1–5 at the start of the text (full-width digits too), and the rest
+/// as the comment.
+pub fn survey_answer(text: &str) -> Option<(u8, String)> {
+    let t = text.trim_start();
+    let first = t.chars().next()?;
+    let score = match first {
+        '1'..='5' => first as u8 - b'0',
+        '１'..='５' => (first as u32 - '０' as u32) as u8,
+        _ => return None,
+    };
+    let rest = &t[first.len_utf8()..];
+    // "1" must stand alone: "10 items" or "3.5" are not ratings.
+    if rest
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_digit() || c == '.' || ('０'..='９').contains(&c))
+    {
+        return None;
+    }
+    let comment = rest
+        .trim_start_matches(|c: char| {
+            c.is_whitespace() || matches!(c, ':' | '：' | '/' | '点' | '점' | '-' | ')' | '.')
+        })
+        .trim();
+    Some((score, comment.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desk::ticket::{Locale, Priority, TicketId};
+
+    fn config(extra: &str) -> Config {
+        Config::from_toml(
+            &format!("[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[timers]\ncustomer_reminder_after=\"48h\"\ncustomer_reminders=2\nautoclose_after=\"7d\"\nescalate_to=\"leads@example.com\"\n{extra}[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\nagent_notify=\"jp-agents@example.com\"\n"),
+            std::path::Path::new("t"),
+        )
+        .unwrap()
+    }
+
+    fn ticket(status: Status, created: DateTime<Utc>) -> Ticket {
+        Ticket {
+            id: TicketId::new("JP", 1000),
+            region: "JP".into(),
+            status,
+            priority: Priority::Normal,
+            category: "other".into(),
+            subject: "s".into(),
+            requester: "a@example.com".into(),
+            requester_name: String::new(),
+            participants: vec![],
+            locale: Locale::Ja,
+            created_at: created,
+            updated_at: created,
+            message_count: 1,
+            last_customer_message_id: None,
+            thread_ids: vec![],
+            links: vec![],
+            assignee: None,
+            merged_into: None,
+            status_since: Some(created),
+            first_response_at: None,
+            reminders_sent: 0,
+            sla_warned: false,
+            breached: false,
+            survey_sent: false,
+            satisfaction: None,
+            timers: vec![],
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-20T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_new_ticket_has_the_sla_timers_of_its_priority() {
+        let c = config("");
+        let mut t = ticket(Status::New, t0());
+        let s = schedule(&t, &c.timers);
+        assert_eq!(
+            s,
+            vec![
+                Timer {
+                    kind: TimerKind::SlaReminder,
+                    due: t0() + Duration::minutes(24 * 60 * 4 / 5)
+                },
+                Timer {
+                    kind: TimerKind::SlaBreach,
+                    due: t0() + Duration::hours(24)
+                },
+            ]
+        );
+        t.priority = Priority::Urgent;
+        assert_eq!(schedule(&t, &c.timers)[1].due, t0() + Duration::hours(4));
+        t.first_response_at = Some(t0());
+        assert!(
+            schedule(&t, &c.timers).is_empty(),
+            "answered: no SLA timers"
+        );
+    }
+
+    #[test]
+    fn reminders_then_auto_resolve_then_auto_close() {
+        let c = config("");
+        let region = &c.region[0];
+        let mut t = ticket(Status::Pending, t0());
+        t.first_response_at = Some(t0());
+        // Too early: nothing.
+        assert!(on_timer(
+            &t,
+            TimerKind::CustomerReminder,
+            region,
+            &c,
+            t0() + Duration::hours(47)
+        )
+        .is_none());
+        let (t1, r1) = on_timer(
+            &t,
+            TimerKind::CustomerReminder,
+            region,
+            &c,
+            t0() + Duration::hours(48),
+        )
+        .unwrap();
+        assert_eq!((t1.reminders_sent, r1[0].kind), (1, "customer_reminder"));
+        assert_eq!(schedule(&t1, &c.timers)[0].due, t0() + Duration::hours(96));
+        let (t2, r2) = on_timer(
+            &t1,
+            TimerKind::CustomerReminder,
+            region,
+            &c,
+            t0() + Duration::hours(96),
+        )
+        .unwrap();
+        assert_eq!(t2.reminders_sent, 2);
+        assert!(r2[0]
+            .extra
+            .iter()
+            .any(|(k, v)| *k == "last_reminder" && v == &json!(true)));
+        let (t3, r3) = on_timer(
+            &t2,
+            TimerKind::CustomerReminder,
+            region,
+            &c,
+            t0() + Duration::hours(144),
+        )
+        .unwrap();
+        assert_eq!(t3.status, Status::Resolved);
+        assert_eq!(
+            r3.iter().map(|r| r.kind).collect::<Vec<_>>(),
+            vec!["resolved", "survey"]
+        );
+        assert!(t3.survey_sent);
+        let close_at = t0() + Duration::hours(144) + Duration::days(7);
+        assert_eq!(
+            schedule(&t3, &c.timers),
+            vec![Timer {
+                kind: TimerKind::AutoClose,
+                due: close_at
+            }]
+        );
+        let (t4, r4) = on_timer(&t3, TimerKind::AutoClose, region, &c, close_at).unwrap();
+        assert_eq!((t4.status, r4[0].kind), (Status::Closed, "closed"));
+        assert!(schedule(&t4, &c.timers).is_empty());
+    }
+
+    #[test]
+    fn a_customer_reply_cancels_the_reminder() {
+        let c = config("");
+        let mut t = ticket(Status::Pending, t0());
+        t.first_response_at = Some(t0());
+        t.reminders_sent = 1;
+        t.change_status(Status::Open, t0() + Duration::hours(50));
+        assert_eq!(t.reminders_sent, 0);
+        assert!(on_timer(
+            &t,
+            TimerKind::CustomerReminder,
+            &c.region[0],
+            &c,
+            t0() + Duration::hours(96)
+        )
+        .is_none());
+        assert!(schedule(&t, &c.timers)
+            .iter()
+            .all(|x| x.kind != TimerKind::CustomerReminder));
+    }
+
+    #[test]
+    fn sla_reminder_and_escalation() {
+        let c = config("");
+        let region = &c.region[0];
+        let t = ticket(Status::Open, t0());
+        let (t1, r1) = on_timer(
+            &t,
+            TimerKind::SlaReminder,
+            region,
+            &c,
+            t0() + Duration::hours(20),
+        )
+        .unwrap();
+        assert!(t1.sla_warned);
+        assert_eq!(
+            (r1[0].kind, r1[0].to.clone()),
+            ("sla_reminder", vec!["jp-agents@example.com".to_string()])
+        );
+        assert!(r1[0]
+            .extra
+            .iter()
+            .any(|(k, v)| *k == "minutes_left" && v == &json!(240)));
+        let (t2, r2) = on_timer(
+            &t1,
+            TimerKind::SlaBreach,
+            region,
+            &c,
+            t0() + Duration::hours(25),
+        )
+        .unwrap();
+        assert!(t2.breached);
+        assert_eq!(r2[0].kind, "escalation");
+        assert_eq!(r2[0].to, vec!["leads@example.com", "jp-agents@example.com"]);
+        assert!(schedule(&t2, &c.timers).is_empty());
+    }
+
+    #[test]
+    fn survey_answers() {
+        assert_eq!(survey_answer("5"), Some((5, String::new())));
+        assert_eq!(
+            survey_answer("４ とても丁寧でした"),
+            Some((4, "とても丁寧でした".into()))
+        );
+        assert_eq!(
+            survey_answer(" 2: slow answer"),
+            Some((2, "slow answer".into()))
+        );
+        assert_eq!(
+            survey_answer("3점 빠른 답변 감사합니다"),
+            Some((3, "빠른 답변 감사합니다".into()))
+        );
+        assert_eq!(survey_answer("10 items missing"), None);
+        assert_eq!(survey_answer("6"), None);
+        assert_eq!(survey_answer("The problem is back"), None);
+    }
+}
