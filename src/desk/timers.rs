@@ -188,7 +188,7 @@ pub fn on_timer(
             to.extend(
                 agents_of(&t, region)
                     .into_iter()
-                    .filter(|a| !timers.escalate_to.as_ref().is_some_and(|e| e == a)),
+                    .filter(|a| timers.escalate_to.as_ref().is_none_or(|e| e != a)),
             );
             if !to.is_empty() {
                 replies.push(reply("escalation", to, &t, region.locale, extra));
