@@ -80,6 +80,11 @@ pub enum TicketsCommand {
     },
     /// Change a ticket's status; the customer gets the status update mail.
     SetStatus { id: TicketId, status: Status },
+    /// Upcoming timers: customer reminders, SLA reminders and escalations, auto-close.
+    Due {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
@@ -144,29 +149,32 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
             } else {
                 Vec::new()
             };
-            // A running daemon holds the store: let it execute the command.
-            match crate::control::forward(&crate::control::socket_path(&config), &command, &input)
-                .await
-            {
-                Some(Ok(response)) => {
-                    let _ = out.write_all(response.stdout.as_bytes());
-                    let _ = err.write_all(response.stderr.as_bytes());
-                    return response.code;
+            // A running daemon holds the store: let it execute the command. A daemon that is starting holds
+            // the store before its socket answers, so both are tried until one of them works.
+            let path = crate::control::socket_path(&config);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            let store = loop {
+                match crate::control::forward(&path, &command, &input).await {
+                    Some(Ok(response)) => {
+                        let _ = out.write_all(response.stdout.as_bytes());
+                        let _ = err.write_all(response.stderr.as_bytes());
+                        return response.code;
+                    }
+                    Some(Err(e)) => {
+                        let _ = writeln!(err, "postdesk: the running daemon did not answer: {e}");
+                        return if is_ingest {
+                            pipe::EX_TEMPFAIL
+                        } else {
+                            EX_FAILURE
+                        };
+                    }
+                    None => {}
                 }
-                Some(Err(e)) => {
-                    let _ = writeln!(err, "postdesk: the running daemon did not answer: {e}");
-                    return if is_ingest {
-                        pipe::EX_TEMPFAIL
-                    } else {
-                        EX_FAILURE
-                    };
-                }
-                None => {}
-            }
-            let store =
-                match Store::open_waiting(&config.storage.path, std::time::Duration::from_secs(10))
-                {
-                    Ok(s) => s,
+                match Store::open(&config.storage.path) {
+                    Ok(s) => break s,
+                    Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
                     Err(e) => {
                         let _ = writeln!(err, "postdesk: {e}");
                         return if is_ingest {
@@ -175,7 +183,8 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
                             EX_FAILURE
                         };
                     }
-                };
+                }
+            };
             let desk = match Desk::new(config, std::sync::Arc::new(store)) {
                 Ok(d) => d,
                 Err(e) => {
@@ -329,6 +338,24 @@ pub async fn with_desk(
                     }
                 }
             }
+            Command::Tickets(TicketsCommand::Due { json }) => {
+                let timers = desk.store.timers_all().map_err(|e| e.to_string())?;
+                if json {
+                    let rows: Vec<serde_json::Value> = timers
+                        .iter()
+                        .map(|(id, kind, due)| serde_json::json!({"ticket": id, "kind": kind.as_str(), "due": due}))
+                        .collect();
+                    print_json(out, &rows)?;
+                } else {
+                    let _ = writeln!(out, "{:<20} {:<10} KIND", "DUE (UTC)", "TICKET");
+                    for (id, kind, due) in &timers {
+                        let overdue = if *due <= Utc::now() { "  (overdue)" } else { "" };
+                        let _ = writeln!(out, "{:<20} {:<10} {}{overdue}", due.format("%Y-%m-%d %H:%M:%S"), id.to_string(), kind.as_str());
+                    }
+                    let _ = writeln!(out, "({} timer(s))", timers.len());
+                }
+                Ok(0)
+            }
             Command::Outbox(OutboxCommand::List { json }) => {
                 let items = desk.store.outbox_all().map_err(|e| e.to_string())?;
                 if json {
@@ -372,7 +399,8 @@ pub async fn with_desk(
             Command::Stats { json } => {
                 let counts = desk.store.counts().map_err(|e| e.to_string())?;
                 let quarantined = desk.store.quarantined().map_err(|e| e.to_string())?;
-                print_stats(out, desk, &counts, &quarantined, json)?;
+                let tickets = desk.store.tickets(None, None).map_err(|e| e.to_string())?;
+                print_stats(out, desk, &tickets, &counts, &quarantined, json)?;
                 Ok(0)
             }
             Command::Run | Command::CheckConfig | Command::Demo { .. } => Ok(0),
@@ -537,11 +565,22 @@ struct RegionStats {
     quarantined: usize,
     /// Automatic mails the per-recipient rate limits held back (a sign of a mail loop).
     suppressed_auto_mail: u64,
+    /// Tickets that missed their first-response target.
+    breaches: usize,
+    /// Satisfaction ratings: count and average (1–5).
+    satisfaction: SatisfactionStats,
+}
+
+#[derive(Serialize, Default)]
+struct SatisfactionStats {
+    ratings: usize,
+    average: Option<f64>,
 }
 
 fn print_stats(
     out: &mut (dyn Write + Send),
     desk: &Desk,
+    tickets: &[Ticket],
     counts: &[(String, Status, usize)],
     quarantined: &[crate::store::Quarantined],
     json: bool,
@@ -567,6 +606,25 @@ fn print_stats(
                 .collect(),
             quarantined: quarantined.iter().filter(|q| q.region == r.code).count(),
             suppressed_auto_mail: desk.store.suppressed(&r.code).unwrap_or(0),
+            breaches: tickets
+                .iter()
+                .filter(|t| t.region == r.code && t.breached)
+                .count(),
+            satisfaction: {
+                let scores: Vec<u8> = tickets
+                    .iter()
+                    .filter(|t| t.region == r.code)
+                    .filter_map(|t| t.satisfaction.as_ref().map(|s| s.score))
+                    .collect();
+                SatisfactionStats {
+                    ratings: scores.len(),
+                    average: (!scores.is_empty()).then(|| {
+                        (scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64 * 10.0)
+                            .round()
+                            / 10.0
+                    }),
+                }
+            },
         })
         .collect();
     if json {
@@ -574,14 +632,23 @@ fn print_stats(
     }
     let _ = writeln!(
         out,
-        "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11}",
-        "REGION", "NEW", "OPEN", "PENDING", "RESOLVED", "CLOSED", "QUARANTINED", "HELD BACK"
+        "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11} {:>9} {:>12}",
+        "REGION",
+        "NEW",
+        "OPEN",
+        "PENDING",
+        "RESOLVED",
+        "CLOSED",
+        "QUARANTINED",
+        "HELD BACK",
+        "BREACHES",
+        "SATISFACTION"
     );
     for s in &stats {
         let c = |k: &str| s.by_status.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11}",
+            "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11} {:>9} {:>12}",
             s.region,
             c("new"),
             c("open"),
@@ -589,7 +656,12 @@ fn print_stats(
             c("resolved"),
             c("closed"),
             s.quarantined,
-            s.suppressed_auto_mail
+            s.suppressed_auto_mail,
+            s.breaches,
+            s.satisfaction
+                .average
+                .map(|a| format!("{a:.1} ({})", s.satisfaction.ratings))
+                .unwrap_or_else(|| "-".into())
         );
     }
     Ok(())

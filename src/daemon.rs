@@ -61,6 +61,7 @@ impl Daemon {
                 }
             }
         }
+        tracker.spawn(crate::schedule::run(desk.clone(), shutdown.clone()));
         tracker.spawn(crate::control::serve(
             desk.clone(),
             crate::control::socket_path(&desk.config),

@@ -6,7 +6,7 @@
 //! - [`desk`] decides what a mail changes: which ticket, which status, what to send (pure);
 //! - [`store`] commits a decision in one sled transaction;
 //! - [`intake`] brings mail in (Maildir, the MTA pipe) and acknowledges it only once it is durable;
-//! - [`outbound`] renders templates and delivers the outbox;
+//! - [`outbound`] renders templates and delivers the outbox; [`schedule`] fires tickets' timers;
 //! - [`daemon`] runs and stops it all; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
 
 pub mod cli;
@@ -18,4 +18,5 @@ pub mod desk;
 pub mod intake;
 pub mod mail;
 pub mod outbound;
+pub mod schedule;
 pub mod store;

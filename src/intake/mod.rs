@@ -307,6 +307,7 @@ impl Desk {
             self.merge(&mut ticket, into, &mut change, pending)?;
         }
         ticket.message_count += change.messages.len() as u32;
+        self.schedule(&mut ticket);
         let outcome = Outcome::Stored {
             ticket: ticket.id.clone(),
             new: plan.is_new,
@@ -314,6 +315,61 @@ impl Desk {
         };
         change.ticket = Some(ticket);
         Ok(Planned::Change(Box::new(change), outcome))
+    }
+
+    /// Set the timers a ticket in its new state should have (written with it into the due-time index).
+    fn schedule(&self, ticket: &mut Ticket) {
+        ticket.timers = match self.config.region(&ticket.region) {
+            Some(region) => crate::desk::timers::schedule(ticket, &self.config.timers_for(region)),
+            None => Vec::new(),
+        };
+    }
+
+    /// Fire a due timer of ticket `id`: carry out what [`crate::desk::timers::on_timer`] decides, or, if the
+    /// timer no longer applies, just rewrite the ticket's timers (which drops the stale entry). Returns the
+    /// number of mails queued.
+    pub fn fire_timer(
+        &self,
+        id: &TicketId,
+        kind: crate::desk::ticket::TimerKind,
+        now: DateTime<Utc>,
+    ) -> Result<usize, IngestError> {
+        let _writer = self.store.writer();
+        let Some(ticket) = self.store.ticket(id)? else {
+            return Ok(0);
+        };
+        let Some(region) = self.config.region(&ticket.region) else {
+            tracing::warn!(ticket = %id, "timer for a region that is no longer configured; dropped");
+            let mut t = ticket;
+            t.timers.clear();
+            self.store.commit(&Change {
+                ticket: Some(t),
+                ..Change::default()
+            })?;
+            return Ok(0);
+        };
+        let (mut ticket, replies) =
+            match crate::desk::timers::on_timer(&ticket, kind, region, &self.config, now) {
+                Some(x) => x,
+                None => (ticket, Vec::new()),
+            };
+        let mut change = Change::default();
+        self.queue_replies(
+            &replies,
+            &mut ticket,
+            region,
+            &mut change,
+            &Pending::default(),
+            now,
+        )?;
+        self.schedule(&mut ticket);
+        let queued = change.outbox.len();
+        if queued > 0 || !replies.is_empty() {
+            tracing::info!(ticket = %id, timer = kind.as_str(), queued, "timer fired");
+        }
+        change.ticket = Some(ticket);
+        self.store.commit(&change)?;
+        Ok(queued)
     }
 
     /// Move every message of `ticket` (the one `change` is about to append included) into the ticket `into`,
@@ -368,6 +424,7 @@ impl Desk {
         ticket.status = crate::desk::ticket::Status::Closed;
         ticket.message_count = 0;
         tracing::info!(ticket = %ticket.id, into = %survivor.id, "tickets merged");
+        self.schedule(&mut survivor);
         change.other_tickets.push(survivor);
         Ok(())
     }
@@ -561,6 +618,7 @@ impl Desk {
             now,
         )?;
         ticket.message_count += change.messages.len() as u32;
+        self.schedule(&mut ticket);
         let queued = change.outbox.len();
         change.ticket = Some(ticket);
         self.store.commit(&change)?;

@@ -12,6 +12,8 @@
 //! - `outbox`:     u64 BE id → [`OutboxItem`];  `outbox_due`: due millis BE + id BE → () (queued rows only);
 //!   `outbox_ticket`: ticket key + id BE → () (a ticket's automatic mail)
 //! - `auto_log`:   recipient + NUL + millis BE + outbox id BE → () (automatic mail sent, for rate limits)
+//! - `timers`:     due millis BE + timer kind + ticket key → () (each ticket's scheduled timers, see
+//!   [`Ticket::timers`]; rewritten with the ticket, so a tick reads only what is due)
 //! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE)
 //! - `quarantine`: u64 BE id → [`Quarantined`] (input that could not become a ticket, raw bytes in `blobs`)
 //!
@@ -30,7 +32,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use sled::Transactional;
 use tokio::sync::Notify;
 
-use crate::desk::ticket::{Message, Status, Ticket, TicketId};
+use crate::desk::ticket::{Message, Status, Ticket, TicketId, TimerKind};
 use crate::outbound::{OutboxItem, OutboxStatus};
 
 /// A storage failure. The message says what to check.
@@ -52,6 +54,13 @@ pub enum StoreError {
     NoOutboxRow(u64),
     #[error("the change conflicts with the store's state ({0}); it was not applied")]
     Conflict(String),
+}
+
+impl StoreError {
+    /// Whether another process holds the store (a daemon, or another command).
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StoreError::Open { source: sled::Error::Io(e), .. } if e.to_string().contains("could not acquire lock"))
+    }
 }
 
 /// Why a transaction aborted on purpose.
@@ -131,11 +140,14 @@ pub struct Store {
     outbox_due: sled::Tree,
     outbox_ticket: sled::Tree,
     auto_log: sled::Tree,
+    timers: sled::Tree,
     meta: sled::Tree,
     quarantine: sled::Tree,
     writer: Mutex<()>,
     /// Woken whenever an outbox row is queued, so the worker need not poll.
     pub outbox_wake: Arc<Notify>,
+    /// Woken whenever tickets' timers are rewritten, so the scheduler can sleep until the earliest.
+    pub timer_wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Store {
@@ -170,6 +182,16 @@ fn due_key(at: DateTime<Utc>, id: u64) -> Vec<u8> {
     let mut k = (at.timestamp_millis().max(0) as u64).to_be_bytes().to_vec();
     k.extend_from_slice(&id.to_be_bytes());
     k
+}
+
+fn parse_timer_key(k: &[u8]) -> Option<(TicketId, TimerKind, DateTime<Utc>)> {
+    let due = DateTime::from_timestamp_millis(u64_of(k.get(..8)?)? as i64)?;
+    let kind = TimerKind::from_code(*k.get(8)?)?;
+    let rest = k.get(9..)?;
+    let dash = rest.iter().position(|&b| b == b'-')?;
+    let region = std::str::from_utf8(&rest[..dash]).ok()?;
+    let number = u64_of(rest.get(dash + 1..)?)?;
+    Some((TicketId::new(region, number), kind, due))
 }
 
 fn auto_log_key(recipient: &str, at: DateTime<Utc>, id: u64) -> Vec<u8> {
@@ -237,11 +259,13 @@ impl Store {
             outbox_due: tree("outbox_due")?,
             outbox_ticket: tree("outbox_ticket")?,
             auto_log: tree("auto_log")?,
+            timers: tree("timers")?,
             meta: tree("meta")?,
             quarantine: tree("quarantine")?,
             db,
             writer: Mutex::new(()),
             outbox_wake: Arc::new(Notify::new()),
+            timer_wake: Arc::new(Notify::new()),
         })
     }
 
@@ -251,12 +275,7 @@ impl Store {
         let deadline = std::time::Instant::now() + max_wait;
         loop {
             match Store::open(dir) {
-                Err(StoreError::Open {
-                    source: sled::Error::Io(e),
-                    ..
-                }) if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-                {
+                Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
                 other => return other,
@@ -416,6 +435,7 @@ impl Store {
             &self.outbox_due,
             &self.outbox_ticket,
             &self.auto_log,
+            &self.timers,
             &self.meta,
         );
         let result = trees.transaction(
@@ -431,6 +451,7 @@ impl Store {
                 outbox_due,
                 outbox_ticket,
                 auto_log,
+                timers,
                 meta,
             )| {
                 let t = Trees {
@@ -445,6 +466,7 @@ impl Store {
                     outbox_due,
                     outbox_ticket,
                     auto_log,
+                    timers,
                     meta,
                 };
                 for (change, ids) in changes.iter().zip(&blob_ids) {
@@ -457,6 +479,9 @@ impl Store {
             Ok(()) => {
                 if changes.iter().any(|c| !c.outbox.is_empty()) {
                     self.outbox_wake.notify_one();
+                }
+                if changes.iter().any(|c| c.ticket.is_some()) {
+                    self.timer_wake.notify_one();
                 }
                 Ok(Committed::Applied)
             }
@@ -516,6 +541,40 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Timers due at `now`, soonest first, at most `limit`: (ticket, kind, due). Costs O(due entries), whatever
+    /// the store holds.
+    pub fn timers_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(TicketId, TimerKind, DateTime<Utc>)>, StoreError> {
+        let end = ((now.timestamp_millis().max(0) as u64) + 1).to_be_bytes();
+        self.timers
+            .range(..end.as_slice())
+            .take(limit)
+            .map(|kv| Ok(parse_timer_key(&kv?.0)))
+            .filter_map(|r| r.transpose())
+            .collect()
+    }
+
+    /// Every scheduled timer, soonest first (for `postdesk tickets due`).
+    pub fn timers_all(&self) -> Result<Vec<(TicketId, TimerKind, DateTime<Utc>)>, StoreError> {
+        self.timers
+            .iter()
+            .map(|kv| Ok(parse_timer_key(&kv?.0)))
+            .filter_map(|r| r.transpose())
+            .collect()
+    }
+
+    /// When the earliest timer is due.
+    pub fn timers_next(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .timers
+            .first()?
+            .and_then(|(k, _)| parse_timer_key(&k))
+            .map(|(_, _, due)| due))
     }
 
     /// Automatic mails held back by the rate limits, per region.
@@ -705,6 +764,7 @@ struct Trees<'a> {
     outbox_due: &'a TransactionalTree,
     outbox_ticket: &'a TransactionalTree,
     auto_log: &'a TransactionalTree,
+    timers: &'a TransactionalTree,
     meta: &'a TransactionalTree,
 }
 
@@ -745,6 +805,7 @@ fn apply(
             rk.extend_from_slice(&key);
             t.requester.insert(rk, &[])?;
         }
+        put_timers(t, ticket)?;
         t.tickets.insert(key, to_json(ticket))?;
         let first = ticket.message_count as usize
             - change.messages.len().min(ticket.message_count as usize);
@@ -761,6 +822,7 @@ fn apply(
         }
     }
     for other in &change.other_tickets {
+        put_timers(t, other)?;
         t.tickets.insert(ticket_key(&other.id), to_json(other))?;
     }
     for (id, index) in &change.removed_messages {
@@ -815,6 +877,31 @@ fn apply(
         let mut tk = ticket_key(&item.ticket);
         tk.extend_from_slice(&item.id.to_be_bytes());
         t.outbox_ticket.insert(tk, &[])?;
+    }
+    Ok(())
+}
+
+fn timer_key(due: DateTime<Utc>, kind: TimerKind, id: &TicketId) -> Vec<u8> {
+    let mut k = (due.timestamp_millis().max(0) as u64)
+        .to_be_bytes()
+        .to_vec();
+    k.push(kind.code());
+    k.extend_from_slice(&ticket_key(id));
+    k
+}
+
+/// Replace a ticket's entries in the due-time index by those of its new `timers`.
+fn put_timers(t: &Trees, ticket: &Ticket) -> Result<(), ConflictableTransactionError<Abort>> {
+    if let Some(old) = t.tickets.get(ticket_key(&ticket.id))? {
+        let old: Ticket = serde_json::from_slice(&old)
+            .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))?;
+        for timer in &old.timers {
+            t.timers.remove(timer_key(timer.due, timer.kind, &old.id))?;
+        }
+    }
+    for timer in &ticket.timers {
+        t.timers
+            .insert(timer_key(timer.due, timer.kind, &ticket.id), &[])?;
     }
     Ok(())
 }
