@@ -567,14 +567,11 @@ struct RegionStats {
     suppressed_auto_mail: u64,
     /// Tickets that missed their first-response target.
     breaches: usize,
-    /// Satisfaction ratings: count and average (1–5).
-    satisfaction: SatisfactionStats,
-}
-
-#[derive(Serialize, Default)]
-struct SatisfactionStats {
-    ratings: usize,
-    average: Option<f64>,
+    /// Satisfaction ratings: count and average (1–5), overall and per month.
+    satisfaction: crate::stats::Satisfaction,
+    satisfaction_by_month: std::collections::BTreeMap<String, crate::stats::Satisfaction>,
+    /// Minutes from arrival to an agent's first answer.
+    first_response: crate::stats::ResponseTimes,
 }
 
 fn print_stats(
@@ -610,21 +607,15 @@ fn print_stats(
                 .iter()
                 .filter(|t| t.region == r.code && t.breached)
                 .count(),
-            satisfaction: {
-                let scores: Vec<u8> = tickets
-                    .iter()
-                    .filter(|t| t.region == r.code)
-                    .filter_map(|t| t.satisfaction.as_ref().map(|s| s.score))
-                    .collect();
-                SatisfactionStats {
-                    ratings: scores.len(),
-                    average: (!scores.is_empty()).then(|| {
-                        (scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len() as f64 * 10.0)
-                            .round()
-                            / 10.0
-                    }),
-                }
-            },
+            satisfaction: crate::stats::satisfaction(tickets.iter().filter(|t| t.region == r.code))
+                .0,
+            satisfaction_by_month: crate::stats::satisfaction(
+                tickets.iter().filter(|t| t.region == r.code),
+            )
+            .1,
+            first_response: crate::stats::first_response(
+                tickets.iter().filter(|t| t.region == r.code),
+            ),
         })
         .collect();
     if json {
@@ -632,7 +623,7 @@ fn print_stats(
     }
     let _ = writeln!(
         out,
-        "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11} {:>9} {:>12}",
+        "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11} {:>9} {:>12} {:>17}",
         "REGION",
         "NEW",
         "OPEN",
@@ -642,13 +633,14 @@ fn print_stats(
         "QUARANTINED",
         "HELD BACK",
         "BREACHES",
-        "SATISFACTION"
+        "SATISFACTION",
+        "1ST REPLY p50/p90"
     );
     for s in &stats {
         let c = |k: &str| s.by_status.get(k).copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11} {:>9} {:>12}",
+            "{:<8} {:>5} {:>5} {:>8} {:>9} {:>7} {:>12} {:>11} {:>9} {:>12} {:>17}",
             s.region,
             c("new"),
             c("open"),
@@ -661,7 +653,14 @@ fn print_stats(
             s.satisfaction
                 .average
                 .map(|a| format!("{a:.1} ({})", s.satisfaction.ratings))
-                .unwrap_or_else(|| "-".into())
+                .unwrap_or_else(|| "-".into()),
+            match (
+                s.first_response.median_minutes,
+                s.first_response.p90_minutes
+            ) {
+                (Some(m), Some(p)) => format!("{m}/{p} min"),
+                _ => "-".into(),
+            }
         );
     }
     Ok(())

@@ -19,4 +19,5 @@ pub mod intake;
 pub mod mail;
 pub mod outbound;
 pub mod schedule;
+pub mod stats;
 pub mod store;

@@ -135,6 +135,13 @@ async fn an_agent_answers_from_a_mail_client_and_the_customer_sees_only_the_desk
         Status::Pending
     );
 
+    let times = postdesk::stats::first_response(d.desk.store.tickets(None, None).unwrap().iter());
+    assert_eq!(
+        times.answered, 1,
+        "the agent's answer is the first response"
+    );
+    assert!(times.median_minutes.is_some_and(|m| m < 5));
+
     // 3. The customer answers: the ticket is open again.
     s.send_mail(
         &taro,

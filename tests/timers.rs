@@ -210,7 +210,9 @@ fn sla_reminder_then_escalation_and_breach() {
         json(&e, &["tickets", "show", "JP-1000", "--json"])["breached"],
         true
     );
-    assert_eq!(json(&e, &["stats", "--json"])[0]["breaches"], 1);
+    let stats = json(&e, &["stats", "--json"]);
+    assert_eq!(stats[0]["breaches"], 1);
+    assert_eq!(stats[0]["first_response"]["answered"], 0, "nobody answered");
 }
 
 #[test]
