@@ -334,6 +334,22 @@ impl RegionConfig {
             .unwrap_or_else(|| format!("{} Support", self.code))
     }
 
+    /// Who is told about a ticket's activity: the region's `agent_notify` address and the ticket's assignee
+    /// (lower-cased, once each).
+    pub fn agent_recipients(&self, assignee: Option<&String>) -> Vec<String> {
+        let mut to: Vec<String> = self
+            .agent_notify
+            .iter()
+            .map(|a| a.to_ascii_lowercase())
+            .collect();
+        if let Some(a) = assignee {
+            if !to.contains(a) {
+                to.push(a.clone());
+            }
+        }
+        to
+    }
+
     /// Whether `address` (already lower-cased) is one of this region's agents.
     pub fn is_agent(&self, address: &str) -> bool {
         self.agents.iter().any(|a| a.eq_ignore_ascii_case(address))

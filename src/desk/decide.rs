@@ -84,6 +84,20 @@ pub struct Plan {
     pub merge_into: Option<TicketId>,
 }
 
+impl Plan {
+    /// A change to an existing ticket: one message, these replies, nothing else.
+    fn update(ticket: Ticket, message: Message, replies: Vec<Reply>) -> Decision {
+        Decision::Store(Box::new(Plan {
+            ticket,
+            is_new: false,
+            message,
+            replies,
+            bounced_outbox: None,
+            merge_into: None,
+        }))
+    }
+}
+
 /// The decision on one mail.
 #[derive(Clone, Debug)]
 pub enum Decision {
@@ -182,14 +196,7 @@ pub fn decide(
                     ticket.last_customer_message_id = Some(mail.message_id.clone());
                     remember_thread_id(&mut ticket, &mail.message_id);
                     ticket.updated_at = now;
-                    return Decision::Store(Box::new(Plan {
-                        ticket,
-                        is_new: false,
-                        message,
-                        replies,
-                        bounced_outbox: None,
-                        merge_into: None,
-                    }));
+                    return Plan::update(ticket, message, replies);
                 }
             }
             if automatic.is_none() {
@@ -202,14 +209,7 @@ pub fn decide(
             ticket.last_customer_message_id = Some(mail.message_id.clone());
             remember_thread_id(&mut ticket, &mail.message_id);
             ticket.updated_at = now;
-            Decision::Store(Box::new(Plan {
-                ticket,
-                is_new: false,
-                message,
-                replies,
-                bounced_outbox: None,
-                merge_into: None,
-            }))
+            Plan::update(ticket, message, replies)
         }
         Thread::New { links } => new_ticket(
             mail,
@@ -334,16 +334,7 @@ fn notify_agents(
     region: &RegionConfig,
     is_new: bool,
 ) -> Option<Reply> {
-    let mut to: Vec<String> = region
-        .agent_notify
-        .iter()
-        .map(|a| a.to_ascii_lowercase())
-        .collect();
-    if let Some(a) = &ticket.assignee {
-        if !to.contains(a) {
-            to.push(a.clone());
-        }
-    }
+    let to = region.agent_recipients(ticket.assignee.as_ref());
     if to.is_empty() {
         return None;
     }
@@ -446,11 +437,10 @@ fn agent_mail(
             status: previous,
             ..ticket.clone()
         };
-        return Decision::Store(Box::new(Plan {
-            ticket: ticket_before,
-            is_new: false,
+        return Plan::update(
+            ticket_before,
             message,
-            replies: vec![Reply {
+            vec![Reply {
                 kind: "command_error",
                 to: vec![sender],
                 locale: region.locale,
@@ -461,9 +451,7 @@ fn agent_mail(
                 ],
                 attachments: Vec::new(),
             }],
-            bounced_outbox: None,
-            merge_into: None,
-        }));
+        );
     }
     if merge_into.is_some() {
         // The messages move; nothing is sent. The agent's mail stays as a note, and goes along.
@@ -476,11 +464,7 @@ fn agent_mail(
             merge_into,
         }));
     }
-    let mut customers = Vec::new();
-    if !ticket.requester.is_empty() {
-        customers.push(ticket.requester.clone());
-    }
-    customers.extend(ticket.participants.iter().cloned());
+    let customers = ticket.customers();
     let mut replies = Vec::new();
     let relay = !parsed.is_note() && !parsed.body.trim().is_empty() && !customers.is_empty();
     if relay {
@@ -518,14 +502,7 @@ fn agent_mail(
             &config.timers_for(region),
         ));
     }
-    Decision::Store(Box::new(Plan {
-        ticket,
-        is_new: false,
-        message,
-        replies,
-        bounced_outbox: None,
-        merge_into: None,
-    }))
+    Plan::update(ticket, message, replies)
 }
 
 /// What an acknowledgement asks for, by category, when the customer's mail does not give it yet: the
@@ -631,11 +608,7 @@ pub fn set_status(
     let previous = t.status;
     t.change_status(next, now);
     t.updated_at = now;
-    let mut to = Vec::new();
-    if !t.requester.is_empty() {
-        to.push(t.requester.clone());
-    }
-    to.extend(t.participants.iter().cloned());
+    let to = t.customers();
     let mut replies = if to.is_empty() {
         Vec::new()
     } else {

@@ -77,19 +77,6 @@ fn reply(
     }
 }
 
-fn agents_of(ticket: &Ticket, region: &RegionConfig) -> Vec<String> {
-    let mut to: Vec<String> = region.agent_notify.iter().cloned().collect();
-    to.extend(
-        ticket
-            .assignee
-            .iter()
-            .filter(|a| !to.contains(a))
-            .cloned()
-            .collect::<Vec<_>>(),
-    );
-    to
-}
-
 /// The satisfaction survey to send when a ticket becomes resolved, if the config asks for it.
 pub fn survey(ticket: &mut Ticket, timers: &TimersConfig) -> Option<Reply> {
     if !timers.survey || ticket.survey_sent || ticket.customers().is_empty() {
@@ -169,7 +156,7 @@ pub fn on_timer(
                 ),
                 ("minutes_left", json!((due - now).num_minutes().max(0))),
             ];
-            let to = agents_of(&t, region);
+            let to = region.agent_recipients(t.assignee.as_ref());
             if !to.is_empty() {
                 replies.push(reply("sla_reminder", to, &t, region.locale, extra));
             }
@@ -186,7 +173,8 @@ pub fn on_timer(
             ];
             let mut to: Vec<String> = timers.escalate_to.iter().cloned().collect();
             to.extend(
-                agents_of(&t, region)
+                region
+                    .agent_recipients(t.assignee.as_ref())
                     .into_iter()
                     .filter(|a| timers.escalate_to.as_ref().is_none_or(|e| e != a)),
             );
