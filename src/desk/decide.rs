@@ -385,6 +385,8 @@ fn agent_mail(
     let parsed = agent::parse(&strip_quoted(&mail.text));
     remember_thread_id(&mut ticket, &mail.message_id);
     ticket.updated_at = now;
+    // What the ticket stays if a command is bad: none of the mail's commands apply then.
+    let unchanged = ticket.clone();
     let mut errors: Vec<String> = parsed
         .errors
         .iter()
@@ -433,12 +435,8 @@ fn agent_mail(
     message.direction = Direction::Note;
     if !errors.is_empty() {
         // Nothing reaches the customer; the agent learns which line was wrong. The mail is kept as a note.
-        let ticket_before = Ticket {
-            status: previous,
-            ..ticket.clone()
-        };
         return Plan::update(
-            ticket_before,
+            unchanged,
             message,
             vec![Reply {
                 kind: "command_error",
@@ -886,8 +884,13 @@ mod tests {
     #[test]
     fn a_bad_command_goes_back_to_the_agent_only() {
         let t = existing(Status::Open);
-        let plan = agent_says(&t, "#status done\r\nHello customer");
+        let plan = agent_says(&t, "#priority urgent\r\n#status done\r\nHello customer");
         assert_eq!(plan.ticket.status, Status::Open);
+        assert_eq!(
+            plan.ticket.priority,
+            Priority::Normal,
+            "no command of a mail with a bad one applies"
+        );
         assert_eq!(plan.message.direction, Direction::Note);
         assert_eq!(plan.replies.len(), 1);
         assert_eq!(plan.replies[0].kind, "command_error");
