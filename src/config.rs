@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+use crate::desk::calendar::Calendar;
 use crate::desk::ticket::{Locale, Priority};
 
 /// The default location of the config file when neither `--config` nor `$POSTDESK_CONFIG` is given.
@@ -327,6 +328,11 @@ fn default_first_number() -> u64 {
 }
 
 impl RegionConfig {
+    /// The region's time zone (validated at load; UTC if it somehow is not a zone name).
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC)
+    }
+
     /// The display name used in From headers and signatures.
     pub fn desk_name(&self) -> String {
         self.display_name
@@ -550,6 +556,59 @@ pub struct TimersConfig {
     /// First-response targets per priority.
     #[serde(default)]
     pub first_response: FirstResponse,
+    /// Optional working hours: when set, first-response targets count working time only.
+    #[serde(default)]
+    pub business_hours: Option<BusinessHours>,
+}
+
+/// `[timers.business_hours]` (or `[region.timers.business_hours]`, which replaces it for one region): the
+/// days and hours agents work, in the region's `timezone`. SLA clocks stop outside them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessHours {
+    /// Working days: `["mon-fri"]` (the default), `["mon", "tue", "wed", "thu", "fri", "sat"]`, ...
+    #[serde(default = "mon_fri")]
+    pub days: Vec<String>,
+    /// Opening hours of a working day, local time: `"09:00-18:00"`, or with a break
+    /// `"09:00-12:00, 13:00-18:00"`.
+    #[serde(default = "nine_to_six")]
+    pub hours: String,
+    /// Days off besides the weekend (public holidays, company days): `["2027-01-01", ...]`.
+    #[serde(default)]
+    pub holidays: Vec<String>,
+    /// The parsed form, filled in by validation and given the region's zone by [`Config::timers_for`].
+    #[serde(skip)]
+    pub calendar: Calendar,
+}
+
+fn mon_fri() -> Vec<String> {
+    vec!["mon-fri".to_string()]
+}
+fn nine_to_six() -> String {
+    "09:00-18:00".to_string()
+}
+
+impl BusinessHours {
+    fn validate(&mut self, key: &str) -> Result<(), ConfigError> {
+        self.calendar = Calendar::parse(&self.days, &self.hours, &self.holidays)
+            .map_err(|(field, reason)| ConfigError::invalid(format!("{key}.{field}"), reason))?;
+        Ok(())
+    }
+}
+
+impl TimersConfig {
+    /// The instant `target` of SLA time after `start`: working time when business hours are set, else the
+    /// wall clock.
+    pub fn sla_after(
+        &self,
+        start: chrono::DateTime<chrono::Utc>,
+        target: chrono::Duration,
+    ) -> chrono::DateTime<chrono::Utc> {
+        match &self.business_hours {
+            Some(b) => b.calendar.add(start, target),
+            None => start + target,
+        }
+    }
 }
 
 fn h48() -> HumanDuration {
@@ -571,6 +630,7 @@ impl Default for TimersConfig {
             survey: true,
             escalate_to: None,
             first_response: FirstResponse::default(),
+            business_hours: None,
         }
     }
 }
@@ -585,6 +645,7 @@ pub struct TimersOverride {
     pub survey: Option<bool>,
     pub escalate_to: Option<String>,
     pub first_response: Option<FirstResponse>,
+    pub business_hours: Option<BusinessHours>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -664,6 +725,12 @@ impl Config {
             if let Some(v) = &o.first_response {
                 t.first_response = v.clone();
             }
+            if let Some(v) = &o.business_hours {
+                t.business_hours = Some(v.clone());
+            }
+        }
+        if let Some(b) = &mut t.business_hours {
+            b.calendar.tz = region.tz();
         }
         t
     }
@@ -671,6 +738,9 @@ impl Config {
     fn validate(&mut self) -> Result<(), ConfigError> {
         if self.storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
+        }
+        if let Some(b) = &mut self.timers.business_hours {
+            b.validate("timers.business_hours")?;
         }
         match self.outbound.transport {
             TransportKind::File => {
@@ -792,11 +862,21 @@ impl Config {
                     format!("{:?} is used by two regions", region.address),
                 ));
             }
-            if region.timezone.trim().is_empty() || !region.timezone.is_ascii() {
+            if region.timezone.parse::<chrono_tz::Tz>().is_err() {
                 return Err(ConfigError::invalid(
                     key("timezone"),
-                    "must be an IANA zone name like \"Asia/Tokyo\"",
+                    format!(
+                        "{:?} is not an IANA time zone name; use one like \"Asia/Tokyo\", \"Asia/Seoul\" or \"UTC\"",
+                        region.timezone
+                    ),
                 ));
+            }
+            if let Some(b) = region
+                .timers
+                .as_mut()
+                .and_then(|t| t.business_hours.as_mut())
+            {
+                b.validate(&key("timers.business_hours"))?;
             }
             for (j, agent) in region.agents.iter_mut().enumerate() {
                 if !is_plausible_address(agent) {

@@ -5,6 +5,7 @@
 //! here does I/O: the store and the intake carry the decisions out.
 
 pub mod agent;
+pub mod calendar;
 pub mod decide;
 pub mod lifecycle;
 pub mod thread;

@@ -19,8 +19,13 @@ fn dur(d: std::time::Duration) -> Duration {
 }
 
 /// The first-response deadline of a ticket.
+/// The first-response deadline of a ticket: its target after arrival, counted in working time when the
+/// region has business hours.
 pub fn first_response_due(ticket: &Ticket, timers: &TimersConfig) -> DateTime<Utc> {
-    ticket.created_at + dur(timers.first_response.for_priority(ticket.priority))
+    timers.sla_after(
+        ticket.created_at,
+        dur(timers.first_response.for_priority(ticket.priority)),
+    )
 }
 
 /// The timers a ticket in its current state should have.
@@ -49,15 +54,22 @@ pub fn schedule(ticket: &Ticket, timers: &TimersConfig) -> Vec<Timer> {
         if !ticket.sla_warned {
             out.push(Timer {
                 kind: TimerKind::SlaReminder,
-                due: ticket.created_at + target * 4 / 5,
+                due: timers.sla_after(ticket.created_at, target * 4 / 5),
             });
         }
         out.push(Timer {
             kind: TimerKind::SlaBreach,
-            due: ticket.created_at + target,
+            due: timers.sla_after(ticket.created_at, target),
         });
     }
     out
+}
+
+/// An instant as the region's agents read it: `2026-11-23 17:00 JST`.
+fn local_time(t: DateTime<Utc>, region: &RegionConfig) -> String {
+    t.with_timezone(&region.tz())
+        .format("%Y-%m-%d %H:%M %Z")
+        .to_string()
 }
 
 fn reply(
@@ -150,10 +162,7 @@ pub fn on_timer(
             t.sla_warned = true;
             let due = first_response_due(&t, &timers);
             let extra = vec![
-                (
-                    "due_at",
-                    json!(due.format("%Y-%m-%d %H:%M UTC").to_string()),
-                ),
+                ("due_at", json!(local_time(due, region))),
                 ("minutes_left", json!((due - now).num_minutes().max(0))),
             ];
             let to = region.agent_recipients(t.assignee.as_ref());
@@ -165,10 +174,7 @@ pub fn on_timer(
             t.breached = true;
             let due = first_response_due(&t, &timers);
             let extra = vec![
-                (
-                    "due_at",
-                    json!(due.format("%Y-%m-%d %H:%M UTC").to_string()),
-                ),
+                ("due_at", json!(local_time(due, region))),
                 ("overdue_minutes", json!((now - due).num_minutes().max(0))),
             ];
             let mut to: Vec<String> = timers.escalate_to.iter().cloned().collect();
@@ -293,6 +299,67 @@ mod tests {
             schedule(&t, &c.timers).is_empty(),
             "answered: no SLA timers"
         );
+    }
+
+    #[test]
+    fn business_hours_skip_the_weekend_in_the_region_zone() {
+        let c = Config::from_toml(
+            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[timers]\nescalate_to=\"leads@example.com\"\n[timers.business_hours]\ndays=[\"mon-fri\"]\nhours=\"09:00-18:00\"\nholidays=[\"2026-11-23\"]\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\ntimezone=\"Asia/Tokyo\"\naddress=\"support-jp@example.com\"\nagent_notify=\"jp-agents@example.com\"\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let region = &c.region[0];
+        let timers = c.timers_for(region);
+        // Friday 2026-11-20 23:00 in Tokyo; Monday the 23rd is a holiday (Labour Thanksgiving Day).
+        let friday_night = DateTime::parse_from_rfc3339("2026-11-20T23:00:00+09:00")
+            .unwrap()
+            .with_timezone(&Utc);
+        let jst = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let t = ticket(Status::New, friday_night);
+        let s = schedule(&t, &timers);
+        // 24 working hours at 9 a day: Tuesday, Wednesday, then 6 hours on Thursday. 80 % = 19.2 h.
+        assert_eq!(s[1].kind, TimerKind::SlaBreach);
+        assert_eq!(s[1].due, jst("2026-11-26T15:00:00+09:00"));
+        assert_eq!(s[0].due, jst("2026-11-26T10:12:00+09:00"));
+        // Saturday morning (the wall-clock deadline would long have passed for urgent mail): nothing.
+        let saturday = jst("2026-11-21T09:00:00+09:00");
+        assert!(on_timer(&t, TimerKind::SlaReminder, region, &c, saturday).is_none());
+        // At the deadline the escalation names it in the region's time.
+        let (flagged, replies) = on_timer(&t, TimerKind::SlaBreach, region, &c, s[1].due).unwrap();
+        assert!(flagged.breached);
+        let due_at = replies[0]
+            .extra
+            .iter()
+            .find(|(k, _)| *k == "due_at")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        assert_eq!(due_at, serde_json::json!("2026-11-26 15:00 JST"));
+        // Without business hours the same ticket is due 24 wall-clock hours later, on Saturday night.
+        let wall = config("");
+        assert_eq!(
+            schedule(&t, &wall.timers)[1].due,
+            friday_night + Duration::hours(24)
+        );
+    }
+
+    #[test]
+    fn bad_business_hours_and_zones_name_the_key() {
+        let base = "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[[region]]\ncode=\"JP\"\naddress=\"support-jp@example.com\"\n";
+        let err = |extra: &str| {
+            Config::from_toml(&format!("{base}{extra}"), std::path::Path::new("t"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("timezone=\"Asia/Tokio\"\n").contains("region[0].timezone"));
+        assert!(err("[region.timers.business_hours]\nhours=\"9-18\"\n")
+            .contains("region[0].timers.business_hours.hours"));
+        let global = Config::from_toml(
+            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[timers.business_hours]\ndays=[\"weekdays\"]\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(global.contains("timers.business_hours.days"), "{global}");
     }
 
     #[test]
