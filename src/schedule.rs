@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::intake::{blocking, Desk};
@@ -19,7 +19,11 @@ const TICK: usize = 256;
 
 /// Fire every timer due now; returns how many were handled.
 pub fn tick(desk: &Desk) -> Result<usize, crate::intake::IngestError> {
-    let now = Utc::now();
+    tick_at(desk, Utc::now())
+}
+
+/// Fire every timer due at `now` (at most one batch); the clock is a parameter for tests and benchmarks.
+pub fn tick_at(desk: &Desk, now: DateTime<Utc>) -> Result<usize, crate::intake::IngestError> {
     let due = desk.store.timers_due(now, TICK)?;
     for (id, kind, _) in &due {
         desk.fire_timer(id, *kind, now)?;
