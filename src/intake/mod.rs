@@ -21,6 +21,7 @@ use crate::desk::ticket::{Ticket, TicketId};
 use crate::mail::{self, Inbound, NotMail};
 use crate::outbound::{self, render::Renderer, Composer};
 use crate::store::{Change, Committed, Store, StoreError};
+use crate::telemetry::Telemetry;
 
 /// What happened to one mail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct Desk {
     pub config: Config,
     pub store: std::sync::Arc<Store>,
     pub composer: Composer,
+    /// Health and metrics: owned by the daemon, outlives a Desk rebuilt on reload.
+    pub telemetry: std::sync::Arc<Telemetry>,
 }
 
 /// Why a desk could not be assembled.
@@ -64,14 +67,38 @@ pub enum DeskError {
 
 impl Desk {
     /// Compile the templates and load the Message-ID secret: everything deciding and composing needs.
+    /// Metrics go to a telemetry of its own (one-shot commands); the daemon uses [`Desk::with_telemetry`].
     pub fn new(config: Config, store: std::sync::Arc<Store>) -> Result<Desk, DeskError> {
+        Desk::with_telemetry(config, store, std::sync::Arc::new(Telemetry::new()))
+    }
+
+    /// Like [`Desk::new`], reporting to `telemetry`: the daemon creates one and hands it to every Desk it
+    /// builds (at start and on each config reload), so counters and intake health carry over.
+    pub fn with_telemetry(
+        config: Config,
+        store: std::sync::Arc<Store>,
+        telemetry: std::sync::Arc<Telemetry>,
+    ) -> Result<Desk, DeskError> {
         let renderer = Renderer::load(config.outbound.templates_dir.as_deref())?;
         let secret = store.message_id_secret(config.outbound.message_id_secret.as_deref())?;
+        telemetry.configure(&config);
         Ok(Desk {
             config,
             store,
             composer: Composer { renderer, secret },
+            telemetry,
         })
+    }
+
+    /// Count what a committed change did: automatic mail held back, a bounce recorded.
+    fn count_committed(&self, change: &Change) {
+        if let Some(ticket) = &change.ticket {
+            self.telemetry
+                .auto_replies_suppressed(&ticket.region, change.suppressed);
+        }
+        if change.bounced.is_some() {
+            self.telemetry.outbox_bounced();
+        }
     }
 }
 
@@ -152,6 +179,7 @@ impl Desk {
         let inbound = match mail::parse(raw, region.locale) {
             Ok(m) => m,
             Err(e) => {
+                self.telemetry.parse_failure(&region.code);
                 if quarantine_junk || matches!(e, NotMail::ParserPanic(_)) {
                     return Ok(Ok(self.quarantine(region, source, raw, &e)?));
                 }
@@ -170,7 +198,13 @@ impl Desk {
         )? {
             Planned::Duplicate(id) => Ok(Ok(Outcome::Duplicate(id))),
             Planned::Change(change, outcome) => match self.store.commit(&change)? {
-                Committed::Applied => Ok(Ok(outcome)),
+                Committed::Applied => {
+                    self.count_committed(&change);
+                    if matches!(outcome, Outcome::Stored { .. }) {
+                        self.telemetry.mails_ingested(&region.code, 1);
+                    }
+                    Ok(Ok(outcome))
+                }
                 Committed::Duplicate(existing) => Ok(Ok(Outcome::Duplicate(existing))),
             },
         }
@@ -188,6 +222,7 @@ impl Desk {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         for (i, (item, parsed)) in batch.iter().zip(&parsed).enumerate() {
             if let Err(e) = parsed {
+                self.telemetry.parse_failure(&region.code);
                 outcomes[i] = Some(self.quarantine(region, &item.source, item.raw, e)?);
             }
         }
@@ -213,7 +248,16 @@ impl Desk {
                 }
             }
         }
-        self.store.commit_all(&changes)?;
+        if self.store.commit_all(&changes)? == Committed::Applied {
+            for change in &changes {
+                self.count_committed(change);
+            }
+            let stored = outcomes
+                .iter()
+                .filter(|o| matches!(o, Some(Outcome::Stored { .. })))
+                .count();
+            self.telemetry.mails_ingested(&region.code, stored as u64);
+        }
         // Every mail got its outcome above: quarantined, duplicate, or stored.
         Ok(outcomes.into_iter().flatten().collect())
     }
@@ -228,6 +272,7 @@ impl Desk {
         let q = self
             .store
             .quarantine(&region.code, source, &e.to_string(), raw)?;
+        self.telemetry.quarantined(&region.code);
         if matches!(e, NotMail::ParserPanic(_)) {
             tracing::error!(region = %region.code, quarantine = q.id, "mail could not be parsed and was quarantined: {e}");
         } else {
@@ -348,6 +393,7 @@ impl Desk {
             })?;
             return Ok(0);
         };
+        let was_breached = ticket.breached;
         let (mut ticket, replies) =
             match crate::desk::timers::on_timer(&ticket, kind, region, &self.config, now) {
                 Some(x) => x,
@@ -367,8 +413,13 @@ impl Desk {
         if queued > 0 || !replies.is_empty() {
             tracing::info!(ticket = %id, timer = kind.as_str(), queued, "timer fired");
         }
+        let breached = ticket.breached && !was_breached;
         change.ticket = Some(ticket);
         self.store.commit(&change)?;
+        self.count_committed(&change);
+        if breached {
+            self.telemetry.sla_breach(&region.code);
+        }
         Ok(queued)
     }
 
@@ -622,6 +673,7 @@ impl Desk {
         let queued = change.outbox.len();
         change.ticket = Some(ticket);
         self.store.commit(&change)?;
+        self.count_committed(&change);
         Ok(Ok(queued))
     }
 }
