@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, IntakeConfig};
+use crate::http;
 use crate::intake::{maildir, Desk};
 use crate::outbound::transport::Transport;
 use crate::outbound::worker;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
-use crate::http;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]

@@ -136,7 +136,9 @@ async fn healthz(State(s): State<AppState>) -> Response {
     })
     .await;
     match answer {
-        Ok((code, body)) => (code, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok((code, body)) => {
+            (code, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
@@ -193,5 +195,41 @@ pub async fn serve(
             }
         }
         _ = grace => tracing::debug!(%addr, "closing health and metrics connections still open"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_is_503_once_an_intake_fails_longer_than_the_threshold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let t = Telemetry::new();
+        t.intake_ok("JP", "INBOX", Utc::now());
+        let (code, body) = health(&t, &store, Duration::from_secs(60));
+        assert_eq!((code, body.status), (StatusCode::OK, "ok"));
+        assert_eq!(body.outbox.map(|o| (o.queued, o.failed)), Some((0, 0)));
+        t.intake_failed(
+            "KR",
+            "INBOX",
+            "auth",
+            Utc::now() - chrono::Duration::seconds(30),
+        );
+        assert_eq!(
+            health(&t, &store, Duration::from_secs(60)).0,
+            StatusCode::OK
+        );
+        let (code, body) = health(&t, &store, Duration::from_secs(10));
+        assert_eq!(
+            (code, body.status),
+            (StatusCode::SERVICE_UNAVAILABLE, "failing")
+        );
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["regions"][1]["region"], "KR");
+        assert_eq!(json["regions"][1]["state"], "failing");
+        assert_eq!(json["regions"][1]["last_error"], "auth");
+        assert!(json["regions"][0]["failing_since"].is_null());
     }
 }

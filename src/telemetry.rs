@@ -76,9 +76,8 @@ pub fn unhealthy(
     intakes
         .iter()
         .filter(|h| {
-            h.failing_since.is_some_and(|since| {
-                (now - since).to_std().unwrap_or_default() >= threshold
-            })
+            h.failing_since
+                .is_some_and(|since| (now - since).to_std().unwrap_or_default() >= threshold)
         })
         .collect()
 }
@@ -334,12 +333,16 @@ impl Telemetry {
 
     pub fn mails_ingested(&self, region_code: &str, n: u64) {
         if n > 0 {
-            self.mails_ingested.get_or_create(&region(region_code)).inc_by(n);
+            self.mails_ingested
+                .get_or_create(&region(region_code))
+                .inc_by(n);
         }
     }
 
     pub fn parse_failure(&self, region_code: &str) {
-        self.parse_failures.get_or_create(&region(region_code)).inc();
+        self.parse_failures
+            .get_or_create(&region(region_code))
+            .inc();
     }
 
     pub fn quarantined(&self, region_code: &str) {
@@ -355,7 +358,9 @@ impl Telemetry {
     }
 
     pub fn imap_reconnect(&self, region_code: &str) {
-        self.imap_reconnects.get_or_create(&region(region_code)).inc();
+        self.imap_reconnects
+            .get_or_create(&region(region_code))
+            .inc();
     }
 
     pub fn sla_breach(&self, region_code: &str) {
@@ -473,7 +478,9 @@ mod tests {
         t.intake_ok("KR", "INBOX", at(401));
         let snap = t.intakes();
         assert!(unhealthy(&snap, at(10_000), minutes5).is_empty());
-        assert!(snap.iter().all(|h| h.state == IntakeState::Idle && h.last_error.is_none()));
+        assert!(snap
+            .iter()
+            .all(|h| h.state == IntakeState::Idle && h.last_error.is_none()));
     }
 
     #[test]

@@ -184,21 +184,16 @@ pub async fn run(
 ) {
     let wake: Arc<Notify> = store.outbox_wake.clone();
     loop {
-        let sent = match send_due_observed(
-            &store,
-            &transport,
-            &policy,
-            concurrency,
-            Some(&telemetry),
-        )
-        .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
-                0
-            }
-        };
+        let sent =
+            match send_due_observed(&store, &transport, &policy, concurrency, Some(&telemetry))
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
+                    0
+                }
+            };
         if sent > 0 {
             if shutdown.is_cancelled() {
                 break;
