@@ -899,3 +899,55 @@ mod merge_tests {
         assert_eq!(d.store.tickets(None, None).unwrap().len(), 2);
     }
 }
+
+#[cfg(test)]
+mod telemetry_tests {
+    use super::*;
+    use crate::desk::ticket::TimerKind;
+    use std::sync::Arc;
+
+    fn count(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn desk_counts_ingests_parse_failures_quarantine_and_sla_breaches() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[[region]]\ncode = \"JP\"\naddress = \"support-jp@example.com\"\n",
+            d = dir.path().display()
+        );
+        let config = Config::from_toml(&text, std::path::Path::new("t")).unwrap();
+        let store = Arc::new(Store::open(&config.storage.path).unwrap());
+        let telemetry = Arc::new(Telemetry::new());
+        let d = Desk::with_telemetry(config, store, telemetry.clone()).unwrap();
+        let region = d.config.region[0].clone();
+        let now = Utc::now();
+        let mail = b"From: a@example.com\r\nSubject: help\r\nMessage-ID: <1@a>\r\n\r\nhi\r\n";
+        let ingest = |raw: &[u8], quarantine| {
+            d.ingest(&region, raw, "t", &Delivery::normal(), quarantine, now)
+                .unwrap()
+        };
+        assert!(ingest(mail, false).is_ok());
+        assert!(ingest(mail, false).is_ok()); // a duplicate is not counted again
+        assert!(ingest(b"\x00\x01", false).is_err()); // refused: counted, not quarantined
+        assert!(ingest(b"\x00\x02", true).is_ok()); // quarantined
+        let id = TicketId::new("JP", 1000);
+        d.fire_timer(&id, TimerKind::SlaBreach, now + chrono::Duration::days(2))
+            .unwrap();
+        // A breach is counted once, even if its timer fires again.
+        d.fire_timer(&id, TimerKind::SlaBreach, now + chrono::Duration::days(3))
+            .unwrap();
+        let m = telemetry.render(&d.store).unwrap();
+        for (series, n) in [
+            ("postdesk_mails_ingested_total{region=\"JP\"}", 1.0),
+            ("postdesk_parse_failures_total{region=\"JP\"}", 2.0),
+            ("postdesk_quarantined_total{region=\"JP\"}", 1.0),
+            ("postdesk_sla_breaches_total{region=\"JP\"}", 1.0),
+            ("postdesk_tickets{region=\"JP\",status=\"new\"}", 1.0),
+        ] {
+            assert_eq!(count(&m, series), Some(n), "{series} in\n{m}");
+        }
+    }
+}
