@@ -253,6 +253,7 @@ impl Telemetry {
             ] {
                 let _ = family.get_or_create(&label);
             }
+            let _ = self.ingest_seconds.get_or_create(&label);
         }
         let mut expected = Vec::new();
         for r in &config.region {
