@@ -651,13 +651,59 @@ pub struct TimersOverride {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Address of the health and metrics listener (loopback by default).
+    /// Address (`IP:port`) of the health and metrics listener; loopback by default. Port 0 picks a free
+    /// port (logged at startup).
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// Allow `listen` on an address other than loopback. The endpoints have no authentication: put a
+    /// firewall or an authenticating proxy in front before you set this.
+    #[serde(default)]
+    pub allow_remote: bool,
+    /// `/healthz` answers 503 once an intake has been failing this long.
+    #[serde(default = "default_unhealthy_after")]
+    pub unhealthy_after: HumanDuration,
+    /// `listen`, parsed by validation.
+    #[serde(skip)]
+    pub addr: Option<std::net::SocketAddr>,
 }
 
 fn default_listen() -> String {
     "127.0.0.1:9187".to_string()
+}
+
+fn default_unhealthy_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+impl HttpConfig {
+    /// Check `[http]`: `listen` is an `IP:port`, on loopback unless `allow_remote = true`.
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let addr: std::net::SocketAddr = self.listen.trim().parse().map_err(|_| {
+            ConfigError::invalid(
+                "http.listen",
+                format!(
+                    "{:?} is not an IP address and port, like \"127.0.0.1:9187\"",
+                    self.listen
+                ),
+            )
+        })?;
+        if !addr.ip().is_loopback() && !self.allow_remote {
+            return Err(ConfigError::invalid(
+                "http.listen",
+                format!(
+                    "{addr} is not a loopback address; the health and metrics endpoints have no authentication, so set `allow_remote = true` in [http] only if a firewall or proxy guards them"
+                ),
+            ));
+        }
+        if self.unhealthy_after.0 < Duration::from_secs(1) {
+            return Err(ConfigError::invalid(
+                "http.unhealthy_after",
+                "must be at least 1s",
+            ));
+        }
+        self.addr = Some(addr);
+        Ok(())
+    }
 }
 
 impl Config {
@@ -821,6 +867,9 @@ impl Config {
                 "outbound.message_id_secret",
                 "must be at least 16 characters",
             ));
+        }
+        if let Some(http) = self.http.as_mut() {
+            http.validate()?;
         }
         if self.region.is_empty() {
             return Err(ConfigError::invalid(
@@ -1128,6 +1177,31 @@ agents = ["Agent1@example.com"]
     fn secrets_do_not_debug_print() {
         let s = Secret("hunter2".into());
         assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn http_is_off_when_absent_and_loopback_unless_allowed() {
+        assert!(load(BASE).unwrap().http.is_none());
+        let c = load(&format!("{BASE}[http]\n")).unwrap();
+        let http = c.http.unwrap();
+        assert_eq!(http.addr, Some("127.0.0.1:9187".parse().unwrap()));
+        assert_eq!(http.unhealthy_after.0, Duration::from_secs(300));
+        let err = load(&format!("{BASE}[http]\nlisten = \"0.0.0.0:9187\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("http.listen") && err.contains("allow_remote = true"),
+            "{err}"
+        );
+        let c = load(&format!(
+            "{BASE}[http]\nlisten = \"[::]:9187\"\nallow_remote = true\nunhealthy_after = \"30s\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.http.unwrap().unhealthy_after.0, Duration::from_secs(30));
+        let err = load(&format!("{BASE}[http]\nlisten = \"localhost:80\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.listen"), "{err}");
     }
 
     #[test]

@@ -10,10 +10,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, IntakeConfig};
+use crate::http;
 use crate::intake::{maildir, Desk};
 use crate::outbound::transport::Transport;
 use crate::outbound::worker;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,8 @@ pub enum StartError {
     Desk(#[from] crate::intake::DeskError),
     #[error(transparent)]
     Transport(#[from] crate::outbound::transport::TransportError),
+    #[error(transparent)]
+    Http(#[from] crate::http::BindError),
 }
 
 /// The running parts.
@@ -31,6 +35,8 @@ pub struct Daemon {
     pub desk: Arc<Desk>,
     pub tracker: TaskTracker,
     pub shutdown: CancellationToken,
+    /// Where `/healthz` and `/metrics` answer, when `[http]` is configured.
+    pub http_addr: Option<std::net::SocketAddr>,
 }
 
 impl Daemon {
@@ -41,8 +47,22 @@ impl Daemon {
             &config.storage.path,
             std::time::Duration::from_secs(30),
         )?);
-        let desk = Arc::new(Desk::new(config, store)?);
+        // Created once per process and handed to every Desk, so it survives config reloads.
+        let telemetry = Arc::new(Telemetry::new());
+        let desk = Arc::new(Desk::with_telemetry(config, store, telemetry.clone())?);
+        // Bound before any task starts: a taken port fails the start, with nothing left running.
+        let http = desk.config.http.as_ref().map(http::bind).transpose()?;
+        let http_addr = http.as_ref().map(|l| l.addr);
         let tracker = TaskTracker::new();
+        if let (Some(listening), Some(cfg)) = (http, &desk.config.http) {
+            tracker.spawn(http::serve(
+                listening,
+                telemetry.clone(),
+                desk.store.clone(),
+                cfg.unhealthy_after.0,
+                shutdown.clone(),
+            ));
+        }
         for region in &desk.config.region {
             match &region.intake {
                 Some(IntakeConfig::Maildir(m)) => {
@@ -72,6 +92,7 @@ impl Daemon {
             transport,
             worker::RetryPolicy::from_config(&desk.config.outbound),
             desk.config.outbound.concurrency,
+            telemetry,
             shutdown.clone(),
         ));
         tracker.close();
@@ -79,6 +100,7 @@ impl Daemon {
             desk,
             tracker,
             shutdown,
+            http_addr,
         })
     }
 

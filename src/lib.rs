@@ -7,6 +7,7 @@
 //! - [`store`] commits a decision in one sled transaction;
 //! - [`intake`] brings mail in (Maildir, the MTA pipe) and acknowledges it only once it is durable;
 //! - [`outbound`] renders templates and delivers the outbox; [`schedule`] fires tickets' timers;
+//! - [`telemetry`] gathers intake health and metrics, which [`http`] serves (`/healthz`, `/metrics`);
 //! - [`daemon`] runs and stops it all; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
 
 pub mod cli;
@@ -15,9 +16,11 @@ pub mod control;
 pub mod daemon;
 pub mod demo;
 pub mod desk;
+pub mod http;
 pub mod intake;
 pub mod mail;
 pub mod outbound;
 pub mod schedule;
 pub mod stats;
 pub mod store;
+pub mod telemetry;

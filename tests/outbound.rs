@@ -195,6 +195,12 @@ async fn a_permanent_failure_is_marked_failed_with_the_servers_reply() {
         "{reason}"
     );
     assert_eq!(row.attempts, 1, "a permanent failure is not retried");
+    eventually("the failure counted", Duration::from_secs(5), async || {
+        let metrics = d.desk.telemetry.render(&d.desk.store).unwrap();
+        metrics.contains("postdesk_outbox_failed_total 1\n")
+            && metrics.contains("postdesk_outbox{status=\"failed\"} 1\n")
+    })
+    .await;
     stop(d, token).await;
 }
 
@@ -301,6 +307,18 @@ async fn a_vacation_responder_answering_everything_gets_a_bounded_number_of_mail
     })
     .await;
     assert!(d.desk.store.suppressed("JP").unwrap() >= 1);
+    // /metrics counts the same (counted just after the commit, hence `eventually`).
+    eventually("the metric to match", Duration::from_secs(5), async || {
+        let held = d.desk.store.suppressed("JP").unwrap();
+        d.desk
+            .telemetry
+            .render(&d.desk.store)
+            .unwrap()
+            .contains(&format!(
+                "postdesk_auto_replies_suppressed_total{{region=\"JP\"}} {held}\n"
+            ))
+    })
+    .await;
     stop(d, token).await;
 }
 
@@ -335,6 +353,12 @@ async fn a_bounce_marks_the_outbox_row_and_joins_the_ticket() {
                 .any(|r| r.status == OutboxStatus::Bounced)
         },
     )
+    .await;
+    eventually("the bounce counted", Duration::from_secs(5), async || {
+        let metrics = d.desk.telemetry.render(&d.desk.store).unwrap();
+        metrics.contains("postdesk_outbox_bounced_total 1\n")
+            && metrics.contains("postdesk_outbox{status=\"bounced\"} 1\n")
+    })
     .await;
     let row = d.desk.store.outbox_all().unwrap().remove(0);
     assert!(

@@ -60,6 +60,21 @@ pub enum ImapError {
     Store(String),
 }
 
+impl ImapError {
+    /// A fixed word for the kind of error, for `/healthz` (the message itself may carry a user name or
+    /// server text and stays in the log).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ImapError::Connect(..) => "connect",
+            ImapError::Tls(..) => "tls",
+            ImapError::Auth(..) => "auth",
+            ImapError::Protocol(_) => "protocol",
+            ImapError::Timeout(_) => "timeout",
+            ImapError::Store(_) => "store",
+        }
+    }
+}
+
 impl From<async_imap::error::Error> for ImapError {
     fn from(e: async_imap::error::Error) -> Self {
         ImapError::Protocol(e.to_string())
@@ -370,6 +385,12 @@ impl MailboxIntake {
                 break;
             }
             let Err(e) = result else { break };
+            self.desk.telemetry.intake_failed(
+                &self.region.code,
+                &self.mailbox,
+                e.kind(),
+                Utc::now(),
+            );
             let kind = match &e {
                 ImapError::Auth(..) => "authentication failed",
                 _ => "connection lost",
@@ -388,6 +409,7 @@ impl MailboxIntake {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
+            self.desk.telemetry.imap_reconnect(&self.region.code);
         }
         tracing::info!(region = %self.region.code, mailbox = %self.mailbox, "IMAP intake stopped");
     }
@@ -414,6 +436,9 @@ impl MailboxIntake {
                 idle = caps.idle && self.cfg.idle, "IMAP connected");
             *state = LinkState::Connected;
         }
+        self.desk
+            .telemetry
+            .intake_connected(&self.region.code, &self.mailbox);
         *failures = 0;
         let mut reconciled = false;
         loop {
@@ -425,6 +450,9 @@ impl MailboxIntake {
             }
             self.sweep(&mut session, caps, uid_validity, shutdown)
                 .await?;
+            self.desk
+                .telemetry
+                .intake_ok(&self.region.code, &self.mailbox, Utc::now());
             if shutdown.is_cancelled() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
                 return Ok(());
@@ -496,15 +524,17 @@ impl MailboxIntake {
         let mut taken = 0;
         // Pipelined: while one batch is parsed and stored (on the blocking pool), the next is fetched.
         let chunks = batches(&metas);
+        // Each batch carries the time its fetch began: ingest latency runs from there to the flush.
         let mut next = match chunks.first() {
-            Some(chunk) => Some(
+            Some(chunk) => Some((
+                std::time::Instant::now(),
                 self.fetch_chunk(session, chunk, last_uid, uid_validity, first_contact)
                     .await?,
-            ),
+            )),
             None => None,
         };
         let mut index = 0;
-        while let Some(fetched) = next.take() {
+        while let Some((fetch_began, fetched)) = next.take() {
             let uids: Vec<u32> = fetched.mails.iter().map(|m| m.uid).collect();
             let oversized = fetched.oversized.clone();
             let (desk, region) = (self.desk.clone(), self.region.clone());
@@ -523,7 +553,8 @@ impl MailboxIntake {
             });
             index += 1;
             if index < chunks.len() && !shutdown.is_cancelled() {
-                next = Some(
+                next = Some((
+                    std::time::Instant::now(),
                     self.fetch_chunk(
                         session,
                         chunks[index],
@@ -532,7 +563,7 @@ impl MailboxIntake {
                         first_contact,
                     )
                     .await?,
-                );
+                ));
             }
             let outcomes = job
                 .await
@@ -558,6 +589,9 @@ impl MailboxIntake {
                 .flush_async()
                 .await
                 .map_err(|e| ImapError::Store(e.to_string()))?;
+            self.desk
+                .telemetry
+                .observe_ingest(&self.region.code, fetch_began.elapsed());
             self.acknowledge(session, caps, &done).await?;
             if !quarantine.is_empty() {
                 move_uids(session, caps, &quarantine, QUARANTINE_FOLDER).await?;

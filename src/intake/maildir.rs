@@ -44,6 +44,7 @@ fn pending(root: &Path) -> std::io::Result<Vec<String>> {
 
 /// Ingest one batch from `new/`; returns how many files were taken (stored, duplicate or quarantined).
 pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Result<usize, String> {
+    let began = std::time::Instant::now();
     let names =
         pending(root).map_err(|e| format!("cannot list {}: {e}", root.join("new").display()))?;
     let mut files = Vec::new();
@@ -96,6 +97,7 @@ pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Resul
         .flush_async()
         .await
         .map_err(|e| format!("cannot flush the store: {e}"))?;
+    desk.telemetry.observe_ingest(&region.code, began.elapsed());
     for (name, _) in &files {
         let from = root.join("new").join(name);
         if let Err(e) = std::fs::rename(&from, cur_path(root, name)) {
@@ -113,7 +115,10 @@ pub async fn run(
     intake: MaildirIntake,
     shutdown: CancellationToken,
 ) {
+    let mailbox = intake.path.display().to_string();
     if let Err(e) = ensure_layout(&intake.path) {
+        desk.telemetry
+            .intake_failed(&region.code, &mailbox, "maildir", Utc::now());
         tracing::error!(region = %region.code, path = %intake.path.display(),
             "cannot create the Maildir: {e}; check [region.intake] path and its permissions");
         return;
@@ -123,6 +128,7 @@ pub async fn run(
     loop {
         let wait = match scan_once(&desk, &region, &intake.path).await {
             Ok(n) => {
+                desk.telemetry.intake_ok(&region.code, &mailbox, Utc::now());
                 if failing {
                     tracing::info!(region = %region.code, "Maildir intake recovered");
                     failing = false;
@@ -133,6 +139,8 @@ pub async fn run(
                 intake.poll_interval.0
             }
             Err(e) => {
+                desk.telemetry
+                    .intake_failed(&region.code, &mailbox, "maildir", Utc::now());
                 if !failing {
                     tracing::error!(region = %region.code, "Maildir intake failing: {e}; mail stays in new/ until this is fixed");
                     failing = true;

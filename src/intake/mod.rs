@@ -21,6 +21,7 @@ use crate::desk::ticket::{Ticket, TicketId};
 use crate::mail::{self, Inbound, NotMail};
 use crate::outbound::{self, render::Renderer, Composer};
 use crate::store::{Change, Committed, Store, StoreError};
+use crate::telemetry::Telemetry;
 
 /// What happened to one mail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +52,8 @@ pub struct Desk {
     pub config: Config,
     pub store: std::sync::Arc<Store>,
     pub composer: Composer,
+    /// Health and metrics: owned by the daemon, outlives a Desk rebuilt on reload.
+    pub telemetry: std::sync::Arc<Telemetry>,
 }
 
 /// Why a desk could not be assembled.
@@ -64,14 +67,38 @@ pub enum DeskError {
 
 impl Desk {
     /// Compile the templates and load the Message-ID secret: everything deciding and composing needs.
+    /// Metrics go to a telemetry of its own (one-shot commands); the daemon uses [`Desk::with_telemetry`].
     pub fn new(config: Config, store: std::sync::Arc<Store>) -> Result<Desk, DeskError> {
+        Desk::with_telemetry(config, store, std::sync::Arc::new(Telemetry::new()))
+    }
+
+    /// Like [`Desk::new`], reporting to `telemetry`: the daemon creates one and hands it to every Desk it
+    /// builds (at start and on each config reload), so counters and intake health carry over.
+    pub fn with_telemetry(
+        config: Config,
+        store: std::sync::Arc<Store>,
+        telemetry: std::sync::Arc<Telemetry>,
+    ) -> Result<Desk, DeskError> {
         let renderer = Renderer::load(config.outbound.templates_dir.as_deref())?;
         let secret = store.message_id_secret(config.outbound.message_id_secret.as_deref())?;
+        telemetry.configure(&config);
         Ok(Desk {
             config,
             store,
             composer: Composer { renderer, secret },
+            telemetry,
         })
+    }
+
+    /// Count what a committed change did: automatic mail held back, a bounce recorded.
+    fn count_committed(&self, change: &Change) {
+        if let Some(ticket) = &change.ticket {
+            self.telemetry
+                .auto_replies_suppressed(&ticket.region, change.suppressed);
+        }
+        if change.bounced.is_some() {
+            self.telemetry.outbox_bounced();
+        }
     }
 }
 
@@ -152,6 +179,7 @@ impl Desk {
         let inbound = match mail::parse(raw, region.locale) {
             Ok(m) => m,
             Err(e) => {
+                self.telemetry.parse_failure(&region.code);
                 if quarantine_junk || matches!(e, NotMail::ParserPanic(_)) {
                     return Ok(Ok(self.quarantine(region, source, raw, &e)?));
                 }
@@ -170,7 +198,13 @@ impl Desk {
         )? {
             Planned::Duplicate(id) => Ok(Ok(Outcome::Duplicate(id))),
             Planned::Change(change, outcome) => match self.store.commit(&change)? {
-                Committed::Applied => Ok(Ok(outcome)),
+                Committed::Applied => {
+                    self.count_committed(&change);
+                    if matches!(outcome, Outcome::Stored { .. }) {
+                        self.telemetry.mails_ingested(&region.code, 1);
+                    }
+                    Ok(Ok(outcome))
+                }
                 Committed::Duplicate(existing) => Ok(Ok(Outcome::Duplicate(existing))),
             },
         }
@@ -188,6 +222,7 @@ impl Desk {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; batch.len()];
         for (i, (item, parsed)) in batch.iter().zip(&parsed).enumerate() {
             if let Err(e) = parsed {
+                self.telemetry.parse_failure(&region.code);
                 outcomes[i] = Some(self.quarantine(region, &item.source, item.raw, e)?);
             }
         }
@@ -213,7 +248,16 @@ impl Desk {
                 }
             }
         }
-        self.store.commit_all(&changes)?;
+        if self.store.commit_all(&changes)? == Committed::Applied {
+            for change in &changes {
+                self.count_committed(change);
+            }
+            let stored = outcomes
+                .iter()
+                .filter(|o| matches!(o, Some(Outcome::Stored { .. })))
+                .count();
+            self.telemetry.mails_ingested(&region.code, stored as u64);
+        }
         // Every mail got its outcome above: quarantined, duplicate, or stored.
         Ok(outcomes.into_iter().flatten().collect())
     }
@@ -228,6 +272,7 @@ impl Desk {
         let q = self
             .store
             .quarantine(&region.code, source, &e.to_string(), raw)?;
+        self.telemetry.quarantined(&region.code);
         if matches!(e, NotMail::ParserPanic(_)) {
             tracing::error!(region = %region.code, quarantine = q.id, "mail could not be parsed and was quarantined: {e}");
         } else {
@@ -348,6 +393,7 @@ impl Desk {
             })?;
             return Ok(0);
         };
+        let was_breached = ticket.breached;
         let (mut ticket, replies) =
             match crate::desk::timers::on_timer(&ticket, kind, region, &self.config, now) {
                 Some(x) => x,
@@ -367,8 +413,13 @@ impl Desk {
         if queued > 0 || !replies.is_empty() {
             tracing::info!(ticket = %id, timer = kind.as_str(), queued, "timer fired");
         }
+        let breached = ticket.breached && !was_breached;
         change.ticket = Some(ticket);
         self.store.commit(&change)?;
+        self.count_committed(&change);
+        if breached {
+            self.telemetry.sla_breach(&region.code);
+        }
         Ok(queued)
     }
 
@@ -622,6 +673,7 @@ impl Desk {
         let queued = change.outbox.len();
         change.ticket = Some(ticket);
         self.store.commit(&change)?;
+        self.count_committed(&change);
         Ok(Ok(queued))
     }
 }
@@ -845,5 +897,57 @@ mod merge_tests {
             matches!(ingest("From: b@example.com\r\nSubject: more\r\nMessage-ID: <b3@x>\r\nReferences: <b1@x>\r\n\r\nstill waiting\r\n"), Outcome::Stored { ticket, .. } if ticket == jp(1000))
         );
         assert_eq!(d.store.tickets(None, None).unwrap().len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod telemetry_tests {
+    use super::*;
+    use crate::desk::ticket::TimerKind;
+    use std::sync::Arc;
+
+    fn count(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn desk_counts_ingests_parse_failures_quarantine_and_sla_breaches() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[[region]]\ncode = \"JP\"\naddress = \"support-jp@example.com\"\n",
+            d = dir.path().display()
+        );
+        let config = Config::from_toml(&text, std::path::Path::new("t")).unwrap();
+        let store = Arc::new(Store::open(&config.storage.path).unwrap());
+        let telemetry = Arc::new(Telemetry::new());
+        let d = Desk::with_telemetry(config, store, telemetry.clone()).unwrap();
+        let region = d.config.region[0].clone();
+        let now = Utc::now();
+        let mail = b"From: a@example.com\r\nSubject: help\r\nMessage-ID: <1@a>\r\n\r\nhi\r\n";
+        let ingest = |raw: &[u8], quarantine| {
+            d.ingest(&region, raw, "t", &Delivery::normal(), quarantine, now)
+                .unwrap()
+        };
+        assert!(ingest(mail, false).is_ok());
+        assert!(ingest(mail, false).is_ok()); // a duplicate is not counted again
+        assert!(ingest(b"\x00\x01", false).is_err()); // refused: counted, not quarantined
+        assert!(ingest(b"\x00\x02", true).is_ok()); // quarantined
+        let id = TicketId::new("JP", 1000);
+        d.fire_timer(&id, TimerKind::SlaBreach, now + chrono::Duration::days(2))
+            .unwrap();
+        // A breach is counted once, even if its timer fires again.
+        d.fire_timer(&id, TimerKind::SlaBreach, now + chrono::Duration::days(3))
+            .unwrap();
+        let m = telemetry.render(&d.store).unwrap();
+        for (series, n) in [
+            ("postdesk_mails_ingested_total{region=\"JP\"}", 1.0),
+            ("postdesk_parse_failures_total{region=\"JP\"}", 2.0),
+            ("postdesk_quarantined_total{region=\"JP\"}", 1.0),
+            ("postdesk_sla_breaches_total{region=\"JP\"}", 1.0),
+            ("postdesk_tickets{region=\"JP\",status=\"new\"}", 1.0),
+        ] {
+            assert_eq!(count(&m, series), Some(n), "{series} in\n{m}");
+        }
     }
 }

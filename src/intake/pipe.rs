@@ -40,6 +40,7 @@ pub async fn deliver(desk: &Desk, region_code: &str, raw: &[u8]) -> (i32, String
             format!("postdesk: message larger than {MAX_PIPE_BYTES} bytes"),
         );
     }
+    let began = std::time::Instant::now();
     let result = desk.ingest(region, raw, "pipe", &Delivery::normal(), false, Utc::now());
     let outcome = match result {
         Ok(Ok(o)) => o,
@@ -62,6 +63,7 @@ pub async fn deliver(desk: &Desk, region_code: &str, raw: &[u8]) -> (i32, String
             format!("postdesk: could not flush the store, the MTA should retry: {e}"),
         );
     }
+    desk.telemetry.observe_ingest(&region.code, began.elapsed());
     let line = match outcome {
         Outcome::Stored {
             ticket, new: true, ..

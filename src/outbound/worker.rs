@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::transport::{SendError, Transport};
 use super::{OutboxItem, OutboxStatus};
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// Rows taken per round.
 const BATCH: usize = 256;
@@ -119,15 +120,30 @@ pub async fn send_due(
     policy: &RetryPolicy,
     concurrency: usize,
 ) -> Result<usize, crate::store::StoreError> {
+    send_due_observed(store, transport, policy, concurrency, None).await
+}
+
+/// [`send_due`], counting outcomes and send latency in `telemetry`.
+pub async fn send_due_observed(
+    store: &Store,
+    transport: &Transport,
+    policy: &RetryPolicy,
+    concurrency: usize,
+    telemetry: Option<&Telemetry>,
+) -> Result<usize, crate::store::StoreError> {
     use futures_util::StreamExt;
     let due = store.outbox_due(Utc::now(), BATCH)?;
     let n = due.len();
     let mut results = futures_util::stream::iter(due)
         .map(|item| async move {
+            let began = std::time::Instant::now();
             let outcome = match attachment_bytes(store, &item) {
                 Ok(files) => transport.send(&item, &files).await,
                 Err(e) => Err(e),
             };
+            if let Some(t) = telemetry {
+                t.observe_send(began.elapsed());
+            }
             (item, outcome)
         })
         .buffer_unordered(concurrency.max(1));
@@ -141,7 +157,15 @@ pub async fn send_due(
                 "could not send: {e}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)")
             }
         }
-        store.outbox_update(after_attempt(item, outcome, Utc::now(), policy))?;
+        let item = after_attempt(item, outcome, Utc::now(), policy);
+        store.outbox_update(item.clone())?;
+        if let Some(t) = telemetry {
+            match item.status {
+                OutboxStatus::Sent => t.outbox_sent(),
+                OutboxStatus::Failed => t.outbox_failed(),
+                OutboxStatus::Queued | OutboxStatus::Bounced => {}
+            }
+        }
     }
     if n > 0 {
         store.flush_async().await?;
@@ -155,17 +179,21 @@ pub async fn run(
     transport: Arc<Transport>,
     policy: RetryPolicy,
     concurrency: usize,
+    telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
     let wake: Arc<Notify> = store.outbox_wake.clone();
     loop {
-        let sent = match send_due(&store, &transport, &policy, concurrency).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
-                0
-            }
-        };
+        let sent =
+            match send_due_observed(&store, &transport, &policy, concurrency, Some(&telemetry))
+                .await
+            {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
+                    0
+                }
+            };
         if sent > 0 {
             if shutdown.is_cancelled() {
                 break;

@@ -749,6 +749,34 @@ impl Store {
         }
         Ok(map.into_iter().map(|((r, s), n)| (r, s, n)).collect())
     }
+
+    /// Outbox rows by status, for `/healthz` and `/metrics`: one pass over the rows, reading only their status.
+    pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
+        #[derive(Deserialize)]
+        struct Row {
+            status: OutboxStatus,
+        }
+        let mut counts = OutboxCounts::default();
+        for v in self.outbox.iter().values() {
+            let row: Row = from_json("outbox", &v?)?;
+            *match row.status {
+                OutboxStatus::Queued => &mut counts.queued,
+                OutboxStatus::Sent => &mut counts.sent,
+                OutboxStatus::Failed => &mut counts.failed,
+                OutboxStatus::Bounced => &mut counts.bounced,
+            } += 1;
+        }
+        Ok(counts)
+    }
+}
+
+/// How many outbox rows are in each status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct OutboxCounts {
+    pub queued: u64,
+    pub sent: u64,
+    pub failed: u64,
+    pub bounced: u64,
 }
 
 /// The trees of a ticket change, inside a transaction.
