@@ -7,6 +7,7 @@
 //! - [`store`] commits a decision in one sled transaction;
 //! - [`intake`] brings mail in (Maildir, the MTA pipe) and acknowledges it only once it is durable;
 //! - [`outbound`] renders templates and delivers the outbox; [`schedule`] fires tickets' timers;
+//! - [`privacy`] exports and erases a customer's data and carries out retention;
 //! - [`daemon`] runs and stops it all; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod desk;
 pub mod intake;
 pub mod mail;
 pub mod outbound;
+pub mod privacy;
 pub mod schedule;
 pub mod stats;
 pub mod store;

@@ -286,6 +286,8 @@ fn new_ticket(
         survey_sent: false,
         satisfaction: None,
         timers: Vec::new(),
+        erased: false,
+        attachments_purged: false,
     };
     add_participants(&mut ticket, mail, config);
     remember_thread_id(&mut ticket, &mail.message_id);

@@ -41,7 +41,7 @@ pub fn luhn_valid(digits: &[u32]) -> bool {
         .rev()
         .enumerate()
         .map(|(i, &d)| {
-            if i % 2 == 1 {
+            if !i.is_multiple_of(2) {
                 let x = d * 2;
                 if x > 9 {
                     x - 9
@@ -53,7 +53,7 @@ pub fn luhn_valid(digits: &[u32]) -> bool {
             }
         })
         .sum();
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// Latin letters glued to digits make an identifier (`INV4111…`); CJK text glued to them does not, as
