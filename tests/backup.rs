@@ -93,12 +93,25 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
     let dir = tempfile::tempdir().unwrap();
     let a = env(dir.path(), "a");
     for n in 0..3 {
-        let from = if n == 2 { "kim@example.com" } else { "taro@example.jp" };
-        assert_eq!(postdesk(&a, &["ingest", "--region", "JP"], &mail(n, from, "")).0, 0);
+        let from = if n == 2 {
+            "kim@example.com"
+        } else {
+            "taro@example.jp"
+        };
+        assert_eq!(
+            postdesk(&a, &["ingest", "--region", "JP"], &mail(n, from, "")).0,
+            0
+        );
     }
     let reply = "From: taro@example.jp\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1000] question 0\r\nMessage-ID: <r1@mail.example.net>\r\n\r\nmore details\r\n";
-    assert_eq!(postdesk(&a, &["ingest", "--region", "JP"], reply.as_bytes()).0, 0);
-    assert_eq!(postdesk(&a, &["tickets", "set-status", "JP-1001", "pending"], b"").0, 0);
+    assert_eq!(
+        postdesk(&a, &["ingest", "--region", "JP"], reply.as_bytes()).0,
+        0
+    );
+    assert_eq!(
+        postdesk(&a, &["tickets", "set-status", "JP-1001", "pending"], b"").0,
+        0
+    );
 
     let mut daemon = Daemon(
         Command::new(env!("CARGO_BIN_EXE_postdesk"))
@@ -112,7 +125,10 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
     let socket = dir.path().join("a-data/postdesk.sock");
     let start = Instant::now();
     while !socket.exists() {
-        assert!(start.elapsed() < Duration::from_secs(20), "daemon did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     // A relative DIR is the caller's, although the daemon writes it.
@@ -149,7 +165,10 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&snap), 0o700);
         assert_eq!(mode(&snap.join("manifest.json")), 0o600);
-        assert_eq!(mode(&snap.join(tickets_tree["file"].as_str().unwrap())), 0o600);
+        assert_eq!(
+            mode(&snap.join(tickets_tree["file"].as_str().unwrap())),
+            0o600
+        );
     }
 
     // Restored into a fresh path: the same view.
@@ -169,7 +188,15 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
         .iter()
         .map(|r| r["id"].as_u64().unwrap())
         .collect();
-    assert_eq!(postdesk(&b, &["ingest", "--region", "JP"], &mail(9, "lee@example.kr", "")).0, 0);
+    assert_eq!(
+        postdesk(
+            &b,
+            &["ingest", "--region", "JP"],
+            &mail(9, "lee@example.kr", "")
+        )
+        .0,
+        0
+    );
     let rows = json(&b, &["outbox", "list", "--json"]);
     let new_rows: Vec<&Value> = rows
         .as_array()
@@ -180,10 +207,16 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
     assert!(!new_rows.is_empty());
     for r in new_rows {
         let id = r["id"].as_u64().unwrap();
-        assert!(old_ids.iter().all(|&o| o < id), "id {id} reused or below {old_ids:?}");
+        assert!(
+            old_ids.iter().all(|&o| o < id),
+            "id {id} reused or below {old_ids:?}"
+        );
     }
     let show = json(&b, &["tickets", "show", "JP-1003", "--json"]);
-    assert_eq!(show["messages"][0]["attachments"][0]["size"], "attachment bytes of mail 9".len());
+    assert_eq!(
+        show["messages"][0]["attachments"][0]["size"],
+        "attachment bytes of mail 9".len()
+    );
 
     // A damaged copy is refused before anything is written.
     let damaged = dir.path().join("damaged");
