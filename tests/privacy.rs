@@ -450,3 +450,66 @@ fn no_retention_config_keeps_everything() {
     tick(&d, t0 + Duration::days(5000));
     assert_eq!(d.store.messages(&one).unwrap()[0].attachments.len(), 1);
 }
+
+#[test]
+fn the_daemon_carries_out_retention_and_stats_show_it() {
+    let e = env("[retention]\nclosed_attachments_after = \"1s\"\nclosed_tickets_after = \"2s\"\n");
+    let raw = with_attachment(
+        "a@example.com",
+        "",
+        "d1@x",
+        "one",
+        "first",
+        "a.txt",
+        "bytes",
+    );
+    assert_eq!(postdesk(&e, &["ingest", "--region", "JP"], &raw).0, 0);
+    assert_eq!(
+        postdesk(&e, &["tickets", "set-status", "JP-1000", "closed"], b"").0,
+        0
+    );
+    let due = json(&e, &["tickets", "due", "--json"]);
+    let kinds: Vec<&str> = due
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"purge_attachments") && kinds.contains(&"purge_ticket"),
+        "{due}"
+    );
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+        .arg("--config")
+        .arg(&e.config)
+        .arg("run")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let purged = loop {
+        let list = json(&e, &["tickets", "list", "--json"]);
+        if list.as_array().unwrap().is_empty() {
+            break true;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let stats = json(&e, &["stats", "--json"]);
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(daemon.id().to_string())
+        .status();
+    let _ = daemon.wait();
+    assert!(purged, "the closed ticket was not deleted");
+    assert_eq!(stats[0]["retention_purged_tickets"], 1);
+    assert_eq!(stats[0]["retention_removed_attachments"], 1);
+    let (code, table, _) = postdesk(&e, &["stats"], b"");
+    assert_eq!(code, 0);
+    assert!(
+        table.contains("JP 1 ticket(s) purged, 1 attachment(s) removed"),
+        "{table}"
+    );
+}
