@@ -709,6 +709,23 @@ impl Config {
         if self.storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
         }
+        for (key, value) in [
+            (
+                "retention.closed_attachments_after",
+                self.retention.closed_attachments_after,
+            ),
+            (
+                "retention.closed_tickets_after",
+                self.retention.closed_tickets_after,
+            ),
+        ] {
+            if value.is_some_and(|d| d.0.is_zero()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be longer than 0s (leave it out to keep data forever)",
+                ));
+            }
+        }
         match self.outbound.transport {
             TransportKind::File => {
                 if self.outbound.file_dir.is_none() {
@@ -1127,5 +1144,11 @@ mod example_tests {
                 .expose(),
             "secret"
         );
+        assert!(c.privacy.mask_card_numbers);
+        assert_eq!(
+            c.retention.closed_attachments_after.map(|d| d.0.as_secs()),
+            Some(90 * 86400)
+        );
+        assert!(c.retention.closed_tickets_after.is_some());
     }
 }
