@@ -551,13 +551,14 @@ pub async fn with_desk(
                 }
                 let _ = writeln!(
                     out,
-                    "erased {} ticket(s) ({}): {} message(s), {} outgoing mail(s) ({} cancelled), {} stored file(s) deleted",
+                    "erased {} ticket(s) ({}): {} message(s), {} outgoing mail(s) ({} cancelled), {} stored file(s) and {} quarantined input(s) deleted",
                     ids.len(),
                     ids.join(", "),
                     s.messages,
                     s.outbox_rows,
                     s.cancelled,
-                    s.blobs
+                    s.blobs,
+                    s.quarantined
                 );
                 Ok(0)
             }

@@ -78,6 +78,8 @@ pub struct EraseSummary {
     pub outbox_rows: usize,
     pub cancelled: usize,
     pub blobs: usize,
+    /// Quarantined input (unreadable mail) that mentioned the address, deleted.
+    pub quarantined: usize,
 }
 
 #[derive(Serialize)]
@@ -271,12 +273,14 @@ impl Desk {
         }
         if apply {
             self.store.forget_auto_log(&address)?;
+            summary.quarantined = self.store.forget_quarantined_containing(&address)?;
             tracing::info!(
                 tickets = summary.tickets.len(),
                 messages = summary.messages,
                 outbox_rows = summary.outbox_rows,
                 cancelled = summary.cancelled,
                 blobs = summary.blobs,
+                quarantined = summary.quarantined,
                 "customer data erased"
             );
             tracing::debug!(address = %address, pseudonym = %alias, "customer data erased");

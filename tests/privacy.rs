@@ -137,6 +137,22 @@ fn export_then_erase_leaves_no_trace_and_keeps_the_statistics() {
     // The agent answers Kim: a relayed reply queued to Kim.
     let answer = "From: agent@example.com\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1000] broken screen\r\nMessage-ID: <a1@mail.example.net>\r\n\r\nWe will replace it.\r\n";
     ingest(answer.as_bytes());
+    // Input that could not be read, mentioning Kim, kept in quarantine (as a Maildir intake does).
+    {
+        let store =
+            Store::open_waiting(&e.root.join("data"), std::time::Duration::from_secs(10)).unwrap();
+        store
+            .quarantine(
+                "JP",
+                "maildir",
+                "unreadable",
+                b"\x00\x01 garbage from KIM@example.com",
+            )
+            .unwrap();
+        store
+            .quarantine("JP", "maildir", "unreadable", b"\x00\x01 someone else")
+            .unwrap();
+    }
     let shown = json(&e, &["tickets", "show", "JP-1000", "--json"]);
     assert!(
         shown["messages"][0]["text"]
@@ -207,6 +223,12 @@ fn export_then_erase_leaves_no_trace_and_keeps_the_statistics() {
     let (code, out, err) = postdesk(&e, &["customer", "erase", KIM, "--yes"], b"");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("erased 2 ticket(s)"), "{out}");
+    assert!(out.contains("1 quarantined input(s) deleted"), "{out}");
+    assert_eq!(
+        json(&e, &["stats", "--json"])[0]["quarantined"],
+        1,
+        "the other input stays"
+    );
     for id in ["JP-1000", "JP-1001"] {
         let t = json(&e, &["tickets", "show", id, "--json"]);
         assert_eq!(t["erased"], true);

@@ -248,6 +248,49 @@ impl Store {
         Ok(n)
     }
 
+    /// Delete quarantined input whose raw bytes mention `needle` (ASCII case-insensitive), with its raw copy
+    /// unless a message refers to it too. Returns how many entries went. Costs one read of the quarantine.
+    pub fn forget_quarantined_containing(&self, needle: &str) -> Result<usize, StoreError> {
+        let needle = needle.to_ascii_lowercase().into_bytes();
+        if needle.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for q in self.quarantined()? {
+            let Some(raw) = self.blob(&q.raw_sha256)? else {
+                continue;
+            };
+            let mentions = raw
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(&needle));
+            if !mentions {
+                continue;
+            }
+            let _gate = self.write_gate();
+            (
+                &self.quarantine,
+                &self.blobs,
+                &self.blob_data,
+                &self.blob_refs,
+            )
+                .transaction(|(quarantine, blobs, blob_data, refs)| {
+                    quarantine.remove(&q.id.to_be_bytes())?;
+                    if refs.get(q.raw_sha256.as_bytes())?.is_none() {
+                        if let Some(id) = blobs.remove(q.raw_sha256.as_bytes())? {
+                            blob_data.remove(id)?;
+                        }
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => StoreError::Sled(e),
+                    TransactionError::Abort(()) => StoreError::Conflict("quarantine".into()),
+                })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Every tree's name, keys and values, for tests that prove something is gone from the whole store.
     pub fn scan_all(&self, mut visit: impl FnMut(&str, &[u8], &[u8])) -> Result<(), StoreError> {
         for name in self.db.tree_names() {
@@ -259,5 +302,83 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desk::ticket::{AttachmentRef, Direction, Locale, Priority, Status};
+    use crate::store::Change;
+    use chrono::Utc;
+
+    fn ticket(n: u64, count: u32) -> Ticket {
+        let mut t: Ticket = serde_json::from_value(serde_json::json!({
+            "id": format!("JP-{n}"), "region": "JP", "status": Status::Closed, "priority": Priority::Normal,
+            "category": "other", "subject": "s", "requester": format!("c{n}@example.com"), "participants": [],
+            "locale": Locale::Ja, "created_at": Utc::now(), "updated_at": Utc::now(),
+        }))
+        .unwrap();
+        t.message_count = count;
+        t
+    }
+
+    fn message(sha: &str) -> Message {
+        serde_json::from_value(serde_json::json!({
+            "direction": Direction::In, "from": "c@example.com", "to": [], "date": Utc::now(),
+            "received_at": Utc::now(), "message_id": format!("{sha}@x"), "subject": "", "text": "t",
+            "attachments": [AttachmentRef { filename: "f".into(), content_type: "x/y".into(), size: 1, sha256: sha.into() }],
+            "content_hash": "h",
+        }))
+        .unwrap()
+    }
+
+    fn refs(store: &Store, sha: &str) -> Option<u64> {
+        store.blob_refs.get(sha).unwrap().and_then(|v| u64_of(&v))
+    }
+
+    #[test]
+    fn blobs_go_when_the_last_message_referring_to_them_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (shared, own) = ("a".repeat(64), "b".repeat(64));
+        for (n, msgs) in [
+            (1, vec![message(&shared), message(&own)]),
+            (2, vec![message(&shared)]),
+        ] {
+            store
+                .commit(&Change {
+                    ticket: Some(ticket(n, msgs.len() as u32)),
+                    messages: msgs,
+                    blobs: vec![
+                        (shared.clone(), b"S".to_vec()),
+                        (own.clone(), b"O".to_vec()),
+                    ],
+                    ..Change::default()
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            (refs(&store, &shared), refs(&store, &own)),
+            (Some(2), Some(1))
+        );
+        // Ticket 1 deleted: its own file goes, the shared one stays for ticket 2.
+        let removed = store
+            .rewrite(&Rewrite {
+                id: Some(TicketId::new("JP", 1)),
+                messages: vec![(0, None), (1, None)],
+                ..Rewrite::default()
+            })
+            .unwrap();
+        assert_eq!(removed, Removed { blobs: 1, bytes: 1 });
+        assert!(store.blob(&own).unwrap().is_none());
+        assert_eq!(store.blob(&shared).unwrap().as_deref(), Some(&b"S"[..]));
+        assert!(store.ticket(&TicketId::new("JP", 1)).unwrap().is_none());
+        // A store from before the counts: rebuilt on open.
+        store.blob_refs.clear().unwrap();
+        store.meta.remove(b"blob_refs:v1").unwrap();
+        drop(store);
+        let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!((refs(&store, &shared), refs(&store, &own)), (Some(1), None));
     }
 }
