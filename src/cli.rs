@@ -61,8 +61,9 @@ pub enum Command {
         /// Directory for the backup (created 0700; must be writable by the daemon's user when one runs).
         dir: PathBuf,
     },
-    /// Restore a backup into the configured storage.path, which must be absent or empty; the daemon must
-    /// be stopped. Checksums are verified before anything is written.
+    /// Restore a backup into storage.path (absent or empty), with the daemon stopped.
+    ///
+    /// The manifest's version and every file's sha256 are checked before anything is written.
     Restore {
         /// A directory written by `postdesk backup`.
         dir: PathBuf,
