@@ -48,6 +48,8 @@ fn ticket(
         survey_sent: false,
         satisfaction: None,
         timers: vec![],
+        erased: false,
+        attachments_purged: false,
     };
     t.timers = postdesk::desk::timers::schedule(&t, timers);
     t

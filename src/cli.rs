@@ -53,6 +53,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A customer's data: export it (data-subject request) or erase it (right to be forgotten).
+    #[command(subcommand)]
+    Customer(CustomerCommand),
+    /// Write a consistent snapshot of the store into DIR (new or empty), also while the daemon runs.
+    Backup {
+        /// Directory for the backup (created 0700; must be writable by the daemon's user when one runs).
+        dir: PathBuf,
+    },
+    /// Restore a backup into storage.path (absent or empty), with the daemon stopped.
+    ///
+    /// The manifest's version and every file's sha256 are checked before anything is written.
+    Restore {
+        /// A directory written by `postdesk backup`.
+        dir: PathBuf,
+    },
     /// Run postdesk on its embedded default: sample mails in a Maildir, acknowledgements to files.
     Demo {
         /// Working directory for the demo's config, store, Maildirs and outbox.
@@ -84,6 +99,25 @@ pub enum TicketsCommand {
     Due {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand, Serialize, Deserialize)]
+pub enum CustomerCommand {
+    /// Write every ticket, message, attachment and outbox row of EMAIL into a directory (JSON + files).
+    Export {
+        email: String,
+        /// Target directory (new or empty) [default: ./postdesk-export-EMAIL-DATE]
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Erase EMAIL: messages, attachments and addresses go, an anonymised ticket skeleton stays for
+    /// statistics, queued mail to them is cancelled. Without --yes, only lists what would be erased.
+    Erase {
+        email: String,
+        /// Really erase (it cannot be undone).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -136,7 +170,12 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
     match cli.command {
         Command::CheckConfig => check_config(&config, &path, out, err),
         Command::Run => run_daemon(config, err).await,
-        command => {
+        Command::Restore { dir } => restore(&config, &dir, out, err).await,
+        mut command => {
+            if let Err(e) = resolve_paths(&mut command) {
+                let _ = writeln!(err, "postdesk: {e}");
+                return EX_FAILURE;
+            }
             let is_ingest = matches!(command, Command::Ingest { .. });
             let input = if is_ingest {
                 match pipe::read_input(&mut std::io::stdin().lock()) {
@@ -202,6 +241,68 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
                 return EX_FAILURE;
             }
             code
+        }
+    }
+}
+
+/// Paths in a command are the caller's: made absolute (and the export's default chosen) here, before the
+/// command may travel to a daemon with another working directory.
+fn resolve_paths(command: &mut Command) -> std::io::Result<()> {
+    let cwd = std::env::current_dir()?;
+    match command {
+        Command::Backup { dir } => *dir = cwd.join(&*dir),
+        Command::Customer(CustomerCommand::Export { email, out }) => {
+            let dir = out.take().unwrap_or_else(|| {
+                PathBuf::from(format!(
+                    "postdesk-export-{}-{}",
+                    crate::mail::parse::safe_filename(&email.trim().to_ascii_lowercase()),
+                    Utc::now().format("%Y-%m-%d")
+                ))
+            });
+            *out = Some(cwd.join(dir));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `postdesk restore DIR`: never through the daemon, never over existing data.
+async fn restore(
+    config: &Config,
+    dir: &Path,
+    out: &mut (dyn Write + Send),
+    err: &mut (dyn Write + Send),
+) -> i32 {
+    let socket = crate::control::socket_path(config);
+    if tokio::net::UnixStream::connect(&socket).await.is_ok() {
+        let _ = writeln!(
+            err,
+            "postdesk: a daemon is running on {}; stop it (systemctl stop postdesk) before restoring",
+            config.storage.path.display()
+        );
+        return EX_FAILURE;
+    }
+    let (dir, storage) = (dir.to_path_buf(), config.storage.path.clone());
+    match tokio::task::spawn_blocking(move || crate::store::backup::restore(&dir, &storage)).await {
+        Ok(Ok(m)) => {
+            let records: u64 = m.trees.iter().map(|t| t.records).sum();
+            let _ = writeln!(
+                out,
+                "restored backup of {} (postdesk {}): {} trees, {records} records into {}",
+                m.created_at.to_rfc3339(),
+                m.postdesk_version,
+                m.trees.len(),
+                config.storage.path.display()
+            );
+            0
+        }
+        Ok(Err(e)) => {
+            let _ = writeln!(err, "postdesk: restore refused: {e}");
+            EX_FAILURE
+        }
+        Err(e) => {
+            let _ = writeln!(err, "postdesk: restore failed: {e}");
+            EX_FAILURE
         }
     }
 }
@@ -403,6 +504,69 @@ pub async fn with_desk(
                 print_stats(out, desk, &tickets, &counts, &quarantined, json)?;
                 Ok(0)
             }
+            Command::Backup { dir } => {
+                let store = desk.store.clone();
+                let m = crate::intake::blocking(|| store.backup(&dir)).map_err(|e| e.to_string())?;
+                let records: u64 = m.trees.iter().map(|t| t.records).sum();
+                let _ = writeln!(
+                    out,
+                    "backup written to {}: {} trees, {records} records",
+                    dir.display(),
+                    m.trees.len()
+                );
+                Ok(0)
+            }
+            Command::Customer(CustomerCommand::Export { email, out: dir }) => {
+                let Some(dir) = dir else {
+                    return Err("no export directory".into());
+                };
+                let s = crate::intake::blocking(|| desk.export_customer(&email, &dir))
+                    .map_err(|e| e.to_string())?;
+                let _ = writeln!(
+                    out,
+                    "exported {} ticket(s), {} message(s), {} attachment(s), {} outgoing mail(s) to {}",
+                    s.tickets,
+                    s.messages,
+                    s.attachments,
+                    s.outbox_rows,
+                    dir.display()
+                );
+                Ok(0)
+            }
+            Command::Customer(CustomerCommand::Erase { email, yes }) => {
+                let s = crate::intake::blocking(|| desk.erase_customer(&email, yes))
+                    .map_err(|e| e.to_string())?;
+                let ids: Vec<String> = s.tickets.iter().map(|t| t.to_string()).collect();
+                if !yes {
+                    let _ = writeln!(
+                        out,
+                        "would erase {} ticket(s) ({}), {} message(s), {} outgoing mail(s) ({} queued, to be cancelled)",
+                        ids.len(),
+                        ids.join(", "),
+                        s.messages,
+                        s.outbox_rows,
+                        s.cancelled
+                    );
+                    let _ = writeln!(err, "postdesk: nothing erased: add --yes to erase (it cannot be undone)");
+                    return Ok(EX_FAILURE);
+                }
+                let _ = writeln!(
+                    out,
+                    "erased {} ticket(s) ({}): {} message(s), {} outgoing mail(s) ({} cancelled), {} stored file(s) and {} quarantined input(s) deleted",
+                    ids.len(),
+                    ids.join(", "),
+                    s.messages,
+                    s.outbox_rows,
+                    s.cancelled,
+                    s.blobs,
+                    s.quarantined
+                );
+                Ok(0)
+            }
+            Command::Restore { .. } => {
+                let _ = writeln!(err, "postdesk: restore runs with the daemon stopped (systemctl stop postdesk)");
+                Ok(EX_FAILURE)
+            }
             Command::Run | Command::CheckConfig | Command::Demo { .. } => Ok(0),
         }
     }
@@ -572,6 +736,10 @@ struct RegionStats {
     satisfaction_by_month: std::collections::BTreeMap<String, crate::stats::Satisfaction>,
     /// Minutes from arrival to an agent's first answer.
     first_response: crate::stats::ResponseTimes,
+    /// Closed tickets deleted by `[retention] closed_tickets_after`.
+    retention_purged_tickets: u64,
+    /// Attachments deleted by `[retention] closed_attachments_after`.
+    retention_removed_attachments: u64,
 }
 
 fn print_stats(
@@ -616,6 +784,14 @@ fn print_stats(
             first_response: crate::stats::first_response(
                 tickets.iter().filter(|t| t.region == r.code),
             ),
+            retention_purged_tickets: desk
+                .store
+                .counter(&format!("retention:tickets:{}", r.code))
+                .unwrap_or(0),
+            retention_removed_attachments: desk
+                .store
+                .counter(&format!("retention:attachments:{}", r.code))
+                .unwrap_or(0),
         })
         .collect();
     if json {
@@ -662,6 +838,19 @@ fn print_stats(
                 _ => "-".into(),
             }
         );
+    }
+    let retention: Vec<String> = stats
+        .iter()
+        .filter(|s| s.retention_purged_tickets + s.retention_removed_attachments > 0)
+        .map(|s| {
+            format!(
+                "{} {} ticket(s) purged, {} attachment(s) removed",
+                s.region, s.retention_purged_tickets, s.retention_removed_attachments
+            )
+        })
+        .collect();
+    if !retention.is_empty() {
+        let _ = writeln!(out, "retention: {}", retention.join("; "));
     }
     Ok(())
 }

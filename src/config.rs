@@ -114,6 +114,43 @@ pub struct Config {
     /// The rules of `categories`, read at load time.
     #[serde(skip)]
     pub category_rules: Vec<(String, Vec<String>)>,
+    /// What postdesk keeps of customers' data.
+    #[serde(default)]
+    pub privacy: PrivacyConfig,
+    /// When closed tickets' attachments, and closed tickets themselves, are deleted.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[privacy]`: data minimisation in what is stored.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Mask payment card numbers (Luhn-valid runs of 13–19 digits) in stored message text and subjects,
+    /// keeping the last four digits (`**** **** **** 1111`). Default true.
+    #[serde(default = "default_true")]
+    pub mask_card_numbers: bool,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            mask_card_numbers: true,
+        }
+    }
+}
+
+/// `[retention]`: how long closed tickets are kept. Absent keys keep data forever.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Delete the attachments of a ticket this long after it was closed (e.g. "90d"); the messages stay.
+    #[serde(default)]
+    pub closed_attachments_after: Option<HumanDuration>,
+    /// Delete a whole ticket (messages, attachments, indexes, its outbox rows) this long after it was
+    /// closed (e.g. "3y"); `postdesk stats` keeps counting it as purged.
+    #[serde(default)]
+    pub closed_tickets_after: Option<HumanDuration>,
 }
 
 /// Agents acting by mail.
@@ -788,6 +825,23 @@ impl Config {
         if let Some(b) = &mut self.timers.business_hours {
             b.validate("timers.business_hours")?;
         }
+        for (key, value) in [
+            (
+                "retention.closed_attachments_after",
+                self.retention.closed_attachments_after,
+            ),
+            (
+                "retention.closed_tickets_after",
+                self.retention.closed_tickets_after,
+            ),
+        ] {
+            if value.is_some_and(|d| d.0.is_zero()) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be longer than 0s (leave it out to keep data forever)",
+                ));
+            }
+        }
         match self.outbound.transport {
             TransportKind::File => {
                 if self.outbound.file_dir.is_none() {
@@ -1244,5 +1298,11 @@ mod example_tests {
                 .expose(),
             "secret"
         );
+        assert!(c.privacy.mask_card_numbers);
+        assert_eq!(
+            c.retention.closed_attachments_after.map(|d| d.0.as_secs()),
+            Some(90 * 86400)
+        );
+        assert!(c.retention.closed_tickets_after.is_some());
     }
 }

@@ -8,6 +8,7 @@
 //! - [`intake`] brings mail in (Maildir, the MTA pipe) and acknowledges it only once it is durable;
 //! - [`outbound`] renders templates and delivers the outbox; [`schedule`] fires tickets' timers;
 //! - [`telemetry`] gathers intake health and metrics, which [`http`] serves (`/healthz`, `/metrics`);
+//! - [`privacy`] exports and erases a customer's data and carries out retention;
 //! - [`daemon`] runs and stops it all; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
 
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod http;
 pub mod intake;
 pub mod mail;
 pub mod outbound;
+pub mod privacy;
 pub mod schedule;
 pub mod stats;
 pub mod store;

@@ -119,6 +119,20 @@ pub fn decide(
     if let Some(id) = &known.duplicate_of {
         return Decision::Duplicate(id.clone());
     }
+    // Card numbers never reach the store, nor the mail relayed to agents or customers.
+    let masked;
+    let mail = match config
+        .privacy
+        .mask_card_numbers
+        .then(|| mask_card_numbers(mail))
+        .flatten()
+    {
+        Some(m) => {
+            masked = m;
+            &masked
+        }
+        None => mail,
+    };
     let sender = mail.from.as_ref().map(|m| m.address.as_str());
     let automatic = classify::automatic(mail, config)
         .or(known.own_message.then_some(classify::Automatic::Loop));
@@ -272,6 +286,8 @@ fn new_ticket(
         survey_sent: false,
         satisfaction: None,
         timers: Vec::new(),
+        erased: false,
+        attachments_purged: false,
     };
     add_participants(&mut ticket, mail, config);
     remember_thread_id(&mut ticket, &mail.message_id);
@@ -525,6 +541,21 @@ fn megabytes(bytes: u64) -> f64 {
     (bytes as f64 / 1_048_576.0 * 10.0).round() / 10.0
 }
 
+/// The mail with card numbers masked in its text and subject (see [`crate::mail::redact`]); `None` when it
+/// has none, so the common case copies nothing.
+fn mask_card_numbers(mail: &Inbound) -> Option<Inbound> {
+    use crate::mail::redact::mask_card_numbers as mask;
+    use std::borrow::Cow;
+    let (text, subject) = (mask(&mail.text), mask(&mail.subject));
+    if matches!((&text, &subject), (Cow::Borrowed(_), Cow::Borrowed(_))) {
+        return None;
+    }
+    let mut m = mail.clone();
+    m.text = text.into_owned();
+    m.subject = subject.into_owned();
+    Some(m)
+}
+
 /// Build the stored form of an incoming mail.
 fn inbound_message(mail: &Inbound, auto: Option<&str>, now: DateTime<Utc>) -> Message {
     let list = |v: &[crate::mail::Mailbox]| v.iter().map(|m| m.address.clone()).collect::<Vec<_>>();
@@ -665,6 +696,43 @@ mod tests {
         assert_eq!(plan.replies.len(), 1);
         assert_eq!(plan.replies[0].kind, "ack");
         assert_eq!(plan.replies[0].locale, Locale::Ko);
+    }
+
+    #[test]
+    fn card_numbers_are_masked_in_the_stored_message_unless_configured_off() {
+        let raw = "From: a@example.com\r\nSubject: refund 4111 1111 1111 1111\r\nMessage-ID: <c@a>\r\n\r\nMy card 5555555555554444 was charged twice on 2026-11-20, order 1234567.\r\n";
+        let m = mail(raw);
+        let c = config();
+        let Decision::Store(plan) =
+            decide(&m, &c.region[0], &c, &Known::default(), ACK, Utc::now())
+        else {
+            panic!()
+        };
+        assert!(
+            plan.message
+                .text
+                .contains("************4444 was charged twice on 2026-11-20, order 1234567."),
+            "{}",
+            plan.message.text
+        );
+        assert_eq!(plan.message.subject, "refund **** **** **** 1111");
+        assert_eq!(plan.ticket.subject, "refund **** **** **** 1111");
+        // The agents' notification carries the masked text too.
+        let notify = plan.replies.iter().find(|r| r.kind == "agent_notify");
+        assert!(notify.is_none_or(|r| !format!("{:?}", r.extra).contains("5555555555554444")));
+        // The content hash is the mail's, so a re-delivery is still recognised.
+        assert_eq!(plan.message.content_hash, m.content_hash);
+        let off = Config::from_toml(
+            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[privacy]\nmask_card_numbers=false\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let Decision::Store(plan) =
+            decide(&m, &off.region[0], &off, &Known::default(), ACK, Utc::now())
+        else {
+            panic!()
+        };
+        assert!(plan.message.text.contains("5555555555554444"));
     }
 
     #[test]

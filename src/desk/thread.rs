@@ -209,6 +209,8 @@ mod tests {
             survey_sent: false,
             satisfaction: None,
             timers: Vec::new(),
+            erased: false,
+            attachments_purged: false,
         }
     }
 

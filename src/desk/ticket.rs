@@ -242,6 +242,13 @@ pub struct Ticket {
     /// The timers scheduled for this ticket (mirrored in the store's due-time index).
     #[serde(default)]
     pub timers: Vec<Timer>,
+    /// The customer's data was erased (`postdesk customer erase`): what is left is an anonymised skeleton
+    /// kept for statistics.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub erased: bool,
+    /// Retention deleted the attachments of this closed ticket (`[retention] closed_attachments_after`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub attachments_purged: bool,
 }
 
 /// A customer's answer to the satisfaction survey.
@@ -265,6 +272,10 @@ pub enum TimerKind {
     SlaBreach,
     /// Resolved long enough: close.
     AutoClose,
+    /// Closed long enough (`[retention] closed_attachments_after`): delete the attachments.
+    PurgeAttachments,
+    /// Closed long enough (`[retention] closed_tickets_after`): delete the whole ticket.
+    PurgeTicket,
 }
 
 impl TimerKind {
@@ -274,6 +285,8 @@ impl TimerKind {
             TimerKind::SlaReminder => "sla_reminder",
             TimerKind::SlaBreach => "sla_breach",
             TimerKind::AutoClose => "auto_close",
+            TimerKind::PurgeAttachments => "purge_attachments",
+            TimerKind::PurgeTicket => "purge_ticket",
         }
     }
 
@@ -284,7 +297,14 @@ impl TimerKind {
             TimerKind::SlaReminder => 2,
             TimerKind::SlaBreach => 3,
             TimerKind::AutoClose => 4,
+            TimerKind::PurgeAttachments => 5,
+            TimerKind::PurgeTicket => 6,
         }
+    }
+
+    /// Whether the timer carries out `[retention]` (deletes data) rather than a step of the conversation.
+    pub fn is_retention(self) -> bool {
+        matches!(self, TimerKind::PurgeAttachments | TimerKind::PurgeTicket)
     }
 
     pub fn from_code(c: u8) -> Option<TimerKind> {
@@ -293,6 +313,8 @@ impl TimerKind {
             2 => TimerKind::SlaReminder,
             3 => TimerKind::SlaBreach,
             4 => TimerKind::AutoClose,
+            5 => TimerKind::PurgeAttachments,
+            6 => TimerKind::PurgeTicket,
             _ => return None,
         })
     }
@@ -315,12 +337,20 @@ impl Ticket {
             if status != Status::Pending {
                 self.reminders_sent = 0;
             }
+            // A reopened ticket may gather new attachments: retention looks again once it is closed again.
+            if status != Status::Closed {
+                self.attachments_purged = false;
+            }
         }
     }
 
-    /// The customers of the ticket: requester and participants.
+    /// The customers of the ticket: requester and participants (none once erased).
     pub fn customers(&self) -> Vec<String> {
         let mut v = Vec::new();
+        // Erased: the addresses left are pseudonyms, and nothing more is sent about this ticket.
+        if self.erased {
+            return v;
+        }
         if !self.requester.is_empty() {
             v.push(self.requester.clone());
         }

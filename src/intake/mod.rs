@@ -363,11 +363,17 @@ impl Desk {
     }
 
     /// Set the timers a ticket in its new state should have (written with it into the due-time index).
-    fn schedule(&self, ticket: &mut Ticket) {
+    pub(crate) fn schedule(&self, ticket: &mut Ticket) {
         ticket.timers = match self.config.region(&ticket.region) {
+            // An erased ticket sends nothing any more: only retention applies to it.
+            Some(_) if ticket.erased => Vec::new(),
             Some(region) => crate::desk::timers::schedule(ticket, &self.config.timers_for(region)),
             None => Vec::new(),
         };
+        if self.config.region(&ticket.region).is_some() {
+            let retention = crate::desk::retention::schedule(ticket, &self.config.retention);
+            ticket.timers.extend(retention);
+        }
     }
 
     /// Fire a due timer of ticket `id`: carry out what [`crate::desk::timers::on_timer`] decides, or, if the
@@ -383,6 +389,9 @@ impl Desk {
         let Some(ticket) = self.store.ticket(id)? else {
             return Ok(0);
         };
+        if kind.is_retention() && self.config.region(&ticket.region).is_some() {
+            return self.fire_retention(ticket, kind, now);
+        }
         let Some(region) = self.config.region(&ticket.region) else {
             tracing::warn!(ticket = %id, "timer for a region that is no longer configured; dropped");
             let mut t = ticket;

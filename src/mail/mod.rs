@@ -6,5 +6,6 @@ pub mod charset;
 pub mod classify;
 pub mod parse;
 pub mod quote;
+pub mod redact;
 
 pub use parse::{parse, Inbound, Mailbox, NotMail};

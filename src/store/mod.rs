@@ -9,12 +9,15 @@
 //! - `blobs`:      sha256 hex → blob id (u64 BE);  `blob_data`: blob id → bytes (attachments and raw mail,
 //!   each stored once). The bytes sit under increasing ids so that large values are appended at the right
 //!   edge of the tree instead of splitting nodes all over it, as random sha256 keys would.
+//! - `blob_refs`:  sha256 hex → u64 BE: how many message references (attachments, kept raw mail) the blob
+//!   has, so erasure and retention can delete a blob nobody else refers to without scanning every message
 //! - `outbox`:     u64 BE id → [`OutboxItem`];  `outbox_due`: due millis BE + id BE → () (queued rows only);
 //!   `outbox_ticket`: ticket key + id BE → () (a ticket's automatic mail)
 //! - `auto_log`:   recipient + NUL + millis BE + outbox id BE → () (automatic mail sent, for rate limits)
 //! - `timers`:     due millis BE + timer kind + ticket key → () (each ticket's scheduled timers, see
 //!   [`Ticket::timers`]; rewritten with the ticket, so a tick reads only what is due)
-//! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE)
+//! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE); `id_offset` → added to sled's id generator
+//!   (set by a restore, see [`backup`]); `retention:<what>:<REGION>` → purge counters
 //! - `quarantine`: u64 BE id → [`Quarantined`] (input that could not become a ticket, raw bytes in `blobs`)
 //!
 //! Every change one mail causes is one [`Change`] committed in one sled transaction: ticket, messages,
@@ -23,8 +26,13 @@
 //! deciding and committing see one consistent state; the transaction re-checks the sequence and the
 //! de-duplication key anyway, so a bug there aborts instead of corrupting.
 
+pub mod backup;
+mod rewrite;
+
+pub use rewrite::Rewrite;
+
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -136,6 +144,7 @@ pub struct Store {
     requester: sled::Tree,
     blobs: sled::Tree,
     blob_data: sled::Tree,
+    blob_refs: sled::Tree,
     outbox: sled::Tree,
     outbox_due: sled::Tree,
     outbox_ticket: sled::Tree,
@@ -144,6 +153,11 @@ pub struct Store {
     meta: sled::Tree,
     quarantine: sled::Tree,
     writer: Mutex<()>,
+    /// Every write to the trees holds this shared; a backup holds it exclusively, so the snapshot it
+    /// copies tree by tree is one consistent state.
+    gate: RwLock<()>,
+    /// Added to sled's id generator: a restored store continues above every id of the backup.
+    id_offset: u64,
     /// Woken whenever an outbox row is queued, so the worker need not poll.
     pub outbox_wake: Arc<Notify>,
     /// Woken whenever tickets' timers are rewritten, so the scheduler can sleep until the earliest.
@@ -247,7 +261,12 @@ impl Store {
             .open()
             .map_err(open_err)?;
         let tree = |name: &str| db.open_tree(name);
-        Ok(Store {
+        let meta = tree("meta")?;
+        let id_offset = meta
+            .get(b"id_offset")?
+            .and_then(|v| u64_of(&v))
+            .unwrap_or(0);
+        let store = Store {
             tickets: tree("tickets")?,
             messages: tree("messages")?,
             msgid: tree("msgid")?,
@@ -255,18 +274,51 @@ impl Store {
             requester: tree("requester")?,
             blobs: tree("blobs")?,
             blob_data: tree("blob_data")?,
+            blob_refs: tree("blob_refs")?,
             outbox: tree("outbox")?,
             outbox_due: tree("outbox_due")?,
             outbox_ticket: tree("outbox_ticket")?,
             auto_log: tree("auto_log")?,
             timers: tree("timers")?,
-            meta: tree("meta")?,
+            meta,
             quarantine: tree("quarantine")?,
             db,
             writer: Mutex::new(()),
+            gate: RwLock::new(()),
+            id_offset,
             outbox_wake: Arc::new(Notify::new()),
             timer_wake: Arc::new(Notify::new()),
-        })
+        };
+        store.count_blob_refs()?;
+        Ok(store)
+    }
+
+    /// Build `blob_refs` once for a store written before it existed.
+    fn count_blob_refs(&self) -> Result<(), StoreError> {
+        const DONE: &[u8] = b"blob_refs:v1";
+        if self.meta.get(DONE)?.is_some() {
+            return Ok(());
+        }
+        let mut counts: std::collections::HashMap<String, u64> = Default::default();
+        for kv in self.messages.iter() {
+            let (_, v) = kv?;
+            let m: Message = from_json("messages", &v)?;
+            for sha in crate::desk::retention::blobs_of(&m) {
+                *counts.entry(sha).or_default() += 1;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (sha, n) in counts {
+            batch.insert(sha.as_bytes(), &n.to_be_bytes());
+        }
+        self.blob_refs.apply_batch(batch)?;
+        self.meta.insert(DONE, &[])?;
+        Ok(())
+    }
+
+    /// Shared access for one write (see [`Store::gate`]).
+    fn write_gate(&self) -> RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Open the store, waiting up to `max_wait` while another process (a short-lived `postdesk ingest`, or a
@@ -303,7 +355,7 @@ impl Store {
 
     /// A fresh unique id (outbox rows, quarantine entries). May skip numbers after a crash; never repeats.
     pub fn generate_id(&self) -> Result<u64, StoreError> {
-        Ok(self.db.generate_id()?)
+        Ok(self.db.generate_id()?.saturating_add(self.id_offset))
     }
 
     pub fn ticket(&self, id: &TicketId) -> Result<Option<Ticket>, StoreError> {
@@ -423,6 +475,7 @@ impl Store {
                     .collect::<Result<Vec<u64>, _>>()?,
             );
         }
+        let _gate = self.write_gate();
         let trees = (
             &self.tickets,
             &self.messages,
@@ -431,6 +484,7 @@ impl Store {
             &self.requester,
             &self.blobs,
             &self.blob_data,
+            &self.blob_refs,
             &self.outbox,
             &self.outbox_due,
             &self.outbox_ticket,
@@ -447,6 +501,7 @@ impl Store {
                 requester,
                 blobs,
                 blob_data,
+                blob_refs,
                 outbox,
                 outbox_due,
                 outbox_ticket,
@@ -462,6 +517,7 @@ impl Store {
                     requester,
                     blobs,
                     blob_data,
+                    blob_refs,
                     outbox,
                     outbox_due,
                     outbox_ticket,
@@ -508,6 +564,7 @@ impl Store {
             StoreError::Conflict(format!("no randomness for the Message-ID secret: {e}"))
         })?;
         // Another process may have raced us: whoever wrote first wins, both use that one.
+        let _gate = self.write_gate();
         match self.meta.compare_and_swap(
             b"message_id_secret",
             None as Option<&[u8]>,
@@ -593,6 +650,7 @@ impl Store {
 
     /// Record an intake's position outside a ticket change (after duplicates or quarantined mail).
     pub fn set_intake_state(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         self.meta.insert(key, value)?;
         Ok(())
     }
@@ -617,6 +675,7 @@ impl Store {
             received_at: Utc::now(),
         };
         let blob_id = self.generate_id()?;
+        let _gate = self.write_gate();
         (&self.blobs, &self.blob_data, &self.quarantine)
             .transaction(|(blobs, blob_data, quarantine)| {
                 put_blob::<()>(blobs, blob_data, &sha, raw, blob_id)?;
@@ -689,6 +748,7 @@ impl Store {
                 Some(item) if item.status == OutboxStatus::Queued => out.push(item),
                 // A stale index entry (row gone or no longer queued): drop it.
                 _ => {
+                    let _gate = self.write_gate();
                     self.outbox_due.remove(&k)?;
                 }
             }
@@ -707,6 +767,7 @@ impl Store {
 
     /// Replace an outbox row (after a send attempt, or a retry), keeping the due index in step.
     pub fn outbox_update(&self, item: OutboxItem) -> Result<(), StoreError> {
+        let _gate = self.write_gate();
         (&self.outbox, &self.outbox_due)
             .transaction(|(outbox, due)| {
                 if let Some(old) = outbox.get(item.id.to_be_bytes())? {
@@ -788,6 +849,7 @@ struct Trees<'a> {
     requester: &'a TransactionalTree,
     blobs: &'a TransactionalTree,
     blob_data: &'a TransactionalTree,
+    blob_refs: &'a TransactionalTree,
     outbox: &'a TransactionalTree,
     outbox_due: &'a TransactionalTree,
     outbox_ticket: &'a TransactionalTree,
@@ -840,6 +902,7 @@ fn apply(
         for (i, m) in change.messages.iter().enumerate() {
             t.messages
                 .insert(message_key(&ticket.id, (first + i) as u32), to_json(m))?;
+            add_blob_refs(t.blob_refs, m, 1)?;
         }
         for mid in &change.message_ids {
             index_message_id(t.msgid, mid, &ticket.id)?;
@@ -854,10 +917,15 @@ fn apply(
         t.tickets.insert(ticket_key(&other.id), to_json(other))?;
     }
     for (id, index) in &change.removed_messages {
-        t.messages.remove(message_key(id, *index))?;
+        if let Some(old) = t.messages.remove(message_key(id, *index))? {
+            let old: Message =
+                serde_json::from_slice(&old).map_err(|e| abort(Abort::Corrupt(e.to_string())))?;
+            add_blob_refs(t.blob_refs, &old, -1)?;
+        }
     }
     for (id, index, m) in &change.placed_messages {
         t.messages.insert(message_key(id, *index), to_json(m))?;
+        add_blob_refs(t.blob_refs, m, 1)?;
     }
     for (mid, id) in &change.other_message_ids {
         index_message_id(t.msgid, mid, id)?;
@@ -934,6 +1002,29 @@ fn put_timers(t: &Trees, ticket: &Ticket) -> Result<(), ConflictableTransactionE
     Ok(())
 }
 
+/// Count a message's blob references up (`delta` 1) or down (-1). Returns the blobs whose count reached 0.
+fn add_blob_refs<E>(
+    refs: &TransactionalTree,
+    message: &Message,
+    delta: i64,
+) -> Result<Vec<String>, ConflictableTransactionError<E>> {
+    let mut unreferenced = Vec::new();
+    for sha in crate::desk::retention::blobs_of(message) {
+        let n = refs
+            .get(sha.as_bytes())?
+            .and_then(|v| u64_of(&v))
+            .unwrap_or(0);
+        let n = (n as i64 + delta).max(0) as u64;
+        if n == 0 {
+            refs.remove(sha.as_bytes())?;
+            unreferenced.push(sha);
+        } else {
+            refs.insert(sha.as_bytes(), &n.to_be_bytes())?;
+        }
+    }
+    Ok(unreferenced)
+}
+
 /// Store `bytes` under `sha` unless they are there already.
 fn put_blob<E>(
     blobs: &TransactionalTree,
@@ -998,6 +1089,8 @@ mod tests {
             survey_sent: false,
             satisfaction: None,
             timers: Vec::new(),
+            erased: false,
+            attachments_purged: false,
         }
     }
 

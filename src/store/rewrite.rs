@@ -1,0 +1,384 @@
+//! Rewriting or deleting what the store holds about one ticket, in one transaction: what erasure
+//! (`postdesk customer erase`) and retention (`[retention]`) do.
+//!
+//! A [`Rewrite`] names the new state of the ticket (or its deletion), of some of its messages and outbox
+//! rows, and the index entries that must go. Blob reference counts follow the messages; a blob whose count
+//! reaches zero is deleted with them, unless something outside the messages still needs it (the raw copy of
+//! quarantined input).
+
+use std::collections::HashSet;
+
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+
+use super::{
+    add_blob_refs, dedupe_key, due_key, message_key, ticket_key, timer_key, to_json, u64_of, Store,
+    StoreError,
+};
+use crate::desk::ticket::{Message, Ticket, TicketId};
+use crate::outbound::{OutboxItem, OutboxStatus};
+
+/// One ticket's rewrite. Fields left empty change nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Rewrite {
+    pub id: Option<TicketId>,
+    /// The ticket's new state; `None` deletes it (with its timers).
+    pub ticket: Option<Ticket>,
+    /// Messages by index: new content, or `None` to delete.
+    pub messages: Vec<(u32, Option<Message>)>,
+    /// Addresses whose requester index entry for this ticket goes.
+    pub requester_entries: Vec<String>,
+    /// De-duplication entries (Message-ID, content hash) to remove.
+    pub dedupe: Vec<(String, String)>,
+    /// Message-IDs that must no longer lead to this ticket.
+    pub message_ids: Vec<String>,
+    /// Outbox rows: new content, or `None` to delete the row.
+    pub outbox: Vec<(u64, Option<OutboxItem>)>,
+    /// A counter in `meta` to increase (e.g. `retention:tickets:JP`).
+    pub counter: Option<(String, u64)>,
+}
+
+/// What a rewrite deleted from the blob store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+impl Store {
+    /// Apply `rewrite` atomically. Returns what it deleted from the blob store.
+    pub fn rewrite(&self, rewrite: &Rewrite) -> Result<Removed, StoreError> {
+        let Some(id) = &rewrite.id else {
+            return Ok(Removed::default());
+        };
+        // Raw copies of quarantined input live in the blob store too, outside any message.
+        let keep: HashSet<String> = self
+            .quarantined()?
+            .into_iter()
+            .map(|q| q.raw_sha256)
+            .collect();
+        let _gate = self.write_gate();
+        let trees = [
+            &self.tickets,
+            &self.messages,
+            &self.msgid,
+            &self.dedupe,
+            &self.requester,
+            &self.blobs,
+            &self.blob_data,
+            &self.blob_refs,
+            &self.outbox,
+            &self.outbox_due,
+            &self.outbox_ticket,
+            &self.timers,
+            &self.meta,
+        ];
+        let result = trees[..].transaction(|t| apply(t, id, rewrite, &keep));
+        let removed = match result {
+            Ok(r) => r,
+            Err(TransactionError::Abort(why)) => {
+                return Err(StoreError::Corrupt {
+                    tree: "tickets",
+                    reason: why,
+                })
+            }
+            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
+        };
+        self.timer_wake.notify_one();
+        Ok(removed)
+    }
+}
+
+fn corrupt(e: serde_json::Error) -> ConflictableTransactionError<String> {
+    ConflictableTransactionError::Abort(e.to_string())
+}
+
+fn apply(
+    t: &[TransactionalTree],
+    id: &TicketId,
+    rw: &Rewrite,
+    keep: &HashSet<String>,
+) -> Result<Removed, ConflictableTransactionError<String>> {
+    let [tickets, messages, msgid, dedupe, requester, blobs, blob_data, blob_refs, outbox, outbox_due, outbox_ticket, timers, meta] =
+        t
+    else {
+        return Err(ConflictableTransactionError::Abort(
+            "wrong number of trees".into(),
+        ));
+    };
+    let key = ticket_key(id);
+    if let Some(old) = tickets.get(&key)? {
+        let old: Ticket = serde_json::from_slice(&old).map_err(corrupt)?;
+        for timer in &old.timers {
+            timers.remove(timer_key(timer.due, timer.kind, id))?;
+        }
+    }
+    match &rw.ticket {
+        Some(ticket) => {
+            for timer in &ticket.timers {
+                timers.insert(timer_key(timer.due, timer.kind, id), &[])?;
+            }
+            tickets.insert(key.clone(), to_json(ticket))?;
+        }
+        None => {
+            tickets.remove(key.clone())?;
+        }
+    }
+    let mut unreferenced = Vec::new();
+    for (index, new) in &rw.messages {
+        let mk = message_key(id, *index);
+        if let Some(old) = messages.get(&mk)? {
+            let old: Message = serde_json::from_slice(&old).map_err(corrupt)?;
+            unreferenced.extend(add_blob_refs(blob_refs, &old, -1)?);
+        }
+        match new {
+            Some(m) => {
+                messages.insert(mk, to_json(m))?;
+                add_blob_refs::<String>(blob_refs, m, 1)?;
+            }
+            None => {
+                messages.remove(mk)?;
+            }
+        }
+    }
+    let mut removed = Removed::default();
+    for sha in unreferenced {
+        // Counted again by a message written above (a blob moved, not dropped), or still needed elsewhere.
+        let still = blob_refs.get(sha.as_bytes())?.is_some() || keep.contains(&sha);
+        if still {
+            continue;
+        }
+        if let Some(blob_id) = blobs.remove(sha.as_bytes())? {
+            if let Some(bytes) = blob_data.remove(blob_id)? {
+                removed.blobs += 1;
+                removed.bytes += bytes.len() as u64;
+            }
+        }
+    }
+    for address in &rw.requester_entries {
+        let mut rk = address.as_bytes().to_vec();
+        rk.push(0);
+        rk.extend_from_slice(&key);
+        requester.remove(rk)?;
+    }
+    for (mid, hash) in &rw.dedupe {
+        dedupe.remove(dedupe_key(mid, hash))?;
+    }
+    for mid in &rw.message_ids {
+        if let Some(v) = msgid.get(mid.as_bytes())? {
+            let mut ids: Vec<TicketId> = serde_json::from_slice(&v).unwrap_or_default();
+            ids.retain(|x| x != id);
+            if ids.is_empty() {
+                msgid.remove(mid.as_bytes())?;
+            } else {
+                msgid.insert(mid.as_bytes(), to_json(&ids))?;
+            }
+        }
+    }
+    for (oid, new) in &rw.outbox {
+        let ob = oid.to_be_bytes();
+        if let Some(old) = outbox.get(ob)? {
+            let old: OutboxItem = serde_json::from_slice(&old).map_err(corrupt)?;
+            if old.status == OutboxStatus::Queued {
+                outbox_due.remove(due_key(old.next_attempt_at, old.id))?;
+            }
+        }
+        let mut tk = ticket_key(id);
+        tk.extend_from_slice(&ob);
+        match new {
+            Some(item) => {
+                outbox.insert(&ob, to_json(item))?;
+                if item.status == OutboxStatus::Queued {
+                    outbox_due.insert(due_key(item.next_attempt_at, item.id), &[])?;
+                }
+            }
+            None => {
+                outbox.remove(&ob)?;
+                outbox_ticket.remove(tk)?;
+            }
+        }
+    }
+    if let Some((name, n)) = &rw.counter {
+        let current = meta
+            .get(name.as_bytes())?
+            .and_then(|v| u64_of(&v))
+            .unwrap_or(0);
+        meta.insert(name.as_bytes(), &(current + n).to_be_bytes())?;
+    }
+    Ok(removed)
+}
+
+impl Store {
+    /// A ticket's messages with their indexes (a merge leaves gaps).
+    pub fn messages_indexed(&self, id: &TicketId) -> Result<Vec<(u32, Message)>, StoreError> {
+        let prefix = ticket_key(id);
+        let mut out = Vec::new();
+        for kv in self.messages.scan_prefix(&prefix) {
+            let (k, v) = kv?;
+            if let Some(index) = k
+                .get(prefix.len()..)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            {
+                out.push((u32::from_be_bytes(index), super::from_json("messages", &v)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A counter in `meta` (0 when absent), e.g. `retention:tickets:JP`.
+    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .meta
+            .get(name.as_bytes())?
+            .and_then(|v| u64_of(&v))
+            .unwrap_or(0))
+    }
+
+    /// Forget when automatic mail went to `recipient` (the rate-limit log is keyed by address).
+    pub fn forget_auto_log(&self, recipient: &str) -> Result<usize, StoreError> {
+        let _gate = self.write_gate();
+        let mut prefix = recipient.as_bytes().to_vec();
+        prefix.push(0);
+        let mut n = 0;
+        for kv in self.auto_log.scan_prefix(&prefix) {
+            let (k, _) = kv?;
+            self.auto_log.remove(k)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Delete quarantined input whose raw bytes mention `needle` (ASCII case-insensitive), with its raw copy
+    /// unless a message refers to it too. Returns how many entries went. Costs one read of the quarantine.
+    pub fn forget_quarantined_containing(&self, needle: &str) -> Result<usize, StoreError> {
+        let needle = needle.to_ascii_lowercase().into_bytes();
+        if needle.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for q in self.quarantined()? {
+            let Some(raw) = self.blob(&q.raw_sha256)? else {
+                continue;
+            };
+            let mentions = raw
+                .windows(needle.len())
+                .any(|w| w.eq_ignore_ascii_case(&needle));
+            if !mentions {
+                continue;
+            }
+            let _gate = self.write_gate();
+            (
+                &self.quarantine,
+                &self.blobs,
+                &self.blob_data,
+                &self.blob_refs,
+            )
+                .transaction(|(quarantine, blobs, blob_data, refs)| {
+                    quarantine.remove(&q.id.to_be_bytes())?;
+                    if refs.get(q.raw_sha256.as_bytes())?.is_none() {
+                        if let Some(id) = blobs.remove(q.raw_sha256.as_bytes())? {
+                            blob_data.remove(id)?;
+                        }
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(e) => StoreError::Sled(e),
+                    TransactionError::Abort(()) => StoreError::Conflict("quarantine".into()),
+                })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Every tree's name, keys and values, for tests that prove something is gone from the whole store.
+    pub fn scan_all(&self, mut visit: impl FnMut(&str, &[u8], &[u8])) -> Result<(), StoreError> {
+        for name in self.db.tree_names() {
+            let tree = self.db.open_tree(&name)?;
+            let name = String::from_utf8_lossy(&name).into_owned();
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                visit(&name, &k, &v);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desk::ticket::{AttachmentRef, Direction, Locale, Priority, Status};
+    use crate::store::Change;
+    use chrono::Utc;
+
+    fn ticket(n: u64, count: u32) -> Ticket {
+        let mut t: Ticket = serde_json::from_value(serde_json::json!({
+            "id": format!("JP-{n}"), "region": "JP", "status": Status::Closed, "priority": Priority::Normal,
+            "category": "other", "subject": "s", "requester": format!("c{n}@example.com"), "participants": [],
+            "locale": Locale::Ja, "created_at": Utc::now(), "updated_at": Utc::now(),
+        }))
+        .unwrap();
+        t.message_count = count;
+        t
+    }
+
+    fn message(sha: &str) -> Message {
+        serde_json::from_value(serde_json::json!({
+            "direction": Direction::In, "from": "c@example.com", "to": [], "date": Utc::now(),
+            "received_at": Utc::now(), "message_id": format!("{sha}@x"), "subject": "", "text": "t",
+            "attachments": [AttachmentRef { filename: "f".into(), content_type: "x/y".into(), size: 1, sha256: sha.into() }],
+            "content_hash": "h",
+        }))
+        .unwrap()
+    }
+
+    fn refs(store: &Store, sha: &str) -> Option<u64> {
+        store.blob_refs.get(sha).unwrap().and_then(|v| u64_of(&v))
+    }
+
+    #[test]
+    fn blobs_go_when_the_last_message_referring_to_them_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (shared, own) = ("a".repeat(64), "b".repeat(64));
+        for (n, msgs) in [
+            (1, vec![message(&shared), message(&own)]),
+            (2, vec![message(&shared)]),
+        ] {
+            store
+                .commit(&Change {
+                    ticket: Some(ticket(n, msgs.len() as u32)),
+                    messages: msgs,
+                    blobs: vec![
+                        (shared.clone(), b"S".to_vec()),
+                        (own.clone(), b"O".to_vec()),
+                    ],
+                    ..Change::default()
+                })
+                .unwrap();
+        }
+        assert_eq!(
+            (refs(&store, &shared), refs(&store, &own)),
+            (Some(2), Some(1))
+        );
+        // Ticket 1 deleted: its own file goes, the shared one stays for ticket 2.
+        let removed = store
+            .rewrite(&Rewrite {
+                id: Some(TicketId::new("JP", 1)),
+                messages: vec![(0, None), (1, None)],
+                ..Rewrite::default()
+            })
+            .unwrap();
+        assert_eq!(removed, Removed { blobs: 1, bytes: 1 });
+        assert!(store.blob(&own).unwrap().is_none());
+        assert_eq!(store.blob(&shared).unwrap().as_deref(), Some(&b"S"[..]));
+        assert!(store.ticket(&TicketId::new("JP", 1)).unwrap().is_none());
+        // A store from before the counts: rebuilt on open.
+        store.blob_refs.clear().unwrap();
+        store.meta.remove(b"blob_refs:v1").unwrap();
+        drop(store);
+        let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(10)).unwrap();
+        assert_eq!((refs(&store, &shared), refs(&store, &own)), (Some(1), None));
+    }
+}
