@@ -26,8 +26,18 @@ pub struct Cli {
     /// Config file [default: $POSTDESK_CONFIG, else /etc/postdesk/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Log lines on stderr: `text` (journald-friendly without a terminal) or `json` (one object per line)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
@@ -135,7 +145,7 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
     };
     match cli.command {
         Command::CheckConfig => check_config(&config, &path, out, err),
-        Command::Run => run_daemon(config, err).await,
+        Command::Run => run_daemon(config, &path, err).await,
         command => {
             let is_ingest = matches!(command, Command::Ingest { .. });
             let input = if is_ingest {
@@ -237,7 +247,7 @@ fn check_config(
     0
 }
 
-async fn run_daemon(config: Config, err: &mut (dyn Write + Send)) -> i32 {
+async fn run_daemon(config: Config, path: &Path, err: &mut (dyn Write + Send)) -> i32 {
     let shutdown = tokio_util::sync::CancellationToken::new();
     crate::daemon::cancel_on_signals(shutdown.clone());
     let daemon = match crate::daemon::Daemon::start(config, shutdown) {
@@ -249,7 +259,11 @@ async fn run_daemon(config: Config, err: &mut (dyn Write + Send)) -> i32 {
         }
     };
     tracing::info!("postdesk running");
-    match daemon.wait().await {
+    // SIGHUP reloads `path`; systemd hears READY=1, STATUS=, WATCHDOG=1 through $NOTIFY_SOCKET.
+    match daemon
+        .serve(path, crate::notify::Notifier::from_env())
+        .await
+    {
         Ok(()) => {
             tracing::info!("postdesk stopped");
             0

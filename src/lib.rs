@@ -7,7 +7,7 @@
 //! - [`store`] commits a decision in one sled transaction;
 //! - [`intake`] brings mail in (Maildir, the MTA pipe) and acknowledges it only once it is durable;
 //! - [`outbound`] renders templates and delivers the outbox; [`schedule`] fires tickets' timers;
-//! - [`daemon`] runs and stops it all; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
+//! - [`daemon`] runs, reloads and stops it all, reporting to systemd through [`notify`]; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
 
 pub mod cli;
 pub mod config;
@@ -16,7 +16,9 @@ pub mod daemon;
 pub mod demo;
 pub mod desk;
 pub mod intake;
+pub mod logging;
 pub mod mail;
+pub mod notify;
 pub mod outbound;
 pub mod schedule;
 pub mod stats;

@@ -119,10 +119,31 @@ pub async fn send_due(
     policy: &RetryPolicy,
     concurrency: usize,
 ) -> Result<usize, crate::store::StoreError> {
+    send_due_until(
+        store,
+        transport,
+        policy,
+        concurrency,
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+/// [`send_due`], taking no new send once `stop` is cancelled: the sends already under way finish and are
+/// recorded, the rest of the round stays queued for the next start (a stop must not wait for a whole round
+/// of slow SMTP sends).
+pub async fn send_due_until(
+    store: &Store,
+    transport: &Transport,
+    policy: &RetryPolicy,
+    concurrency: usize,
+    stop: &CancellationToken,
+) -> Result<usize, crate::store::StoreError> {
     use futures_util::StreamExt;
     let due = store.outbox_due(Utc::now(), BATCH)?;
-    let n = due.len();
-    let mut results = futures_util::stream::iter(due)
+    let mut n = 0;
+    let results = futures_util::stream::iter(due)
+        .take_until(stop.cancelled())
         .map(|item| async move {
             let outcome = match attachment_bytes(store, &item) {
                 Ok(files) => transport.send(&item, &files).await,
@@ -131,6 +152,7 @@ pub async fn send_due(
             (item, outcome)
         })
         .buffer_unordered(concurrency.max(1));
+    futures_util::pin_mut!(results);
     while let Some((item, outcome)) = results.next().await {
         match &outcome {
             Ok(()) => {
@@ -142,6 +164,7 @@ pub async fn send_due(
             }
         }
         store.outbox_update(after_attempt(item, outcome, Utc::now(), policy))?;
+        n += 1;
     }
     if n > 0 {
         store.flush_async().await?;
@@ -159,7 +182,7 @@ pub async fn run(
 ) {
     let wake: Arc<Notify> = store.outbox_wake.clone();
     loop {
-        let sent = match send_due(&store, &transport, &policy, concurrency).await {
+        let sent = match send_due_until(&store, &transport, &policy, concurrency, &shutdown).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
