@@ -132,9 +132,6 @@ fn the_unit_has_the_required_settings() {
         "CapabilityBoundingSet=",
         "UMask=0077",
     ];
-    let missing: Vec<&&str> = required
-        .iter()
-        .filter(|r| !settings.contains(r))
-        .collect();
+    let missing: Vec<&&str> = required.iter().filter(|r| !settings.contains(r)).collect();
     assert!(missing.is_empty(), "the unit lacks {missing:?}");
 }
