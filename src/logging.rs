@@ -42,6 +42,39 @@ pub fn init(format: LogFormat) {
     }
 }
 
+/// `text` with the local part of every mail address masked (`<…@example.com>`), for log lines made from
+/// outside text such as an SMTP server's answer ("550 5.1.1 <hanako@example.jp>: unknown user"). The domain
+/// stays: it is what an admin needs to see which server refused. The full text stays where it belongs, in
+/// the outbox row (`postdesk outbox list`).
+pub fn redact_addresses(text: &str) -> String {
+    let is_local = |c: char| c.is_alphanumeric() || "._%+-!#$&'*/=?^`{|}~".contains(c);
+    let is_domain = |c: char| c.is_alphanumeric() || c == '.' || c == '-';
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        if is_local(chars[i]) {
+            let start = i;
+            while i < chars.len() && is_local(chars[i]) {
+                i += 1;
+            }
+            let domain_len = chars[(i + 1).min(chars.len())..]
+                .iter()
+                .take_while(|&&c| is_domain(c))
+                .count();
+            if chars.get(i) == Some(&'@') && domain_len > 0 {
+                out.push('…');
+            } else {
+                out.extend(&chars[start..i]);
+            }
+        } else {
+            out.push(chars[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// The syslog priority journald understands for a `tracing` level.
 pub fn priority(level: &Level) -> u8 {
     match *level {
@@ -89,6 +122,23 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn addresses_lose_their_local_part() {
+        assert_eq!(
+            redact_addresses("550 5.1.1 <hanako.yamada+jp@example.jp>: Recipient address rejected"),
+            "550 5.1.1 <…@example.jp>: Recipient address rejected"
+        );
+        assert_eq!(
+            redact_addresses("to 김민수@메일.kr and bob@x.org"),
+            "to …@메일.kr and …@x.org"
+        );
+        assert_eq!(
+            redact_addresses("connection refused (os error 111)"),
+            "connection refused (os error 111)"
+        );
+        assert_eq!(redact_addresses("a @ b, trailing@"), "a @ b, trailing@");
     }
 
     #[test]

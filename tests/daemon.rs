@@ -164,9 +164,14 @@ struct Daemon {
 
 impl Daemon {
     fn start(env: &Env, vars: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(env, vars, &[])
+    }
+
+    fn start_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
             .arg("--config")
             .arg(&env.config)
+            .args(args)
             .arg("run")
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
@@ -258,6 +263,41 @@ fn run_reports_ready_status_watchdog_and_stopping_to_systemd() {
     notify.expect("STOPPING=1", Duration::from_secs(2), |m| {
         m.lines().any(|l| l == "STOPPING=1")
     });
+    // stderr is a pipe here, as under systemd: journald's priority prefix, no timestamp.
+    let log = daemon.log();
+    assert!(
+        log.lines().any(|l| l == "<6> INFO postdesk running"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .all(|l| l.starts_with("<6>") || l.starts_with("<4>") || l.starts_with("<3>")),
+        "{log}"
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let env = Env::new();
+    env.write_config("data", &[("JP", "Example Support")], "");
+    let mut daemon = Daemon::start_with(&env, &[], &["--log-format", "json"]);
+    wait_for("the running line", Duration::from_secs(20), || {
+        daemon.log().contains("postdesk running")
+    });
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "{status:?}");
+    let log = daemon.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["level"] == "INFO" && v["fields"]["message"] == "postdesk running"),
+        "{log}"
+    );
+    assert!(lines.iter().all(|v| v["timestamp"].is_string()), "{log}");
 }
 
 #[test]

@@ -160,7 +160,8 @@ pub async fn send_due_until(
             }
             Err(e) => {
                 tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
-                "could not send: {e}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)")
+                "could not send: {}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)",
+                crate::logging::redact_addresses(&e.to_string()))
             }
         }
         store.outbox_update(after_attempt(item, outcome, Utc::now(), policy))?;
