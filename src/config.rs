@@ -886,7 +886,7 @@ fn read_password(
 ) -> Result<Option<Secret>, ConfigError> {
     if let Some(file) = file {
         let resolved = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) if file.is_relative() => Path::new(&dir).join(file),
+            Some(dir) if file.is_relative() => credential_path(Path::new(&dir), file),
             _ => file.to_path_buf(),
         };
         let text = std::fs::read_to_string(&resolved).map_err(|e| {
@@ -914,6 +914,25 @@ fn read_password(
         };
     }
     Ok(None)
+}
+
+/// Where a relative `password_file` is in a credentials directory: `<dir>/<file>`, or else
+/// `<dir>/postdesk_<file>`, the name systemd gives a file of `/etc/postdesk/credentials/` when the unit loads
+/// that directory (`LoadCredential=postdesk:/etc/postdesk/credentials`). So `password_file = "smtp.pass"`
+/// works both under systemd and for an admin command run with `CREDENTIALS_DIRECTORY=/etc/postdesk/credentials`.
+fn credential_path(dir: &Path, file: &Path) -> PathBuf {
+    let plain = dir.join(file);
+    if plain.exists() {
+        return plain;
+    }
+    // systemd flattens subdirectories of a loaded directory with `_`.
+    let flat = format!("postdesk_{}", file.to_string_lossy().replace('/', "_"));
+    let prefixed = dir.join(flat);
+    if prefixed.exists() {
+        prefixed
+    } else {
+        plain
+    }
 }
 
 /// A cheap shape check (one `@`, something on both sides, no spaces): real validation is the mail server's.
@@ -1003,6 +1022,23 @@ agents = ["Agent1@example.com"]
     }
 
     #[test]
+    fn credentials_are_found_by_their_own_name_or_as_systemd_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("smtp.pass"), "a").unwrap();
+        std::fs::write(dir.path().join("postdesk_jp.pass"), "b").unwrap();
+        std::fs::write(dir.path().join("postdesk_imap_kr.pass"), "c").unwrap();
+        let found = |f: &str| credential_path(dir.path(), Path::new(f));
+        assert_eq!(found("smtp.pass"), dir.path().join("smtp.pass"));
+        assert_eq!(found("jp.pass"), dir.path().join("postdesk_jp.pass"));
+        assert_eq!(
+            found("imap/kr.pass"),
+            dir.path().join("postdesk_imap_kr.pass")
+        );
+        // Neither: the error will name the plain path.
+        assert_eq!(found("cn.pass"), dir.path().join("cn.pass"));
+    }
+
+    #[test]
     fn unreadable_password_file_is_named() {
         let text = format!(
             "{BASE}[region.intake]\nkind = \"imap\"\nhost = \"imap.example.com\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n"
@@ -1074,7 +1110,11 @@ mod example_tests {
         for name in ["smtp.pass", "jp.pass"] {
             let p = dir.path().join(name);
             std::fs::write(&p, "secret\n").unwrap();
-            text = text.replace(&format!("/etc/postdesk/{name}"), &p.display().to_string());
+            // Relative names are credentials (`$CREDENTIALS_DIRECTORY`): point them at the test's files.
+            text = text.replace(
+                &format!("\"{name}\""),
+                &format!("{:?}", p.display().to_string()),
+            );
         }
         let c = Config::from_toml(&text, Path::new("config.example.toml")).unwrap();
         assert_eq!(c.region.len(), 2);
