@@ -387,8 +387,8 @@ fn sigterm_while_mail_flows_exits_0_within_10s_and_leaves_nothing_half_done() {
     assert_eq!(env.tickets().len(), MAILS);
 }
 
-/// The From header of the acknowledgement to `customer{i}`.
-fn ack_from(env: &Env, i: usize) -> Option<String> {
+/// The `header` line (e.g. "From: ") of the acknowledgement to `customer{i}`.
+fn ack_header(env: &Env, i: usize, header: &str) -> Option<String> {
     let to = format!("To: customer{i}@example.com");
     std::fs::read_dir(env.root().join("out"))
         .ok()?
@@ -396,9 +396,21 @@ fn ack_from(env: &Env, i: usize) -> Option<String> {
         .find(|text| text.lines().any(|l| l == to))
         .and_then(|text| {
             text.lines()
-                .find(|l| l.starts_with("From: "))
+                .find(|l| l.starts_with(header))
                 .map(str::to_string)
         })
+}
+
+fn ack_from(env: &Env, i: usize) -> Option<String> {
+    ack_header(env, i, "From: ")
+}
+
+/// A template override directory holding one file, `en/ack.subject.hbs`.
+fn templates(env: &Env, name: &str, ack_subject: &str) -> String {
+    let dir = env.root().join(name);
+    std::fs::create_dir_all(dir.join("en")).unwrap();
+    std::fs::write(dir.join("en/ack.subject.hbs"), ack_subject).unwrap();
+    format!("templates_dir = \"{}\"", dir.display())
 }
 
 #[test]
@@ -418,8 +430,13 @@ fn sighup_applies_a_good_config_and_rejects_a_bad_one() {
     });
     assert!(ack_from(&env, 1).unwrap().contains("Desk Before"));
 
-    // A good config: JP renamed, KR added.
-    env.write_config("data", &[("JP", "Desk After"), ("KR", "Korea Desk")], "");
+    // A good config: JP renamed, KR added, the acknowledgement's subject overridden.
+    let good_templates = templates(&env, "tpl-good", "Reloaded [{{ticket_id}}] {{subject}}");
+    env.write_config(
+        "data",
+        &[("JP", "Desk After"), ("KR", "Korea Desk")],
+        &good_templates,
+    );
     daemon.signal("HUP");
     notify.expect("RELOADING=1", Duration::from_secs(10), |m| {
         m.contains("RELOADING=1")
@@ -435,6 +452,10 @@ fn sighup_applies_a_good_config_and_rejects_a_bad_one() {
     });
     assert!(ack_from(&env, 2).unwrap().contains("Desk After"));
     assert!(ack_from(&env, 3).unwrap().contains("Korea Desk"));
+    assert_eq!(
+        ack_header(&env, 3, "Subject: ").unwrap(),
+        "Subject: Reloaded [KR-1000] case-00003"
+    );
     let ids: Vec<String> = env
         .tickets()
         .iter()
@@ -459,6 +480,17 @@ fn sighup_applies_a_good_config_and_rejects_a_bad_one() {
         log.contains("still running the previous configuration"),
         "{log}"
     );
+    // A template that does not compile: rejected, named.
+    let bad_templates = templates(&env, "tpl-bad", "{{#if ticket_id}}unclosed");
+    env.write_config(
+        "data",
+        &[("JP", "Desk After"), ("KR", "Korea Desk")],
+        &bad_templates,
+    );
+    daemon.signal("HUP");
+    wait_for("the template rejection", Duration::from_secs(10), || {
+        daemon.log().contains("template en/ack.subject.hbs")
+    });
     // The store may not move under a running daemon.
     env.write_config("elsewhere", &[("JP", "Moved Desk")], "");
     daemon.signal("HUP");
@@ -472,6 +504,15 @@ fn sighup_applies_a_good_config_and_rejects_a_bad_one() {
     });
     assert!(ack_from(&env, 4).unwrap().contains("Korea Desk"));
     assert!(ack_from(&env, 5).unwrap().contains("Desk After"));
+    assert!(ack_header(&env, 5, "Subject: ")
+        .unwrap()
+        .starts_with("Subject: Reloaded [JP-"));
+    assert_eq!(
+        daemon.log().matches("reload rejected").count(),
+        3,
+        "{}",
+        daemon.log()
+    );
 
     let (status, took) = daemon.terminate();
     assert!(status.success(), "{status:?}; log:\n{}", daemon.log());
