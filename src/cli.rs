@@ -250,6 +250,7 @@ fn check_config(
 async fn run_daemon(config: Config, path: &Path, err: &mut (dyn Write + Send)) -> i32 {
     let shutdown = tokio_util::sync::CancellationToken::new();
     crate::daemon::cancel_on_signals(shutdown.clone());
+    crate::daemon::survive_early_hangup();
     let daemon = match crate::daemon::Daemon::start(config, shutdown) {
         Ok(d) => d,
         Err(e) => {

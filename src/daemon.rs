@@ -318,6 +318,14 @@ fn hangup_signal() -> Hangup {
     None
 }
 
+/// Keep an early SIGHUP (a reload asked for while the store is still being opened) from killing the
+/// daemon, which is the signal's default action. tokio leaves its handler installed for the life of the
+/// process once one listener was made; [`Daemon::serve`] listens from then on (a SIGHUP before that is
+/// dropped: the config was read moments ago).
+pub fn survive_early_hangup() {
+    drop(hangup_signal());
+}
+
 async fn next_hangup(hangup: &mut Hangup) {
     #[cfg(unix)]
     if let Some(s) = hangup {
