@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the Debian package: target/debian/postdesk_<version>-1_<arch>.deb
 #
-# It holds /usr/bin/postdesk, the hardened unit /lib/systemd/system/postdesk.service, the example config as
+# It holds /usr/bin/postdesk, the hardened unit /usr/lib/systemd/system/postdesk.service, the example config as
 # the conffile /etc/postdesk/config.toml, the shipped templates under /usr/share/postdesk/templates and the
 # README under /usr/share/doc/postdesk (see [package.metadata.deb] in Cargo.toml; debian/postinst creates
 # the `postdesk` user and /etc/postdesk/credentials). Install it with `apt install ./target/debian/postdesk_*.deb`.
@@ -16,7 +16,8 @@ if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --locked
 fi
 
-cargo deb --locked "$@"
+# --strip: the release profile keeps line tables (debug = 1) for profiling; the package needs none.
+cargo deb --locked --strip "$@"
 
 deb=$(ls -t target/debian/postdesk_*.deb | head -1)
 echo "build-deb: $deb" >&2
