@@ -126,7 +126,13 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
         return crate::demo::run(dir, out, err).await;
     }
     let path = config_path(cli.config.as_deref());
-    let config = match Config::load(&path) {
+    // Only the daemon logs in anywhere (and check-config checks that it can): other commands leave the
+    // password files unread, so the MTA's `ingest` and an admin's `tickets` need no access to them.
+    let secrets = match cli.command {
+        Command::Run | Command::CheckConfig => crate::config::Secrets::Read,
+        _ => crate::config::Secrets::Skip,
+    };
+    let config = match Config::load_with(&path, secrets) {
         Ok(c) => c,
         Err(e) => {
             let _ = writeln!(err, "postdesk: {e}");

@@ -599,23 +599,48 @@ fn default_listen() -> String {
     "127.0.0.1:9187".to_string()
 }
 
+/// Whether loading a config reads the password files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read them (and fail on one that cannot be read): the daemon, `check-config`.
+    Read,
+    /// Leave them unread (`password` stays `None`): commands that only reach the store (`ingest`,
+    /// `tickets`, …) never log in anywhere, and an MTA or an admin running them need not be able to read
+    /// the daemon's credentials.
+    Skip,
+}
+
 impl Config {
     /// Read, parse and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, Secrets::Read)
+    }
+
+    /// [`Config::load`], reading the password files or not.
+    pub fn load_with(path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text, path)
+        Self::from_toml_with(&text, path, secrets)
     }
 
     /// Parse and validate config text; `origin` is only used in messages.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        Self::from_toml_with(text, origin, Secrets::Read)
+    }
+
+    /// [`Config::from_toml`], reading the password files or not.
+    pub fn from_toml_with(
+        text: &str,
+        origin: &Path,
+        secrets: Secrets,
+    ) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.validate()?;
+        config.validate(secrets)?;
         Ok(config)
     }
 
@@ -668,7 +693,7 @@ impl Config {
         t
     }
 
-    fn validate(&mut self) -> Result<(), ConfigError> {
+    fn validate(&mut self, secrets: Secrets) -> Result<(), ConfigError> {
         if self.storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
         }
@@ -694,12 +719,17 @@ impl Config {
                         "must not be empty",
                     ));
                 }
-                smtp.password = read_password(
-                    "outbound.smtp",
-                    smtp.password_file.as_deref(),
-                    smtp.password_env.as_deref(),
-                )?;
-                if smtp.username.is_some() && smtp.password.is_none() {
+                if secrets == Secrets::Read {
+                    smtp.password = read_password(
+                        "outbound.smtp",
+                        smtp.password_file.as_deref(),
+                        smtp.password_env.as_deref(),
+                    )?;
+                }
+                if smtp.username.is_some()
+                    && smtp.password_file.is_none()
+                    && smtp.password_env.is_none()
+                {
                     return Err(ConfigError::invalid(
                         "outbound.smtp.password_file",
                         "a username is set but neither password_file nor password_env is",
@@ -818,12 +848,14 @@ impl Config {
             match region.intake.as_mut() {
                 Some(IntakeConfig::Imap(imap)) => {
                     let prefix = format!("region[{i}].intake");
-                    imap.password = read_password(
-                        &prefix,
-                        imap.password_file.as_deref(),
-                        imap.password_env.as_deref(),
-                    )?;
-                    if imap.password.is_none() {
+                    if secrets == Secrets::Read {
+                        imap.password = read_password(
+                            &prefix,
+                            imap.password_file.as_deref(),
+                            imap.password_env.as_deref(),
+                        )?;
+                    }
+                    if imap.password_file.is_none() && imap.password_env.is_none() {
                         return Err(ConfigError::invalid(
                             format!("{prefix}.password_file"),
                             "an IMAP intake needs password_file or password_env",
@@ -1019,6 +1051,26 @@ agents = ["Agent1@example.com"]
             err.contains("autoclose_after") && err.contains("invalid duration"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn commands_that_skip_secrets_load_without_the_password_files() {
+        let text = format!(
+            "{BASE}[region.intake]\nkind = \"imap\"\nhost = \"h\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n"
+        );
+        assert!(Config::from_toml(&text, Path::new("t.toml")).is_err());
+        let c = Config::from_toml_with(&text, Path::new("t.toml"), Secrets::Skip).unwrap();
+        let Some(IntakeConfig::Imap(imap)) = &c.region[0].intake else {
+            panic!("imap intake expected");
+        };
+        assert!(imap.password.is_none());
+        // The shape is still checked: an IMAP intake without any password source is an error.
+        let none =
+            format!("{BASE}[region.intake]\nkind = \"imap\"\nhost = \"h\"\nusername = \"u\"\n");
+        let err = Config::from_toml_with(&none, Path::new("t.toml"), Secrets::Skip)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password_file"), "{err}");
     }
 
     #[test]

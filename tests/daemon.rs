@@ -519,3 +519,45 @@ fn sighup_applies_a_good_config_and_rejects_a_bad_one() {
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
     assert!(!env.root().join("elsewhere").exists());
 }
+
+/// Only the daemon reads the password files: the MTA's `ingest` and an admin's `tickets` work without
+/// access to them (under systemd they are the service's credentials), `check-config` still checks them.
+#[test]
+fn commands_other_than_run_and_check_config_need_no_password_files() {
+    let env = Env::new();
+    std::fs::write(
+        &env.config,
+        format!(
+            "[storage]\npath = \"{root}/data\"\n[outbound]\ntransport = \"smtp\"\n[outbound.smtp]\nhost = \"127.0.0.1\"\nport = 25\ntls = \"none\"\nusername = \"postdesk\"\npassword_file = \"smtp.pass\"\n[[region]]\ncode = \"JP\"\nlocale = \"en\"\naddress = \"support-jp@example.com\"\n",
+            root = env.root().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+        .arg("--config")
+        .arg(&env.config)
+        .args(["ingest", "--region", "JP"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(mail("jp", 1).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.tickets().len(), 1);
+    let (code, _, err) = env.postdesk(&["check-config"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("outbound.smtp.password_file"), "{err}");
+}
