@@ -30,9 +30,11 @@ export DEBIAN_FRONTEND=noninteractive
 # postfix: the SMTP server (multi-instance capable: each stack has its own
 #          config + queue directory, unlike OpenSMTPD's fixed spool/socket).
 # openssl: generates the per-stack test CA and server certificate.
+# systemd: provides systemd-analyze, with which tests/systemd.rs checks the shipped unit
+#          (`verify`, `security --offline=yes`); systemd need not run as PID 1.
 # mailstack.sh also uses flock, runuser, script (util-linux, bsdutils) and
 # timeout (coreutils): Essential packages, always present on Debian.
-PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl)
+PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd)
 SERVICES=(dovecot postfix opensmtpd exim4)
 
 missing=()
@@ -123,8 +125,8 @@ if [ -s /var/spool/postfix/pid/master.pid ]; then
 fi
 
 # Report versions (useful in CI logs) and verify the binaries are there.
-for b in /usr/sbin/dovecot /usr/sbin/postfix /usr/bin/openssl; do
+for b in /usr/sbin/dovecot /usr/sbin/postfix /usr/bin/openssl /usr/bin/systemd-analyze; do
     [ -x "$b" ] || die "$b missing after install"
 done
-log "dovecot $(/usr/sbin/dovecot --version 2>/dev/null | cut -d' ' -f1), $(/usr/sbin/postconf -d mail_version 2>/dev/null), $(/usr/bin/openssl version | cut -d' ' -f1-2)"
+log "dovecot $(/usr/sbin/dovecot --version 2>/dev/null | cut -d' ' -f1), $(/usr/sbin/postconf -d mail_version 2>/dev/null), $(/usr/bin/openssl version | cut -d' ' -f1-2), $(/usr/bin/systemd-analyze --version | head -1)"
 log "ok: now run scripts/mailstack.sh up DIR"

@@ -26,8 +26,18 @@ pub struct Cli {
     /// Config file [default: $POSTDESK_CONFIG, else /etc/postdesk/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Log lines on stderr: `text` (journald-friendly without a terminal) or `json` (one object per line)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand, Serialize, Deserialize)]
@@ -150,7 +160,13 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
         return crate::demo::run(dir, out, err).await;
     }
     let path = config_path(cli.config.as_deref());
-    let config = match Config::load(&path) {
+    // Only the daemon logs in anywhere (and check-config checks that it can): other commands leave the
+    // password files unread, so the MTA's `ingest` and an admin's `tickets` need no access to them.
+    let secrets = match cli.command {
+        Command::Run | Command::CheckConfig => crate::config::Secrets::Read,
+        _ => crate::config::Secrets::Skip,
+    };
+    let config = match Config::load_with(&path, secrets) {
         Ok(c) => c,
         Err(e) => {
             let _ = writeln!(err, "postdesk: {e}");
@@ -169,7 +185,7 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
     };
     match cli.command {
         Command::CheckConfig => check_config(&config, &path, out, err),
-        Command::Run => run_daemon(config, err).await,
+        Command::Run => run_daemon(config, &path, err).await,
         Command::Restore { dir } => restore(&config, &dir, out, err).await,
         mut command => {
             if let Err(e) = resolve_paths(&mut command) {
@@ -338,9 +354,10 @@ fn check_config(
     0
 }
 
-async fn run_daemon(config: Config, err: &mut (dyn Write + Send)) -> i32 {
+async fn run_daemon(config: Config, path: &Path, err: &mut (dyn Write + Send)) -> i32 {
     let shutdown = tokio_util::sync::CancellationToken::new();
     crate::daemon::cancel_on_signals(shutdown.clone());
+    crate::daemon::survive_early_hangup();
     let daemon = match crate::daemon::Daemon::start(config, shutdown) {
         Ok(d) => d,
         Err(e) => {
@@ -350,7 +367,11 @@ async fn run_daemon(config: Config, err: &mut (dyn Write + Send)) -> i32 {
         }
     };
     tracing::info!("postdesk running");
-    match daemon.wait().await {
+    // SIGHUP reloads `path`; systemd hears READY=1, STATUS=, WATCHDOG=1 through $NOTIFY_SOCKET.
+    match daemon
+        .serve(path, crate::notify::Notifier::from_env())
+        .await
+    {
         Ok(()) => {
             tracing::info!("postdesk stopped");
             0

@@ -743,23 +743,48 @@ impl HttpConfig {
     }
 }
 
+/// Whether loading a config reads the password files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Secrets {
+    /// Read them (and fail on one that cannot be read): the daemon, `check-config`.
+    Read,
+    /// Leave them unread (`password` stays `None`): commands that only reach the store (`ingest`,
+    /// `tickets`, …) never log in anywhere, and an MTA or an admin running them need not be able to read
+    /// the daemon's credentials.
+    Skip,
+}
+
 impl Config {
     /// Read, parse and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with(path, Secrets::Read)
+    }
+
+    /// [`Config::load`], reading the password files or not.
+    pub fn load_with(path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::from_toml(&text, path)
+        Self::from_toml_with(&text, path, secrets)
     }
 
     /// Parse and validate config text; `origin` is only used in messages.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Config, ConfigError> {
+        Self::from_toml_with(text, origin, Secrets::Read)
+    }
+
+    /// [`Config::from_toml`], reading the password files or not.
+    pub fn from_toml_with(
+        text: &str,
+        origin: &Path,
+        secrets: Secrets,
+    ) -> Result<Config, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.validate()?;
+        config.validate(secrets)?;
         Ok(config)
     }
 
@@ -818,7 +843,7 @@ impl Config {
         t
     }
 
-    fn validate(&mut self) -> Result<(), ConfigError> {
+    fn validate(&mut self, secrets: Secrets) -> Result<(), ConfigError> {
         if self.storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
         }
@@ -864,12 +889,17 @@ impl Config {
                         "must not be empty",
                     ));
                 }
-                smtp.password = read_password(
-                    "outbound.smtp",
-                    smtp.password_file.as_deref(),
-                    smtp.password_env.as_deref(),
-                )?;
-                if smtp.username.is_some() && smtp.password.is_none() {
+                if secrets == Secrets::Read {
+                    smtp.password = read_password(
+                        "outbound.smtp",
+                        smtp.password_file.as_deref(),
+                        smtp.password_env.as_deref(),
+                    )?;
+                }
+                if smtp.username.is_some()
+                    && smtp.password_file.is_none()
+                    && smtp.password_env.is_none()
+                {
                     return Err(ConfigError::invalid(
                         "outbound.smtp.password_file",
                         "a username is set but neither password_file nor password_env is",
@@ -1001,12 +1031,14 @@ impl Config {
             match region.intake.as_mut() {
                 Some(IntakeConfig::Imap(imap)) => {
                     let prefix = format!("region[{i}].intake");
-                    imap.password = read_password(
-                        &prefix,
-                        imap.password_file.as_deref(),
-                        imap.password_env.as_deref(),
-                    )?;
-                    if imap.password.is_none() {
+                    if secrets == Secrets::Read {
+                        imap.password = read_password(
+                            &prefix,
+                            imap.password_file.as_deref(),
+                            imap.password_env.as_deref(),
+                        )?;
+                    }
+                    if imap.password_file.is_none() && imap.password_env.is_none() {
                         return Err(ConfigError::invalid(
                             format!("{prefix}.password_file"),
                             "an IMAP intake needs password_file or password_env",
@@ -1069,7 +1101,7 @@ fn read_password(
 ) -> Result<Option<Secret>, ConfigError> {
     if let Some(file) = file {
         let resolved = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) if file.is_relative() => Path::new(&dir).join(file),
+            Some(dir) if file.is_relative() => credential_path(Path::new(&dir), file),
             _ => file.to_path_buf(),
         };
         let text = std::fs::read_to_string(&resolved).map_err(|e| {
@@ -1097,6 +1129,25 @@ fn read_password(
         };
     }
     Ok(None)
+}
+
+/// Where a relative `password_file` is in a credentials directory: `<dir>/<file>`, or else
+/// `<dir>/postdesk_<file>`, the name systemd gives a file of `/etc/postdesk/credentials/` when the unit loads
+/// that directory (`LoadCredential=postdesk:/etc/postdesk/credentials`). So `password_file = "smtp.pass"`
+/// works both under systemd and for an admin command run with `CREDENTIALS_DIRECTORY=/etc/postdesk/credentials`.
+fn credential_path(dir: &Path, file: &Path) -> PathBuf {
+    let plain = dir.join(file);
+    if plain.exists() {
+        return plain;
+    }
+    // systemd flattens subdirectories of a loaded directory with `_`.
+    let flat = format!("postdesk_{}", file.to_string_lossy().replace('/', "_"));
+    let prefixed = dir.join(flat);
+    if prefixed.exists() {
+        prefixed
+    } else {
+        plain
+    }
 }
 
 /// A cheap shape check (one `@`, something on both sides, no spaces): real validation is the mail server's.
@@ -1183,6 +1234,43 @@ agents = ["Agent1@example.com"]
             err.contains("autoclose_after") && err.contains("invalid duration"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn commands_that_skip_secrets_load_without_the_password_files() {
+        let text = format!(
+            "{BASE}[region.intake]\nkind = \"imap\"\nhost = \"h\"\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n"
+        );
+        assert!(Config::from_toml(&text, Path::new("t.toml")).is_err());
+        let c = Config::from_toml_with(&text, Path::new("t.toml"), Secrets::Skip).unwrap();
+        let Some(IntakeConfig::Imap(imap)) = &c.region[0].intake else {
+            panic!("imap intake expected");
+        };
+        assert!(imap.password.is_none());
+        // The shape is still checked: an IMAP intake without any password source is an error.
+        let none =
+            format!("{BASE}[region.intake]\nkind = \"imap\"\nhost = \"h\"\nusername = \"u\"\n");
+        let err = Config::from_toml_with(&none, Path::new("t.toml"), Secrets::Skip)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password_file"), "{err}");
+    }
+
+    #[test]
+    fn credentials_are_found_by_their_own_name_or_as_systemd_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("smtp.pass"), "a").unwrap();
+        std::fs::write(dir.path().join("postdesk_jp.pass"), "b").unwrap();
+        std::fs::write(dir.path().join("postdesk_imap_kr.pass"), "c").unwrap();
+        let found = |f: &str| credential_path(dir.path(), Path::new(f));
+        assert_eq!(found("smtp.pass"), dir.path().join("smtp.pass"));
+        assert_eq!(found("jp.pass"), dir.path().join("postdesk_jp.pass"));
+        assert_eq!(
+            found("imap/kr.pass"),
+            dir.path().join("postdesk_imap_kr.pass")
+        );
+        // Neither: the error will name the plain path.
+        assert_eq!(found("cn.pass"), dir.path().join("cn.pass"));
     }
 
     #[test]
@@ -1282,7 +1370,11 @@ mod example_tests {
         for name in ["smtp.pass", "jp.pass"] {
             let p = dir.path().join(name);
             std::fs::write(&p, "secret\n").unwrap();
-            text = text.replace(&format!("/etc/postdesk/{name}"), &p.display().to_string());
+            // Relative names are credentials (`$CREDENTIALS_DIRECTORY`): point them at the test's files.
+            text = text.replace(
+                &format!("\"{name}\""),
+                &format!("{:?}", p.display().to_string()),
+            );
         }
         let c = Config::from_toml(&text, Path::new("config.example.toml")).unwrap();
         assert_eq!(c.region.len(), 2);

@@ -9,7 +9,7 @@
 //! - [`outbound`] renders templates and delivers the outbox; [`schedule`] fires tickets' timers;
 //! - [`telemetry`] gathers intake health and metrics, which [`http`] serves (`/healthz`, `/metrics`);
 //! - [`privacy`] exports and erases a customer's data and carries out retention;
-//! - [`daemon`] runs and stops it all; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
+//! - [`daemon`] runs, reloads and stops it all, reporting to systemd through [`notify`]; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
 
 pub mod cli;
 pub mod config;
@@ -19,7 +19,9 @@ pub mod demo;
 pub mod desk;
 pub mod http;
 pub mod intake;
+pub mod logging;
 pub mod mail;
+pub mod notify;
 pub mod outbound;
 pub mod privacy;
 pub mod schedule;

@@ -536,3 +536,63 @@ async fn dovecot_restarted_mid_run_is_reconnected_and_caught_up() {
     stop(d, token).await;
     let _ = Command::new(&script).arg("down").arg(&private.dir).status();
 }
+
+/// SIGHUP's reload with IMAP intake: the idling session of the old configuration stops at once (IDLE is
+/// interrupted, not waited out), and the new one (a region added) takes mail on the same store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_interrupts_idle_and_starts_the_new_regions_intake() {
+    let s = stack();
+    let jp = s.user("support-jp");
+    let kr = s.user("support-kr");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let jp_only = jp_region(s, &jp, dir.path(), "none", "");
+    std::fs::write(&path, config_text(dir.path(), &jp_only)).unwrap();
+    let shutdown = CancellationToken::new();
+    let mut d = Daemon::start(Config::load(&path).unwrap(), shutdown.clone()).expect("daemon");
+    s.send_mail("a@example.jp", &jp, "first", "r1@example.jp", "one")
+        .await;
+    eventually("the first ticket", Duration::from_secs(20), async || {
+        tickets(&d).len() == 1
+    })
+    .await;
+
+    let both = [
+        RegionSpec {
+            code: "JP",
+            address: &jp,
+            locale: "ja",
+            intake: intake_lines(s, &jp, dir.path(), "none", None),
+        },
+        RegionSpec {
+            code: "KR",
+            address: &kr,
+            locale: "ko",
+            intake: intake_lines(s, &kr, dir.path(), "none", None),
+        },
+    ];
+    std::fs::write(&path, config_text(dir.path(), &both)).unwrap();
+    let start = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), d.reload(&path))
+        .await
+        .expect("the old generation stops within 10 s")
+        .expect("the new config is accepted");
+    eprintln!(
+        "reload with an idling IMAP session took {:?}",
+        start.elapsed()
+    );
+    s.send_mail("b@example.kr", &kr, "second", "r2@example.kr", "two")
+        .await;
+    s.send_mail("c@example.jp", &jp, "third", "r3@example.jp", "three")
+        .await;
+    eventually(
+        "tickets in both regions",
+        Duration::from_secs(30),
+        async || {
+            let t = tickets(&d);
+            t.len() == 3 && t.iter().any(|t| t.id.region == "KR")
+        },
+    )
+    .await;
+    stop(d, shutdown).await;
+}

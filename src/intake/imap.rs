@@ -368,8 +368,9 @@ impl fmt::Display for MailboxIntake {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {}@{}/{}",
-            self.region.code, self.cfg.username, self.cfg.host, self.mailbox
+            // No username: it is usually a mail address, and those are logged at debug level only.
+            "{} {}/{}",
+            self.region.code, self.cfg.host, self.mailbox
         )
     }
 }

@@ -120,21 +120,33 @@ pub async fn send_due(
     policy: &RetryPolicy,
     concurrency: usize,
 ) -> Result<usize, crate::store::StoreError> {
-    send_due_observed(store, transport, policy, concurrency, None).await
+    send_due_until(
+        store,
+        transport,
+        policy,
+        concurrency,
+        None,
+        &CancellationToken::new(),
+    )
+    .await
 }
 
-/// [`send_due`], counting outcomes and send latency in `telemetry`.
-pub async fn send_due_observed(
+/// [`send_due`], counting outcomes and send latency in `telemetry`, and taking no new send once `stop` is
+/// cancelled: the sends already under way finish and are recorded, the rest of the round stays queued for
+/// the next start (a stop must not wait for a whole round of slow SMTP sends).
+pub async fn send_due_until(
     store: &Store,
     transport: &Transport,
     policy: &RetryPolicy,
     concurrency: usize,
     telemetry: Option<&Telemetry>,
+    stop: &CancellationToken,
 ) -> Result<usize, crate::store::StoreError> {
     use futures_util::StreamExt;
     let due = store.outbox_due(Utc::now(), BATCH)?;
-    let n = due.len();
-    let mut results = futures_util::stream::iter(due)
+    let mut n = 0;
+    let results = futures_util::stream::iter(due)
+        .take_until(stop.cancelled())
         .map(|item| async move {
             let began = std::time::Instant::now();
             let outcome = match attachment_bytes(store, &item) {
@@ -147,6 +159,7 @@ pub async fn send_due_observed(
             (item, outcome)
         })
         .buffer_unordered(concurrency.max(1));
+    futures_util::pin_mut!(results);
     while let Some((item, outcome)) = results.next().await {
         match &outcome {
             Ok(()) => {
@@ -154,7 +167,8 @@ pub async fn send_due_observed(
             }
             Err(e) => {
                 tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
-                "could not send: {e}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)")
+                "could not send: {}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)",
+                crate::logging::redact_addresses(&e.to_string()))
             }
         }
         let item = after_attempt(item, outcome, Utc::now(), policy);
@@ -166,6 +180,7 @@ pub async fn send_due_observed(
                 OutboxStatus::Queued | OutboxStatus::Bounced => {}
             }
         }
+        n += 1;
     }
     if n > 0 {
         store.flush_async().await?;
@@ -184,16 +199,22 @@ pub async fn run(
 ) {
     let wake: Arc<Notify> = store.outbox_wake.clone();
     loop {
-        let sent =
-            match send_due_observed(&store, &transport, &policy, concurrency, Some(&telemetry))
-                .await
-            {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
-                    0
-                }
-            };
+        let sent = match send_due_until(
+            &store,
+            &transport,
+            &policy,
+            concurrency,
+            Some(&telemetry),
+            &shutdown,
+        )
+        .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
+                0
+            }
+        };
         if sent > 0 {
             if shutdown.is_cancelled() {
                 break;

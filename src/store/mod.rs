@@ -765,6 +765,12 @@ impl Store {
             .and_then(|ms| DateTime::from_timestamp_millis(ms as i64)))
     }
 
+    /// How many rows wait to be sent, from the due index: costs O(queued), not O(outbox), so the daemon's
+    /// status line can ask often. (A rare stale index entry, dropped at the next send round, counts too.)
+    pub fn outbox_queued(&self) -> usize {
+        self.outbox_due.len()
+    }
+
     /// Replace an outbox row (after a send attempt, or a retry), keeping the due index in step.
     pub fn outbox_update(&self, item: OutboxItem) -> Result<(), StoreError> {
         let _gate = self.write_gate();

@@ -1,0 +1,563 @@
+//! `postdesk run` as systemd runs it: the real binary, a Maildir intake and the file outbox, a
+//! `$NOTIFY_SOCKET` of our own to hear what it tells systemd, and real signals.
+//!
+//! - READY=1 (with a STATUS= line), WATCHDOG=1 pings, STOPPING=1, exit 0 on SIGTERM;
+//! - SIGTERM while thousands of mails flow in: exit 0 within 10 s, and every mail that left new/ is in a
+//!   ticket with its acknowledgement queued (nothing half-done); the store opens again afterwards;
+//! - SIGHUP: a good new config (another region, another display name) takes effect; a bad one (a key that
+//!   does not validate, a moved store) is rejected with a log line naming it, and the old one keeps working.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Env {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.toml");
+        Env { dir, config }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn maildir(&self, region: &str) -> PathBuf {
+        let m = self.root().join("maildir").join(region);
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(m.join(sub)).unwrap();
+        }
+        m
+    }
+
+    /// Write the config: `regions` are (code, display name), each with a Maildir intake; `outbound_extra`
+    /// goes into `[outbound]`.
+    fn write_config(&self, storage: &str, regions: &[(&str, &str)], outbound_extra: &str) {
+        let mut text = format!(
+            "[storage]\npath = \"{root}/{storage}\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{root}/out\"\n{outbound_extra}\n",
+            root = self.root().display()
+        );
+        for (code, name) in regions {
+            let lower = code.to_ascii_lowercase();
+            text.push_str(&format!(
+                "[[region]]\ncode = \"{code}\"\nlocale = \"en\"\naddress = \"support-{lower}@example.com\"\ndisplay_name = \"{name}\"\n[region.intake]\nkind = \"maildir\"\npath = \"{}\"\npoll_interval = \"100ms\"\n",
+                self.maildir(&lower).display()
+            ));
+        }
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    fn postdesk(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let (code, out, err) = self.postdesk(args);
+        assert_eq!(code, 0, "postdesk {args:?}: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    fn tickets(&self) -> Vec<Value> {
+        self.json(&["tickets", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+/// A customer mail with a subject of its own (`case-00042`) and a sender of its own (so the per-address
+/// rate limit never holds back its acknowledgement).
+fn mail(region: &str, i: usize) -> String {
+    format!(
+        "From: customer{i}@example.com\r\nTo: support-{region}@example.com\r\nSubject: case-{i:05}\r\nMessage-ID: <case-{i}-{region}@example.com>\r\nDate: Mon, 3 Nov 2025 10:00:00 +0000\r\n\r\nHello, my order {i} has not arrived.\r\n"
+    )
+}
+
+/// Deliver like an MTA: write in tmp/, rename into new/.
+fn deliver(maildir: &Path, name: &str, text: &str) {
+    let tmp = maildir.join("tmp").join(name);
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, maildir.join("new").join(name)).unwrap();
+}
+
+fn count(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Our stand-in for systemd's notification socket.
+struct NotifySocket {
+    socket: UnixDatagram,
+    path: PathBuf,
+    seen: Vec<String>,
+}
+
+impl NotifySocket {
+    fn new(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        NotifySocket {
+            socket,
+            path,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next datagram satisfying `pred`, within `timeout`.
+    fn expect(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            assert!(
+                start.elapsed() < timeout,
+                "no notification with {what} within {timeout:?}; got {:#?}",
+                self.seen
+            );
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.seen.push(m.clone());
+                if pred(&m) {
+                    return m;
+                }
+            }
+        }
+    }
+}
+
+/// The daemon, its stderr collected by a thread (it must be drained, or logging would block the daemon).
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(env: &Env, vars: &[(&str, &str)]) -> Daemon {
+        Daemon::start_with(env, vars, &[])
+    }
+
+    fn start_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+            .arg("--config")
+            .arg(&env.config)
+            .args(args)
+            .arg("run")
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// SIGTERM, then the exit status and how long the stop took.
+    fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
+        let start = Instant::now();
+        self.signal("TERM");
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!(
+                    "postdesk did not stop within 30 s of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn run_reports_ready_status_watchdog_and_stopping_to_systemd() {
+    let env = Env::new();
+    env.write_config("data", &[("JP", "Example Support")], "");
+    let mut notify = NotifySocket::new(env.root());
+    let socket = notify.path.to_str().unwrap().to_string();
+    let mut daemon = Daemon::start(
+        &env,
+        &[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "400000")],
+    );
+    let ready = notify.expect("READY=1", Duration::from_secs(20), |m| {
+        m.lines().any(|l| l == "READY=1")
+    });
+    assert!(
+        ready.contains("STATUS=JP: maildir; outbox 0 queued"),
+        "{ready}"
+    );
+    // Pings every 200 ms (half of WATCHDOG_USEC).
+    for _ in 0..3 {
+        notify.expect("WATCHDOG=1", Duration::from_secs(5), |m| {
+            m == "WATCHDOG=1\n"
+        });
+    }
+    let (status, took) = daemon.terminate();
+    assert!(status.success(), "{status:?}; log:\n{}", daemon.log());
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    notify.expect("STOPPING=1", Duration::from_secs(2), |m| {
+        m.lines().any(|l| l == "STOPPING=1")
+    });
+    // stderr is a pipe here, as under systemd: journald's priority prefix, no timestamp.
+    let log = daemon.log();
+    assert!(
+        log.lines().any(|l| l == "<6> INFO postdesk running"),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .all(|l| l.starts_with("<6>") || l.starts_with("<4>") || l.starts_with("<3>")),
+        "{log}"
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_object_per_line() {
+    let env = Env::new();
+    env.write_config("data", &[("JP", "Example Support")], "");
+    let mut daemon = Daemon::start_with(&env, &[], &["--log-format", "json"]);
+    wait_for("the running line", Duration::from_secs(20), || {
+        daemon.log().contains("postdesk running")
+    });
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "{status:?}");
+    let log = daemon.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|v| v["level"] == "INFO" && v["fields"]["message"] == "postdesk running"),
+        "{log}"
+    );
+    assert!(lines.iter().all(|v| v["timestamp"].is_string()), "{log}");
+}
+
+#[test]
+fn sigterm_while_mail_flows_exits_0_within_10s_and_leaves_nothing_half_done() {
+    const MAILS: usize = 2000;
+    let env = Env::new();
+    env.write_config("data", &[("JP", "Example Support")], "");
+    let maildir = env.maildir("jp");
+    for i in 0..MAILS {
+        deliver(&maildir, &format!("1700000000.{i:05}.host"), &mail("jp", i));
+    }
+    let mut daemon = Daemon::start(&env, &[]);
+    // Stop once the first batches are in, while new/ still holds most of the mail.
+    wait_for(
+        "the first batch to be stored",
+        Duration::from_secs(60),
+        || count(&maildir.join("cur")) > 0,
+    );
+    let pending = count(&maildir.join("new"));
+    assert!(
+        pending > 0,
+        "all mail was taken before SIGTERM could be sent"
+    );
+    let (status, took) = daemon.terminate();
+    assert!(status.success(), "{status:?}; log:\n{}", daemon.log());
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    eprintln!(
+        "SIGTERM with {pending} mails in new/; stopped in {took:?}; {} still in new/",
+        count(&maildir.join("new"))
+    );
+
+    // The store opens again (no daemon now: the CLI opens it itself), and every mail that left new/ is a
+    // ticket with its acknowledgement queued or sent.
+    let subjects: BTreeSet<String> = env
+        .tickets()
+        .iter()
+        .map(|t| t["subject"].as_str().unwrap().to_string())
+        .collect();
+    let moved: Vec<PathBuf> = std::fs::read_dir(maildir.join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!moved.is_empty());
+    for path in &moved {
+        let text = std::fs::read_to_string(path).unwrap();
+        let subject = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap();
+        assert!(
+            subjects.contains(subject),
+            "{} left new/ but {subject} is in no ticket",
+            path.display()
+        );
+    }
+    // Mail stored but not yet moved is allowed (it is a duplicate at the next start); no more than that.
+    assert!(
+        subjects.len() <= MAILS - count(&maildir.join("new")) + 256,
+        "{} tickets but {} mails left new/",
+        subjects.len(),
+        moved.len()
+    );
+    let outbox = env.json(&["outbox", "list", "--json"]);
+    let acked: BTreeSet<&str> = outbox
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "ack")
+        .map(|o| o["ticket"].as_str().unwrap())
+        .collect();
+    let tickets = env.tickets();
+    for t in &tickets {
+        let id = t["id"].as_str().unwrap();
+        assert!(
+            acked.contains(id),
+            "ticket {id} has no acknowledgement queued"
+        );
+    }
+
+    // A restart takes the rest: every mail ends up in exactly one ticket.
+    let mut daemon = Daemon::start(&env, &[]);
+    wait_for("new/ to be emptied", Duration::from_secs(120), || {
+        count(&maildir.join("new")) == 0
+    });
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "{status:?}; log:\n{}", daemon.log());
+    assert_eq!(env.tickets().len(), MAILS);
+}
+
+/// The `header` line (e.g. "From: ") of the acknowledgement to `customer{i}`.
+fn ack_header(env: &Env, i: usize, header: &str) -> Option<String> {
+    let to = format!("To: customer{i}@example.com");
+    std::fs::read_dir(env.root().join("out"))
+        .ok()?
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .find(|text| text.lines().any(|l| l == to))
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with(header))
+                .map(str::to_string)
+        })
+}
+
+fn ack_from(env: &Env, i: usize) -> Option<String> {
+    ack_header(env, i, "From: ")
+}
+
+/// A template override directory holding one file, `en/ack.subject.hbs`.
+fn templates(env: &Env, name: &str, ack_subject: &str) -> String {
+    let dir = env.root().join(name);
+    std::fs::create_dir_all(dir.join("en")).unwrap();
+    std::fs::write(dir.join("en/ack.subject.hbs"), ack_subject).unwrap();
+    format!("templates_dir = \"{}\"", dir.display())
+}
+
+#[test]
+fn sighup_applies_a_good_config_and_rejects_a_bad_one() {
+    let env = Env::new();
+    env.write_config("data", &[("JP", "Desk Before")], "");
+    let (jp, kr) = (env.maildir("jp"), env.maildir("kr"));
+    let mut notify = NotifySocket::new(env.root());
+    let socket = notify.path.to_str().unwrap().to_string();
+    let mut daemon = Daemon::start(&env, &[("NOTIFY_SOCKET", &socket)]);
+    notify.expect("READY=1", Duration::from_secs(20), |m| {
+        m.contains("READY=1")
+    });
+    deliver(&jp, "1700000000.1.host", &mail("jp", 1));
+    wait_for("the first ack", Duration::from_secs(20), || {
+        ack_from(&env, 1).is_some()
+    });
+    assert!(ack_from(&env, 1).unwrap().contains("Desk Before"));
+
+    // A good config: JP renamed, KR added, the acknowledgement's subject overridden.
+    let good_templates = templates(&env, "tpl-good", "Reloaded [{{ticket_id}}] {{subject}}");
+    env.write_config(
+        "data",
+        &[("JP", "Desk After"), ("KR", "Korea Desk")],
+        &good_templates,
+    );
+    daemon.signal("HUP");
+    notify.expect("RELOADING=1", Duration::from_secs(10), |m| {
+        m.contains("RELOADING=1")
+    });
+    let ready = notify.expect("READY=1", Duration::from_secs(20), |m| {
+        m.contains("READY=1")
+    });
+    assert!(ready.contains("JP: maildir, KR: maildir"), "{ready}");
+    deliver(&jp, "1700000001.2.host", &mail("jp", 2));
+    deliver(&kr, "1700000001.3.host", &mail("kr", 3));
+    wait_for("the acks after the reload", Duration::from_secs(20), || {
+        ack_from(&env, 2).is_some() && ack_from(&env, 3).is_some()
+    });
+    assert!(ack_from(&env, 2).unwrap().contains("Desk After"));
+    assert!(ack_from(&env, 3).unwrap().contains("Korea Desk"));
+    assert_eq!(
+        ack_header(&env, 3, "Subject: ").unwrap(),
+        "Subject: Reloaded [KR-1000] case-00003"
+    );
+    let ids: Vec<String> = env
+        .tickets()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(ids.contains(&"KR-1000".to_string()), "{ids:?}");
+    assert!(
+        daemon.log().contains("configuration reloaded"),
+        "{}",
+        daemon.log()
+    );
+
+    // A config that does not validate: rejected, named in the log, the running one keeps working.
+    env.write_config("data", &[("JP", "Broken Desk")], "concurrency = 0");
+    daemon.signal("HUP");
+    wait_for("the rejection in the log", Duration::from_secs(10), || {
+        daemon.log().contains("reload rejected")
+    });
+    let log = daemon.log();
+    assert!(log.contains("outbound.concurrency"), "{log}");
+    assert!(
+        log.contains("still running the previous configuration"),
+        "{log}"
+    );
+    // A template that does not compile: rejected, named.
+    let bad_templates = templates(&env, "tpl-bad", "{{#if ticket_id}}unclosed");
+    env.write_config(
+        "data",
+        &[("JP", "Desk After"), ("KR", "Korea Desk")],
+        &bad_templates,
+    );
+    daemon.signal("HUP");
+    wait_for("the template rejection", Duration::from_secs(10), || {
+        daemon.log().contains("template en/ack.subject.hbs")
+    });
+    // The store may not move under a running daemon.
+    env.write_config("elsewhere", &[("JP", "Moved Desk")], "");
+    daemon.signal("HUP");
+    wait_for("the second rejection", Duration::from_secs(10), || {
+        daemon.log().contains("storage.path")
+    });
+    deliver(&kr, "1700000002.4.host", &mail("kr", 4));
+    deliver(&jp, "1700000002.5.host", &mail("jp", 5));
+    wait_for("acks under the old config", Duration::from_secs(20), || {
+        ack_from(&env, 4).is_some() && ack_from(&env, 5).is_some()
+    });
+    assert!(ack_from(&env, 4).unwrap().contains("Korea Desk"));
+    assert!(ack_from(&env, 5).unwrap().contains("Desk After"));
+    assert!(ack_header(&env, 5, "Subject: ")
+        .unwrap()
+        .starts_with("Subject: Reloaded [JP-"));
+    assert_eq!(
+        daemon.log().matches("reload rejected").count(),
+        3,
+        "{}",
+        daemon.log()
+    );
+
+    let (status, took) = daemon.terminate();
+    assert!(status.success(), "{status:?}; log:\n{}", daemon.log());
+    assert!(took < Duration::from_secs(10), "stopping took {took:?}");
+    assert!(!env.root().join("elsewhere").exists());
+}
+
+/// Only the daemon reads the password files: the MTA's `ingest` and an admin's `tickets` work without
+/// access to them (under systemd they are the service's credentials), `check-config` still checks them.
+#[test]
+fn commands_other_than_run_and_check_config_need_no_password_files() {
+    let env = Env::new();
+    std::fs::write(
+        &env.config,
+        format!(
+            "[storage]\npath = \"{root}/data\"\n[outbound]\ntransport = \"smtp\"\n[outbound.smtp]\nhost = \"127.0.0.1\"\nport = 25\ntls = \"none\"\nusername = \"postdesk\"\npassword_file = \"smtp.pass\"\n[[region]]\ncode = \"JP\"\nlocale = \"en\"\naddress = \"support-jp@example.com\"\n",
+            root = env.root().display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+        .arg("--config")
+        .arg(&env.config)
+        .args(["ingest", "--region", "JP"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(mail("jp", 1).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.tickets().len(), 1);
+    let (code, _, err) = env.postdesk(&["check-config"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("outbound.smtp.password_file"), "{err}");
+}
