@@ -392,8 +392,8 @@ impl Telemetry {
         self.send_seconds.observe(took.as_secs_f64());
     }
 
-    /// The OpenMetrics text of every metric, the gauges read from `store` now. Reads every ticket once
-    /// (`Store::counts`): run it off the async workers.
+    /// The OpenMetrics text of every metric, the gauges read from `store` now (its running counts: a few
+    /// keys, whatever the store holds).
     pub fn render(&self, store: &Store) -> Result<String, StoreError> {
         let counts = store.counts()?;
         let outbox = store.outbox_counts()?;

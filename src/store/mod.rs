@@ -235,6 +235,78 @@ fn from_json<T: for<'de> Deserialize<'de>>(
     })
 }
 
+/// Running counts in `meta`, kept in the transaction of every write that adds, removes or changes a
+/// ticket or an outbox row, so `/metrics`, `/healthz` and `stats` read a handful of keys instead of every
+/// ticket and every mail ever sent.
+const COUNTS_DONE: &[u8] = b"counts:v1";
+
+fn ticket_count_key(region: &str, status: Status) -> Vec<u8> {
+    format!("count:ticket:{region}:{}", status.as_str()).into_bytes()
+}
+
+fn outbox_count_key(status: OutboxStatus) -> Vec<u8> {
+    format!("count:outbox:{}", status.as_str()).into_bytes()
+}
+
+/// Add `delta` to the count under `key` (never below zero).
+pub(crate) fn bump<E>(
+    meta: &TransactionalTree,
+    key: &[u8],
+    delta: i64,
+) -> Result<(), ConflictableTransactionError<E>> {
+    let n = meta.get(key)?.and_then(|v| u64_of(&v)).unwrap_or(0);
+    let n = (n as i64).saturating_add(delta).max(0) as u64;
+    meta.insert(key, &n.to_be_bytes())?;
+    Ok(())
+}
+
+/// Move one ticket between counts: `old` is what the store held (None: new), `new` what it will hold
+/// (None: deleted).
+pub(crate) fn count_ticket<E>(
+    meta: &TransactionalTree,
+    old: Option<&Ticket>,
+    new: Option<&Ticket>,
+) -> Result<(), ConflictableTransactionError<E>> {
+    let key = |t: &Ticket| ticket_count_key(&t.region, t.status);
+    if old.map(key) == new.map(key) {
+        return Ok(());
+    }
+    if let Some(o) = old {
+        bump(meta, &key(o), -1)?;
+    }
+    if let Some(n) = new {
+        bump(meta, &key(n), 1)?;
+    }
+    Ok(())
+}
+
+/// Move one outbox row between counts, like [`count_ticket`].
+pub(crate) fn count_outbox<E>(
+    meta: &TransactionalTree,
+    old: Option<OutboxStatus>,
+    new: Option<OutboxStatus>,
+) -> Result<(), ConflictableTransactionError<E>> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some(o) = old {
+        bump(meta, &outbox_count_key(o), -1)?;
+    }
+    if let Some(n) = new {
+        bump(meta, &outbox_count_key(n), 1)?;
+    }
+    Ok(())
+}
+
+/// The status of a stored outbox row, read without the rest of it.
+fn outbox_status_of(bytes: &[u8]) -> Option<OutboxStatus> {
+    #[derive(Deserialize)]
+    struct Row {
+        status: OutboxStatus,
+    }
+    serde_json::from_slice::<Row>(bytes).ok().map(|r| r.status)
+}
+
 fn u64_of(bytes: &[u8]) -> Option<u64> {
     bytes.try_into().ok().map(u64::from_be_bytes)
 }
@@ -290,7 +362,33 @@ impl Store {
             timer_wake: Arc::new(Notify::new()),
         };
         store.count_blob_refs()?;
+        store.count_rows()?;
         Ok(store)
+    }
+
+    /// Build the running counts once for a store written before they existed (one pass at start-up).
+    fn count_rows(&self) -> Result<(), StoreError> {
+        if self.meta.get(COUNTS_DONE)?.is_some() {
+            return Ok(());
+        }
+        let mut counts: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
+        for t in self.tickets(None, None)? {
+            *counts
+                .entry(ticket_count_key(&t.region, t.status))
+                .or_default() += 1;
+        }
+        for v in self.outbox.iter().values() {
+            if let Some(status) = outbox_status_of(&v?) {
+                *counts.entry(outbox_count_key(status)).or_default() += 1;
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (k, n) in counts {
+            batch.insert(k, &n.to_be_bytes());
+        }
+        batch.insert(COUNTS_DONE, &[]);
+        self.meta.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Build `blob_refs` once for a store written before it existed.
@@ -774,13 +872,16 @@ impl Store {
     /// Replace an outbox row (after a send attempt, or a retry), keeping the due index in step.
     pub fn outbox_update(&self, item: OutboxItem) -> Result<(), StoreError> {
         let _gate = self.write_gate();
-        (&self.outbox, &self.outbox_due)
-            .transaction(|(outbox, due)| {
+        (&self.outbox, &self.outbox_due, &self.meta)
+            .transaction(|(outbox, due, meta)| {
+                let mut old_status = None;
                 if let Some(old) = outbox.get(item.id.to_be_bytes())? {
                     if let Ok(old) = serde_json::from_slice::<OutboxItem>(&old) {
                         due.remove(due_key(old.next_attempt_at, old.id))?;
+                        old_status = Some(old.status);
                     }
                 }
+                count_outbox(meta, old_status, Some(item.status))?;
                 outbox.insert(&item.id.to_be_bytes(), to_json(&item))?;
                 if item.status == OutboxStatus::Queued {
                     due.insert(due_key(item.next_attempt_at, item.id), &[])?;
@@ -808,32 +909,42 @@ impl Store {
         Ok(item)
     }
 
-    /// Counts for `postdesk stats`: (region, status) → tickets.
+    /// Tickets per (region, status), for `postdesk stats` and `/metrics`: read from the running counts, not
+    /// the tickets.
     pub fn counts(&self) -> Result<Vec<(String, Status, usize)>, StoreError> {
-        let mut map = std::collections::BTreeMap::new();
-        for t in self.tickets(None, None)? {
-            *map.entry((t.region.clone(), t.status)).or_insert(0usize) += 1;
+        let mut out = Vec::new();
+        for kv in self.meta.scan_prefix(b"count:ticket:") {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k[b"count:ticket:".len()..]).into_owned();
+            let (Some((region, status)), Some(n)) = (key.rsplit_once(':'), u64_of(&v)) else {
+                continue;
+            };
+            let Ok(status) = status.parse::<Status>() else {
+                continue;
+            };
+            if n > 0 {
+                out.push((region.to_string(), status, n as usize));
+            }
         }
-        Ok(map.into_iter().map(|((r, s), n)| (r, s, n)).collect())
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        Ok(out)
     }
 
-    /// Outbox rows by status, for `/healthz` and `/metrics`: one pass over the rows, reading only their status.
+    /// Outbox rows by status, for `/healthz` and `/metrics`, from the running counts.
     pub fn outbox_counts(&self) -> Result<OutboxCounts, StoreError> {
-        #[derive(Deserialize)]
-        struct Row {
-            status: OutboxStatus,
-        }
-        let mut counts = OutboxCounts::default();
-        for v in self.outbox.iter().values() {
-            let row: Row = from_json("outbox", &v?)?;
-            *match row.status {
-                OutboxStatus::Queued => &mut counts.queued,
-                OutboxStatus::Sent => &mut counts.sent,
-                OutboxStatus::Failed => &mut counts.failed,
-                OutboxStatus::Bounced => &mut counts.bounced,
-            } += 1;
-        }
-        Ok(counts)
+        let get = |status| -> Result<u64, StoreError> {
+            Ok(self
+                .meta
+                .get(outbox_count_key(status))?
+                .and_then(|v| u64_of(&v))
+                .unwrap_or(0))
+        };
+        Ok(OutboxCounts {
+            queued: get(OutboxStatus::Queued)?,
+            sent: get(OutboxStatus::Sent)?,
+            failed: get(OutboxStatus::Failed)?,
+            bounced: get(OutboxStatus::Bounced)?,
+        })
     }
 }
 
@@ -962,6 +1073,7 @@ fn apply(
                 t.outbox_due
                     .remove(due_key(item.next_attempt_at, item.id))?;
             }
+            count_outbox(t.meta, Some(item.status), Some(OutboxStatus::Bounced))?;
             item.status = OutboxStatus::Bounced;
             item.last_error = Some(diagnostic.clone());
             t.outbox.insert(&id.to_be_bytes(), to_json(&item))?;
@@ -971,7 +1083,12 @@ fn apply(
         put_blob(t.blobs, t.blob_data, sha, bytes, *id)?;
     }
     for item in &change.outbox {
-        t.outbox.insert(&item.id.to_be_bytes(), to_json(item))?;
+        let old = t.outbox.insert(&item.id.to_be_bytes(), to_json(item))?;
+        count_outbox(
+            t.meta,
+            old.as_deref().and_then(outbox_status_of),
+            Some(item.status),
+        )?;
         if item.status == OutboxStatus::Queued {
             t.outbox_due
                 .insert(due_key(item.next_attempt_at, item.id), &[])?;
@@ -993,10 +1110,18 @@ fn timer_key(due: DateTime<Utc>, kind: TimerKind, id: &TicketId) -> Vec<u8> {
 }
 
 /// Replace a ticket's entries in the due-time index by those of its new `timers`.
+/// Write a ticket's timers into the due-time index (replacing the stored ticket's) and move it between the
+/// running counts; the caller writes the ticket itself.
 fn put_timers(t: &Trees, ticket: &Ticket) -> Result<(), ConflictableTransactionError<Abort>> {
-    if let Some(old) = t.tickets.get(ticket_key(&ticket.id))? {
-        let old: Ticket = serde_json::from_slice(&old)
-            .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))?;
+    let old = match t.tickets.get(ticket_key(&ticket.id))? {
+        Some(old) => Some(
+            serde_json::from_slice::<Ticket>(&old)
+                .map_err(|e| ConflictableTransactionError::Abort(Abort::Corrupt(e.to_string())))?,
+        ),
+        None => None,
+    };
+    count_ticket(t.meta, old.as_ref(), Some(ticket))?;
+    if let Some(old) = &old {
         for timer in &old.timers {
             t.timers.remove(timer_key(timer.due, timer.kind, &old.id))?;
         }

@@ -107,12 +107,16 @@ fn apply(
         ));
     };
     let key = ticket_key(id);
-    if let Some(old) = tickets.get(&key)? {
-        let old: Ticket = serde_json::from_slice(&old).map_err(corrupt)?;
+    let old = match tickets.get(&key)? {
+        Some(old) => Some(serde_json::from_slice::<Ticket>(&old).map_err(corrupt)?),
+        None => None,
+    };
+    if let Some(old) = &old {
         for timer in &old.timers {
             timers.remove(timer_key(timer.due, timer.kind, id))?;
         }
     }
+    super::count_ticket(meta, old.as_ref(), rw.ticket.as_ref())?;
     match &rw.ticket {
         Some(ticket) => {
             for timer in &ticket.timers {
@@ -177,12 +181,15 @@ fn apply(
     }
     for (oid, new) in &rw.outbox {
         let ob = oid.to_be_bytes();
+        let mut old_status = None;
         if let Some(old) = outbox.get(ob)? {
             let old: OutboxItem = serde_json::from_slice(&old).map_err(corrupt)?;
             if old.status == OutboxStatus::Queued {
                 outbox_due.remove(due_key(old.next_attempt_at, old.id))?;
             }
+            old_status = Some(old.status);
         }
+        super::count_outbox(meta, old_status, new.as_ref().map(|i| i.status))?;
         let mut tk = ticket_key(id);
         tk.extend_from_slice(&ob);
         match new {
@@ -309,7 +316,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::desk::ticket::{AttachmentRef, Direction, Locale, Priority, Status};
-    use crate::store::Change;
+    use crate::store::{Change, OutboxCounts};
     use chrono::Utc;
 
     fn ticket(n: u64, count: u32) -> Ticket {
@@ -380,5 +387,127 @@ mod tests {
         drop(store);
         let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(10)).unwrap();
         assert_eq!((refs(&store, &shared), refs(&store, &own)), (Some(1), None));
+    }
+
+    fn outbox_row(id: u64, ticket: u64) -> OutboxItem {
+        let now = Utc::now();
+        OutboxItem {
+            id,
+            ticket: TicketId::new("JP", ticket),
+            kind: "ack".into(),
+            from: "support-jp@example.com".into(),
+            from_name: "JP".into(),
+            to: vec!["a@example.com".into()],
+            subject: "s".into(),
+            text: "t".into(),
+            html: None,
+            message_id: format!("m{id}@example.com"),
+            in_reply_to: None,
+            references: vec![],
+            auto_submitted: "auto-replied".into(),
+            attachments: vec![],
+            requeued_at: None,
+            status: OutboxStatus::Queued,
+            attempts: 0,
+            last_error: None,
+            created_at: now,
+            sent_at: None,
+            next_attempt_at: now,
+        }
+    }
+
+    /// The running counts against a full scan, after every kind of write that touches tickets or outbox rows.
+    #[test]
+    fn running_counts_follow_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let scan = |store: &Store| {
+            let mut m = std::collections::BTreeMap::new();
+            for t in store.tickets(None, None).unwrap() {
+                *m.entry((t.region.clone(), t.status)).or_insert(0usize) += 1;
+            }
+            let counted: std::collections::BTreeMap<_, _> = store
+                .counts()
+                .unwrap()
+                .into_iter()
+                .map(|(r, s, n)| ((r, s), n))
+                .collect();
+            assert_eq!(counted, m, "ticket counts");
+            let mut o = OutboxCounts::default();
+            for item in store.outbox_all().unwrap() {
+                *match item.status {
+                    OutboxStatus::Queued => &mut o.queued,
+                    OutboxStatus::Sent => &mut o.sent,
+                    OutboxStatus::Failed => &mut o.failed,
+                    OutboxStatus::Bounced => &mut o.bounced,
+                } += 1;
+            }
+            assert_eq!(store.outbox_counts().unwrap(), o, "outbox counts");
+        };
+        for n in 1..=3 {
+            let mut t = ticket(n, 0);
+            t.status = Status::New;
+            store
+                .commit(&Change {
+                    ticket: Some(t),
+                    outbox: vec![outbox_row(n, n)],
+                    ..Change::default()
+                })
+                .unwrap();
+        }
+        scan(&store);
+        // A status change, a change of another ticket in the same commit, a send, a failure, a bounce.
+        let mut t1 = store.ticket(&TicketId::new("JP", 1)).unwrap().unwrap();
+        t1.status = Status::Open;
+        let mut t2 = store.ticket(&TicketId::new("JP", 2)).unwrap().unwrap();
+        t2.status = Status::Closed;
+        store
+            .commit(&Change {
+                ticket: Some(t1),
+                other_tickets: vec![t2],
+                ..Change::default()
+            })
+            .unwrap();
+        let mut sent = outbox_row(1, 1);
+        sent.status = OutboxStatus::Sent;
+        store.outbox_update(sent).unwrap();
+        let mut failed = outbox_row(2, 2);
+        failed.status = OutboxStatus::Failed;
+        store.outbox_update(failed).unwrap();
+        store
+            .commit(&Change {
+                bounced: Some((1, "550 no such user".into())),
+                ..Change::default()
+            })
+            .unwrap();
+        scan(&store);
+        // Erase-style rewrite of ticket 3 (row 3 cancelled) and a retention purge of ticket 2.
+        let mut t3 = store.ticket(&TicketId::new("JP", 3)).unwrap().unwrap();
+        t3.status = Status::Closed;
+        store
+            .rewrite(&Rewrite {
+                id: Some(TicketId::new("JP", 3)),
+                ticket: Some(t3),
+                outbox: vec![(3, None)],
+                ..Rewrite::default()
+            })
+            .unwrap();
+        store
+            .rewrite(&Rewrite {
+                id: Some(TicketId::new("JP", 2)),
+                outbox: vec![(2, None)],
+                ..Rewrite::default()
+            })
+            .unwrap();
+        scan(&store);
+        // A store from before the counts: rebuilt on open.
+        for kv in store.meta.scan_prefix(b"count") {
+            store.meta.remove(kv.unwrap().0).unwrap();
+        }
+        store.meta.remove(b"counts:v1").unwrap();
+        drop(store);
+        let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(10)).unwrap();
+        assert!(!store.counts().unwrap().is_empty());
+        scan(&store);
     }
 }
