@@ -58,6 +58,8 @@ pub enum ImapError {
     Timeout(Duration),
     #[error("cannot store mail: {0}")]
     Store(String),
+    #[error("mailbox {0:?} cannot be selected: {1} (deleted or renamed on the server? its mail is taken again once it exists; fix `mailboxes` if it was renamed)")]
+    NoMailbox(String, String),
 }
 
 impl From<async_imap::error::Error> for ImapError {
@@ -372,6 +374,7 @@ impl MailboxIntake {
             let Err(e) = result else { break };
             let kind = match &e {
                 ImapError::Auth(..) => "authentication failed",
+                ImapError::NoMailbox(..) => "mailbox missing",
                 _ => "connection lost",
             };
             let summary = format!("{kind}: {e}");
@@ -417,7 +420,19 @@ impl MailboxIntake {
         *failures = 0;
         let mut reconciled = false;
         loop {
-            let mailbox = timed(session.select(&self.mailbox)).await?;
+            // A mailbox deleted (or renamed) under us answers NO: say so plainly, and keep retrying with
+            // backoff like any other failure, so it is picked up again once it exists (other mailboxes and
+            // regions run in their own tasks and are not affected).
+            let mailbox = match tokio::time::timeout(CALL_TIMEOUT, session.select(&self.mailbox)).await
+            {
+                Ok(Ok(m)) => m,
+                Ok(Err(async_imap::error::Error::No(e))) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+                    return Err(ImapError::NoMailbox(self.mailbox.clone(), e));
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(ImapError::Timeout(CALL_TIMEOUT)),
+            };
             let uid_validity = mailbox.uid_validity.unwrap_or(0);
             if !reconciled {
                 self.reconcile(&mut session, caps, uid_validity).await?;

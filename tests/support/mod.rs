@@ -396,11 +396,12 @@ impl DaemonProcess {
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
         let echo = std::env::var_os("POSTDESK_TEST_LOG").is_some();
+        let spawned = Instant::now();
         let reader = std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if echo {
-                    eprintln!("[postdesk] {line}");
+                    eprintln!("[postdesk +{:?}] {line}", spawned.elapsed());
                 }
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
