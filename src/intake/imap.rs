@@ -375,6 +375,7 @@ impl MailboxIntake {
             let kind = match &e {
                 ImapError::Auth(..) => "authentication failed",
                 ImapError::NoMailbox(..) => "mailbox missing",
+                ImapError::Store(..) => "intake paused, the store cannot take mail",
                 _ => "connection lost",
             };
             let summary = format!("{kind}: {e}");
@@ -635,6 +636,12 @@ impl MailboxIntake {
         else {
             return Ok(());
         };
+        // The position read may be one a failed flush never wrote to disk: acknowledge on it only while the
+        // store is sound.
+        self.desk
+            .store
+            .writable()
+            .map_err(|e| ImapError::Store(e.to_string()))?;
         let query = if self.cfg.after == "seen" {
             format!("UID 1:{} UNSEEN", state.last_uid)
         } else {

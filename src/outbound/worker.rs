@@ -126,6 +126,8 @@ pub async fn send_due(
     concurrency: usize,
 ) -> Result<usize, crate::store::StoreError> {
     use futures_util::StreamExt;
+    // Send nothing whose outcome could not be recorded durably: it would be sent again and again.
+    store.writable()?;
     let due = store.outbox_due(Utc::now(), BATCH)?;
     let n = due.len();
     let mut results = futures_util::stream::iter(due)
@@ -172,8 +174,14 @@ pub async fn run(
         let sent = match send_due(&store, &transport, &policy, concurrency).await {
             Ok(n) => n,
             Err(e) => {
+                // Really wait: the rows are still due, and going round at once would hammer a failing store
+                // (and, before `Store::writable`, re-sent the same mails in a loop: tests/faults.rs).
                 tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
-                0
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
             }
         };
         if sent > 0 {
