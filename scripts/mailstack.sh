@@ -13,7 +13,7 @@
 #   mailstack.sh status DIR                    exit 0 = up, 1 = partly up, 3 = down
 #   mailstack.sh env DIR                       print DIR/env
 #   mailstack.sh down DIR                      stop both servers; DIR (mail, users, logs) is kept
-#   mailstack.sh restart-imap DIR              stop Dovecot and start it again (same ports, users, mail)
+#   mailstack.sh restart-imap DIR              stop Dovecot, end its open sessions, start it again (same ports, users, mail)
 #   mailstack.sh stop-smtp DIR                 stop Postfix only (SMTP refuses connections; Dovecot stays up)
 #   mailstack.sh start-smtp DIR                start Postfix again after stop-smtp (same ports)
 #
@@ -804,8 +804,14 @@ cmd_restart_imap() {
     set_paths "$1"
     [ -s "$ENV_FILE" ] || die "no env file in $DIR (not up?)"
     lock_dir
-    local pid
-    if pid=$(pid_of_dovecot); then stop_one "$pid" dovecot; fi
+    local pid children=""
+    if pid=$(pid_of_dovecot); then
+        # Dovecot's master leaves running IMAP sessions alive when it stops; a restart that a client must
+        # notice ends them too, like a crash or a reboot of the server would.
+        children=$(pgrep -P "$pid" 2>/dev/null || true)
+        stop_one "$pid" dovecot
+        [ -z "$children" ] || kill -KILL $children 2>/dev/null || true
+    fi
     rm -f "$DOVECOT_PID"
     IMAP_PORT=$(read_env_key IMAP_PORT)
     IMAPS_PORT=$(read_env_key IMAPS_PORT)
