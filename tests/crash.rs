@@ -46,7 +46,8 @@ struct Mail {
 fn corpus(customers: &[String], to: &str) -> Vec<Mail> {
     let ja = "先日注文した商品がまだ届いておりません。配送状況をご確認いただけますでしょうか。";
     let ko = "지난주에 주문한 상품이 아직 도착하지 않았습니다. 배송 상황을 확인해 주시겠습니까?";
-    let en = "The order I placed last week has not arrived yet. Could you check the delivery status? ";
+    let en =
+        "The order I placed last week has not arrived yet. Could you check the delivery status? ";
     let attachment = {
         let bytes: Vec<u8> = (0..3000u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)

@@ -82,7 +82,11 @@ async fn unseen(s: &Stack, user: &str) -> usize {
 fn assert_each_once(config: &Path, expected: impl IntoIterator<Item = String>) {
     let got = requesters(config);
     let unique: HashSet<&String> = got.iter().collect();
-    assert_eq!(unique.len(), got.len(), "a mail became two tickets: {got:?}");
+    assert_eq!(
+        unique.len(),
+        got.len(),
+        "a mail became two tickets: {got:?}"
+    );
     let expected: HashSet<String> = expected.into_iter().collect();
     let got: HashSet<String> = got.into_iter().collect();
     assert_eq!(got, expected);
@@ -130,9 +134,11 @@ async fn dovecot_restarted_mid_fetch_loses_and_doubles_nothing() {
     );
     // Still serving: a new mail after the restart is taken too.
     s.append(&jp, "INBOX", &mails("after", 1, &jp), None).await;
-    eventually("the mail after the restart", Duration::from_secs(20), async || {
-        tickets(&config).len() > N
-    })
+    eventually(
+        "the mail after the restart",
+        Duration::from_secs(20),
+        async || tickets(&config).len() > N,
+    )
     .await;
     assert!(daemon.running());
     assert!(daemon.stop(), "clean stop:\n{}", daemon.log());
@@ -142,7 +148,11 @@ async fn dovecot_restarted_mid_fetch_loses_and_doubles_nothing() {
             .map(|i| format!("r{i}@example.jp"))
             .chain(["after0@example.jp".to_string()]),
     );
-    assert_eq!(unseen(&s, &jp).await, 0, "every mail acknowledged at the source");
+    assert_eq!(
+        unseen(&s, &jp).await,
+        0,
+        "every mail acknowledged at the source"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,15 +177,28 @@ async fn smtp_down_for_a_while_queues_acknowledgements_then_sends_each_once() {
     let raws: Vec<Vec<u8>> = (0..N)
         .map(|i| {
             let from = format!("{local}+s{i}@{domain}");
-            mail(&from, &jp, "注文について", &format!("smtp{i}@example.jp"), "届きません")
+            mail(
+                &from,
+                &jp,
+                "注文について",
+                &format!("smtp{i}@example.jp"),
+                "届きません",
+            )
         })
         .collect();
     s.append(&jp, "INBOX", &raws, None).await;
-    eventually("tickets, acknowledgements queued and failing", Duration::from_secs(30), async || {
-        let outbox = cli_json(&config, &["outbox", "list", "--json"]);
-        let rows = outbox.as_array().unwrap();
-        rows.len() == N && rows.iter().all(|r| r["status"] == "queued" && r["attempts"].as_u64() >= Some(2))
-    })
+    eventually(
+        "tickets, acknowledgements queued and failing",
+        Duration::from_secs(30),
+        async || {
+            let outbox = cli_json(&config, &["outbox", "list", "--json"]);
+            let rows = outbox.as_array().unwrap();
+            rows.len() == N
+                && rows
+                    .iter()
+                    .all(|r| r["status"] == "queued" && r["attempts"].as_u64() >= Some(2))
+        },
+    )
     .await;
     assert!(
         daemon.logged(&["could not send", "check [outbound]"]),
@@ -186,14 +209,24 @@ async fn smtp_down_for_a_while_queues_acknowledgements_then_sends_each_once() {
     // Back soon: the retries back off exponentially (retry_base 200 ms here), so a long outage would only
     // make this test wait longer.
     s.start_smtp();
-    eventually("every acknowledgement sent", Duration::from_secs(60), async || {
-        let outbox = cli_json(&config, &["outbox", "list", "--json"]);
-        outbox.as_array().unwrap().iter().all(|r| r["status"] == "sent")
-    })
+    eventually(
+        "every acknowledgement sent",
+        Duration::from_secs(60),
+        async || {
+            let outbox = cli_json(&config, &["outbox", "list", "--json"]);
+            outbox
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|r| r["status"] == "sent")
+        },
+    )
     .await;
-    eventually("every acknowledgement delivered", Duration::from_secs(30), async || {
-        s.count(&customer, "INBOX").await as usize >= N
-    })
+    eventually(
+        "every acknowledgement delivered",
+        Duration::from_secs(30),
+        async || s.count(&customer, "INBOX").await as usize >= N,
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let delivered = s.messages(&customer, "INBOX").await;
@@ -205,7 +238,11 @@ async fn smtp_down_for_a_while_queues_acknowledgements_then_sends_each_once() {
                 .message_id
         })
         .collect();
-    assert_eq!(delivered.len(), N, "each acknowledgement once, no duplicates");
+    assert_eq!(
+        delivered.len(),
+        N,
+        "each acknowledgement once, no duplicates"
+    );
     assert_eq!(ids.len(), N);
     assert!(daemon.running());
     assert!(daemon.stop(), "clean stop:\n{}", daemon.log());
@@ -218,7 +255,13 @@ impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(path).unwrap();
         let out = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(path)
             .output()
             .ok()?;
@@ -280,12 +323,20 @@ async fn disk_full_keeps_mail_on_the_server_and_recovers_when_space_returns() {
     .await;
     let filler = fill(&fs.0);
     s.append(&jp, "INBOX", &mails("full", 30, &jp), None).await;
-    eventually("the failed write logged", Duration::from_secs(30), async || {
-        daemon.logged(&["could not store a batch", "stay on the server", "MiB free"])
-            || !daemon.running()
-    })
+    eventually(
+        "the failed write logged",
+        Duration::from_secs(30),
+        async || {
+            daemon.logged(&["could not store a batch", "stay on the server", "MiB free"])
+                || !daemon.running()
+        },
+    )
     .await;
-    assert!(daemon.running(), "the daemon must survive a full disk:\n{}", daemon.log());
+    assert!(
+        daemon.running(),
+        "the daemon must survive a full disk:\n{}",
+        daemon.log()
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         unseen(s, &jp).await,
@@ -293,15 +344,19 @@ async fn disk_full_keeps_mail_on_the_server_and_recovers_when_space_returns() {
         "mail that could not be stored stays unseen on the server"
     );
     std::fs::remove_file(&filler).unwrap();
-    eventually("recovery once space returns", Duration::from_secs(60), async || {
-        tickets(&config).len() == 35
-    })
+    eventually(
+        "recovery once space returns",
+        Duration::from_secs(60),
+        async || tickets(&config).len() == 35,
+    )
     .await;
     // Still serving.
     s.append(&jp, "INBOX", &mails("after", 1, &jp), None).await;
-    eventually("the mail after recovery", Duration::from_secs(20), async || {
-        tickets(&config).len() == 36
-    })
+    eventually(
+        "the mail after recovery",
+        Duration::from_secs(20),
+        async || tickets(&config).len() == 36,
+    )
     .await;
     assert!(daemon.stop(), "clean stop:\n{}", daemon.log());
     assert_each_once(
@@ -333,9 +388,19 @@ async fn corrupt_and_truncated_mail_in_a_batch_is_kept_and_the_rest_ingested() {
         raw.extend_from_slice(b"SGVsbG8gd29ybGQsIHRoaXMgaXMgYSBsb2cgZmlsZQ==\r\nSGVsbG8gd29y"); // cut mid-base64, no closing boundary
         raw
     };
-    let garbage: Vec<u8> = (0..2000u32).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+    let garbage: Vec<u8> = (0..2000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
     let bad_headers = b"From: \xff\xfe broken <hdr@example.jp>\r\nSubject: =?ISO-2022-JP?B?GyRCJSIlJCUmJSgbKEI?=\xff\r\nMessage-ID: <hdr@example.jp>\r\n\r\n\xff\xfe\x00 text\r\n".to_vec();
-    let batch = vec![good(0), garbage, good(1), truncated, good(2), bad_headers, good(3)];
+    let batch = vec![
+        good(0),
+        garbage,
+        good(1),
+        truncated,
+        good(2),
+        bad_headers,
+        good(3),
+    ];
     let total = batch.len();
     s.append(&jp, "INBOX", &batch, None).await;
     let dir = tempfile::tempdir().unwrap();
@@ -352,25 +417,42 @@ async fn corrupt_and_truncated_mail_in_a_batch_is_kept_and_the_rest_ingested() {
             .as_u64()
             .unwrap() as usize
     };
-    eventually("every mail stored or quarantined", Duration::from_secs(30), async || {
-        tickets(&config).len() + quarantined() == total
-    })
+    eventually(
+        "every mail stored or quarantined",
+        Duration::from_secs(30),
+        async || tickets(&config).len() + quarantined() == total,
+    )
     .await;
     let list = tickets(&config);
-    let who: HashSet<&str> = list.iter().map(|t| t["requester"].as_str().unwrap()).collect();
+    let who: HashSet<&str> = list
+        .iter()
+        .map(|t| t["requester"].as_str().unwrap())
+        .collect();
     for i in 0..4 {
-        assert!(who.contains(format!("good{i}@example.jp").as_str()), "good{i} lost: {who:?}");
+        assert!(
+            who.contains(format!("good{i}@example.jp").as_str()),
+            "good{i} lost: {who:?}"
+        );
     }
     // The truncated mail is a ticket whose damage is noted, with the text it had.
     let cut = list
         .iter()
         .find(|t| t["requester"] == "cut@example.jp")
         .expect("the truncated mail is kept as a ticket");
-    let shown = cli_json(&config, &["tickets", "show", cut["id"].as_str().unwrap(), "--json"]);
+    let shown = cli_json(
+        &config,
+        &["tickets", "show", cut["id"].as_str().unwrap(), "--json"],
+    );
     let message = &shown["messages"][0];
-    assert!(message["text"].as_str().unwrap().contains("see the log"), "{shown}");
     assert!(
-        !message["damage"].as_array().map(|d| d.is_empty()).unwrap_or(true),
+        message["text"].as_str().unwrap().contains("see the log"),
+        "{shown}"
+    );
+    assert!(
+        !message["damage"]
+            .as_array()
+            .map(|d| d.is_empty())
+            .unwrap_or(true),
         "the damage is noted: {shown}"
     );
     assert!(quarantined() >= 1, "the garbage is quarantined");
@@ -426,9 +508,11 @@ async fn a_mailbox_deleted_under_postdesk_is_reported_and_taken_again_once_it_ex
         let _ = session.logout().await;
     }
     // IDLE on a deleted mailbox: Dovecot ends the session; the reconnect finds the mailbox gone.
-    eventually("the missing mailbox logged", Duration::from_secs(30), async || {
-        daemon.logged(&["IMAP mailbox missing", "\"Tickets\""])
-    })
+    eventually(
+        "the missing mailbox logged",
+        Duration::from_secs(30),
+        async || daemon.logged(&["IMAP mailbox missing", "\"Tickets\""]),
+    )
     .await;
     // The other region keeps working meanwhile.
     s.append(&kr, "INBOX", &mails("kr", 1, &kr), None).await;
@@ -439,9 +523,11 @@ async fn a_mailbox_deleted_under_postdesk_is_reported_and_taken_again_once_it_ex
     assert!(daemon.running());
     // Recreated with new mail: taken again.
     s.append(&jp, "Tickets", &mails("two", 1, &jp), None).await;
-    eventually("the mail in the recreated mailbox", Duration::from_secs(30), async || {
-        requesters(&config).contains(&"two0@example.jp".to_string())
-    })
+    eventually(
+        "the mail in the recreated mailbox",
+        Duration::from_secs(30),
+        async || requesters(&config).contains(&"two0@example.jp".to_string()),
+    )
     .await;
     assert!(daemon.stop(), "clean stop:\n{}", daemon.log());
     assert_each_once(

@@ -424,7 +424,8 @@ impl MailboxIntake {
             // A mailbox deleted (or renamed) under us answers NO: say so plainly, and keep retrying with
             // backoff like any other failure, so it is picked up again once it exists (other mailboxes and
             // regions run in their own tasks and are not affected).
-            let mailbox = match tokio::time::timeout(CALL_TIMEOUT, session.select(&self.mailbox)).await
+            let mailbox = match tokio::time::timeout(CALL_TIMEOUT, session.select(&self.mailbox))
+                .await
             {
                 Ok(Ok(m)) => m,
                 Ok(Err(async_imap::error::Error::No(e))) => {

@@ -291,10 +291,7 @@ pub struct RegionSpec<'a> {
 
 /// A whole config: storage in `storage`, the given `[outbound]` section, the regions.
 pub fn config_toml(storage: &Path, outbound: &str, regions: &[RegionSpec]) -> String {
-    let mut text = format!(
-        "[storage]\npath = \"{}\"\n{outbound}\n",
-        storage.display()
-    );
+    let mut text = format!("[storage]\npath = \"{}\"\n{outbound}\n", storage.display());
     for r in regions {
         text.push_str(&format!(
             "[[region]]\ncode = \"{}\"\nlocale = \"{}\"\naddress = \"{}\"\n[region.intake]\n{}\n",
