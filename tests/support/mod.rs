@@ -355,19 +355,44 @@ pub fn bin() -> PathBuf {
 }
 
 /// Run `postdesk --config CONFIG ARGS…` (forwarded to a running daemon, or on the store) and parse its JSON.
+/// A command that does not answer within 30 s fails the test instead of hanging it.
 pub fn cli_json(config: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin())
+    let mut child = Command::new(bin())
         .arg("--config")
         .arg(config)
         .args(args)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut b).map(|_| b)
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut b).map(|_| b)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("postdesk {args:?} did not answer within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (stdout, stderr) = (out.join().unwrap().unwrap(), err.join().unwrap().unwrap());
     assert!(
-        out.status.success(),
+        status.success(),
         "postdesk {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&stdout).unwrap()
 }
 
 /// `postdesk run` as a child process, its log (stderr) collected line by line.
