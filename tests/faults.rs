@@ -118,10 +118,11 @@ async fn dovecot_restarted_mid_fetch_loses_and_doubles_nothing() {
         "Dovecot restarted with {} of {N} mails stored",
         tickets(&config).len()
     );
-    eventually("all tickets", Duration::from_secs(60), async || {
+    let took = eventually("all tickets", Duration::from_secs(90), async || {
         tickets(&config).len() >= N
     })
     .await;
+    eprintln!("all {N} stored {took:?} after the restart");
     assert!(
         daemon.logged(&["IMAP connection lost", "retrying with backoff"]),
         "the lost connection is logged:\n{}",

@@ -701,6 +701,17 @@ impl MailboxIntake {
                     },
                 ));
             }
+            // async-imap ends a FETCH stream quietly when the connection closes between two responses, just
+            // as when the server finished: a batch cut short looks complete. Treat it as the lost connection
+            // it most likely is (found by the Dovecot-restart fault test), instead of finding out only when
+            // the next command times out. A mail expunged meanwhile by another client costs one reconnect.
+            if mails.len() < small.len() {
+                return Err(ImapError::Protocol(format!(
+                    "the server ended the FETCH after {} of {} mails (connection closed?)",
+                    mails.len(),
+                    small.len()
+                )));
+            }
         }
         for m in &large {
             let raw = self.fetch_truncated(session, m.uid).await?;

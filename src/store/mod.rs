@@ -349,11 +349,20 @@ impl Store {
     }
 
     /// Make everything committed so far durable.
+    ///
+    /// Not sled's own `flush_async`: in sled 0.34 futures of it polled at about the same time are sometimes
+    /// never woken (spacejam/sled#1241, #1308), and postdesk flushes from several tasks at once (intake,
+    /// outbox, scheduler). The fault tests hung on it: the whole daemon stopped, control socket included. A
+    /// blocking flush on tokio's blocking pool has no such race.
     pub async fn flush_async(&self) -> Result<(), StoreError> {
-        self.db
-            .flush_async()
-            .await
-            .map_err(|e| self.flush_failed(e))?;
+        let db = self.db.clone();
+        let result = match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(r) => r,
+            Err(e) => Err(sled::Error::ReportableBug(format!(
+                "the flush task failed: {e}"
+            ))),
+        };
+        result.map_err(|e| self.flush_failed(e))?;
         Ok(())
     }
 
