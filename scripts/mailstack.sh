@@ -13,6 +13,9 @@
 #   mailstack.sh status DIR                    exit 0 = up, 1 = partly up, 3 = down
 #   mailstack.sh env DIR                       print DIR/env
 #   mailstack.sh down DIR                      stop both servers; DIR (mail, users, logs) is kept
+#   mailstack.sh restart-imap DIR              stop Dovecot, end its open sessions, start it again (same ports, users, mail)
+#   mailstack.sh stop-smtp DIR                 stop Postfix only (SMTP refuses connections; Dovecot stays up)
+#   mailstack.sh start-smtp DIR                start Postfix again after stop-smtp (same ports)
 #
 # `up` writes DIR/env, shell-sourceable KEY=VALUE lines:
 #   MAILSTACK_DIR  IMAP_PORT  IMAPS_PORT  SMTP_PORT  SMTPS_PORT  CA_PEM
@@ -775,6 +778,79 @@ cmd_down() {
     note "stopped mail stack in $DIR (DIR kept)"
 }
 
+# The fault tests' switches: one server down or restarted while the other keeps running, on the same
+# ports, so that a client configured for the stack just sees the server go away and come back.
+wait_port_free() {
+    local port=$1 i
+    for ((i = 0; i < 100; i++)); do
+        port_busy "$port" || return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+stop_one() {
+    local pid=$1 what=$2
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_gone "$pid" 10; then
+        note "$what master $pid did not stop within 10s; killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_gone "$pid" 5 || true
+    fi
+}
+
+cmd_restart_imap() {
+    require_root
+    set_paths "$1"
+    [ -s "$ENV_FILE" ] || die "no env file in $DIR (not up?)"
+    lock_dir
+    local pid children=""
+    if pid=$(pid_of_dovecot); then
+        # Dovecot's master leaves running IMAP sessions alive when it stops; a restart that a client must
+        # notice ends them too, like a crash or a reboot of the server would.
+        children=$(pgrep -P "$pid" 2>/dev/null || true)
+        stop_one "$pid" dovecot
+        [ -z "$children" ] || kill -KILL $children 2>/dev/null || true
+    fi
+    rm -f "$DOVECOT_PID"
+    IMAP_PORT=$(read_env_key IMAP_PORT)
+    IMAPS_PORT=$(read_env_key IMAPS_PORT)
+    wait_port_free "$IMAP_PORT" && wait_port_free "$IMAPS_PORT" ||
+        die "IMAP ports $IMAP_PORT/$IMAPS_PORT still busy after stopping dovecot"
+    dovecot -c "$DOVECOT_CONF" >"$LOGS/dovecot-start.log" 2>&1 9>&- ||
+        die "dovecot failed to start again (config: $DOVECOT_CONF); see $LOGS/dovecot-start.log"
+    wait_greeting "$IMAP_PORT" "* OK" || die "IMAP on 127.0.0.1:$IMAP_PORT did not answer after the restart"
+    wait_tls "$IMAPS_PORT" || die "IMAPS on 127.0.0.1:$IMAPS_PORT did not answer after the restart"
+    note "dovecot restarted in $DIR (IMAP $IMAP_PORT, IMAPS $IMAPS_PORT)"
+}
+
+cmd_stop_smtp() {
+    require_root
+    set_paths "$1"
+    [ -s "$ENV_FILE" ] || die "no env file in $DIR (not up?)"
+    lock_dir
+    local pid
+    if pid=$(pid_of_postfix); then stop_one "$pid" postfix; fi
+    wait_port_free "$(read_env_key SMTP_PORT)" && wait_port_free "$(read_env_key SMTPS_PORT)" ||
+        die "SMTP ports still busy after stopping postfix"
+    note "postfix stopped in $DIR (dovecot still running)"
+}
+
+cmd_start_smtp() {
+    require_root
+    set_paths "$1"
+    [ -s "$ENV_FILE" ] || die "no env file in $DIR (not up?)"
+    lock_dir
+    if pid_of_postfix >/dev/null; then
+        note "postfix already running in $DIR"
+        return 0
+    fi
+    postfix -c "$PF_CONF" start >"$LOGS/postfix-start.log" 2>&1 9>&- ||
+        die "postfix failed to start again (config: $PF_CONF/main.cf); see $LOGS/postfix-start.log"
+    wait_greeting "$(read_env_key SMTP_PORT)" "220" || die "SMTP did not answer after start-smtp"
+    note "postfix started in $DIR"
+}
+
 cmd_status() {
     set_paths "$1"
     local up=0 total=2 pid
@@ -868,6 +944,9 @@ case $cmd in
     status) [ $# -eq 1 ] || usage; cmd_status "$1" ;;
     env) [ $# -eq 1 ] || usage; cmd_env "$1" ;;
     add-user) [ $# -eq 3 ] || usage; cmd_add_user "$1" "$2" "$3" ;;
+    restart-imap) [ $# -eq 1 ] || usage; cmd_restart_imap "$1" ;;
+    stop-smtp) [ $# -eq 1 ] || usage; cmd_stop_smtp "$1" ;;
+    start-smtp) [ $# -eq 1 ] || usage; cmd_start_smtp "$1" ;;
     -h | --help | help) usage ;;
     *) usage ;;
 esac

@@ -61,7 +61,7 @@ pub struct IntakeHealth {
     pub last_ok: Option<DateTime<Utc>>,
     /// The first failure since the last success; cleared by a successful poll.
     pub failing_since: Option<DateTime<Utc>>,
-    /// The kind of the last error (`auth`, `connect`, `tls`, `timeout`, `protocol`, `store`, `maildir`).
+    /// The kind of the last error (`auth`, `connect`, `tls`, `timeout`, `protocol`, `store`, `no_mailbox`, `maildir`).
     pub last_error: Option<String>,
 }
 

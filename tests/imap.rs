@@ -3,24 +3,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use postdesk::config::Config;
 use postdesk::daemon::Daemon;
 use postdesk::desk::ticket::Ticket;
-use support::{eventually, mail, stack, Stack};
+use support::{eventually, mail, stack, RegionSpec, Stack};
 use tokio_util::sync::CancellationToken;
-
-/// One region's intake for a test config.
-struct RegionSpec<'a> {
-    code: &'a str,
-    address: &'a str,
-    locale: &'a str,
-    /// Extra `[region.intake]` lines.
-    intake: String,
-}
 
 fn intake_lines(
     stack: &Stack,
@@ -29,27 +19,7 @@ fn intake_lines(
     tls: &str,
     password: Option<&str>,
 ) -> String {
-    let pw = pw_dir.join(format!("{user}.pass"));
-    std::fs::write(
-        &pw,
-        format!(
-            "{}\n",
-            password
-                .map(str::to_string)
-                .unwrap_or_else(|| support::password(user))
-        ),
-    )
-    .unwrap();
-    let (host, port) = match tls {
-        "implicit" => ("localhost", stack.imaps_port),
-        "starttls" => ("localhost", stack.imap_port),
-        _ => ("127.0.0.1", stack.imap_port),
-    };
-    format!(
-        "kind = \"imap\"\nhost = \"{host}\"\nport = {port}\ntls = \"{tls}\"\nusername = \"{user}\"\npassword_file = \"{}\"\nca_file = \"{}\"\npoll_interval = \"60s\"\n",
-        pw.display(),
-        stack.ca_pem.display()
-    )
+    support::imap_intake_toml(stack, user, pw_dir, tls, password)
 }
 
 /// The one region (JP) of most tests, taking mail from `user`'s INBOX.
@@ -69,17 +39,11 @@ fn jp_region<'a>(
 }
 
 fn config_text(dir: &Path, regions: &[RegionSpec]) -> String {
-    let mut text = format!(
-        "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n",
-        d = dir.display()
-    );
-    for r in regions {
-        text.push_str(&format!(
-            "[[region]]\ncode = \"{}\"\nlocale = \"{}\"\naddress = \"{}\"\n[region.intake]\n{}\n",
-            r.code, r.locale, r.address, r.intake
-        ));
-    }
-    text
+    support::config_toml(
+        &dir.join("data"),
+        &support::file_outbound_toml(dir),
+        regions,
+    )
 }
 
 fn start_daemon(dir: &Path, regions: &[RegionSpec]) -> (Daemon, CancellationToken) {
@@ -391,151 +355,8 @@ async fn oversized_and_unparseable_mail_is_kept_and_moved_to_quarantine() {
     stop(d, token).await;
 }
 
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_postdesk"))
-}
-
-fn cli_json(config: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_mid_batch_loses_nothing_and_doubles_nothing() {
-    let s = stack();
-    let jp = s.user("support-jp");
-    const N: usize = 600;
-    let raws: Vec<Vec<u8>> = (0..N)
-        .map(|i| {
-            mail(
-                &format!("cust{i}@example.jp"),
-                &jp,
-                &format!("question {i}"),
-                &format!("crash{i}@example.jp"),
-                &format!("body {i}"),
-            )
-        })
-        .collect();
-    s.append(&jp, "INBOX", &raws, None).await;
-    let dir = tempfile::tempdir().unwrap();
-    let regions = jp_region(s, &jp, dir.path(), "none", "");
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, config_text(dir.path(), &regions)).unwrap();
-    for (round, delay_ms) in [250u64, 400, 600].into_iter().enumerate() {
-        let mut child = Command::new(bin())
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        eprintln!("round {round}: killed after {delay_ms} ms");
-    }
-    let mut child = Command::new(bin())
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually("all tickets", Duration::from_secs(60), async || {
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(&config)
-            .args(["stats", "--json"])
-            .output()
-            .unwrap();
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .map(|v| v[0]["by_status"]["new"] == N)
-            .unwrap_or(false)
-    })
-    .await;
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let all = cli_json(&config, &["tickets", "list", "--json"]);
-    let all = all.as_array().unwrap();
-    assert_eq!(all.len(), N, "every mail exactly one ticket");
-    let mut requesters: Vec<&str> = all
-        .iter()
-        .map(|t| t["requester"].as_str().unwrap())
-        .collect();
-    requesters.sort();
-    requesters.dedup();
-    assert_eq!(requesters.len(), N, "no ticket doubled");
-    // Every ticket holds exactly its one mail, and the INBOX is all \Seen.
-    for t in all.iter().step_by(37) {
-        let shown = cli_json(
-            &config,
-            &["tickets", "show", t["id"].as_str().unwrap(), "--json"],
-        );
-        assert_eq!(shown["messages"].as_array().unwrap().len(), 1, "{shown}");
-    }
-    let mut session = s.imap(&jp).await;
-    session.select("INBOX").await.unwrap();
-    assert!(session.search("UNSEEN").await.unwrap().is_empty());
-    // One acknowledgement per ticket, none doubled in the outbox.
-    let outbox = cli_json(&config, &["outbox", "list", "--json"]);
-    assert_eq!(outbox.as_array().unwrap().len(), N);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dovecot_restarted_mid_run_is_reconnected_and_caught_up() {
-    // A private stack: stopping it must not disturb the other tests.
-    let private =
-        support::start(&std::env::temp_dir().join(support::unique("postdesk-ms-restart")));
-    let jp = private.user("support-jp");
-    let dir = tempfile::tempdir().unwrap();
-    let regions = jp_region(&private, &jp, dir.path(), "none", "");
-    let (d, token) = start_daemon(dir.path(), &regions);
-    private
-        .send_mail("a@example.jp", &jp, "before", "r1@example.jp", "one")
-        .await;
-    eventually("the first ticket", Duration::from_secs(20), async || {
-        tickets(&d).len() == 1
-    })
-    .await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack.sh");
-    assert!(Command::new(&script)
-        .arg("down")
-        .arg(&private.dir)
-        .status()
-        .unwrap()
-        .success());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let again = support::start(&private.dir);
-    assert_eq!(
-        again.imap_port, private.imap_port,
-        "the stack keeps its ports"
-    );
-    again
-        .send_mail("b@example.jp", &jp, "after", "r2@example.jp", "two")
-        .await;
-    eventually(
-        "the ticket sent after the restart",
-        Duration::from_secs(30),
-        async || tickets(&d).len() == 2,
-    )
-    .await;
-    stop(d, token).await;
-    let _ = Command::new(&script).arg("down").arg(&private.dir).status();
-}
+// The SIGKILL test lives in tests/crash.rs (2,000 mails, 10 kills, real SMTP) and the Dovecot restart in
+// tests/faults.rs (restarted mid-fetch).
 
 /// SIGHUP's reload with IMAP intake: the idling session of the old configuration stops at once (IDLE is
 /// interrupted, not waited out), and the new one (a region added) takes mail on the same store.

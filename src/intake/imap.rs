@@ -58,6 +58,8 @@ pub enum ImapError {
     Timeout(Duration),
     #[error("cannot store mail: {0}")]
     Store(String),
+    #[error("mailbox {0:?} cannot be selected: {1} (deleted or renamed on the server? its mail is taken again once it exists; fix `mailboxes` if it was renamed)")]
+    NoMailbox(String, String),
 }
 
 impl ImapError {
@@ -71,6 +73,7 @@ impl ImapError {
             ImapError::Protocol(_) => "protocol",
             ImapError::Timeout(_) => "timeout",
             ImapError::Store(_) => "store",
+            ImapError::NoMailbox(..) => "no_mailbox",
         }
     }
 }
@@ -394,6 +397,8 @@ impl MailboxIntake {
             );
             let kind = match &e {
                 ImapError::Auth(..) => "authentication failed",
+                ImapError::NoMailbox(..) => "mailbox missing",
+                ImapError::Store(..) => "intake paused, the store cannot take mail",
                 _ => "connection lost",
             };
             let summary = format!("{kind}: {e}");
@@ -443,7 +448,20 @@ impl MailboxIntake {
         *failures = 0;
         let mut reconciled = false;
         loop {
-            let mailbox = timed(session.select(&self.mailbox)).await?;
+            // A mailbox deleted (or renamed) under us answers NO: say so plainly, and keep retrying with
+            // backoff like any other failure, so it is picked up again once it exists (other mailboxes and
+            // regions run in their own tasks and are not affected).
+            let mailbox = match tokio::time::timeout(CALL_TIMEOUT, session.select(&self.mailbox))
+                .await
+            {
+                Ok(Ok(m)) => m,
+                Ok(Err(async_imap::error::Error::No(e))) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+                    return Err(ImapError::NoMailbox(self.mailbox.clone(), e));
+                }
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => return Err(ImapError::Timeout(CALL_TIMEOUT)),
+            };
             let uid_validity = mailbox.uid_validity.unwrap_or(0);
             if !reconciled {
                 self.reconcile(&mut session, caps, uid_validity).await?;
@@ -655,6 +673,12 @@ impl MailboxIntake {
         else {
             return Ok(());
         };
+        // The position read may be one a failed flush never wrote to disk: acknowledge on it only while the
+        // store is sound.
+        self.desk
+            .store
+            .writable()
+            .map_err(|e| ImapError::Store(e.to_string()))?;
         let query = if self.cfg.after == "seen" {
             format!("UID 1:{} UNSEEN", state.last_uid)
         } else {
@@ -712,6 +736,17 @@ impl MailboxIntake {
                         oversize: None,
                     },
                 ));
+            }
+            // async-imap ends a FETCH stream quietly when the connection closes between two responses, just
+            // as when the server finished: a batch cut short looks complete. Treat it as the lost connection
+            // it most likely is (found by the Dovecot-restart fault test), instead of finding out only when
+            // the next command times out. A mail expunged meanwhile by another client costs one reconnect.
+            if mails.len() < small.len() {
+                return Err(ImapError::Protocol(format!(
+                    "the server ended the FETCH after {} of {} mails (connection closed?)",
+                    mails.len(),
+                    small.len()
+                )));
             }
         }
         for m in &large {

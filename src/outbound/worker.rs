@@ -114,6 +114,12 @@ fn attachment_bytes(store: &Store, item: &OutboxItem) -> Result<Vec<Vec<u8>>, Se
 }
 
 /// Send what is due now, `concurrency` mails in flight at once; returns how many rows were attempted.
+///
+/// Each send records its outcome and makes it durable (flush) itself, at once, while the other sends go on:
+/// a crash between the server's "250 OK" and that flush sends the mail again after the restart, so the
+/// window must be as short as the disk allows, for every mail in flight. (Recording the outcomes one after
+/// another and flushing once per batch, as before, left every mail sent since sled's last background flush
+/// unrecorded: tests/crash.rs counted dozens of duplicate acknowledgements per SIGKILL.)
 pub async fn send_due(
     store: &Store,
     transport: &Transport,
@@ -143,8 +149,9 @@ pub async fn send_due_until(
     stop: &CancellationToken,
 ) -> Result<usize, crate::store::StoreError> {
     use futures_util::StreamExt;
+    // Send nothing whose outcome could not be recorded durably: it would be sent again and again.
+    store.writable()?;
     let due = store.outbox_due(Utc::now(), BATCH)?;
-    let mut n = 0;
     let results = futures_util::stream::iter(due)
         .take_until(stop.cancelled())
         .map(|item| async move {
@@ -156,36 +163,44 @@ pub async fn send_due_until(
             if let Some(t) = telemetry {
                 t.observe_send(began.elapsed());
             }
-            (item, outcome)
+            match &outcome {
+                Ok(()) => {
+                    tracing::info!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, "sent")
+                }
+                Err(e) => {
+                    tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
+                    "could not send: {}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)",
+                    crate::logging::redact_addresses(&e.to_string()))
+                }
+            }
+            // Each outcome is made durable before the next round: a crash must not forget that a mail
+            // went out, or it is sent again (tests/crash.rs found one duplicate per unflushed send).
+            let item = after_attempt(item, outcome, Utc::now(), policy);
+            store.outbox_update(item.clone())?;
+            store.flush_async().await?;
+            if let Some(t) = telemetry {
+                match item.status {
+                    OutboxStatus::Sent => t.outbox_sent(),
+                    OutboxStatus::Failed => t.outbox_failed(),
+                    OutboxStatus::Queued | OutboxStatus::Bounced => {}
+                }
+            }
+            Ok::<(), crate::store::StoreError>(())
         })
         .buffer_unordered(concurrency.max(1));
     futures_util::pin_mut!(results);
-    while let Some((item, outcome)) = results.next().await {
-        match &outcome {
-            Ok(()) => {
-                tracing::info!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, "sent")
-            }
-            Err(e) => {
-                tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
-                "could not send: {}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)",
-                crate::logging::redact_addresses(&e.to_string()))
-            }
-        }
-        let item = after_attempt(item, outcome, Utc::now(), policy);
-        store.outbox_update(item.clone())?;
-        if let Some(t) = telemetry {
-            match item.status {
-                OutboxStatus::Sent => t.outbox_sent(),
-                OutboxStatus::Failed => t.outbox_failed(),
-                OutboxStatus::Queued | OutboxStatus::Bounced => {}
-            }
-        }
+    let mut n = 0;
+    let mut first_error = None;
+    while let Some(result) = results.next().await {
         n += 1;
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
     }
-    if n > 0 {
-        store.flush_async().await?;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(n),
     }
-    Ok(n)
 }
 
 /// Run until `shutdown`: the send in progress is finished before it returns.
@@ -211,8 +226,14 @@ pub async fn run(
         {
             Ok(n) => n,
             Err(e) => {
+                // Really wait: the rows are still due, and going round at once would hammer a failing store
+                // (and, before `Store::writable`, re-sent the same mails in a loop: tests/faults.rs).
                 tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
-                0
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+                continue;
             }
         };
         if sent > 0 {

@@ -225,3 +225,305 @@ pub fn mail(from: &str, to: &str, subject: &str, message_id: &str, body: &str) -
     )
     .into_bytes()
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Configs, the real binary, and the fault switches of the stack: shared by the crash and fault tests (and
+// the IMAP tests), so the set-up lives in one place.
+
+/// `[region.intake]` lines (without the header) for an IMAP intake of `user`'s mailboxes on stack `s`: plain
+/// IMAP on 127.0.0.1 unless `tls` is `implicit` or `starttls`; the password is written to
+/// `pw_dir/<user>.pass` (`password` overrides the right one, to test a wrong one).
+pub fn imap_intake_toml(
+    s: &Stack,
+    user: &str,
+    pw_dir: &Path,
+    tls: &str,
+    password: Option<&str>,
+) -> String {
+    let pw = pw_dir.join(format!("{user}.pass"));
+    std::fs::write(
+        &pw,
+        format!(
+            "{}\n",
+            password
+                .map(str::to_string)
+                .unwrap_or_else(|| self::password(user))
+        ),
+    )
+    .unwrap();
+    let (host, port) = match tls {
+        "implicit" => ("localhost", s.imaps_port),
+        "starttls" => ("localhost", s.imap_port),
+        _ => ("127.0.0.1", s.imap_port),
+    };
+    format!(
+        "kind = \"imap\"\nhost = \"{host}\"\nport = {port}\ntls = \"{tls}\"\nusername = \"{user}\"\npassword_file = \"{}\"\nca_file = \"{}\"\npoll_interval = \"60s\"\n",
+        pw.display(),
+        s.ca_pem.display()
+    )
+}
+
+/// `[outbound]` for the stack's Postfix (plain SMTP on loopback, quick retries), plus `extra` lines of
+/// `[outbound]`.
+pub fn smtp_outbound_toml(s: &Stack, extra: &str) -> String {
+    format!(
+        "[outbound]\ntransport = \"smtp\"\nretry_base = \"200ms\"\n{extra}\n[outbound.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+        s.smtp_port
+    )
+}
+
+/// `[outbound]` writing mail into `dir/out` (for tests that are not about sending).
+pub fn file_outbound_toml(dir: &Path) -> String {
+    format!(
+        "[outbound]\ntransport = \"file\"\nfile_dir = \"{}/out\"\n",
+        dir.display()
+    )
+}
+
+/// One region of a test config.
+pub struct RegionSpec<'a> {
+    pub code: &'a str,
+    pub address: &'a str,
+    pub locale: &'a str,
+    /// The `[region.intake]` lines (see [`imap_intake_toml`]).
+    pub intake: String,
+}
+
+/// A whole config: storage in `storage`, the given `[outbound]` section, the regions.
+pub fn config_toml(storage: &Path, outbound: &str, regions: &[RegionSpec]) -> String {
+    let mut text = format!("[storage]\npath = \"{}\"\n{outbound}\n", storage.display());
+    for r in regions {
+        text.push_str(&format!(
+            "[[region]]\ncode = \"{}\"\nlocale = \"{}\"\naddress = \"{}\"\n[region.intake]\n{}\n",
+            r.code, r.locale, r.address, r.intake
+        ));
+    }
+    text
+}
+
+impl Stack {
+    fn switch(&self, what: &str) {
+        let out = Command::new(script())
+            .arg(what)
+            .arg(&self.dir)
+            .output()
+            .expect("run scripts/mailstack.sh");
+        assert!(
+            out.status.success(),
+            "mailstack.sh {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    /// Stop Dovecot and start it again, same ports. Only for a private stack (see [`private_stack`]).
+    pub fn restart_imap(&self) {
+        self.switch("restart-imap");
+    }
+    /// Stop Postfix (SMTP refuses connections) — private stacks only.
+    pub fn stop_smtp(&self) {
+        self.switch("stop-smtp");
+    }
+    /// Start Postfix again after [`Stack::stop_smtp`].
+    pub fn start_smtp(&self) {
+        self.switch("start-smtp");
+    }
+}
+
+/// A stack of this test's own, for tests that stop or restart a server; stopped when dropped.
+pub struct PrivateStack(pub Stack);
+
+impl std::ops::Deref for PrivateStack {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.0
+    }
+}
+
+impl Drop for PrivateStack {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).arg("down").arg(&self.0.dir).output();
+        let _ = std::fs::remove_dir_all(&self.0.dir);
+    }
+}
+
+pub fn private_stack(name: &str) -> PrivateStack {
+    PrivateStack(start(&std::env::temp_dir().join(unique(name))))
+}
+
+/// The real `postdesk` binary.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_postdesk"))
+}
+
+/// Run `postdesk --config CONFIG ARGS…` (forwarded to a running daemon, or on the store) and parse its JSON.
+/// A command that does not answer within 30 s fails the test instead of hanging it.
+pub fn cli_json(config: &Path, args: &[&str]) -> serde_json::Value {
+    let mut child = Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut b).map(|_| b)
+    });
+    let err = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut b).map(|_| b)
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("postdesk {args:?} did not answer within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (stdout, stderr) = (out.join().unwrap().unwrap(), err.join().unwrap().unwrap());
+    assert!(
+        status.success(),
+        "postdesk {args:?}: {}",
+        String::from_utf8_lossy(&stderr)
+    );
+    serde_json::from_slice(&stdout).unwrap()
+}
+
+/// `postdesk run` as a child process, its log (stderr) collected line by line.
+pub struct DaemonProcess {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DaemonProcess {
+    pub fn spawn(config: &Path) -> DaemonProcess {
+        use std::io::BufRead;
+        let mut child = Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn postdesk run");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        let echo = std::env::var_os("POSTDESK_TEST_LOG").is_some();
+        let spawned = Instant::now();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if echo {
+                    eprintln!("[postdesk +{:?}] {line}", spawned.elapsed());
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        DaemonProcess {
+            child,
+            log,
+            reader: Some(reader),
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Whether the log has a line containing all of `parts`.
+    pub fn logged(&self, parts: &[&str]) -> bool {
+        self.log()
+            .lines()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
+    }
+
+    /// Still running (it has not exited on its own)?
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL, and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+    }
+
+    /// SIGTERM (a clean stop); returns whether it exited 0 within 20 s.
+    pub fn stop(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                if let Some(r) = self.reader.take() {
+                    let _ = r.join();
+                }
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        false
+    }
+}
+
+impl Drop for DaemonProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.kill();
+        }
+    }
+}
+
+/// A small seeded PRNG (xorshift64*), so a failing random schedule can be replayed from its printed seed.
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// Seeded from `POSTDESK_TEST_SEED` if set, else from the clock.
+    pub fn from_env() -> XorShift {
+        let seed = std::env::var("POSTDESK_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("random seed {seed} (replay with POSTDESK_TEST_SEED={seed})");
+        XorShift(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    /// Uniform in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+}
