@@ -131,6 +131,25 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Let the outbox worker finish, so the store holds still between the backup and the view compared
+    // with its restore (the backup itself is consistent whatever runs; this only keeps `before` exact).
+    let start = Instant::now();
+    loop {
+        let (code, out, _) = postdesk(&a, &["outbox", "list", "--json"], b"");
+        let rows: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        let drained = code == 0
+            && rows
+                .as_array()
+                .is_some_and(|r| !r.is_empty() && r.iter().all(|i| i["status"] != "queued"));
+        if drained {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the outbox did not drain: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // A relative DIR is the caller's, although the daemon writes it.
     let (code, out, err) = postdesk(&a, &["backup", "snap"], b"");
     assert_eq!(code, 0, "{err}");
