@@ -7,7 +7,8 @@
 # (copied, not committed twice), and runs the `core` target of fuzz/ on every core. A crash leaves its input
 # in fuzz/artifacts/core/ and makes this script fail; reproduce it with
 #   cargo +nightly fuzz run core fuzz/artifacts/core/crash-…
-# The last line of libFuzzer's output (`Done N runs in S second(s)`) is the execution count.
+# libFuzzer's status lines (`#N: cov: … exec/s: … oom/timeout/crash: 0/0/0`) give the execution count; the
+# figures go to target/bench/fuzz.results for scripts/bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_TO_RUN="${1:-600}"
@@ -37,7 +38,17 @@ cargo +nightly fuzz run core "$corpus" -- \
 status=${PIPESTATUS[0]}
 set -e
 crashes=$(find fuzz/artifacts/core -type f 2>/dev/null | wc -l)
-echo "RESULT fuzz_core_exit=$status"
-echo "RESULT fuzz_core_artifacts=$crashes files"
-grep -E '^#[0-9]+|Done [0-9]+ runs|stat::number_of_executed_units' "$log" | tail -3 || true
+execs=$(grep -oE "^#[0-9]+" "$log" | tail -1 | tr -d "#")
+# The figures for scripts/bench.sh, which puts the latest run into BENCHMARKS.md.
+mkdir -p target/bench
+{
+    echo "RESULT _date=$(date -u +%Y-%m-%dT%H:%MZ) -"
+    echo "RESULT _commit=$(git rev-parse --short=10 HEAD) -"
+    echo "RESULT _load=$(cut -d' ' -f1-3 /proc/loadavg) -"
+    echo "RESULT fuzz_core_seconds=$SECONDS_TO_RUN s"
+    echo "RESULT fuzz_core_execs=${execs:-0} runs"
+    echo "RESULT fuzz_core_artifacts=$crashes files"
+    echo "RESULT fuzz_core_exit=$status -"
+} | tee target/bench/fuzz.results
+grep -E "oom/timeout/crash" "$log" | tail -1 || true
 exit "$status"

@@ -199,13 +199,11 @@ impl Model {
     fn sender(&self, c: &Conv, who: &Who) -> String {
         match who {
             Who::Requester => c.requester.clone(),
-            Who::Participant => c
-                .participant
-                .clone()
-                .unwrap_or_else(|| c.requester.clone()),
+            Who::Participant => c.participant.clone().unwrap_or_else(|| c.requester.clone()),
             Who::Agent => AGENT.to_string(),
             Who::Stranger(n) => {
-                let outsiders: Vec<&str> = PEOPLE.iter().copied().filter(|p| !c.admits(p)).collect();
+                let outsiders: Vec<&str> =
+                    PEOPLE.iter().copied().filter(|p| !c.admits(p)).collect();
                 outsiders[n % outsiders.len()].to_string()
             }
         }
@@ -256,7 +254,9 @@ impl Model {
             ticket: ticket.clone(),
             requester: sender.to_string(),
             // The agent is never a participant; nor is the requester.
-            participant: cc.filter(|c| *c != sender && *c != AGENT).map(str::to_string),
+            participant: cc
+                .filter(|c| *c != sender && *c != AGENT)
+                .map(str::to_string),
             subject: subject.to_string(),
             mails: vec![message_id.to_string()],
         });
@@ -301,7 +301,15 @@ impl Model {
                 let (from, cc) = (PEOPLE[from], cc.map(|c| PEOPLE[c]));
                 let mid = self.fresh_message_id();
                 let subject = format!("question {}", self.counter);
-                let raw = mail(from, &self.region_address(region), cc, &subject, &mid, &[], "Where is my order?");
+                let raw = mail(
+                    from,
+                    &self.region_address(region),
+                    cc,
+                    &subject,
+                    &mid,
+                    &[],
+                    "Where is my order?",
+                );
                 self.route(raw, None, from, cc, &subject, region, &mid)
             }
             Op::ReplyByTag { conv, who, region } => {
@@ -309,7 +317,15 @@ impl Model {
                 let sender = self.sender(&c, &who);
                 let mid = self.fresh_message_id();
                 let subject = format!("Re: [{}] {}", c.ticket, c.subject);
-                let raw = mail(&sender, &self.region_address(region), None, &subject, &mid, &[], "Any news?");
+                let raw = mail(
+                    &sender,
+                    &self.region_address(region),
+                    None,
+                    &subject,
+                    &mid,
+                    &[],
+                    "Any news?",
+                );
                 self.route(raw, Some(conv % n), &sender, None, &c.subject, region, &mid)
             }
             Op::ReplyByReferences {
@@ -323,13 +339,24 @@ impl Model {
                 let mid = self.fresh_message_id();
                 let refs = vec![c.mails[0].clone(), c.mails[pick % c.mails.len()].clone()];
                 let subject = format!("Re: {}", c.subject);
-                let raw = mail(&sender, &self.region_address(region), None, &subject, &mid, &refs, "Following up.");
+                let raw = mail(
+                    &sender,
+                    &self.region_address(region),
+                    None,
+                    &subject,
+                    &mid,
+                    &refs,
+                    "Following up.",
+                );
                 self.route(raw, Some(conv % n), &sender, None, &c.subject, region, &mid)
             }
             Op::ReplyToDesk { conv, pick } => {
                 let c = self.convs[conv % n].clone();
                 let ours = desk_ids(&c.ticket);
-                let region = REGIONS.iter().position(|r| *r == c.ticket.region).unwrap_or(0);
+                let region = REGIONS
+                    .iter()
+                    .position(|r| *r == c.ticket.region)
+                    .unwrap_or(0);
                 let mid = self.fresh_message_id();
                 // The desk may not have written yet (same batch, or no acknowledgement to a machine or an
                 // agent): then the customer quotes the tag instead.
@@ -338,7 +365,15 @@ impl Model {
                     None => (format!("Re: [{}] {}", c.ticket, c.subject), vec![]),
                 };
                 let sender = c.requester.clone();
-                let raw = mail(&sender, &self.region_address(region), None, &subject, &mid, &refs, "Thanks, here is the number: 12345.");
+                let raw = mail(
+                    &sender,
+                    &self.region_address(region),
+                    None,
+                    &subject,
+                    &mid,
+                    &refs,
+                    "Thanks, here is the number: 12345.",
+                );
                 self.route(raw, Some(conv % n), &sender, None, &c.subject, region, &mid)
             }
             Op::Forward {
@@ -384,16 +419,29 @@ impl Model {
 
 fn check_outcome(got: &Outcome, want: &Expect) -> Result<(), TestCaseError> {
     match (got, want) {
-        (Outcome::Stored { ticket, new: false, .. }, Expect::Join(w)) if ticket == w => Ok(()),
-        (Outcome::Stored { ticket, new: true, .. }, Expect::Open(w)) if ticket == w => Ok(()),
+        (
+            Outcome::Stored {
+                ticket, new: false, ..
+            },
+            Expect::Join(w),
+        ) if ticket == w => Ok(()),
+        (
+            Outcome::Stored {
+                ticket, new: true, ..
+            },
+            Expect::Open(w),
+        ) if ticket == w => Ok(()),
         (Outcome::Duplicate(t), Expect::Duplicate(w)) if t == w => Ok(()),
-        _ => Err(TestCaseError::fail(format!("outcome {got:?}, expected {want:?}"))),
+        _ => Err(TestCaseError::fail(format!(
+            "outcome {got:?}, expected {want:?}"
+        ))),
     }
 }
 
 /// What a duplicate must leave alone: every ticket and the outbox.
 fn snapshot(store: &Store) -> (String, usize) {
-    let tickets = serde_json::to_string(&store.tickets(None, None).expect("tickets")).expect("json");
+    let tickets =
+        serde_json::to_string(&store.tickets(None, None).expect("tickets")).expect("json");
     (tickets, store.outbox_all().expect("outbox").len())
 }
 
@@ -468,16 +516,32 @@ fn run(ops: Vec<Op>, batch: usize) -> Result<(), TestCaseError> {
 
     // The store holds the model's conversations and nothing else.
     let tickets = store.tickets(None, None).expect("tickets");
-    prop_assert_eq!(tickets.len(), model.convs.len(), "one ticket per conversation");
+    prop_assert_eq!(
+        tickets.len(),
+        model.convs.len(),
+        "one ticket per conversation"
+    );
     let mut seen: HashSet<String> = HashSet::new();
     let mut stored_mails = 0;
     for conv in &model.convs {
-        let ticket = store.ticket(&conv.ticket).expect("read").expect("ticket exists");
+        let ticket = store
+            .ticket(&conv.ticket)
+            .expect("read")
+            .expect("ticket exists");
         let messages = store.messages(&conv.ticket).expect("messages");
         let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
-        prop_assert_eq!(&ids, &conv.mails, "ticket {} holds its conversation", conv.ticket);
+        prop_assert_eq!(
+            &ids,
+            &conv.mails,
+            "ticket {} holds its conversation",
+            conv.ticket
+        );
         for m in &messages {
-            prop_assert!(seen.insert(m.message_id.clone()), "{} is in two tickets", m.message_id);
+            prop_assert!(
+                seen.insert(m.message_id.clone()),
+                "{} is in two tickets",
+                m.message_id
+            );
             match m.direction {
                 Direction::In => prop_assert!(
                     ticket.admits_customer(&m.from),

@@ -106,7 +106,9 @@ struct Desk {
 }
 
 fn now() -> DateTime<Utc> {
-    Utc.timestamp_opt(1_795_000_000, 0).single().expect("fixed time")
+    Utc.timestamp_opt(1_795_000_000, 0)
+        .single()
+        .expect("fixed time")
 }
 
 impl Desk {
@@ -193,7 +195,11 @@ impl Desk {
         let decision = decide::decide(mail, region, config, &known, &Delivery::normal(), now());
         let mut plan = match decision {
             Decision::Duplicate(id) => {
-                assert_eq!(Some(&id), known.duplicate_of.as_ref(), "a duplicate is only what the store says");
+                assert_eq!(
+                    Some(&id),
+                    known.duplicate_of.as_ref(),
+                    "a duplicate is only what the store says"
+                );
                 return;
             }
             Decision::Store(plan) => plan,
@@ -201,14 +207,22 @@ impl Desk {
         let bounce = plan.bounced_outbox.is_some();
         match (&chosen, plan.is_new) {
             (Thread::Existing(id), false) if !bounce => {
-                assert_eq!(&plan.ticket.id, id, "decide stores into the ticket threading chose")
+                assert_eq!(
+                    &plan.ticket.id, id,
+                    "decide stores into the ticket threading chose"
+                )
             }
             (Thread::New { .. }, false) => assert!(bounce, "only a bounce joins without threading"),
-            (Thread::Existing(_), true) => panic!("threading chose a ticket, decide opened a new one"),
+            (Thread::Existing(_), true) => {
+                panic!("threading chose a ticket, decide opened a new one")
+            }
             _ => {}
         }
         if plan.is_new {
-            assert!(plan.replies.iter().all(|r| r.kind != "agent_reply"), "a new ticket relays nothing");
+            assert!(
+                plan.replies.iter().all(|r| r.kind != "agent_reply"),
+                "a new ticket relays nothing"
+            );
             if automatic.is_some() {
                 assert!(plan.replies.is_empty(), "no mail to a machine");
             }
@@ -225,8 +239,16 @@ impl Desk {
         let ticket_region = config.region(&plan.ticket.region).unwrap_or(region);
         for reply in &plan.replies {
             self.outbox += 1;
-            let item = compose(reply, &plan.ticket, ticket_region, config, composer, self.outbox, now())
-                .expect("the built-in templates render every reply");
+            let item = compose(
+                reply,
+                &plan.ticket,
+                ticket_region,
+                config,
+                composer,
+                self.outbox,
+                now(),
+            )
+            .expect("the built-in templates render every reply");
             // A customer's name or subject never breaks the outgoing mail; an address lettre rejects is an
             // error the worker records, not a panic.
             let _ = build_message(&item);
@@ -235,12 +257,17 @@ impl Desk {
         if let Some(into) = &plan.merge_into {
             plan.ticket.merged_into = Some(into.clone());
         }
-        let ids = self.by_message_id.entry(mail.message_id.clone()).or_default();
+        let ids = self
+            .by_message_id
+            .entry(mail.message_id.clone())
+            .or_default();
         if !ids.contains(&id) {
             ids.push(id.clone());
         }
-        self.dedupe
-            .insert((mail.message_id.clone(), mail.content_hash.clone()), id.clone());
+        self.dedupe.insert(
+            (mail.message_id.clone(), mail.content_hash.clone()),
+            id.clone(),
+        );
         self.tickets.insert(id, plan.ticket);
     }
 }
