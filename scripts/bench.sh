@@ -3,6 +3,7 @@
 #
 #   sudo scripts/bench.sh                  # everything: about 1 hour 30 on 2 cores, 2 GB of disk
 #   sudo scripts/bench.sh pipe roundup     # only these (names below); the other figures keep their last run
+#   scripts/bench.sh report                # only rewrite BENCHMARKS.md from the kept results
 #
 # Benchmarks (each a median of 3 repetitions; see the bench's own header for what it does):
 #   imap_ingest   IMAP intake of 10,000 mixed mails vs a raw fetch, plain and TLS; peak RSS; bytes per ticket;
@@ -26,8 +27,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ALL=(imap_ingest e2e_latency outbound ingest_core pipe scheduler roundup)
-if [ $# -gt 0 ]; then SELECTED=("$@"); else SELECTED=("${ALL[@]}"); fi
-for b in "${SELECTED[@]}"; do
+if [ "${1:-}" = report ]; then
+    SELECTED=() # only rewrite BENCHMARKS.md from the kept results
+elif [ $# -gt 0 ]; then SELECTED=("$@"); else SELECTED=("${ALL[@]}"); fi
+for b in "${SELECTED[@]+"${SELECTED[@]}"}"; do
     [[ " ${ALL[*]} " == *" $b "* ]] || { echo "unknown benchmark $b (known: ${ALL[*]})" >&2; exit 2; }
 done
 OUT=target/bench
@@ -36,7 +39,7 @@ COMMIT="$(git rev-parse HEAD)"
 DIRTY="$(git status --porcelain --untracked-files=no | grep -q . && echo " (with uncommitted changes)" || true)"
 
 needs_stack=0
-for b in "${SELECTED[@]}"; do
+for b in "${SELECTED[@]+"${SELECTED[@]}"}"; do
     case "$b" in imap_ingest | e2e_latency | outbound) needs_stack=1 ;; esac
 done
 if [ "$needs_stack" = 1 ]; then
@@ -46,7 +49,9 @@ if [ "$needs_stack" = 1 ]; then
     export POSTDESK_BENCH_STACK="$STACK"
 fi
 
-cargo bench --no-run >/dev/null 2>&1 || cargo bench --no-run
+if [ "${#SELECTED[@]}" -gt 0 ]; then
+    cargo bench --no-run >/dev/null 2>&1 || cargo bench --no-run
+fi
 
 # run NAME COMMAND...: run a bench, keep its output and its RESULT lines (with date, commit, load).
 run() {
@@ -55,7 +60,8 @@ run() {
     echo "=== $name: $*" >&2
     local load0
     load0="$(cut -d' ' -f1-3 /proc/loadavg)"
-    "$@" > >(tee "$OUT/$name.out") 2> >(tee "$OUT/$name.err" >&2)
+    # A pipeline (not a process substitution) so that the .out file is complete when it is read below.
+    "$@" 2> >(tee "$OUT/$name.err" >&2) | tee "$OUT/$name.out"
     {
         echo "RESULT _date=$(date -u +%Y-%m-%dT%H:%MZ) -"
         echo "RESULT _commit=${COMMIT:0:10}$DIRTY -"
@@ -66,7 +72,7 @@ run() {
 }
 
 CORPUS="$OUT/corpus"
-for b in "${SELECTED[@]}"; do
+for b in "${SELECTED[@]+"${SELECTED[@]}"}"; do
     case "$b" in
     pipe)
         rm -rf "$CORPUS"
@@ -124,9 +130,10 @@ def sh(cmd):
 
 cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()
 mem = sh("awk '/MemTotal/ {printf \"%.0f GiB\", $2/1048576}' /proc/meminfo")
+dovecot = sh("dovecot --version 2>/dev/null").split(" ")[0]
+postfix = sh("postconf -d -h mail_version 2>/dev/null")
 machine = (f"{cpu}, {sh('nproc')} CPUs (nproc), {mem} RAM, {sh('uname -sr')}, "
-           f"{sh('rustc -V')}, Dovecot {sh('dovecot --version 2>/dev/null | cut -d\" \" -f1')}, "
-           f"Postfix {sh('postconf -h mail_version 2>/dev/null')}")
+           f"{sh('rustc -V')}, Dovecot {dovecot}, Postfix {postfix}")
 
 def g(k):
     return R.get(k)
