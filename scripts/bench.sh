@@ -163,6 +163,8 @@ add("Store on disk per ticket", "imap_disk_per_ticket", "bytes", 0, None, None, 
 add("SMTP → ticket stored (IDLE), p99", "idle_stored_p99", "ms", 0, None, None, "imap_ingest")
 add(f"SMTP → acknowledgement in the customer's mailbox, p50 ({fmt(g('e2e_n'))} mails)", "e2e_ack_p50", "ms", 0, None, None, "e2e_latency")
 add("SMTP → acknowledgement in the customer's mailbox, p99", "e2e_ack_p99", "ms", 0, "< 1,000 ms", lambda v: v < 1000, "e2e_latency")
+add("… of which SMTP → ticket stored (IDLE), p99", "e2e_stored_p99", "ms", 0, None, None, "e2e_latency")
+add("… of which the outbox: queued → accepted by Postfix, p99", "e2e_send_p99", "ms", 0, None, None, "e2e_latency")
 add(f"Outbound through Postfix ({fmt(g('outbound_n'))} mails)", "outbound_rate", "mails/s", 0, None, None, "outbound")
 add("… ratio to a raw SMTP client", "outbound_ratio", "×", 2, "≤ 1.5×", lambda v: v <= 1.5, "outbound")
 add("Intake core: parse only", "core_parse", "µs/mail", 1, None, None, "ingest_core")
