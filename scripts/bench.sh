@@ -219,7 +219,7 @@ block += [
     "",
     "When and on which commit each bench last ran (load average: 1, 5, 15 min at start / end):",
     "",
-    "| bench | date (UTC) | commit | load |",
+    "| bench | finished (UTC) | commit | load |",
     "| --- | --- | --- | --- |",
     *runs,
     "",
