@@ -169,7 +169,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn main() {
     let n = env_usize("POSTDESK_BENCH_N", 10_000);
     let latency_n = env_usize("POSTDESK_BENCH_LATENCY_N", 200);
-    let stack = support::start(&std::env::temp_dir().join(support::unique("postdesk-ms-bench")));
+    // `POSTDESK_BENCH_STACK=DIR`: a stack `scripts/bench.sh` started (and stops); else a private one.
+    let shared = std::env::var_os("POSTDESK_BENCH_STACK").map(std::path::PathBuf::from);
+    let stack = support::start(
+        &shared
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(support::unique("postdesk-ms-bench"))),
+    );
     let user = stack.user("bench");
     // Streamed to disk, so that the postdesk runs' peak RSS is theirs, not the corpus's.
     let corpus_bytes = seed(&stack, &user, corpus_iter(n, &user));
@@ -251,12 +257,14 @@ async fn main() {
     let pct = |p: f64| {
         latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
     };
-    let _ = std::process::Command::new(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack.sh"),
-    )
-    .arg("down")
-    .arg(&stack.dir)
-    .status();
+    if shared.is_none() {
+        let _ = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack.sh"),
+        )
+        .arg("down")
+        .arg(&stack.dir)
+        .status();
+    }
 
     let (rp, rt, pp, pt) = (
         median(raw_plain),
@@ -291,4 +299,17 @@ async fn main() {
         pct(0.99),
         latencies[latencies.len() - 1]
     );
+    println!("RESULT imap_n={n} mails");
+    println!("RESULT imap_raw_plain={rp:.3} s");
+    println!("RESULT imap_postdesk_plain={pp:.3} s");
+    println!("RESULT imap_rate_plain={:.0} mails/s", n as f64 / pp);
+    println!("RESULT imap_ratio_plain={:.2} x", pp / rp);
+    println!("RESULT imap_raw_tls={rt:.3} s");
+    println!("RESULT imap_postdesk_tls={pt:.3} s");
+    println!("RESULT imap_rate_tls={:.0} mails/s", n as f64 / pt);
+    println!("RESULT imap_ratio_tls={:.2} x", pt / rt);
+    println!("RESULT imap_peak_rss={peak_mib:.0} MiB");
+    println!("RESULT imap_disk_per_ticket={disk} bytes");
+    println!("RESULT idle_stored_p50={:.0} ms", pct(0.5));
+    println!("RESULT idle_stored_p99={:.0} ms", pct(0.99));
 }

@@ -112,4 +112,12 @@ fn main() {
         ingest.as_secs_f64() * 1e6 / n as f64,
         n as f64 / ingest.as_secs_f64()
     );
+    println!(
+        "RESULT core_parse={:.1} us/mail",
+        parse.as_secs_f64() * 1e6 / n as f64
+    );
+    println!(
+        "RESULT core_batched={:.1} us/mail",
+        batched.as_secs_f64() * 1e6 / n as f64
+    );
 }

@@ -34,7 +34,13 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let stack = support::start(&std::env::temp_dir().join(support::unique("postdesk-ms-outbench")));
+    // `POSTDESK_BENCH_STACK=DIR`: a stack `scripts/bench.sh` started (and stops); else a private one.
+    let shared = std::env::var_os("POSTDESK_BENCH_STACK").map(std::path::PathBuf::from);
+    let stack = support::start(
+        &shared
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join(support::unique("postdesk-ms-outbench"))),
+    );
     let customer = stack.user("customer");
     let dir = tempfile::tempdir().expect("tempdir");
     let text = format!(
@@ -124,12 +130,14 @@ async fn main() {
         // Let Postfix drain what it accepted before the next round.
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let _ = std::process::Command::new(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack.sh"),
-    )
-    .arg("down")
-    .arg(&stack.dir)
-    .status();
+    if shared.is_none() {
+        let _ = std::process::Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack.sh"),
+        )
+        .arg("down")
+        .arg(&stack.dir)
+        .status();
+    }
     let (o, r) = (median(ours), median(raw));
     println!("### Outbound SMTP ({n} acknowledgements, {:.0} MB, {CONNECTIONS} connections, median of 3)\n", bytes as f64 / 1e6);
     println!("| sender | time | messages/s |\n| --- | --- | --- |");
@@ -139,4 +147,9 @@ async fn main() {
         n as f64 / r
     );
     println!("\nRatio postdesk / raw: {:.2} (target ≤ 1.5)", o / r);
+    println!("RESULT outbound_n={n} mails");
+    println!("RESULT outbound_postdesk={o:.2} s");
+    println!("RESULT outbound_raw={r:.2} s");
+    println!("RESULT outbound_rate={:.0} mails/s", n as f64 / o);
+    println!("RESULT outbound_ratio={:.2} x", o / r);
 }

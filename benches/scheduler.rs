@@ -169,11 +169,11 @@ fn main() {
         large.wall / small.wall,
         large.cpu / small.cpu
     );
-    println!("RESULT scheduler_tick_10k_ms={:.2}", small.wall * 1e3);
-    println!("RESULT scheduler_tick_big_ms={:.2}", large.wall * 1e3);
-    println!("RESULT scheduler_tick_ratio={:.2}", large.wall / small.wall);
-    println!(
-        "RESULT scheduler_tick_cpu_ratio={:.2}",
-        large.cpu / small.cpu
-    );
+    // For scripts/bench.sh.
+    println!("RESULT scheduler_tick_small={:.2} ms", small.wall * 1e3);
+    println!("RESULT scheduler_tick_large={:.2} ms", large.wall * 1e3);
+    println!("RESULT scheduler_cpu_small={:.2} ms", small.cpu * 1e3);
+    println!("RESULT scheduler_cpu_large={:.2} ms", large.cpu * 1e3);
+    println!("RESULT scheduler_count_small=10000 tickets");
+    println!("RESULT scheduler_count_large={big} tickets");
 }
