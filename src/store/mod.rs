@@ -504,13 +504,15 @@ impl Store {
 
     /// Make everything committed so far durable.
     ///
-    /// Not sled's own `flush_async`: in sled 0.34 futures of it polled at about the same time are sometimes
-    /// never woken (spacejam/sled#1241, #1308), and postdesk flushes from several tasks at once (intake,
-    /// outbox, scheduler). The fault tests hung on it: the whole daemon stopped, control socket included. A
-    /// blocking flush on one thread of the store's own has no such race. One thread, not tokio's blocking pool:
-    /// flushing from pool threads let the process's memory grow threefold in the IMAP ingest benchmark
-    /// (168 → 543 MiB peak RSS). Requests that arrive while a flush runs are served together by the next one
-    /// (a group commit), which also covers their writes.
+    /// Every caller's request goes to the store's flusher thread, which runs one sled flush at a time and
+    /// answers all requests that arrived meanwhile with the next one (a group commit, which covers their
+    /// writes). Why not call sled's `flush_async` from each task: in sled 0.34 its futures, polled at about
+    /// the same time from several tasks, are sometimes never woken (spacejam/sled#1241, #1308), and postdesk
+    /// flushes from intake, outbox and scheduler at once; the fault tests hung on it, control socket
+    /// included. Why not sled's blocking `flush` on tokio's blocking pool: running the flush on threads
+    /// other than sled's own raised the peak RSS of the IMAP ingest benchmark from 170 to 543 MiB (281 on
+    /// one dedicated thread). So the flusher thread still has sled's threads do the flush and only waits,
+    /// alone, re-polling once a second should a wake-up be lost.
     pub async fn flush_async(&self) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let sent = self.flusher.as_ref().map(|f| {
@@ -1051,7 +1053,9 @@ impl Flusher {
                 while let Ok(first) = rx.recv() {
                     let mut waiting = vec![first];
                     waiting.extend(rx.try_iter());
-                    let result = db.flush().map(|_| ());
+                    // sled's own flush runs on sled's threads (its memory stays there); this thread only
+                    // waits for it, and being the only caller, never meets the wake-up race.
+                    let result = block_on(db.flush_async()).map(|_| ());
                     for w in waiting {
                         let _ = w.send(result.clone());
                     }
@@ -1062,6 +1066,26 @@ impl Flusher {
             requests: Mutex::new(tx),
             thread,
         }
+    }
+}
+
+/// Run a future to completion on this thread (the flusher has nothing else to do meanwhile).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        // A timeout as well as the wake-up: a lost wake-up costs a second, not a hang.
+        std::thread::park_timeout(std::time::Duration::from_secs(1));
     }
 }
 
