@@ -2,7 +2,8 @@
 //! path: the restored store shows the same tickets, messages, outbox and timers, and continues its ids
 //! above the backup's. A damaged backup, a non-empty target and a running daemon are refused.
 
-use std::io::Write;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,23 +32,7 @@ fn env(root: &Path, name: &str) -> Env {
 }
 
 fn postdesk(e: &Env, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
-        .arg("--config")
-        .arg(&e.config)
-        .args(args)
-        .current_dir(&e.root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::postdesk_cli(&e.config, &e.root, args, stdin, false)
 }
 
 fn json(e: &Env, args: &[&str]) -> Value {

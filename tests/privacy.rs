@@ -2,7 +2,8 @@
 //! no trace of the address anywhere in the store while statistics still count the tickets, and retention
 //! deletes closed tickets' attachments, then the tickets, driven by timers with an injected clock.
 
-use std::io::Write;
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -46,27 +47,7 @@ fn env(extra: &str) -> Env {
 
 /// Run the binary with umask 000, so the modes it sets are its own doing.
 fn postdesk(e: &Env, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg("umask 000; exec \"$@\"")
-        .arg("sh")
-        .arg(env!("CARGO_BIN_EXE_postdesk"))
-        .arg("--config")
-        .arg(&e.config)
-        .args(args)
-        .current_dir(&e.root)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    support::postdesk_cli(&e.config, &e.root, args, stdin, true)
 }
 
 fn json(e: &Env, args: &[&str]) -> Value {

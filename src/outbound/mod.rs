@@ -177,3 +177,32 @@ pub fn compose(
         requeued_at: None,
     })
 }
+
+/// A queued outbox row with plausible contents, for tests of the store and the worker.
+#[cfg(test)]
+pub(crate) fn sample_item(id: u64, ticket: u64) -> OutboxItem {
+    let now = chrono::Utc::now();
+    OutboxItem {
+        id,
+        ticket: crate::desk::ticket::TicketId::new("JP", ticket),
+        kind: "ack".into(),
+        from: "support-jp@example.com".into(),
+        from_name: "JP".into(),
+        to: vec!["a@example.com".into()],
+        subject: "s".into(),
+        text: "t".into(),
+        html: None,
+        message_id: format!("m{id}@example.com"),
+        in_reply_to: None,
+        references: vec![],
+        auto_submitted: "auto-replied".into(),
+        attachments: vec![],
+        requeued_at: None,
+        status: OutboxStatus::Queued,
+        attempts: 0,
+        last_error: None,
+        created_at: now,
+        sent_at: None,
+        next_attempt_at: now,
+    }
+}

@@ -260,33 +260,9 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desk::ticket::TicketId;
 
     fn item() -> OutboxItem {
-        let now = Utc::now();
-        OutboxItem {
-            id: 7,
-            ticket: TicketId::new("JP", 1000),
-            kind: "ack".into(),
-            from: "support-jp@example.com".into(),
-            from_name: "JP".into(),
-            to: vec!["a@example.com".into()],
-            subject: "s".into(),
-            text: "t".into(),
-            html: None,
-            message_id: "m@example.com".into(),
-            in_reply_to: None,
-            references: vec![],
-            auto_submitted: "auto-replied".into(),
-            attachments: vec![],
-            requeued_at: None,
-            status: OutboxStatus::Queued,
-            attempts: 0,
-            last_error: None,
-            created_at: now,
-            sent_at: None,
-            next_attempt_at: now,
-        }
+        crate::outbound::sample_item(7, 1000)
     }
 
     #[test]
@@ -355,7 +331,7 @@ mod tests {
         .unwrap();
         assert!(raw.contains("Auto-Submitted: auto-replied"), "{raw}");
         assert!(raw.contains("X-Auto-Response-Suppress: All"));
-        assert!(raw.contains("Message-ID: <m@example.com>"));
+        assert!(raw.contains("Message-ID: <m7@example.com>"));
         assert!(raw.contains("In-Reply-To: <c@x>"));
         assert!(raw.contains("References: <a@x> <c@x>"));
         assert!(

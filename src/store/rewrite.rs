@@ -390,30 +390,7 @@ mod tests {
     }
 
     fn outbox_row(id: u64, ticket: u64) -> OutboxItem {
-        let now = Utc::now();
-        OutboxItem {
-            id,
-            ticket: TicketId::new("JP", ticket),
-            kind: "ack".into(),
-            from: "support-jp@example.com".into(),
-            from_name: "JP".into(),
-            to: vec!["a@example.com".into()],
-            subject: "s".into(),
-            text: "t".into(),
-            html: None,
-            message_id: format!("m{id}@example.com"),
-            in_reply_to: None,
-            references: vec![],
-            auto_submitted: "auto-replied".into(),
-            attachments: vec![],
-            requeued_at: None,
-            status: OutboxStatus::Queued,
-            attempts: 0,
-            last_error: None,
-            created_at: now,
-            sent_at: None,
-            next_attempt_at: now,
-        }
+        crate::outbound::sample_item(id, ticket)
     }
 
     /// The running counts against a full scan, after every kind of write that touches tickets or outbox rows.

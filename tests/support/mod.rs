@@ -354,6 +354,44 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_postdesk"))
 }
 
+/// Run `postdesk --config CONFIG ARGS…` in `cwd` with `stdin` as its input: (exit code, stdout, stderr).
+/// With `umask_000` the binary runs under umask 000, so the file modes it creates are its own doing.
+pub fn postdesk_cli(
+    config: &Path,
+    cwd: &Path,
+    args: &[&str],
+    stdin: &[u8],
+    umask_000: bool,
+) -> (i32, String, String) {
+    let mut cmd = if umask_000 {
+        let mut c = Command::new("sh");
+        c.arg("-c")
+            .arg("umask 000; exec \"$@\"")
+            .arg("sh")
+            .arg(bin());
+        c
+    } else {
+        Command::new(bin())
+    };
+    let mut child = cmd
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Run `postdesk --config CONFIG ARGS…` (forwarded to a running daemon, or on the store) and parse its JSON.
 /// A command that does not answer within 30 s fails the test instead of hanging it.
 pub fn cli_json(config: &Path, args: &[&str]) -> serde_json::Value {
