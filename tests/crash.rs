@@ -29,8 +29,9 @@ const FIRST: usize = 1000;
 const KILLS: usize = 10;
 const CUSTOMERS: usize = 8;
 /// `[outbound] concurrency`: acknowledgements in flight at once. A kill can double each mail in flight whose
-/// "250 OK" the server sent before the kill, so the bound on copies is one per kill per mail in flight.
-const IN_FLIGHT: usize = 2;
+/// "250 OK" the server sent before the kill, so the bound on copies is one per kill per mail in flight; with
+/// one in flight that is the bound, at most one duplicate per kill (measured: 7 in 10 kills, 104 s).
+const IN_FLIGHT: usize = 1;
 
 /// One mail of the corpus and what it should become.
 struct Mail {
@@ -239,7 +240,7 @@ async fn sigkill_ten_times_while_ingesting_and_sending_loses_nothing() {
     let mut daemon = DaemonProcess::spawn(&config);
     eventually(
         "every ticket stored and every acknowledgement sent",
-        Duration::from_secs(120),
+        Duration::from_secs(240),
         async || {
             tokio::time::sleep(Duration::from_millis(300)).await;
             let t = cli_json(&config, &["tickets", "list", "--json"]);
