@@ -364,16 +364,21 @@ impl Desk {
 
     /// Set the timers a ticket in its new state should have (written with it into the due-time index).
     pub(crate) fn schedule(&self, ticket: &mut Ticket) {
-        ticket.timers = match self.config.region(&ticket.region) {
-            // An erased ticket sends nothing any more: only retention applies to it.
-            Some(_) if ticket.erased => Vec::new(),
-            Some(region) => crate::desk::timers::schedule(ticket, &self.config.timers_for(region)),
-            None => Vec::new(),
+        let Some(region) = self.config.region(&ticket.region) else {
+            ticket.timers = Vec::new();
+            return;
         };
-        if self.config.region(&ticket.region).is_some() {
-            let retention = crate::desk::retention::schedule(ticket, &self.config.retention);
-            ticket.timers.extend(retention);
-        }
+        // An erased ticket sends nothing any more: only retention applies to it.
+        let mut timers = if ticket.erased {
+            Vec::new()
+        } else {
+            crate::desk::timers::schedule(ticket, &self.config.timers_for(region))
+        };
+        timers.extend(crate::desk::retention::schedule(
+            ticket,
+            &self.config.retention,
+        ));
+        ticket.timers = timers;
     }
 
     /// Fire a due timer of ticket `id`: carry out what [`crate::desk::timers::on_timer`] decides, or, if the

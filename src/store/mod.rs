@@ -1452,27 +1452,8 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let now = Utc::now();
         let item = |id: u64, due: chrono::DateTime<Utc>| OutboxItem {
-            id,
-            ticket: TicketId::new("JP", 1000),
-            kind: "ack".into(),
-            from: "s@example.com".into(),
-            from_name: "S".into(),
-            to: vec!["a@example.com".into()],
-            subject: "x".into(),
-            text: "t".into(),
-            html: None,
-            message_id: format!("{id}@example.com"),
-            in_reply_to: None,
-            references: vec![],
-            auto_submitted: "auto-replied".into(),
-            attachments: vec![],
-            requeued_at: None,
-            status: OutboxStatus::Queued,
-            attempts: 0,
-            last_error: None,
-            created_at: now,
-            sent_at: None,
             next_attempt_at: due,
+            ..crate::outbound::sample_item(id, 1000)
         };
         let change = Change {
             outbox: vec![
