@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::desk::calendar::Calendar;
-use crate::desk::ticket::{Locale, Priority};
+use crate::types::{Calendar, Locale, Priority};
 
 /// The default location of the config file when neither `--config` nor `$POSTDESK_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/postdesk/config.toml";

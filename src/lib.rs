@@ -28,3 +28,4 @@ pub mod schedule;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod types;

@@ -30,7 +30,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::config::{Config, IntakeConfig};
-use crate::desk::ticket::Status;
+use crate::types::Status;
 use crate::store::{OutboxCounts, Store, StoreError};
 
 /// Every metric name starts with this (`postdesk_mails_ingested_total`).

@@ -10,7 +10,7 @@ use encoding_rs::{
     Encoding, BIG5, EUC_JP, EUC_KR, GB18030, ISO_2022_JP, SHIFT_JIS, UTF_8, WINDOWS_1252,
 };
 
-use crate::desk::ticket::Locale;
+use crate::types::Locale;
 
 /// Escape sequences that only ISO-2022-JP text contains (JIS X 0208-1978/1983, JIS X 0212, JIS X 0201 Roman).
 const JIS_ESCAPES: [&[u8]; 5] = [b"\x1b$B", b"\x1b$@", b"\x1b$(D", b"\x1b(J", b"\x1b(I"];

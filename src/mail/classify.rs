@@ -6,7 +6,7 @@
 
 use super::parse::Inbound;
 use crate::config::Config;
-use crate::desk::ticket::{Locale, Priority};
+use crate::types::{Locale, Priority};
 
 /// Why postdesk must not answer a mail automatically.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

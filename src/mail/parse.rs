@@ -17,7 +17,7 @@ use mail_parser::{
 use sha2::{Digest, Sha256};
 
 use super::charset;
-use crate::desk::ticket::Locale;
+use crate::types::Locale;
 
 /// A name and an address (lower-cased: addresses are compared, never displayed as typed).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
