@@ -1,9 +1,16 @@
 //! The TOML configuration: its shape (serde), its defaults, and the validation that runs before anything starts.
 //!
-//! Every field's `///` comment is its documentation (README's config reference is written from it). Loading
-//! never half-succeeds: [`Config::load`] either returns a config in which every region, duration, address and
-//! password file has been checked, or a [`ConfigError`] that names the key and says what is wrong with it, so
-//! that `postdesk check-config` and `postdesk run` can exit 2 with a message an admin can act on.
+//! Every field's `///` comment is its documentation (README's config reference is written from it). The file
+//! is read into a private shape that mirrors the TOML ([`ConfigFile`], [`RegionFile`]) and validated once into
+//! [`Config`], whose fields are already what the rest of the crate needs: each region's zone parsed
+//! ([`RegionConfig::timezone`]), its effective timers merged over `[timers]` with the business-hours calendar
+//! in that zone ([`RegionConfig::timers`]), category rules read, passwords loaded ([`Secret`], never shown by
+//! `Debug`). A [`Config`] can only be made by validation, so nothing downstream re-parses or falls back.
+//!
+//! Loading never half-succeeds: [`Config::load`] either returns a config in which every region, duration,
+//! address and password file has been checked, or a [`ConfigError`] that names the key and says what is wrong
+//! with it, so that `postdesk check-config` and `postdesk run` can exit 2 with a message an admin can act on.
+//! A reload (SIGHUP) goes through the same [`Config::load`] before anything of the new file is applied.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -85,40 +92,72 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The whole configuration file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A secret written in the file itself (`message_id_secret`).
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// The validated configuration: what [`Config::load`] returns, and what the desk and the shell take.
+///
+/// Built only by validation from the file's [`ConfigFile`] shape, so every value in it has been checked and
+/// parsed (see the module overview).
+#[derive(Debug, Clone)]
 pub struct Config {
-    /// Where the sled database and attachment blobs live.
+    /// `[storage]`.
     pub storage: StorageConfig,
+    /// `[outbound]`, its SMTP password loaded.
+    pub outbound: OutboundConfig,
+    /// One per `[[region]]`, in file order, each with its effective timers.
+    pub region: Vec<RegionConfig>,
+    /// The global `[timers]` as written (business hours in UTC). A region's mail uses
+    /// [`RegionConfig::timers`], which is this with the region's overrides and zone applied.
+    pub timers: TimersConfig,
+    /// `[http]`, its `listen` parsed.
+    pub http: Option<HttpConfig>,
+    /// `[agents]`.
+    pub agents: AgentsConfig,
+    /// The rules of `[categories]` (category, lower-cased words), in the order written; empty: the built-in
+    /// rules.
+    pub category_rules: Vec<(String, Vec<String>)>,
+    /// `[privacy]`.
+    pub privacy: PrivacyConfig,
+    /// `[retention]`.
+    pub retention: RetentionConfig,
+}
+
+/// The whole configuration file, as written: the TOML contract. Validation turns it into a [`Config`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    /// Where the sled database and attachment blobs live.
+    storage: StorageConfig,
     /// How outgoing mail leaves.
     #[serde(default)]
-    pub outbound: OutboundConfig,
+    outbound: OutboundConfig,
     /// One `[[region]]` per support address.
     #[serde(default)]
-    pub region: Vec<RegionConfig>,
+    region: Vec<RegionFile>,
     /// Reminders, SLA targets and auto-close; a region may override them in `[region.timers]`.
     #[serde(default)]
-    pub timers: TimersConfig,
+    timers: TimersConfig,
     /// Optional health and metrics endpoint.
     #[serde(default)]
-    pub http: Option<HttpConfig>,
+    http: Option<HttpConfig>,
     /// How agents' mail is trusted and shown.
     #[serde(default)]
-    pub agents: AgentsConfig,
+    agents: AgentsConfig,
     /// Category rules: category name → words (any language) that file a new ticket under it, checked in
     /// the order written. Absent: the built-in rules (privacy, payment, account, fault, order, content).
     #[serde(default)]
-    pub categories: Option<toml::Table>,
-    /// The rules of `categories`, read at load time.
-    #[serde(skip)]
-    pub category_rules: Vec<(String, Vec<String>)>,
+    categories: Option<toml::Table>,
     /// What postdesk keeps of customers' data.
     #[serde(default)]
-    pub privacy: PrivacyConfig,
+    privacy: PrivacyConfig,
     /// When closed tickets' attachments, and closed tickets themselves, are deleted.
     #[serde(default)]
-    pub retention: RetentionConfig,
+    retention: RetentionConfig,
 }
 
 /// `[privacy]`: data minimisation in what is stored.
@@ -201,7 +240,7 @@ pub struct OutboundConfig {
     pub smtp: Option<SmtpConfig>,
     /// Secret for the HMAC in outgoing Message-IDs; leave out to have one generated and kept in the store.
     #[serde(default)]
-    pub message_id_secret: Option<String>,
+    pub message_id_secret: Option<Secret>,
     /// First retry delay after a temporary failure; it doubles per attempt, up to an hour.
     #[serde(default = "default_retry_base")]
     pub retry_base: HumanDuration,
@@ -320,37 +359,64 @@ fn default_starttls() -> TlsMode {
     TlsMode::Starttls
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One validated `[[region]]`: its zone parsed and its timers resolved.
+#[derive(Debug, Clone)]
 pub struct RegionConfig {
     /// 2–8 uppercase ASCII letters; ticket ids are `<code>-<n>`.
     pub code: String,
-    /// Default language of this region's mail: `en`, `ja`, `ko` or `zh`.
-    #[serde(default = "default_locale")]
+    /// Default language of this region's mail.
     pub locale: Locale,
-    /// IANA time zone used for dates in mail and business hours (e.g. `Asia/Tokyo`).
-    #[serde(default = "default_timezone")]
-    pub timezone: String,
-    /// The support address customers write to, and the From of this region's mail.
+    /// The region's time zone (`timezone` in the file, parsed; an unknown name is a config error).
+    pub timezone: chrono_tz::Tz,
+    /// The support address, lower-cased.
     pub address: String,
-    /// Display name in the From of this region's mail (default: "<code> Support").
-    #[serde(default)]
+    /// Display name in the From of this region's mail, if set (see [`RegionConfig::desk_name`]).
     pub display_name: Option<String>,
-    /// Addresses allowed to act on tickets by mail.
-    #[serde(default)]
+    /// Addresses allowed to act on tickets by mail, lower-cased.
     pub agents: Vec<String>,
     /// Where new-ticket and customer-reply notifications go.
-    #[serde(default)]
     pub agent_notify: Option<String>,
+    /// First ticket number of this region.
+    pub first_number: u64,
+    /// Where this region's mail comes from, its password loaded.
+    pub intake: Option<IntakeConfig>,
+    /// The effective timers: `[region.timers]` over the global `[timers]`, merged once at load, with the
+    /// business-hours calendar (the region's own or the global one) in the region's zone.
+    pub timers: TimersConfig,
+}
+
+/// One `[[region]]` as written. Validation turns it into a [`RegionConfig`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegionFile {
+    /// 2–8 uppercase ASCII letters; ticket ids are `<code>-<n>`.
+    code: String,
+    /// Default language of this region's mail: `en`, `ja`, `ko` or `zh`.
+    #[serde(default = "default_locale")]
+    locale: Locale,
+    /// IANA time zone used for dates in mail and business hours (e.g. `Asia/Tokyo`).
+    #[serde(default = "default_timezone")]
+    timezone: String,
+    /// The support address customers write to, and the From of this region's mail.
+    address: String,
+    /// Display name in the From of this region's mail (default: "<code> Support").
+    #[serde(default)]
+    display_name: Option<String>,
+    /// Addresses allowed to act on tickets by mail.
+    #[serde(default)]
+    agents: Vec<String>,
+    /// Where new-ticket and customer-reply notifications go.
+    #[serde(default)]
+    agent_notify: Option<String>,
     /// First ticket number of this region (default 1000).
     #[serde(default = "default_first_number")]
-    pub first_number: u64,
+    first_number: u64,
     /// Where this region's mail comes from (leave out when mail arrives only through `postdesk ingest`).
     #[serde(default)]
-    pub intake: Option<IntakeConfig>,
+    intake: Option<IntakeConfig>,
     /// Overrides of `[timers]` for this region.
     #[serde(default)]
-    pub timers: Option<TimersOverride>,
+    timers: Option<TimersOverride>,
 }
 
 fn default_locale() -> Locale {
@@ -364,11 +430,6 @@ fn default_first_number() -> u64 {
 }
 
 impl RegionConfig {
-    /// The region's time zone (validated at load; UTC if it somehow is not a zone name).
-    pub fn tz(&self) -> chrono_tz::Tz {
-        self.timezone.parse().unwrap_or(chrono_tz::Tz::UTC)
-    }
-
     /// The display name used in From headers and signatures.
     pub fn desk_name(&self) -> String {
         self.display_name
@@ -612,7 +673,8 @@ pub struct BusinessHours {
     /// Days off besides the weekend (public holidays, company days): `["2027-01-01", ...]`.
     #[serde(default)]
     pub holidays: Vec<String>,
-    /// The parsed form, filled in by validation and given the region's zone by [`Config::timers_for`].
+    /// The parsed form, filled in by validation; in a region's effective timers ([`RegionConfig::timers`])
+    /// it is in the region's zone.
     #[serde(skip)]
     pub calendar: Calendar,
 }
@@ -633,6 +695,29 @@ impl BusinessHours {
 }
 
 impl TimersConfig {
+    /// These timers with a region's overrides applied (absent keys inherit, `first_response` and
+    /// `business_hours` replace as a whole), the business-hours calendar in the region's `zone`. Run once
+    /// per region at load, after both calendars were validated.
+    fn merged(&self, o: TimersOverride, zone: chrono_tz::Tz) -> TimersConfig {
+        let mut t = TimersConfig {
+            customer_reminder_after: o
+                .customer_reminder_after
+                .unwrap_or(self.customer_reminder_after),
+            customer_reminders: o.customer_reminders.unwrap_or(self.customer_reminders),
+            autoclose_after: o.autoclose_after.unwrap_or(self.autoclose_after),
+            survey: o.survey.unwrap_or(self.survey),
+            escalate_to: o.escalate_to.or_else(|| self.escalate_to.clone()),
+            first_response: o
+                .first_response
+                .unwrap_or_else(|| self.first_response.clone()),
+            business_hours: o.business_hours.or_else(|| self.business_hours.clone()),
+        };
+        if let Some(b) = &mut t.business_hours {
+            b.calendar.tz = zone;
+        }
+        t
+    }
+
     /// The instant `target` of SLA time after `start`: working time when business hours are set, else the
     /// wall clock.
     pub fn sla_after(
@@ -779,12 +864,11 @@ impl Config {
         origin: &Path,
         secrets: Secrets,
     ) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.validate(secrets)?;
-        Ok(config)
+        file.validate(secrets)
     }
 
     /// The region with this code.
@@ -809,55 +893,94 @@ impl Config {
                     .is_some_and(|n| n.eq_ignore_ascii_case(address))
         })
     }
+}
 
-    /// The effective timers of a region: its overrides over the global `[timers]`.
-    pub fn timers_for(&self, region: &RegionConfig) -> TimersConfig {
-        let mut t = self.timers.clone();
-        if let Some(o) = &region.timers {
-            if let Some(v) = o.customer_reminder_after {
-                t.customer_reminder_after = v;
-            }
-            if let Some(v) = o.customer_reminders {
-                t.customer_reminders = v;
-            }
-            if let Some(v) = o.autoclose_after {
-                t.autoclose_after = v;
-            }
-            if let Some(v) = o.survey {
-                t.survey = v;
-            }
-            if let Some(v) = &o.escalate_to {
-                t.escalate_to = Some(v.clone());
-            }
-            if let Some(v) = &o.first_response {
-                t.first_response = v.clone();
-            }
-            if let Some(v) = &o.business_hours {
-                t.business_hours = Some(v.clone());
-            }
-        }
-        if let Some(b) = &mut t.business_hours {
-            b.calendar.tz = region.tz();
-        }
-        t
-    }
-
-    fn validate(&mut self, secrets: Secrets) -> Result<(), ConfigError> {
-        if self.storage.path.as_os_str().is_empty() {
+impl ConfigFile {
+    /// Check every section and build the [`Config`] from it; the first problem found is the error.
+    fn validate(self, secrets: Secrets) -> Result<Config, ConfigError> {
+        let ConfigFile {
+            storage,
+            mut outbound,
+            region,
+            mut timers,
+            mut http,
+            agents,
+            categories,
+            privacy,
+            retention,
+        } = self;
+        if storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
         }
-        if let Some(b) = &mut self.timers.business_hours {
+        if let Some(b) = &mut timers.business_hours {
             b.validate("timers.business_hours")?;
         }
+        retention.validate()?;
+        outbound.validate(secrets)?;
+        let category_rules = match &categories {
+            Some(table) => category_rules(table)?,
+            None => Vec::new(),
+        };
+        if let Some(http) = http.as_mut() {
+            http.validate()?;
+        }
+        if region.is_empty() {
+            return Err(ConfigError::invalid(
+                "region",
+                "at least one [[region]] is required",
+            ));
+        }
+        let mut seen = Seen::default();
+        let region = region
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.validate(i, &timers, secrets, &mut seen))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            storage,
+            outbound,
+            region,
+            timers,
+            http,
+            agents,
+            category_rules,
+            privacy,
+            retention,
+        })
+    }
+}
+
+/// `[categories]`: each entry a non-empty list of words, read into lower-cased rules in the order written.
+fn category_rules(table: &toml::Table) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
+    let mut rules = Vec::new();
+    for (name, words) in table {
+        let list = words
+            .as_array()
+            .filter(|a| a.iter().all(|w| w.is_str()) && !a.is_empty())
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("categories.{name}"),
+                    "must be a non-empty list of words, like [\"refund\", \"返金\"]",
+                )
+            })?;
+        let words = list
+            .iter()
+            .filter_map(|w| w.as_str())
+            .map(str::to_lowercase)
+            .collect();
+        rules.push((name.to_ascii_lowercase(), words));
+    }
+    Ok(rules)
+}
+
+impl RetentionConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             (
                 "retention.closed_attachments_after",
-                self.retention.closed_attachments_after,
+                self.closed_attachments_after,
             ),
-            (
-                "retention.closed_tickets_after",
-                self.retention.closed_tickets_after,
-            ),
+            ("retention.closed_tickets_after", self.closed_tickets_after),
         ] {
             if value.is_some_and(|d| d.0.is_zero()) {
                 return Err(ConfigError::invalid(
@@ -866,9 +989,16 @@ impl Config {
                 ));
             }
         }
-        match self.outbound.transport {
+        Ok(())
+    }
+}
+
+impl OutboundConfig {
+    /// Check `[outbound]` and load the SMTP password (unless `secrets` says to skip it).
+    fn validate(&mut self, secrets: Secrets) -> Result<(), ConfigError> {
+        match self.transport {
             TransportKind::File => {
-                if self.outbound.file_dir.is_none() {
+                if self.file_dir.is_none() {
                     return Err(ConfigError::invalid(
                         "outbound.file_dir",
                         "is required when outbound.transport = \"file\"",
@@ -876,7 +1006,7 @@ impl Config {
                 }
             }
             TransportKind::Smtp => {
-                let Some(smtp) = self.outbound.smtp.as_mut() else {
+                let Some(smtp) = self.smtp.as_mut() else {
                     return Err(ConfigError::invalid(
                         "outbound.smtp",
                         "is required when outbound.transport = \"smtp\" (add an [outbound.smtp] table with host and port, or choose transport = \"file\")",
@@ -907,185 +1037,195 @@ impl Config {
             }
             TransportKind::Sendmail => {}
         }
-        if let Some(table) = &self.categories {
-            for (name, words) in table {
-                let list = words
-                    .as_array()
-                    .filter(|a| a.iter().all(|w| w.is_str()) && !a.is_empty())
-                    .ok_or_else(|| {
-                        ConfigError::invalid(
-                            format!("categories.{name}"),
-                            "must be a non-empty list of words, like [\"refund\", \"返金\"]",
-                        )
-                    })?;
-                let words = list
-                    .iter()
-                    .filter_map(|w| w.as_str())
-                    .map(str::to_lowercase)
-                    .collect();
-                self.category_rules.push((name.to_ascii_lowercase(), words));
-            }
-        }
-        if !(1..=64).contains(&self.outbound.concurrency) {
+        if !(1..=64).contains(&self.concurrency) {
             return Err(ConfigError::invalid(
                 "outbound.concurrency",
                 "must be between 1 and 64",
             ));
         }
-        if self.outbound.rate_limit.per_10min == 0
-            || self.outbound.rate_limit.per_day < self.outbound.rate_limit.per_10min
-        {
+        if self.rate_limit.per_10min == 0 || self.rate_limit.per_day < self.rate_limit.per_10min {
             return Err(ConfigError::invalid(
                 "outbound.rate_limit",
                 "per_10min must be at least 1 and per_day at least per_10min",
             ));
         }
         if self
-            .outbound
             .message_id_secret
-            .as_deref()
-            .is_some_and(|s| s.len() < 16)
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < 16)
         {
             return Err(ConfigError::invalid(
                 "outbound.message_id_secret",
                 "must be at least 16 characters",
             ));
         }
-        if let Some(http) = self.http.as_mut() {
-            http.validate()?;
-        }
-        if self.region.is_empty() {
+        Ok(())
+    }
+}
+
+/// Region codes and support addresses already taken by an earlier `[[region]]`.
+#[derive(Default)]
+struct Seen {
+    codes: HashSet<String>,
+    addresses: HashSet<String>,
+}
+
+impl RegionFile {
+    /// Check `region[i]` and build its [`RegionConfig`]: the zone parsed, addresses lower-cased, the timers
+    /// merged over `global`, the intake's password loaded (unless `secrets` says to skip it).
+    fn validate(
+        self,
+        i: usize,
+        global: &TimersConfig,
+        secrets: Secrets,
+        seen: &mut Seen,
+    ) -> Result<RegionConfig, ConfigError> {
+        let key = |k: &str| format!("region[{i}].{k}");
+        let RegionFile {
+            code,
+            locale,
+            timezone,
+            address,
+            display_name,
+            mut agents,
+            agent_notify,
+            first_number,
+            mut intake,
+            timers,
+        } = self;
+        let code_ok = (2..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase());
+        if !code_ok {
             return Err(ConfigError::invalid(
-                "region",
-                "at least one [[region]] is required",
+                key("code"),
+                format!("{code:?} must be 2 to 8 uppercase ASCII letters, like \"JP\""),
             ));
         }
-        let mut codes = HashSet::new();
-        let mut addresses = HashSet::new();
-        for (i, region) in self.region.iter_mut().enumerate() {
-            let key = |k: &str| format!("region[{i}].{k}");
-            let code_ok = (2..=8).contains(&region.code.len())
-                && region.code.bytes().all(|b| b.is_ascii_uppercase());
-            if !code_ok {
+        if !seen.codes.insert(code.clone()) {
+            return Err(ConfigError::invalid(
+                key("code"),
+                format!("region code {code:?} is used twice"),
+            ));
+        }
+        if !is_plausible_address(&address) {
+            return Err(ConfigError::invalid(
+                key("address"),
+                format!("{address:?} is not an email address"),
+            ));
+        }
+        let address = address.to_ascii_lowercase();
+        if !seen.addresses.insert(address.clone()) {
+            return Err(ConfigError::invalid(
+                key("address"),
+                format!("{address:?} is used by two regions"),
+            ));
+        }
+        let zone: chrono_tz::Tz = timezone.parse().map_err(|_| {
+            ConfigError::invalid(
+                key("timezone"),
+                format!(
+                    "{timezone:?} is not an IANA time zone name; use one like \"Asia/Tokyo\", \"Asia/Seoul\" or \"UTC\""
+                ),
+            )
+        })?;
+        let mut overrides = timers.unwrap_or_default();
+        if let Some(b) = overrides.business_hours.as_mut() {
+            b.validate(&key("timers.business_hours"))?;
+        }
+        let timers = global.merged(overrides, zone);
+        for (j, agent) in agents.iter_mut().enumerate() {
+            if !is_plausible_address(agent) {
                 return Err(ConfigError::invalid(
-                    key("code"),
-                    format!(
-                        "{:?} must be 2 to 8 uppercase ASCII letters, like \"JP\"",
-                        region.code
-                    ),
+                    format!("region[{i}].agents[{j}]"),
+                    format!("{agent:?} is not an email address"),
                 ));
             }
-            if !codes.insert(region.code.clone()) {
+            *agent = agent.to_ascii_lowercase();
+        }
+        if let Some(n) = &agent_notify {
+            if !is_plausible_address(n) {
                 return Err(ConfigError::invalid(
-                    key("code"),
-                    format!("region code {:?} is used twice", region.code),
+                    key("agent_notify"),
+                    format!("{n:?} is not an email address"),
                 ));
             }
-            if !is_plausible_address(&region.address) {
-                return Err(ConfigError::invalid(
-                    key("address"),
-                    format!("{:?} is not an email address", region.address),
-                ));
-            }
-            region.address = region.address.to_ascii_lowercase();
-            if !addresses.insert(region.address.clone()) {
-                return Err(ConfigError::invalid(
-                    key("address"),
-                    format!("{:?} is used by two regions", region.address),
-                ));
-            }
-            if region.timezone.parse::<chrono_tz::Tz>().is_err() {
-                return Err(ConfigError::invalid(
-                    key("timezone"),
-                    format!(
-                        "{:?} is not an IANA time zone name; use one like \"Asia/Tokyo\", \"Asia/Seoul\" or \"UTC\"",
-                        region.timezone
-                    ),
-                ));
-            }
-            if let Some(b) = region
-                .timers
-                .as_mut()
-                .and_then(|t| t.business_hours.as_mut())
-            {
-                b.validate(&key("timers.business_hours"))?;
-            }
-            for (j, agent) in region.agents.iter_mut().enumerate() {
-                if !is_plausible_address(agent) {
+        }
+        if let Some(intake) = intake.as_mut() {
+            intake.validate(&key("intake"), secrets)?;
+        }
+        Ok(RegionConfig {
+            code,
+            locale,
+            timezone: zone,
+            address,
+            display_name,
+            agents,
+            agent_notify,
+            first_number,
+            intake,
+            timers,
+        })
+    }
+}
+
+impl IntakeConfig {
+    /// Check `[region.intake]` (`prefix` is its key, `region[N].intake`) and load an IMAP password.
+    fn validate(&mut self, prefix: &str, secrets: Secrets) -> Result<(), ConfigError> {
+        match self {
+            IntakeConfig::Imap(imap) => {
+                if secrets == Secrets::Read {
+                    imap.password = read_password(
+                        prefix,
+                        imap.password_file.as_deref(),
+                        imap.password_env.as_deref(),
+                    )?;
+                }
+                if imap.password_file.is_none() && imap.password_env.is_none() {
                     return Err(ConfigError::invalid(
-                        format!("region[{i}].agents[{j}]"),
-                        format!("{agent:?} is not an email address"),
+                        format!("{prefix}.password_file"),
+                        "an IMAP intake needs password_file or password_env",
                     ));
                 }
-                *agent = agent.to_ascii_lowercase();
-            }
-            if let Some(n) = &region.agent_notify {
-                if !is_plausible_address(n) {
+                if imap.mailboxes.is_empty() {
                     return Err(ConfigError::invalid(
-                        key("agent_notify"),
-                        format!("{n:?} is not an email address"),
+                        format!("{prefix}.mailboxes"),
+                        "must name at least one mailbox",
+                    ));
+                }
+                let after_ok = imap.after == "seen"
+                    || imap.after == "delete"
+                    || imap
+                        .after
+                        .strip_prefix("move:")
+                        .is_some_and(|f| !f.trim().is_empty());
+                if !after_ok {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.after"),
+                        format!(
+                            "{:?} must be \"seen\", \"delete\" or \"move:<Folder>\"",
+                            imap.after
+                        ),
+                    ));
+                }
+                if imap.reconnect_max.0 < Duration::from_secs(1) {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.reconnect_max"),
+                        "must be at least 1s",
+                    ));
+                }
+                if imap.poll_interval.0 < Duration::from_millis(100) {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.poll_interval"),
+                        "must be at least 100ms",
                     ));
                 }
             }
-            match region.intake.as_mut() {
-                Some(IntakeConfig::Imap(imap)) => {
-                    let prefix = format!("region[{i}].intake");
-                    if secrets == Secrets::Read {
-                        imap.password = read_password(
-                            &prefix,
-                            imap.password_file.as_deref(),
-                            imap.password_env.as_deref(),
-                        )?;
-                    }
-                    if imap.password_file.is_none() && imap.password_env.is_none() {
-                        return Err(ConfigError::invalid(
-                            format!("{prefix}.password_file"),
-                            "an IMAP intake needs password_file or password_env",
-                        ));
-                    }
-                    if imap.mailboxes.is_empty() {
-                        return Err(ConfigError::invalid(
-                            format!("{prefix}.mailboxes"),
-                            "must name at least one mailbox",
-                        ));
-                    }
-                    let after_ok = imap.after == "seen"
-                        || imap.after == "delete"
-                        || imap
-                            .after
-                            .strip_prefix("move:")
-                            .is_some_and(|f| !f.trim().is_empty());
-                    if !after_ok {
-                        return Err(ConfigError::invalid(
-                            format!("{prefix}.after"),
-                            format!(
-                                "{:?} must be \"seen\", \"delete\" or \"move:<Folder>\"",
-                                imap.after
-                            ),
-                        ));
-                    }
-                    if imap.reconnect_max.0 < Duration::from_secs(1) {
-                        return Err(ConfigError::invalid(
-                            format!("{prefix}.reconnect_max"),
-                            "must be at least 1s",
-                        ));
-                    }
-                    if imap.poll_interval.0 < Duration::from_millis(100) {
-                        return Err(ConfigError::invalid(
-                            format!("{prefix}.poll_interval"),
-                            "must be at least 100ms",
-                        ));
-                    }
-                }
-                Some(IntakeConfig::Maildir(m)) if m.path.as_os_str().is_empty() => {
-                    return Err(ConfigError::invalid(
-                        format!("region[{i}].intake.path"),
-                        "must not be empty",
-                    ));
-                }
-                Some(IntakeConfig::Maildir(_)) => {}
-                None => {}
+            IntakeConfig::Maildir(m) if m.path.as_os_str().is_empty() => {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.path"),
+                    "must not be empty",
+                ));
             }
+            IntakeConfig::Maildir(_) => {}
         }
         Ok(())
     }
@@ -1349,7 +1489,7 @@ agents = ["Agent1@example.com"]
     fn region_timers_override_globals() {
         let text = format!("{BASE}[region.timers]\nautoclose_after = \"1d\"\n");
         let c = load(&text).unwrap();
-        let t = c.timers_for(&c.region[0]);
+        let t = &c.region[0].timers;
         assert_eq!(t.autoclose_after.0, Duration::from_secs(86400));
         assert_eq!(t.customer_reminders, 2);
     }

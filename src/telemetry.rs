@@ -30,8 +30,8 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::config::{Config, IntakeConfig};
-use crate::types::Status;
 use crate::store::{OutboxCounts, Store, StoreError};
+use crate::types::Status;
 
 /// Every metric name starts with this (`postdesk_mails_ingested_total`).
 pub const PREFIX: &str = "postdesk";

@@ -511,10 +511,7 @@ fn agent_mail(
         });
     }
     if ticket.status == Status::Resolved && previous != Status::Resolved {
-        replies.extend(super::timers::survey(
-            &mut ticket,
-            &config.timers_for(region),
-        ));
+        replies.extend(super::timers::survey(&mut ticket, &region.timers));
     }
     Plan::update(ticket, message, replies)
 }

@@ -67,7 +67,7 @@ pub fn schedule(ticket: &Ticket, timers: &TimersConfig) -> Vec<Timer> {
 
 /// An instant as the region's agents read it: `2026-11-23 17:00 JST`.
 fn local_time(t: DateTime<Utc>, region: &RegionConfig) -> String {
-    t.with_timezone(&region.tz())
+    t.with_timezone(&region.timezone)
         .format("%Y-%m-%d %H:%M %Z")
         .to_string()
 }
@@ -109,11 +109,12 @@ pub fn on_timer(
     ticket: &Ticket,
     kind: TimerKind,
     region: &RegionConfig,
-    config: &Config,
+    // Unused since the region carries its merged timers; kept so callers need not change yet.
+    _config: &Config,
     now: DateTime<Utc>,
 ) -> Option<(Ticket, Vec<Reply>)> {
-    let timers = config.timers_for(region);
-    let still_due = schedule(ticket, &timers)
+    let timers = &region.timers;
+    let still_due = schedule(ticket, timers)
         .iter()
         .any(|t| t.kind == kind && t.due <= now);
     if !still_due {
@@ -156,11 +157,11 @@ pub fn on_timer(
                 t.locale,
                 vec![("auto_resolved", json!(true))],
             ));
-            replies.extend(survey(&mut t, &timers));
+            replies.extend(survey(&mut t, timers));
         }
         TimerKind::SlaReminder => {
             t.sla_warned = true;
-            let due = first_response_due(&t, &timers);
+            let due = first_response_due(&t, timers);
             let extra = vec![
                 ("due_at", json!(local_time(due, region))),
                 ("minutes_left", json!((due - now).num_minutes().max(0))),
@@ -172,7 +173,7 @@ pub fn on_timer(
         }
         TimerKind::SlaBreach => {
             t.breached = true;
-            let due = first_response_due(&t, &timers);
+            let due = first_response_due(&t, timers);
             let extra = vec![
                 ("due_at", json!(local_time(due, region))),
                 ("overdue_minutes", json!((now - due).num_minutes().max(0))),
@@ -314,14 +315,14 @@ mod tests {
         )
         .unwrap();
         let region = &c.region[0];
-        let timers = c.timers_for(region);
+        let timers = &region.timers;
         // Friday 2026-11-20 23:00 in Tokyo; Monday the 23rd is a holiday (Labour Thanksgiving Day).
         let friday_night = DateTime::parse_from_rfc3339("2026-11-20T23:00:00+09:00")
             .unwrap()
             .with_timezone(&Utc);
         let jst = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
         let t = ticket(Status::New, friday_night);
-        let s = schedule(&t, &timers);
+        let s = schedule(&t, timers);
         // 24 working hours at 9 a day: Tuesday, Wednesday, then 6 hours on Thursday. 80 % = 19.2 h.
         assert_eq!(s[1].kind, TimerKind::SlaBreach);
         assert_eq!(s[1].due, jst("2026-11-26T15:00:00+09:00"));

@@ -80,7 +80,12 @@ impl Desk {
         telemetry: std::sync::Arc<Telemetry>,
     ) -> Result<Desk, DeskError> {
         let renderer = Renderer::load(config.outbound.templates_dir.as_deref())?;
-        let secret = store.message_id_secret(config.outbound.message_id_secret.as_deref())?;
+        let configured = config
+            .outbound
+            .message_id_secret
+            .as_ref()
+            .map(|s| s.expose());
+        let secret = store.message_id_secret(configured)?;
         telemetry.configure(&config);
         Ok(Desk {
             config,
@@ -372,7 +377,7 @@ impl Desk {
         let mut timers = if ticket.erased {
             Vec::new()
         } else {
-            crate::desk::timers::schedule(ticket, &self.config.timers_for(region))
+            crate::desk::timers::schedule(ticket, &region.timers)
         };
         timers.extend(crate::desk::retention::schedule(
             ticket,
@@ -668,11 +673,10 @@ impl Desk {
                 .into())
             }
         };
-        let (mut ticket, replies) =
-            match decide::set_status(&ticket, status, &self.config.timers_for(region), now) {
-                Ok(x) => x,
-                Err(e) => return Ok(Err(e)),
-            };
+        let (mut ticket, replies) = match decide::set_status(&ticket, status, &region.timers, now) {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
         let mut change = Change::default();
         self.queue_replies(
             &replies,

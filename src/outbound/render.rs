@@ -260,8 +260,9 @@ pub fn priority_label(priority: Priority, locale: Locale) -> &'static str {
 }
 
 /// The template context of a reply (documented in README's template section).
-pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, config: &Config) -> Value {
-    let timers = config.timers_for(region);
+// `_config` is unused since the region carries its merged timers; kept so callers need not change yet.
+pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, _config: &Config) -> Value {
+    let timers = &region.timers;
     let hours = timers
         .first_response
         .for_priority(ticket.priority)
