@@ -1493,6 +1493,202 @@ agents = ["Agent1@example.com"]
         assert_eq!(t.autoclose_after.0, Duration::from_secs(86400));
         assert_eq!(t.customer_reminders, 2);
     }
+
+    #[test]
+    fn unknown_zone_is_an_error_naming_the_key_not_a_silent_utc() {
+        let err = load(&BASE.replace(
+            "locale = \"ja\"",
+            "locale = \"ja\"\ntimezone = \"Asia/Tokio\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("region[0].timezone")
+                && err.contains("\"Asia/Tokio\"")
+                && err.contains("IANA"),
+            "{err}"
+        );
+        // A later region is named by its own index.
+        let second = format!(
+            "{BASE}[[region]]\ncode = \"KR\"\naddress = \"kr@example.com\"\ntimezone = \"Seoul\"\n"
+        );
+        let err = load(&second).unwrap_err().to_string();
+        assert!(err.contains("region[1].timezone"), "{err}");
+        // A known zone is parsed once, at load; an absent one is UTC.
+        let c = load(&BASE.replace(
+            "locale = \"ja\"",
+            "locale = \"ja\"\ntimezone = \"Asia/Tokyo\"",
+        ))
+        .unwrap();
+        assert_eq!(c.region[0].timezone, chrono_tz::Asia::Tokyo);
+        assert_eq!(load(BASE).unwrap().region[0].timezone, chrono_tz::Tz::UTC);
+    }
+
+    /// The merge `Config::timers_for` did on each call before the timers were resolved at load, kept here as
+    /// the reference the resolved timers must equal.
+    fn old_timers_for(
+        global: &TimersConfig,
+        over: Option<&TimersOverride>,
+        tz: chrono_tz::Tz,
+    ) -> TimersConfig {
+        let mut t = global.clone();
+        if let Some(o) = over {
+            if let Some(v) = o.customer_reminder_after {
+                t.customer_reminder_after = v;
+            }
+            if let Some(v) = o.customer_reminders {
+                t.customer_reminders = v;
+            }
+            if let Some(v) = o.autoclose_after {
+                t.autoclose_after = v;
+            }
+            if let Some(v) = o.survey {
+                t.survey = v;
+            }
+            if let Some(v) = &o.escalate_to {
+                t.escalate_to = Some(v.clone());
+            }
+            if let Some(v) = &o.first_response {
+                t.first_response = v.clone();
+            }
+            if let Some(v) = &o.business_hours {
+                t.business_hours = Some(v.clone());
+            }
+        }
+        if let Some(b) = &mut t.business_hours {
+            b.calendar.tz = tz;
+        }
+        t
+    }
+
+    #[test]
+    fn region_timers_resolved_at_load_equal_the_old_per_call_merge() {
+        let global = "[timers]\nescalate_to = \"leads@example.com\"\nsurvey = false\n[timers.business_hours]\nhours = \"09:00-17:00\"\n";
+        let kr =
+            "[[region]]\ncode = \"KR\"\naddress = \"kr@example.com\"\ntimezone = \"Asia/Seoul\"\n";
+        let cases = [
+            // No override: the global timers, business hours in the region's zone.
+            format!("{BASE}timezone = \"Asia/Tokyo\"\n{global}"),
+            // Scalars and first_response overridden, business hours inherited.
+            format!(
+                "{BASE}timezone = \"Asia/Tokyo\"\n[region.timers]\nautoclose_after = \"1d\"\ncustomer_reminders = 4\nescalate_to = \"jp-leads@example.com\"\n[region.timers.first_response]\nurgent = \"1h\"\n{global}"
+            ),
+            // Business hours replaced in one region, inherited by the other.
+            format!(
+                "{BASE}timezone = \"Asia/Tokyo\"\n[region.timers.business_hours]\ndays = [\"mon-sat\"]\nhours = \"10:00-19:00\"\n{kr}{global}"
+            ),
+        ];
+        for text in &cases {
+            let c = load(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            let mut file: ConfigFile = toml::from_str(text).unwrap();
+            for (i, (region, written)) in c.region.iter().zip(&mut file.region).enumerate() {
+                if let Some(b) = written
+                    .timers
+                    .as_mut()
+                    .and_then(|t| t.business_hours.as_mut())
+                {
+                    b.validate("test").unwrap();
+                }
+                let old = old_timers_for(&c.timers, written.timers.as_ref(), region.timezone);
+                assert_eq!(
+                    format!("{:?}", region.timers),
+                    format!("{old:?}"),
+                    "region[{i}] of\n{text}"
+                );
+            }
+        }
+        // The same, said plainly for the second and third cases.
+        let c = load(&cases[1]).unwrap();
+        let t = &c.region[0].timers;
+        assert_eq!(t.autoclose_after.0, Duration::from_secs(86400));
+        assert_eq!(t.customer_reminders, 4);
+        assert_eq!(t.customer_reminder_after.0, Duration::from_secs(48 * 3600));
+        assert!(!t.survey, "inherited from [timers]");
+        assert_eq!(t.escalate_to.as_deref(), Some("jp-leads@example.com"));
+        assert_eq!(t.first_response.urgent.0, Duration::from_secs(3600));
+        let hours = t.business_hours.as_ref().expect("inherited business hours");
+        assert_eq!(hours.calendar.tz, chrono_tz::Asia::Tokyo);
+        assert_eq!(
+            c.timers.business_hours.as_ref().unwrap().calendar.tz,
+            chrono_tz::Tz::UTC
+        );
+        let c = load(&cases[2]).unwrap();
+        let jp = c.region[0].timers.business_hours.as_ref().unwrap();
+        let kr = c.region[1].timers.business_hours.as_ref().unwrap();
+        assert_eq!(
+            (jp.hours.as_str(), jp.calendar.tz),
+            ("10:00-19:00", chrono_tz::Asia::Tokyo)
+        );
+        assert_eq!(
+            (kr.hours.as_str(), kr.calendar.tz),
+            ("09:00-17:00", chrono_tz::Asia::Seoul)
+        );
+    }
+
+    #[test]
+    fn missing_smtp_password_file_is_an_error_naming_the_key_at_load() {
+        let smtp = BASE.replace(
+            "transport = \"file\"\nfile_dir = \"/tmp/out\"",
+            "transport = \"smtp\"\n[outbound.smtp]\nhost = \"relay.example.com\"\nusername = \"desk\"\npassword_file = \"/nonexistent/smtp.pass\"",
+        );
+        let err = load(&smtp).unwrap_err().to_string();
+        assert!(
+            err.contains("outbound.smtp.password_file") && err.contains("/nonexistent/smtp.pass"),
+            "{err}"
+        );
+        let env = smtp.replace(
+            "password_file = \"/nonexistent/smtp.pass\"",
+            "password_env = \"POSTDESK_TEST_SURELY_UNSET_PASSWORD\"",
+        );
+        let err = load(&env).unwrap_err().to_string();
+        assert!(
+            err.contains("outbound.smtp.password_env")
+                && err.contains("POSTDESK_TEST_SURELY_UNSET_PASSWORD"),
+            "{err}"
+        );
+        // Commands that never log in load it regardless.
+        let c = Config::from_toml_with(&smtp, Path::new("t.toml"), Secrets::Skip).unwrap();
+        assert!(c.outbound.smtp.unwrap().password.is_none());
+    }
+
+    #[test]
+    fn debug_of_the_config_prints_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let smtp_pw = dir.path().join("smtp.pass");
+        let imap_pw = dir.path().join("imap.pass");
+        std::fs::write(&smtp_pw, "smtp-hunter2\n").unwrap();
+        std::fs::write(&imap_pw, "imap-hunter2\n").unwrap();
+        let text = format!(
+            "[storage]\npath = \"/tmp/x\"\n[outbound]\nmessage_id_secret = \"msgid-hunter2-0123456789\"\n[outbound.smtp]\nhost = \"relay.example.com\"\nusername = \"desk\"\npassword_file = {smtp:?}\n[[region]]\ncode = \"JP\"\naddress = \"jp@example.com\"\n[region.intake]\nkind = \"imap\"\nhost = \"imap.example.com\"\nusername = \"jp\"\npassword_file = {imap:?}\n",
+            smtp = smtp_pw.display().to_string(),
+            imap = imap_pw.display().to_string(),
+        );
+        let c = load(&text).unwrap();
+        // The secrets were loaded…
+        assert_eq!(
+            c.outbound
+                .smtp
+                .as_ref()
+                .unwrap()
+                .password
+                .as_ref()
+                .unwrap()
+                .expose(),
+            "smtp-hunter2"
+        );
+        let Some(IntakeConfig::Imap(imap)) = &c.region[0].intake else {
+            panic!("imap intake expected");
+        };
+        assert_eq!(imap.password.as_ref().unwrap().expose(), "imap-hunter2");
+        assert_eq!(
+            c.outbound.message_id_secret.as_ref().unwrap().expose(),
+            "msgid-hunter2-0123456789"
+        );
+        // …and none of them shows in Debug, which is what a `?config` in a log line would print.
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert_eq!(debug.matches("Secret(***)").count(), 3, "{debug}");
+    }
 }
 
 #[cfg(test)]
