@@ -1,7 +1,7 @@
 //! The TOML configuration: its shape (serde), its defaults, and the validation that runs before anything starts.
 //!
 //! Every field's `///` comment is its documentation (README's config reference is written from it). The file
-//! is read into a private shape that mirrors the TOML ([`ConfigFile`], [`RegionFile`]) and validated once into
+//! is read into a private shape that mirrors the TOML (`ConfigFile`, `RegionFile`) and validated once into
 //! [`Config`], whose fields are already what the rest of the crate needs: each region's zone parsed
 //! ([`RegionConfig::timezone`]), its effective timers merged over `[timers]` with the business-hours calendar
 //! in that zone ([`RegionConfig::timers`]), category rules read, passwords loaded ([`Secret`], never shown by
@@ -101,7 +101,7 @@ impl<'de> Deserialize<'de> for Secret {
 
 /// The validated configuration: what [`Config::load`] returns, and what the desk and the shell take.
 ///
-/// Built only by validation from the file's [`ConfigFile`] shape, so every value in it has been checked and
+/// Built only by validation from the file's `ConfigFile` shape, so every value in it has been checked and
 /// parsed (see the module overview).
 #[derive(Debug, Clone)]
 pub struct Config {
