@@ -71,7 +71,7 @@ pub struct Response {
 /// Why a daemon refuses a request without running anything.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("the running daemon speaks control protocol v{PROTOCOL_VERSION}, and this command came in {}; {RESTART}", version_name(*.got))]
+    #[error("this command came in {}, but the running daemon speaks control protocol v{PROTOCOL_VERSION}; {RESTART}", version_name(*.got))]
     Version { got: Option<u32> },
     #[error("the running daemon speaks control protocol v{PROTOCOL_VERSION} and does not know the operation {op} ({detail}); {RESTART}")]
     UnknownOp { op: String, detail: String },
@@ -81,7 +81,7 @@ pub enum Refusal {
 
 fn version_name(got: Option<u32>) -> String {
     match got {
-        Some(v) => format!("v{v}"),
+        Some(v) => format!("control protocol v{v}"),
         None => "an unversioned request (from a postdesk before control protocol v1)".into(),
     }
 }
@@ -397,8 +397,8 @@ mod tests {
         assert_eq!(r.code, EX_TEMPFAIL, "an MTA keeps the mail and retries");
         assert_eq!(
             r.stderr,
-            "postdesk: the running daemon speaks control protocol v1, and this command came in v2; \
-             restart it after the upgrade: systemctl restart postdesk\n"
+            "postdesk: this command came in control protocol v2, but the running daemon speaks control \
+             protocol v1; restart it after the upgrade: systemctl restart postdesk\n"
         );
     }
 
@@ -492,7 +492,7 @@ address = "support-jp@example.com"
         assert!(
             response
                 .stderr
-                .contains("the running daemon speaks control protocol v1, and this command came in v9; restart it after the upgrade: systemctl restart postdesk"),
+                .contains("this command came in control protocol v9, but the running daemon speaks control protocol v1; restart it after the upgrade: systemctl restart postdesk"),
             "{response:?}"
         );
 
