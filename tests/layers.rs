@@ -151,10 +151,11 @@ fn blank_non_code(text: &str) -> String {
         } else if c[i] == '\'' {
             // A char literal ('x', '\n', '\u{1F600}') or a lifetime ('a), which stays.
             if next == Some('\\') {
-                let end = c[i + 2..]
+                // The escaped character itself may be a quote ('\''): search after it.
+                let end = c[(i + 3).min(c.len())..]
                     .iter()
                     .position(|&x| x == '\'')
-                    .map_or(c.len(), |p| i + 2 + p);
+                    .map_or(c.len(), |p| i + 3 + p);
                 blank(&mut out, i + 1, end);
                 i = end + 1;
             } else if c.get(i + 2) == Some(&'\'') {
@@ -739,7 +740,7 @@ fn cyclic_tree() -> tempfile::TempDir {
         ("lib.rs", "pub mod a;\npub mod b;\npub mod c;\npub mod d;\nuse crate::a::X;\n"),
         (
             "a.rs",
-            "//! Uses crate::c in a comment only.\nuse crate::b::Thing;\n/* crate::c::Y */\nconst S: &str = \"crate::c::Z\";\nconst R: &str = r#\"crate::c\"#;\nconst Q: char = '\"';\nfn f<'a>(x: &'a str) -> &'a str { x }\n",
+            "//! Uses crate::c in a comment only.\nuse crate::b::Thing;\n/* crate::c::Y */\nconst S: &str = \"crate::c::Z\";\nconst R: &str = r#\"crate::c\"#;\nconst Q: char = '\"';\nconst E: u8 = b'\\'';\nfn f<'a>(x: &'a str) -> &'a str { x }\n",
         ),
         ("b/mod.rs", "pub mod inner;\npub struct Thing;\n"),
         ("b/inner.rs", "use crate::{\n    c,\n    a::{self, Item},\n};\n"),
