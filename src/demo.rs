@@ -127,7 +127,7 @@ async fn run_inner(dir: &Path, out: &mut (dyn Write + Send)) -> Result<(), Strin
         "Tickets (postdesk --config {} tickets list):",
         config_path.display()
     );
-    crate::cli::print_ticket_table(out, &tickets);
+    crate::commands::view::print_ticket_table(out, &tickets);
     let items = desk.store.outbox_all().map_err(|e| e.to_string())?;
     let _ = writeln!(
         out,

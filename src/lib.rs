@@ -12,6 +12,7 @@
 //! - [`daemon`] runs, reloads and stops it all, reporting to systemd through [`notify`]; [`control`] lets commands reach a running daemon; [`config`] is the TOML file; [`cli`] is what `postdesk` prints.
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod daemon;

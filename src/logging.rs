@@ -18,7 +18,16 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// How log lines are written (`postdesk --log-format`). It lives here, with the code that writes them, so
+/// that logging depends on nothing above it; the command line parses it as a clap value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    // Plain comments, not doc comments: clap would turn these into `--help` text.
+    // Human lines; with the syslog priority prefix and no timestamp when stderr is not a terminal.
+    Text,
+    // One JSON object per line.
+    Json,
+}
 
 /// Install the global subscriber writing to stderr.
 pub fn init(format: LogFormat) {

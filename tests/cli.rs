@@ -464,3 +464,59 @@ fn run_takes_maildir_mail_writes_the_ack_and_stops_on_sigterm() {
     assert_eq!(stats[0]["quarantined"], 1, "{stats}");
     assert_eq!(stats[0]["by_status"]["new"], 1, "{stats}");
 }
+
+/// A stand-in daemon on the control socket of `e`'s store: it reads one request line and gives `answer`
+/// (nothing: it hangs up, as a daemon from before the versioned protocol does). Returns the line it read.
+fn fake_daemon(e: &Env, answer: Option<&'static str>) -> std::thread::JoinHandle<String> {
+    use std::io::BufRead;
+    let data = e.dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(data.join("postdesk.sock")).unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if let Some(answer) = answer {
+            // Read the input the request announced, then answer.
+            let request: Value = serde_json::from_str(&line).unwrap();
+            let mut input = vec![0; request["input_len"].as_u64().unwrap() as usize];
+            std::io::Read::read_exact(&mut reader, &mut input).unwrap();
+            let mut stream = reader.into_inner();
+            stream.write_all(answer.as_bytes()).unwrap();
+        }
+        line
+    })
+}
+
+#[test]
+fn a_daemon_of_another_control_protocol_is_explained_and_the_mta_keeps_the_mail() {
+    // The old daemon still runs after an upgrade: it cannot read the request and hangs up.
+    let e = env();
+    let old = fake_daemon(&e, None);
+    let (code, _, err) = ingest(&e, "JP", FIRST);
+    let line = old.join().unwrap();
+    assert!(
+        line.starts_with(r#"{"version":1,"op":{"ingest":{"region":"JP"}}"#),
+        "{line}"
+    );
+    assert_eq!(code, 75, "{err}");
+    assert!(
+        err.contains("the running daemon is the old one and speaks another control protocol: restart it after the upgrade: systemctl restart postdesk"),
+        "{err}"
+    );
+
+    // A daemon of a later protocol refuses the request with its own words, which the CLI prints.
+    let e = env();
+    let newer = fake_daemon(
+        &e,
+        Some("{\"code\":75,\"stdout\":\"\",\"stderr\":\"postdesk: this command came in control protocol v1, but the running daemon speaks control protocol v2; restart it after the upgrade: systemctl restart postdesk\\n\"}\n"),
+    );
+    let (code, out, err) = postdesk(&e, &["tickets", "list"], b"");
+    newer.join().unwrap();
+    assert_eq!((code, out.as_str()), (75, ""), "{err}");
+    assert_eq!(
+        err,
+        "postdesk: this command came in control protocol v1, but the running daemon speaks control protocol v2; restart it after the upgrade: systemctl restart postdesk\n"
+    );
+}
