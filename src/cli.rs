@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::desk::ticket::{Message, Status, Ticket, TicketId};
-use crate::intake::{pipe, Desk};
+use crate::intake::pipe;
 use crate::outbound::render::Renderer;
+use crate::service::Desk;
 use crate::store::Store;
 
 #[derive(Debug, Parser)]
@@ -510,7 +511,7 @@ pub async fn with_desk(
                 Ok(0)
             }
             Command::Outbox(OutboxCommand::Retry { id }) => {
-                let item = desk.store.outbox_retry(id).map_err(|e| e.to_string())?;
+                let item = desk.retry_outbox(id).map_err(|e| e.to_string())?;
                 let _ = writeln!(
                     out,
                     "outbox {id} ({} for {}) queued again",
@@ -527,7 +528,7 @@ pub async fn with_desk(
             }
             Command::Backup { dir } => {
                 let store = desk.store.clone();
-                let m = crate::intake::blocking(|| store.backup(&dir)).map_err(|e| e.to_string())?;
+                let m = crate::service::blocking(|| store.backup(&dir)).map_err(|e| e.to_string())?;
                 let records: u64 = m.trees.iter().map(|t| t.records).sum();
                 let _ = writeln!(
                     out,
@@ -541,7 +542,7 @@ pub async fn with_desk(
                 let Some(dir) = dir else {
                     return Err("no export directory".into());
                 };
-                let s = crate::intake::blocking(|| desk.export_customer(&email, &dir))
+                let s = crate::service::blocking(|| desk.export_customer(&email, &dir))
                     .map_err(|e| e.to_string())?;
                 let _ = writeln!(
                     out,
@@ -555,7 +556,7 @@ pub async fn with_desk(
                 Ok(0)
             }
             Command::Customer(CustomerCommand::Erase { email, yes }) => {
-                let s = crate::intake::blocking(|| desk.erase_customer(&email, yes))
+                let s = crate::service::blocking(|| desk.erase_customer(&email, yes))
                     .map_err(|e| e.to_string())?;
                 let ids: Vec<String> = s.tickets.iter().map(|t| t.to_string()).collect();
                 if !yes {

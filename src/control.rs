@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{with_desk, Command};
 use crate::config::Config;
-use crate::intake::Desk;
+use crate::service::Desk;
 
 /// Where the socket of the daemon using `config`'s store lives.
 pub fn socket_path(config: &Config) -> PathBuf {
