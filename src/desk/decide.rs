@@ -3,7 +3,7 @@
 //!
 //! The decision is complete: the ticket as it will be stored (its number for a new one, its status changed
 //! through [`Ticket::change_status`], its timers scheduled), the message, the typed [`Reply`]s to send, and
-//! for an agent's `#merge` the surviving ticket. The shell (`crate::service`) only reads what [`Known`] asks
+//! for an agent's `#merge` the surviving ticket. The shell (the application service) only reads what [`Known`] asks
 //! for, renders the replies and commits.
 
 use chrono::{DateTime, Utc};
@@ -791,6 +791,82 @@ mod tests {
         assert_eq!(plan.replies.len(), 1);
         assert_eq!(plan.replies[0].event(), ReplyEvent::Ack);
         assert_eq!(plan.replies[0].locale, Locale::Ko);
+    }
+
+    #[test]
+    fn a_new_ticket_takes_the_number_it_is_given() {
+        let c = config();
+        let m = mail("From: a@example.com\r\nSubject: x\r\n\r\nbody text\r\n");
+        let decide_with = |next_number| {
+            let known = Known {
+                next_number,
+                ..Known::default()
+            };
+            let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now())
+            else {
+                panic!()
+            };
+            plan.ticket.id
+        };
+        assert_eq!(decide_with(Some(1042)), TicketId::new("JP", 1042));
+        assert_eq!(
+            decide_with(None),
+            TicketId::new("JP", c.region[0].first_number),
+            "a region's first ticket"
+        );
+    }
+
+    #[test]
+    fn a_new_ticket_leaves_with_its_timers() {
+        let c = config();
+        let m = mail("From: a@example.com\r\nSubject: x\r\n\r\nbody text\r\n");
+        let now = Utc::now();
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), ACK, now)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            plan.ticket.timers,
+            super::super::timers::schedule(&plan.ticket, &c.timers)
+        );
+        assert!(!plan.ticket.timers.is_empty());
+    }
+
+    #[test]
+    fn an_answer_to_staff_mail_from_outside_the_ticket_sends_nothing() {
+        let c = config();
+        let t = existing(Status::Open);
+        // A member of the notification list, no automatic headers: only the answered notification tells.
+        let m = mail("From: member@example.com\r\nSubject: Out of office\r\nMessage-ID: <o@m>\r\n\r\nI am away.\r\n");
+        let known = Known {
+            staff_mail_answered: Some(t.clone()),
+            referenced: vec![t.clone()],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        assert!(!plan.is_new);
+        assert_eq!(plan.ticket.id, t.id);
+        assert_eq!(plan.ticket.status, Status::Open);
+        assert!(plan.replies.is_empty());
+        assert_eq!(plan.message.auto.as_deref(), Some("loop"));
+        // The agent answering it is an agent acting; the customer it was forwarded to is a customer.
+        for from in ["agent@example.com", "a@example.com"] {
+            let m = mail(&format!(
+                "From: {from}\r\nSubject: Re: [JP-1000] x\r\n\r\nThe parcel left today.\r\n"
+            ));
+            let known = Known {
+                staff_mail_answered: Some(t.clone()),
+                tagged: vec![t.clone()],
+                ..Known::default()
+            };
+            let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now())
+            else {
+                panic!()
+            };
+            assert!(plan.message.auto.is_none(), "{from}");
+        }
     }
 
     #[test]

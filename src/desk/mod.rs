@@ -4,7 +4,7 @@
 //! status machine, [`timers`] and [`retention`] say what happens with time, [`privacy`] what erasing a
 //! customer leaves, [`reply`] is the typed mail to send (one variant per template event, with its
 //! audience), and [`decide`] puts them together into one complete [`decide::Decision`] per mail. Nothing in
-//! here does I/O: the application service (`crate::service`) reads what a decision needs and carries it out.
+//! here does I/O: the application service (`service`) reads what a decision needs and carries it out.
 
 pub mod agent;
 pub mod calendar;

@@ -682,6 +682,23 @@ mod regressions {
         );
     }
 
+    #[test]
+    fn a_staff_breaker_of_zero_is_a_config_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\nstaff_per_hour = 0\n",
+            d = dir.path().display()
+        );
+        let err = Config::from_toml(&text, std::path::Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("outbound.staff_per_hour"), "{err}");
+        assert_eq!(
+            config_with(dir.path(), "", "").outbound.staff_per_hour,
+            2000
+        );
+    }
+
     /// Held-back customer mail said "a loop with an auto-responder is likely", naming neither recipient nor
     /// kind.
     #[test]
