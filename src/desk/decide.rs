@@ -3,8 +3,8 @@
 //!
 //! The decision is complete: the ticket as it will be stored (its number for a new one, its status changed
 //! through [`Ticket::change_status`], its timers scheduled), the message, the typed [`Reply`]s to send, and
-//! for an agent's `#merge` the surviving ticket. The shell (the application service) only reads what [`Known`] asks
-//! for, renders the replies and commits.
+//! for an agent's `#merge` the surviving ticket. The shell (the application service) only reads what
+//! [`Known`] asks for, renders the replies and commits.
 
 use chrono::{DateTime, Utc};
 
