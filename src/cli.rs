@@ -16,8 +16,9 @@ use clap::{Parser, Subcommand};
 use crate::commands::{self, Op};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::desk::ticket::{Status, TicketId};
-use crate::intake::{pipe, Desk};
+use crate::intake::pipe;
 use crate::outbound::render::Renderer;
+use crate::service::Desk;
 use crate::store::Store;
 
 pub use crate::commands::{EX_CONFIG, EX_FAILURE};

@@ -253,6 +253,10 @@ pub struct OutboundConfig {
     /// Limits on automatic mail (acknowledgements, updates, reminders) to any one address.
     #[serde(default)]
     pub rate_limit: RateLimit,
+    /// The breaker on staff mail (agent notifications, SLA reminders, escalations, command errors): at most
+    /// this many to any one staff address in an hour. Generous: it only trips in a loop, and says so.
+    #[serde(default = "default_staff_per_hour")]
+    pub staff_per_hour: usize,
 }
 
 /// Layered limits on automatic mail per recipient: what stops a loop with a misbehaving auto-responder.
@@ -282,6 +286,9 @@ fn default_per_10min() -> usize {
 fn default_per_day() -> usize {
     60
 }
+fn default_staff_per_hour() -> usize {
+    2000
+}
 fn default_retry_base() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
@@ -309,6 +316,7 @@ impl Default for OutboundConfig {
             max_age: default_max_age(),
             concurrency: default_concurrency(),
             rate_limit: RateLimit::default(),
+            staff_per_hour: default_staff_per_hour(),
         }
     }
 }
@@ -1047,6 +1055,12 @@ impl OutboundConfig {
             return Err(ConfigError::invalid(
                 "outbound.rate_limit",
                 "per_10min must be at least 1 and per_day at least per_10min",
+            ));
+        }
+        if self.staff_per_hour == 0 {
+            return Err(ConfigError::invalid(
+                "outbound.staff_per_hour",
+                "must be at least 1 (it bounds staff mail in a loop; the default is 2000)",
             ));
         }
         if self

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{self, Op};
 use crate::config::Config;
 use crate::intake::pipe::{EX_TEMPFAIL, MAX_PIPE_BYTES};
-use crate::intake::Desk;
+use crate::service::Desk;
 
 /// The version of the request format. Bump it whenever the JSON of [`Request`] or [`Op`] changes in a way
 /// an older daemon would misread or refuse (a renamed or retyped field, a new operation); the wire test

@@ -33,10 +33,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, ConfigError, IntakeConfig};
 use crate::http;
-use crate::intake::{maildir, Desk, DeskError};
+use crate::intake::maildir;
 use crate::notify::Notifier;
 use crate::outbound::transport::{Transport, TransportError};
 use crate::outbound::worker;
+use crate::service::{Desk, DeskError};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{IntakeState, Telemetry};
 

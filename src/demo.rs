@@ -144,7 +144,10 @@ async fn run_inner(dir: &Path, out: &mut (dyn Write + Send)) -> Result<(), Strin
             i.subject
         );
     }
-    if let Some(first) = items.iter().find(|i| i.kind == "ack") {
+    if let Some(first) = items
+        .iter()
+        .find(|i| i.kind == crate::desk::reply::Event::Ack.as_str())
+    {
         let _ = writeln!(
             out,
             "\nThe first one, as the customer reads it:\n\nSubject: {}\n\n{}",

@@ -5,7 +5,8 @@
 //! - [`mail`] turns raw bytes into one decoded [`mail::Inbound`] and classifies it (pure);
 //! - [`desk`] decides what a mail changes: which ticket, which status, what to send (pure);
 //! - [`store`] commits a decision in one sled transaction;
-//! - [`intake`] brings mail in (Maildir, the MTA pipe) and acknowledges it only once it is durable;
+//! - [`service`] is the one application service: read what a decision needs → decide → render → commit;
+//! - [`intake`] brings mail in (IMAP, Maildir, the MTA pipe) and acknowledges it only once it is durable;
 //! - [`outbound`] renders templates and delivers the outbox; [`schedule`] fires tickets' timers;
 //! - [`telemetry`] gathers intake health and metrics, which [`http`] serves (`/healthz`, `/metrics`);
 //! - [`privacy`] exports and erases a customer's data and carries out retention;
@@ -26,6 +27,7 @@ pub mod notify;
 pub mod outbound;
 pub mod privacy;
 pub mod schedule;
+pub mod service;
 pub mod stats;
 pub mod store;
 pub mod telemetry;

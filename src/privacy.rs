@@ -1,8 +1,8 @@
-//! Customers' data on request and on schedule: export (a data-subject access request), erasure (the right
-//! to be forgotten) and retention (`[retention]`).
+//! Customers' data on request: export (a data-subject access request) and erasure (the right to be
+//! forgotten). Retention (`[retention]`) is a timer: the service carries it out when it is due.
 //!
-//! The decisions are pure ([`crate::desk::privacy`], [`crate::desk::retention`]); this module finds the
-//! data, writes files and commits one [`Rewrite`] per ticket — one sled transaction that changes the
+//! The decisions are pure ([`crate::desk::privacy`]); this module, through the application service
+//! ([`Desk`]), finds the data, writes files and commits one [`Rewrite`] per ticket — one sled transaction that changes the
 //! ticket, its messages, indexes, outbox rows, timers and blobs together, so an interrupted erasure leaves
 //! every ticket either untouched or fully erased.
 //!
@@ -21,11 +21,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::desk::privacy::{erase_ticket, involves, pseudonym};
-use crate::desk::retention;
-use crate::desk::ticket::{Message, Ticket, TicketId, TimerKind};
-use crate::intake::{Desk, IngestError};
+use crate::desk::ticket::{Message, Ticket, TicketId};
 use crate::mail::parse::safe_filename;
 use crate::outbound::{OutboxItem, OutboxStatus};
+use crate::service::{message_ids, Desk};
 use crate::store::backup::{create_private_dir, create_private_file, BackupError};
 use crate::store::{Rewrite, StoreError};
 
@@ -228,7 +227,7 @@ impl Desk {
             }
             let plain: Vec<Message> = messages.iter().map(|(_, m)| m.clone()).collect();
             let (mut skeleton, erased) = erase_ticket(&ticket, &plain, &address, &alias);
-            self.schedule(&mut skeleton);
+            crate::desk::timers::reschedule(&mut skeleton, &self.config);
             let mut rw = Rewrite {
                 id: Some(ticket.id.clone()),
                 requester_entries: vec![ticket.requester.clone()],
@@ -263,6 +262,7 @@ impl Desk {
                 r.in_reply_to = None;
                 r.references.clear();
                 r.attachments.clear();
+                r.unrendered = None;
                 if r.status == OutboxStatus::Queued {
                     r.status = OutboxStatus::Failed;
                     r.last_error = Some("cancelled: the customer's data was erased".into());
@@ -287,83 +287,4 @@ impl Desk {
         }
         Ok(summary)
     }
-
-    /// Carry out a due retention timer (the caller holds the writer lock). Returns 0: retention sends no mail.
-    pub(crate) fn fire_retention(
-        &self,
-        mut ticket: Ticket,
-        kind: TimerKind,
-        now: DateTime<Utc>,
-    ) -> Result<usize, IngestError> {
-        let id = ticket.id.clone();
-        if !retention::due(&ticket, &self.config.retention, kind, now) {
-            // No longer applies (reopened, config changed): only the ticket's timers are rewritten.
-            self.schedule(&mut ticket);
-            self.store.commit(&crate::store::Change {
-                ticket: Some(ticket),
-                ..Default::default()
-            })?;
-            return Ok(0);
-        }
-        let messages = self.store.messages_indexed(&id)?;
-        match kind {
-            TimerKind::PurgeAttachments => {
-                let mut attachments = 0u64;
-                let mut rw = Rewrite {
-                    id: Some(id.clone()),
-                    ..Rewrite::default()
-                };
-                for (i, m) in &messages {
-                    if let Some(stripped) = retention::without_attachments(m) {
-                        attachments += m.attachments.len() as u64;
-                        rw.messages.push((*i, Some(stripped)));
-                    }
-                }
-                ticket.attachments_purged = true;
-                self.schedule(&mut ticket);
-                rw.ticket = Some(ticket);
-                rw.counter = Some((format!("retention:attachments:{}", id.region), attachments));
-                let removed = self.store.rewrite(&rw)?;
-                tracing::info!(ticket = %id, attachments, blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: attachments of a closed ticket deleted");
-            }
-            TimerKind::PurgeTicket => {
-                let rows = self.store.outbox_of_ticket(&id)?;
-                let rw = Rewrite {
-                    id: Some(id.clone()),
-                    ticket: None,
-                    messages: messages.iter().map(|(i, _)| (*i, None)).collect(),
-                    requester_entries: vec![ticket.requester.clone()],
-                    dedupe: messages
-                        .iter()
-                        .map(|(_, m)| (m.message_id.clone(), m.content_hash.clone()))
-                        .collect(),
-                    message_ids: message_ids(&ticket, messages.iter().map(|(_, m)| m), &rows),
-                    outbox: rows.iter().map(|r| (r.id, None)).collect(),
-                    counter: Some((format!("retention:tickets:{}", id.region), 1)),
-                };
-                let removed = self.store.rewrite(&rw)?;
-                tracing::info!(ticket = %id, messages = messages.len(), outbox_rows = rows.len(), blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: closed ticket deleted");
-            }
-            _ => {}
-        }
-        Ok(0)
-    }
-}
-
-/// Every Message-ID that leads to `ticket`: its messages', its thread's and its outbox rows'.
-fn message_ids<'a>(
-    ticket: &Ticket,
-    messages: impl Iterator<Item = &'a Message>,
-    rows: &[OutboxItem],
-) -> Vec<String> {
-    let mut ids: Vec<String> = messages
-        .map(|m| m.message_id.clone())
-        .chain(ticket.thread_ids.iter().cloned())
-        .chain(ticket.last_customer_message_id.iter().cloned())
-        .chain(rows.iter().map(|r| r.message_id.clone()))
-        .filter(|m| !m.is_empty())
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
 }

@@ -12,18 +12,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
-use crate::intake::{blocking, Desk};
+use crate::service::{blocking, Desk, IngestError};
 
 /// Timers handled per tick.
 const TICK: usize = 256;
 
 /// Fire every timer due now; returns how many were handled.
-pub fn tick(desk: &Desk) -> Result<usize, crate::intake::IngestError> {
+pub fn tick(desk: &Desk) -> Result<usize, IngestError> {
     tick_at(desk, Utc::now())
 }
 
 /// Fire every timer due at `now` (at most one batch); the clock is a parameter for tests and benchmarks.
-pub fn tick_at(desk: &Desk, now: DateTime<Utc>) -> Result<usize, crate::intake::IngestError> {
+pub fn tick_at(desk: &Desk, now: DateTime<Utc>) -> Result<usize, IngestError> {
     let due = desk.store.timers_due(now, TICK)?;
     for (id, kind, _) in &due {
         desk.fire_timer(id, *kind, now)?;

@@ -1,7 +1,7 @@
 //! Telemetry: what `/healthz` and `/metrics` report, gathered where things happen.
 //!
-//! One [`Telemetry`] lives as long as the daemon process (it is created once and handed to every [`Desk`]
-//! built from a reloaded config, so counters and intake states survive a SIGHUP). It holds two things:
+//! One [`Telemetry`] lives as long as the daemon process (it is created once and handed to every service
+//! `Desk` built from a reloaded config, so counters and intake states survive a SIGHUP). It holds two things:
 //!
 //! - the **intake health registry**: per (region, mailbox) the state of the intake task (`starting`,
 //!   `connected`, `idle`, `failing`), the time of its last successful poll, since when it has been failing
@@ -13,8 +13,6 @@
 //!
 //! Whether the daemon is healthy is a pure decision ([`unhealthy`]) over a snapshot of the registry, the
 //! time and the configured threshold, so it is tested without servers.
-//!
-//! [`Desk`]: crate::intake::Desk
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -117,6 +115,8 @@ pub struct Telemetry {
     parse_failures: Family<RegionLabel, Counter>,
     quarantined: Family<RegionLabel, Counter>,
     auto_replies_suppressed: Family<RegionLabel, Counter>,
+    staff_mail_held_back: Family<RegionLabel, Counter>,
+    render_failures: Family<RegionLabel, Counter>,
     imap_reconnects: Family<RegionLabel, Counter>,
     sla_breaches: Family<RegionLabel, Counter>,
     outbox_sent: Counter,
@@ -158,6 +158,8 @@ impl Telemetry {
             parse_failures: Family::default(),
             quarantined: Family::default(),
             auto_replies_suppressed: Family::default(),
+            staff_mail_held_back: Family::default(),
+            render_failures: Family::default(),
             imap_reconnects: Family::default(),
             sla_breaches: Family::default(),
             outbox_sent: Counter::default(),
@@ -187,6 +189,16 @@ impl Telemetry {
             "auto_replies_suppressed",
             "Automatic mails held back by the per-recipient rate limits (likely mail loops)",
             t.auto_replies_suppressed.clone(),
+        );
+        t.registry.register(
+            "staff_mail_held_back",
+            "Staff mails held back by the staff breaker (outbound.staff_per_hour; a loop with a staff auto-responder)",
+            t.staff_mail_held_back.clone(),
+        );
+        t.registry.register(
+            "render_failures",
+            "Mails whose template failed at run time: recorded as failed in the outbox (see postdesk outbox list)",
+            t.render_failures.clone(),
         );
         t.registry.register(
             "imap_reconnects",
@@ -249,6 +261,8 @@ impl Telemetry {
                 &self.parse_failures,
                 &self.quarantined,
                 &self.auto_replies_suppressed,
+                &self.staff_mail_held_back,
+                &self.render_failures,
                 &self.sla_breaches,
             ] {
                 let _ = family.get_or_create(&label);
@@ -353,6 +367,22 @@ impl Telemetry {
     pub fn auto_replies_suppressed(&self, region_code: &str, n: u64) {
         if n > 0 {
             self.auto_replies_suppressed
+                .get_or_create(&region(region_code))
+                .inc_by(n);
+        }
+    }
+
+    pub fn staff_mail_held_back(&self, region_code: &str, n: u64) {
+        if n > 0 {
+            self.staff_mail_held_back
+                .get_or_create(&region(region_code))
+                .inc_by(n);
+        }
+    }
+
+    pub fn render_failures(&self, region_code: &str, n: u64) {
+        if n > 0 {
+            self.render_failures
                 .get_or_create(&region(region_code))
                 .inc_by(n);
         }

@@ -18,9 +18,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::desk::ticket::{Message, Status, Ticket, TicketId, TimerKind};
-use crate::intake::{pipe, Desk, IngestError};
+use crate::intake::pipe;
 use crate::outbound::OutboxItem;
 use crate::privacy::{EraseSummary, ExportSummary, PrivacyError};
+use crate::service::{Desk, IngestError};
 use crate::store::backup::{BackupError, Manifest};
 use crate::store::StoreError;
 
@@ -308,7 +309,7 @@ pub fn outbox(desk: &Desk) -> Result<Vec<OutboxItem>, CommandError> {
 
 /// Queue outbox row `id` again now; returns the row.
 pub fn outbox_retry(desk: &Desk, id: u64) -> Result<OutboxItem, CommandError> {
-    Ok(desk.store.outbox_retry(id)?)
+    Ok(desk.retry_outbox(id)?)
 }
 
 /// One region's line of `postdesk stats` (and its `--json` object).
@@ -383,7 +384,7 @@ pub fn stats(desk: &Desk) -> Result<Vec<RegionStats>, CommandError> {
 /// Write a consistent snapshot of the store into `dir` (new or empty).
 pub fn backup(desk: &Desk, dir: &std::path::Path) -> Result<Manifest, CommandError> {
     let store = desk.store.clone();
-    Ok(crate::intake::blocking(|| store.backup(dir))?)
+    Ok(crate::service::blocking(|| store.backup(dir))?)
 }
 
 /// Write everything stored about `email` into `dir` (new or empty).
@@ -392,12 +393,14 @@ pub fn customer_export(
     email: &str,
     dir: &std::path::Path,
 ) -> Result<ExportSummary, CommandError> {
-    Ok(crate::intake::blocking(|| {
+    Ok(crate::service::blocking(|| {
         desk.export_customer(email, dir)
     })?)
 }
 
 /// Erase `email` (`yes`), or only tell what would be erased.
 pub fn customer_erase(desk: &Desk, email: &str, yes: bool) -> Result<EraseSummary, CommandError> {
-    Ok(crate::intake::blocking(|| desk.erase_customer(email, yes))?)
+    Ok(crate::service::blocking(|| {
+        desk.erase_customer(email, yes)
+    })?)
 }

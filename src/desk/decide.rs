@@ -1,13 +1,19 @@
-//! The pure heart of intake: given a parsed mail, the tickets it may belong to, the config and the time,
+//! The pure heart of intake: given a parsed mail, what the store knows about it, the config and the time,
 //! decide what changes. Nothing here touches the store, the network or the clock.
+//!
+//! The decision is complete: the ticket as it will be stored (its number for a new one, its status changed
+//! through [`Ticket::change_status`], its timers scheduled), the message, the typed [`Reply`]s to send, and
+//! for an agent's `#merge` the surviving ticket. The shell (the application service) only reads what
+//! [`Known`] asks for, renders the replies and commits.
 
 use chrono::{DateTime, Utc};
 
 use super::agent;
 use super::lifecycle::{self, Event};
+pub use super::reply::{AttachmentNote, Audience, Content, Event as ReplyEvent, Needs, Reply};
 use super::thread::{self, Thread};
 use super::ticket::{
-    AttachmentRef, Direction, Locale, Message, Priority, Status, Ticket, TicketId, MAX_THREAD_IDS,
+    AttachmentRef, Direction, Message, Priority, Status, Ticket, TicketId, MAX_THREAD_IDS,
 };
 use crate::config::{Config, RegionConfig};
 use crate::mail::classify;
@@ -29,6 +35,12 @@ pub struct Known {
     pub own_message: bool,
     /// For an agent's `#merge ID`: that ticket, if it exists.
     pub merge_target: Option<Ticket>,
+    /// The number the mail's region gives its next new ticket; `None`: the region's sequence has not
+    /// started, so its `first_number`.
+    pub next_number: Option<u64>,
+    /// The mail's In-Reply-To names staff mail postdesk sent (an agent notification, an SLA reminder, an
+    /// escalation, a command error): the ticket that mail was about (after merges).
+    pub staff_mail_answered: Option<Ticket>,
 }
 
 /// Options of the intake path that delivered the mail.
@@ -53,25 +65,21 @@ impl Delivery {
     }
 }
 
-/// Mail postdesk should send because of this change; rendered and queued by the shell.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Reply {
-    /// The template event: `ack`, `status_changed`, …
-    pub kind: &'static str,
-    pub to: Vec<String>,
-    pub locale: Locale,
-    /// For `status_changed`: the status before.
-    pub previous_status: Option<Status>,
-    /// Event-specific template values (e.g. `size_mb` and `limit_mb` for `oversize`).
-    pub extra: Vec<(&'static str, serde_json::Value)>,
-    /// Files to attach (an agent's attachments, relayed): blobs in the store.
-    pub attachments: Vec<AttachmentRef>,
+/// An agent's `#merge`: the ticket of the mail is closed and points to `survivor`, where both conversations
+/// continue.
+#[derive(Clone, Debug)]
+pub struct Merge {
+    /// The ticket merged into, after the merge: the merged ticket's customers among its participants, its
+    /// Message-IDs in the thread, linked, timers scheduled. The shell moves the messages and counts them.
+    pub survivor: Ticket,
+    /// Message-IDs that lead to the merged ticket and must lead to the survivor from now on.
+    pub message_ids: Vec<String>,
 }
 
 /// The change one mail makes.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// The ticket after the change. For a new ticket, `id.number` is 0: the store assigns the number.
+    /// The ticket after the change, timers scheduled. A new ticket has its number (from [`Known`]).
     pub ticket: Ticket,
     pub is_new: bool,
     /// The message to append.
@@ -80,8 +88,8 @@ pub struct Plan {
     pub replies: Vec<Reply>,
     /// The outbox row a delivery report says bounced.
     pub bounced_outbox: Option<u64>,
-    /// An agent's `#merge`: move this ticket's messages into that one (which exists: see [`Known`]).
-    pub merge_into: Option<TicketId>,
+    /// An agent's `#merge`: move this ticket's messages into the survivor (which exists: see [`Known`]).
+    pub merge: Option<Merge>,
 }
 
 impl Plan {
@@ -93,7 +101,7 @@ impl Plan {
             message,
             replies,
             bounced_outbox: None,
-            merge_into: None,
+            merge: None,
         }))
     }
 }
@@ -109,6 +117,25 @@ pub enum Decision {
 
 /// Decide what a mail that arrived for `region` changes.
 pub fn decide(
+    mail: &Inbound,
+    region: &RegionConfig,
+    config: &Config,
+    known: &Known,
+    delivery: &Delivery,
+    now: DateTime<Utc>,
+) -> Decision {
+    let mut decision = decide_change(mail, region, config, known, delivery, now);
+    // Whatever changed, the ticket (and a merge's survivor) leaves with the timers its new state needs.
+    if let Decision::Store(plan) = &mut decision {
+        super::timers::reschedule(&mut plan.ticket, config);
+        if let Some(merge) = &mut plan.merge {
+            super::timers::reschedule(&mut merge.survivor, config);
+        }
+    }
+    decision
+}
+
+fn decide_change(
     mail: &Inbound,
     region: &RegionConfig,
     config: &Config,
@@ -150,9 +177,20 @@ pub fn decide(
                 message,
                 replies: Vec::new(),
                 bounced_outbox: Some(*outbox_id),
-                merge_into: None,
+                merge: None,
             }));
         }
+    }
+    if let Some(ticket) = staff_auto_reply(mail, automatic, known, config) {
+        // An auto-responder on the desk's side (an agent's out-of-office, the notification list's) answered
+        // staff mail: kept on the ticket it is about, as automatic mail, and nothing is sent. Staff mail is
+        // not bounded by the per-recipient limits, so this is what keeps it out of a loop.
+        let mut ticket = ticket.clone();
+        ticket.updated_at = now;
+        if message.auto.is_none() {
+            message.auto = Some(classify::Automatic::Loop.as_str().to_string());
+        }
+        return Plan::update(ticket, message, Vec::new());
     }
 
     match thread::choose(sender, &known.tagged, &known.referenced, config) {
@@ -172,6 +210,7 @@ pub fn decide(
                     Vec::new(),
                     automatic.is_some(),
                     delivery,
+                    known.next_number,
                     now,
                 );
             };
@@ -233,6 +272,7 @@ pub fn decide(
             links,
             automatic.is_some(),
             delivery,
+            known.next_number,
             now,
         ),
     }
@@ -247,6 +287,7 @@ fn new_ticket(
     links: Vec<TicketId>,
     automatic: bool,
     delivery: &Delivery,
+    next_number: Option<u64>,
     now: DateTime<Utc>,
 ) -> Decision {
     let (requester, requester_name) = mail
@@ -256,7 +297,7 @@ fn new_ticket(
         .unwrap_or_default();
     let locale = classify::customer_locale(mail, region.locale);
     let mut ticket = Ticket {
-        id: TicketId::new(&region.code, 0),
+        id: TicketId::new(&region.code, next_number.unwrap_or(region.first_number)),
         region: region.code.clone(),
         status: Status::New,
         priority: if automatic {
@@ -299,24 +340,16 @@ fn new_ticket(
         && !region.is_agent(&requester);
     if answerable {
         // An oversized mail was stored truncated: its acknowledgement says so and asks for another way.
-        let (kind, extra) = match delivery.oversize {
-            Some((size, limit)) => (
-                "oversize",
-                vec![
-                    ("size_mb", serde_json::json!(megabytes(size))),
-                    ("limit_mb", serde_json::json!(megabytes(limit))),
-                ],
-            ),
-            None => ("ack", needs(&ticket.category, mail)),
+        let content = match delivery.oversize {
+            Some((size, limit)) => Content::Oversize {
+                size_mb: megabytes(size),
+                limit_mb: megabytes(limit),
+            },
+            None => Content::Ack {
+                needs: needs(&ticket.category, mail),
+            },
         };
-        replies.push(Reply {
-            kind,
-            to: vec![requester],
-            locale,
-            previous_status: None,
-            extra,
-            attachments: Vec::new(),
-        });
+        replies.push(Reply::new(vec![requester], locale, content));
     }
     if !automatic {
         replies.extend(notify_agents(mail, &ticket, region, true));
@@ -327,8 +360,52 @@ fn new_ticket(
         message,
         replies,
         bounced_outbox: None,
-        merge_into: None,
+        merge: None,
     }))
+}
+
+/// Whether `address` (lower-cased) belongs to the desk's people: an agent of any region, a region's
+/// `agent_notify`, or an `escalate_to` address.
+fn is_staff_address(address: &str, config: &Config) -> bool {
+    let is = |a: &Option<String>| {
+        a.as_deref()
+            .is_some_and(|a| a.eq_ignore_ascii_case(address))
+    };
+    is(&config.timers.escalate_to)
+        || config
+            .region
+            .iter()
+            .any(|r| r.is_agent(address) || is(&r.agent_notify) || is(&r.timers.escalate_to))
+}
+
+/// The ticket an auto-responder on the desk's side answered, if this mail is one: it answers staff mail
+/// postdesk sent and is not a person who may write to that ticket (it is automatic, or from someone else:
+/// a member of the notification list), or it is automatic mail from a staff address about a ticket it
+/// names.
+fn staff_auto_reply<'a>(
+    mail: &Inbound,
+    automatic: Option<classify::Automatic>,
+    known: &'a Known,
+    config: &Config,
+) -> Option<&'a Ticket> {
+    let sender = mail.from.as_ref().map(|m| m.address.as_str()).unwrap_or("");
+    if let Some(ticket) = &known.staff_mail_answered {
+        // A person who may write to the ticket is not a machine: an agent acting, a customer the
+        // notification was forwarded to.
+        let person = automatic.is_none()
+            && (ticket.admits_customer(sender)
+                || config
+                    .region(&ticket.region)
+                    .is_some_and(|r| r.is_agent(sender))
+                    && agent_verified(mail, sender, config));
+        if !person {
+            return Some(ticket);
+        }
+    }
+    if automatic.is_some() && !sender.is_empty() && is_staff_address(sender, config) {
+        return known.tagged.iter().chain(&known.referenced).next();
+    }
+    None
 }
 
 /// Whether mail from agent address `sender` may act as the agent: always, unless `[agents]
@@ -354,27 +431,23 @@ fn notify_agents(
     if to.is_empty() {
         return None;
     }
-    let attachments: Vec<serde_json::Value> = mail
+    let attachments = mail
         .attachments
         .iter()
-        .map(|a| serde_json::json!({"filename": safe_filename(&a.filename), "size_kb": (a.data.len() as u64).div_ceil(1024)}))
+        .map(|a| AttachmentNote {
+            filename: safe_filename(&a.filename),
+            size_kb: (a.data.len() as u64).div_ceil(1024),
+        })
         .collect();
-    Some(Reply {
-        kind: "agent_notify",
+    Some(Reply::new(
         to,
-        locale: region.locale,
-        previous_status: None,
-        extra: vec![
-            ("is_new", serde_json::json!(is_new)),
-            ("customer_text", serde_json::json!(strip_quoted(&mail.text))),
-            ("attachments", serde_json::Value::Array(attachments)),
-            (
-                "reply_marker",
-                serde_json::json!(crate::outbound::render::REPLY_MARKER),
-            ),
-        ],
-        attachments: Vec::new(),
-    })
+        region.locale,
+        Content::AgentNotify {
+            is_new,
+            customer_text: strip_quoted(&mail.text),
+            attachments,
+        },
+    ))
 }
 
 /// Mail from one of the ticket's agents: commands, an internal note, or a reply relayed to the customer.
@@ -410,7 +483,7 @@ fn agent_mail(
         .collect();
     let previous = ticket.status;
     let mut status_set = false;
-    let mut merge_into = None;
+    let mut merge_into: Option<&Ticket> = None;
     for command in &parsed.commands {
         match command {
             agent::Command::Status(s) => match lifecycle::next(ticket.status, Event::Set(*s)) {
@@ -443,7 +516,7 @@ fn agent_mail(
                     "#merge {id}: that ticket belongs to region {}",
                     t.region
                 )),
-                Some(_) => merge_into = Some(id.clone()),
+                Some(t) => merge_into = Some(t),
                 None => errors.push(format!("#merge {id}: no such ticket")),
             },
         }
@@ -454,28 +527,25 @@ fn agent_mail(
         return Plan::update(
             unchanged,
             message,
-            vec![Reply {
-                kind: "command_error",
-                to: vec![sender],
-                locale: region.locale,
-                previous_status: None,
-                extra: vec![
-                    ("errors", serde_json::json!(errors.join("\n"))),
-                    ("commands_help", serde_json::json!(agent::HELP)),
-                ],
-                attachments: Vec::new(),
-            }],
+            vec![Reply::new(
+                vec![sender],
+                region.locale,
+                Content::CommandError {
+                    errors: errors.join("\n"),
+                },
+            )],
         );
     }
-    if merge_into.is_some() {
+    if let Some(survivor) = merge_into {
         // The messages move; nothing is sent. The agent's mail stays as a note, and goes along.
+        let merge = merge(&mut ticket, survivor, &mail.message_id, now);
         return Decision::Store(Box::new(Plan {
             ticket,
             is_new: false,
             message,
             replies: Vec::new(),
             bounced_outbox: None,
-            merge_into,
+            merge: Some(merge),
         }));
     }
     let customers = ticket.customers();
@@ -490,25 +560,21 @@ fn agent_mail(
         message.text = parsed.body.clone();
         ticket.first_response_at.get_or_insert(now);
         replies.push(Reply {
-            kind: "agent_reply",
             to: customers,
             locale: ticket.locale,
-            previous_status: Some(previous),
-            extra: vec![
-                ("body", serde_json::json!(parsed.body)),
-                ("agent_name", serde_json::json!(agent_name)),
-            ],
             attachments: message.attachments.clone(),
+            content: Content::AgentReply {
+                previous,
+                body: parsed.body.clone(),
+                agent_name,
+            },
         });
     } else if ticket.status != previous && !customers.is_empty() {
-        replies.push(Reply {
-            kind: "status_changed",
-            to: customers,
-            locale: ticket.locale,
-            previous_status: Some(previous),
-            extra: Vec::new(),
-            attachments: Vec::new(),
-        });
+        replies.push(Reply::new(
+            customers,
+            ticket.locale,
+            Content::StatusChanged { previous },
+        ));
     }
     if ticket.status == Status::Resolved && previous != Status::Resolved {
         replies.extend(super::timers::survey(&mut ticket, &region.timers));
@@ -516,21 +582,48 @@ fn agent_mail(
     Plan::update(ticket, message, replies)
 }
 
-/// What an acknowledgement asks for, by category, when the customer's mail does not give it yet: the
-/// template shows a line in the customer's language for each flag that is true.
-fn needs(category: &str, mail: &Inbound) -> Vec<(&'static str, serde_json::Value)> {
+/// Close `ticket` into `survivor` (an agent's `#merge`, checked by the caller): both conversations continue
+/// in the survivor, whose Message-IDs, participants and links take in the merged ticket's, and the merged
+/// ticket is closed through the lifecycle, so its retention clock starts now.
+fn merge(ticket: &mut Ticket, survivor: &Ticket, mail_id: &str, now: DateTime<Utc>) -> Merge {
+    let mut survivor = survivor.clone();
+    for customer in std::iter::once(&ticket.requester).chain(&ticket.participants) {
+        if !customer.is_empty()
+            && *customer != survivor.requester
+            && !survivor.participants.contains(customer)
+        {
+            survivor.participants.push(customer.clone());
+        }
+    }
+    let mut message_ids = ticket.thread_ids.clone();
+    if !message_ids.iter().any(|m| m == mail_id) {
+        message_ids.push(mail_id.to_string());
+    }
+    for mid in &message_ids {
+        remember_thread_id(&mut survivor, mid);
+    }
+    survivor.links.push(ticket.id.clone());
+    survivor.updated_at = now;
+    ticket.links.push(survivor.id.clone());
+    ticket.merged_into = Some(survivor.id.clone());
+    let closed = lifecycle::next(ticket.status, Event::Merged).unwrap_or(Status::Closed);
+    ticket.change_status(closed, now);
+    Merge {
+        survivor,
+        message_ids,
+    }
+}
+
+/// What an acknowledgement asks for, by category, when the customer's mail does not give it yet.
+fn needs(category: &str, mail: &Inbound) -> Needs {
     let no_number = !classify::has_reference_number(&mail.text)
         && !classify::has_reference_number(&mail.subject);
-    let flag = |b: bool| serde_json::Value::Bool(b);
-    vec![
-        (
-            "needs_order_number",
-            flag(matches!(category, "payment" | "order") && no_number),
-        ),
-        ("needs_payment_details", flag(category == "payment")),
-        ("needs_device_details", flag(category == "fault")),
-        ("needs_account_id", flag(category == "account")),
-    ]
+    Needs {
+        order_number: matches!(category, "payment" | "order") && no_number,
+        payment_details: category == "payment",
+        device_details: category == "fault",
+        account_id: category == "account",
+    }
 }
 
 /// Bytes in megabytes, one decimal, for people.
@@ -621,12 +714,12 @@ pub fn remember_thread_id(ticket: &mut Ticket, id: &str) {
     ticket.thread_ids.push(id.to_string());
 }
 
-/// Decide an explicit status change (CLI `tickets set-status`, later agent commands): the updated ticket and
-/// the status update to send to the customer.
+/// Decide an explicit status change (CLI `tickets set-status`): the updated ticket, timers scheduled, and
+/// the status update to send to the customers. (Agents change the status by mail: see [`agent`].)
 pub fn set_status(
     ticket: &Ticket,
     status: Status,
-    timers: &crate::config::TimersConfig,
+    config: &Config,
     now: DateTime<Utc>,
 ) -> Result<(Ticket, Vec<Reply>), lifecycle::LifecycleError> {
     let next = lifecycle::next(ticket.status, Event::Set(status))?;
@@ -638,24 +731,25 @@ pub fn set_status(
     let mut replies = if to.is_empty() {
         Vec::new()
     } else {
-        vec![Reply {
-            kind: "status_changed",
+        vec![Reply::new(
             to,
-            locale: t.locale,
-            previous_status: Some(previous),
-            extra: Vec::new(),
-            attachments: Vec::new(),
-        }]
+            t.locale,
+            Content::StatusChanged { previous },
+        )]
     };
     if t.status == Status::Resolved {
-        replies.extend(super::timers::survey(&mut t, timers));
+        if let Some(region) = config.region(&t.region) {
+            replies.extend(super::timers::survey(&mut t, &region.timers));
+        }
     }
+    super::timers::reschedule(&mut t, config);
     Ok((t, replies))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desk::ticket::Locale;
     use crate::mail::parse::parse;
 
     fn config() -> Config {
@@ -691,8 +785,84 @@ mod tests {
         assert_eq!(plan.ticket.locale, Locale::Ko);
         assert_eq!(plan.ticket.status, Status::New);
         assert_eq!(plan.replies.len(), 1);
-        assert_eq!(plan.replies[0].kind, "ack");
+        assert_eq!(plan.replies[0].event(), ReplyEvent::Ack);
         assert_eq!(plan.replies[0].locale, Locale::Ko);
+    }
+
+    #[test]
+    fn a_new_ticket_takes_the_number_it_is_given() {
+        let c = config();
+        let m = mail("From: a@example.com\r\nSubject: x\r\n\r\nbody text\r\n");
+        let decide_with = |next_number| {
+            let known = Known {
+                next_number,
+                ..Known::default()
+            };
+            let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now())
+            else {
+                panic!()
+            };
+            plan.ticket.id
+        };
+        assert_eq!(decide_with(Some(1042)), TicketId::new("JP", 1042));
+        assert_eq!(
+            decide_with(None),
+            TicketId::new("JP", c.region[0].first_number),
+            "a region's first ticket"
+        );
+    }
+
+    #[test]
+    fn a_new_ticket_leaves_with_its_timers() {
+        let c = config();
+        let m = mail("From: a@example.com\r\nSubject: x\r\n\r\nbody text\r\n");
+        let now = Utc::now();
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &Known::default(), ACK, now)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            plan.ticket.timers,
+            super::super::timers::schedule(&plan.ticket, &c.timers)
+        );
+        assert!(!plan.ticket.timers.is_empty());
+    }
+
+    #[test]
+    fn an_answer_to_staff_mail_from_outside_the_ticket_sends_nothing() {
+        let c = config();
+        let t = existing(Status::Open);
+        // A member of the notification list, no automatic headers: only the answered notification tells.
+        let m = mail("From: member@example.com\r\nSubject: Out of office\r\nMessage-ID: <o@m>\r\n\r\nI am away.\r\n");
+        let known = Known {
+            staff_mail_answered: Some(t.clone()),
+            referenced: vec![t.clone()],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        assert!(!plan.is_new);
+        assert_eq!(plan.ticket.id, t.id);
+        assert_eq!(plan.ticket.status, Status::Open);
+        assert!(plan.replies.is_empty());
+        assert_eq!(plan.message.auto.as_deref(), Some("loop"));
+        // The agent answering it is an agent acting; the customer it was forwarded to is a customer.
+        for from in ["agent@example.com", "a@example.com"] {
+            let m = mail(&format!(
+                "From: {from}\r\nSubject: Re: [JP-1000] x\r\n\r\nThe parcel left today.\r\n"
+            ));
+            let known = Known {
+                staff_mail_answered: Some(t.clone()),
+                tagged: vec![t.clone()],
+                ..Known::default()
+            };
+            let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now())
+            else {
+                panic!()
+            };
+            assert!(plan.message.auto.is_none(), "{from}");
+        }
     }
 
     #[test]
@@ -715,8 +885,11 @@ mod tests {
         assert_eq!(plan.message.subject, "refund **** **** **** 1111");
         assert_eq!(plan.ticket.subject, "refund **** **** **** 1111");
         // The agents' notification carries the masked text too.
-        let notify = plan.replies.iter().find(|r| r.kind == "agent_notify");
-        assert!(notify.is_none_or(|r| !format!("{:?}", r.extra).contains("5555555555554444")));
+        let notify = plan
+            .replies
+            .iter()
+            .find(|r| r.event() == ReplyEvent::AgentNotify);
+        assert!(notify.is_none_or(|r| !format!("{:?}", r.content).contains("5555555555554444")));
         // The content hash is the mail's, so a re-delivery is still recognised.
         assert_eq!(plan.message.content_hash, m.content_hash);
         let off = Config::from_toml(
@@ -868,17 +1041,11 @@ mod tests {
         assert_eq!(plan.ticket.status, Status::Pending);
         assert_eq!(plan.message.direction, Direction::Out);
         assert_eq!(plan.replies.len(), 1);
-        assert_eq!(plan.replies[0].kind, "agent_reply");
+        assert_eq!(plan.replies[0].event(), ReplyEvent::AgentReply);
         assert_eq!(plan.replies[0].to, vec!["a@example.com"]);
-        let body = plan.replies[0]
-            .extra
-            .iter()
-            .find(|(k, _)| *k == "body")
-            .unwrap()
-            .1
-            .as_str()
-            .unwrap()
-            .to_string();
+        let Content::AgentReply { body, .. } = &plan.replies[0].content else {
+            panic!()
+        };
         assert_eq!(body, "Could you send the order number?");
     }
 
@@ -890,15 +1057,9 @@ mod tests {
         assert_eq!(plan.ticket.priority, Priority::Urgent);
         assert_eq!(plan.ticket.assignee.as_deref(), Some("agent@example.com"));
         assert_eq!(plan.ticket.category, "payment");
-        let body = plan.replies[0]
-            .extra
-            .iter()
-            .find(|(k, _)| *k == "body")
-            .unwrap()
-            .1
-            .as_str()
-            .unwrap()
-            .to_string();
+        let Content::AgentReply { body, .. } = &plan.replies[0].content else {
+            panic!()
+        };
         assert_eq!(body, "Refund done.");
     }
 
@@ -926,11 +1087,14 @@ mod tests {
             "a forged agent's command is text"
         );
         assert_eq!(forged.message.direction, Direction::In);
-        assert!(forged.replies.iter().all(|r| r.kind != "agent_reply"));
+        assert!(forged
+            .replies
+            .iter()
+            .all(|r| r.event() != ReplyEvent::AgentReply));
         let real =
             run("Authentication-Results: mx.example.com; dkim=pass header.d=example.com\r\n");
         assert_eq!(real.ticket.status, Status::Closed);
-        assert_eq!(real.replies[0].kind, "agent_reply");
+        assert_eq!(real.replies[0].event(), ReplyEvent::AgentReply);
     }
 
     #[test]
@@ -943,7 +1107,7 @@ mod tests {
         // A note that changes the status tells the customer only the status.
         let plan = agent_says(&t, "#note\r\n#status pending\r\ninternal");
         assert_eq!(plan.replies.len(), 1);
-        assert_eq!(plan.replies[0].kind, "status_changed");
+        assert_eq!(plan.replies[0].event(), ReplyEvent::StatusChanged);
     }
 
     #[test]
@@ -958,7 +1122,7 @@ mod tests {
         );
         assert_eq!(plan.message.direction, Direction::Note);
         assert_eq!(plan.replies.len(), 1);
-        assert_eq!(plan.replies[0].kind, "command_error");
+        assert_eq!(plan.replies[0].event(), ReplyEvent::CommandError);
         assert_eq!(plan.replies[0].to, vec!["agent@example.com"]);
     }
 
@@ -986,14 +1150,14 @@ mod tests {
     fn set_status_queues_an_update_to_requester_and_participants() {
         let mut t = existing(Status::Open);
         t.participants = vec!["cc@example.com".into()];
-        let (t2, replies) = set_status(&t, Status::Resolved, &config().timers, Utc::now()).unwrap();
+        let (t2, replies) = set_status(&t, Status::Resolved, &config(), Utc::now()).unwrap();
         assert_eq!(t2.status, Status::Resolved);
         assert_eq!(replies[0].to, vec!["a@example.com", "cc@example.com"]);
-        assert_eq!(replies[0].previous_status, Some(Status::Open));
-        assert!(set_status(&t2, Status::Resolved, &config().timers, Utc::now()).is_err());
+        assert_eq!(replies[0].content.previous_status(), Some(Status::Open));
+        assert!(set_status(&t2, Status::Resolved, &config(), Utc::now()).is_err());
         assert_eq!(
-            replies.iter().map(|r| r.kind).collect::<Vec<_>>(),
-            vec!["status_changed", "survey"],
+            replies.iter().map(|r| r.event()).collect::<Vec<_>>(),
+            vec![ReplyEvent::StatusChanged, ReplyEvent::Survey],
             "resolving sends the survey"
         );
     }

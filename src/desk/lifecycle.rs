@@ -1,6 +1,8 @@
 //! The status machine: received → in progress → waiting for the customer → resolved → closed.
 //!
-//! Pure functions of (status, event) → new status, so every transition can be tested exhaustively.
+//! Pure functions of (status, event) → new status, so every transition can be tested exhaustively. Every
+//! status change of a ticket is [`next`] followed by [`crate::desk::ticket::Ticket::change_status`], which
+//! records when it changed (what reminders, auto-close and retention count from).
 
 use super::ticket::Status;
 
@@ -11,6 +13,8 @@ pub enum Event {
     CustomerReply,
     /// An agent or admin set the status explicitly.
     Set(Status),
+    /// An agent merged the ticket into another: its conversation continues there.
+    Merged,
 }
 
 /// Why a transition is refused.
@@ -33,6 +37,7 @@ pub fn next(status: Status, event: Event) -> Result<Status, LifecycleError> {
         Event::Set(target) if target == status => Err(LifecycleError::Unchanged(status)),
         Event::Set(Status::New) => Err(LifecycleError::BackToNew),
         Event::Set(target) => Ok(target),
+        Event::Merged => Ok(Status::Closed),
     }
 }
 
@@ -51,6 +56,13 @@ mod tests {
         ];
         for (from, to) in expect {
             assert_eq!(next(from, Event::CustomerReply), Ok(to), "{from}");
+        }
+    }
+
+    #[test]
+    fn a_merged_ticket_is_closed_from_any_status() {
+        for &from in Status::ALL {
+            assert_eq!(next(from, Event::Merged), Ok(Status::Closed), "{from}");
         }
     }
 

@@ -8,9 +8,8 @@
 //! ticket's current state is the only truth.
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::json;
 
-use super::decide::Reply;
+use super::reply::{Content, Reply};
 use super::ticket::{Status, Ticket, Timer, TimerKind};
 use crate::config::{Config, RegionConfig, TimersConfig};
 
@@ -18,7 +17,6 @@ fn dur(d: std::time::Duration) -> Duration {
     Duration::from_std(d).unwrap_or(Duration::MAX)
 }
 
-/// The first-response deadline of a ticket.
 /// The first-response deadline of a ticket: its target after arrival, counted in working time when the
 /// region has business hours.
 pub fn first_response_due(ticket: &Ticket, timers: &TimersConfig) -> DateTime<Utc> {
@@ -28,7 +26,25 @@ pub fn first_response_due(ticket: &Ticket, timers: &TimersConfig) -> DateTime<Ut
     )
 }
 
-/// The timers a ticket in its current state should have.
+/// Set every timer a ticket in its current state should have: the conversation's ([`schedule`], with its
+/// region's timers) and retention's ([`super::retention::schedule`]). Every decision ends with this, so
+/// the ticket is stored with its timers (and the store's due-time index follows them).
+pub fn reschedule(ticket: &mut Ticket, config: &Config) {
+    let Some(region) = config.region(&ticket.region) else {
+        ticket.timers = Vec::new();
+        return;
+    };
+    // An erased ticket sends nothing any more: only retention applies to it.
+    let mut timers = if ticket.erased {
+        Vec::new()
+    } else {
+        schedule(ticket, &region.timers)
+    };
+    timers.extend(super::retention::schedule(ticket, &config.retention));
+    ticket.timers = timers;
+}
+
+/// The conversation's timers a ticket in its current state should have.
 pub fn schedule(ticket: &Ticket, timers: &TimersConfig) -> Vec<Timer> {
     let mut out = Vec::new();
     if ticket.merged_into.is_some() {
@@ -72,45 +88,27 @@ fn local_time(t: DateTime<Utc>, region: &RegionConfig) -> String {
         .to_string()
 }
 
-fn reply(
-    kind: &'static str,
-    to: Vec<String>,
-    ticket: &Ticket,
-    locale: crate::desk::ticket::Locale,
-    extra: Vec<(&'static str, serde_json::Value)>,
-) -> Reply {
-    Reply {
-        kind,
-        to,
-        locale,
-        previous_status: Some(ticket.status),
-        extra,
-        attachments: Vec::new(),
-    }
-}
-
 /// The satisfaction survey to send when a ticket becomes resolved, if the config asks for it.
 pub fn survey(ticket: &mut Ticket, timers: &TimersConfig) -> Option<Reply> {
     if !timers.survey || ticket.survey_sent || ticket.customers().is_empty() {
         return None;
     }
     ticket.survey_sent = true;
-    Some(reply(
-        "survey",
+    Some(Reply::new(
         ticket.customers(),
-        ticket,
         ticket.locale,
-        Vec::new(),
+        Content::Survey,
     ))
 }
 
-/// What a due timer does: the changed ticket and the mail to send; `None` when it no longer applies.
+/// What a due timer does: the changed ticket, timers rescheduled, and the mail to send; `None` when it no
+/// longer applies (the customer answered, an agent replied): then the ticket only needs [`reschedule`],
+/// which drops the stale entry.
 pub fn on_timer(
     ticket: &Ticket,
     kind: TimerKind,
     region: &RegionConfig,
-    // Unused since the region carries its merged timers; kept so callers need not change yet.
-    _config: &Config,
+    config: &Config,
     now: DateTime<Utc>,
 ) -> Option<(Ticket, Vec<Reply>)> {
     let timers = &region.timers;
@@ -127,57 +125,45 @@ pub fn on_timer(
         TimerKind::CustomerReminder if t.reminders_sent < timers.customer_reminders => {
             t.reminders_sent += 1;
             let since = t.status_since.unwrap_or(t.updated_at);
-            let extra = vec![
-                ("reminder_number", json!(t.reminders_sent)),
-                ("reminders_total", json!(timers.customer_reminders)),
-                (
-                    "last_reminder",
-                    json!(t.reminders_sent == timers.customer_reminders),
-                ),
-                (
-                    "waiting_days",
-                    json!(((now - since).num_hours() as f64 / 24.0).round().max(1.0) as i64),
-                ),
-            ];
-            replies.push(reply(
-                "customer_reminder",
-                t.customers(),
-                &t,
-                t.locale,
-                extra,
-            ));
+            let content = Content::CustomerReminder {
+                number: t.reminders_sent,
+                total: timers.customer_reminders,
+                last: t.reminders_sent == timers.customer_reminders,
+                waiting_days: ((now - since).num_hours() as f64 / 24.0).round().max(1.0) as i64,
+            };
+            replies.push(Reply::new(t.customers(), t.locale, content));
         }
         TimerKind::CustomerReminder => {
             // No answer to the last reminder: resolved, with a notice (and the survey).
             t.change_status(Status::Resolved, now);
-            replies.push(reply(
-                "resolved",
+            replies.push(Reply::new(
                 t.customers(),
-                &t,
                 t.locale,
-                vec![("auto_resolved", json!(true))],
+                Content::Resolved {
+                    auto_resolved: true,
+                },
             ));
             replies.extend(survey(&mut t, timers));
         }
         TimerKind::SlaReminder => {
             t.sla_warned = true;
             let due = first_response_due(&t, timers);
-            let extra = vec![
-                ("due_at", json!(local_time(due, region))),
-                ("minutes_left", json!((due - now).num_minutes().max(0))),
-            ];
+            let content = Content::SlaReminder {
+                due_at: local_time(due, region),
+                minutes_left: (due - now).num_minutes().max(0),
+            };
             let to = region.agent_recipients(t.assignee.as_ref());
             if !to.is_empty() {
-                replies.push(reply("sla_reminder", to, &t, region.locale, extra));
+                replies.push(Reply::new(to, region.locale, content));
             }
         }
         TimerKind::SlaBreach => {
             t.breached = true;
             let due = first_response_due(&t, timers);
-            let extra = vec![
-                ("due_at", json!(local_time(due, region))),
-                ("overdue_minutes", json!((now - due).num_minutes().max(0))),
-            ];
+            let content = Content::Escalation {
+                due_at: local_time(due, region),
+                overdue_minutes: (now - due).num_minutes().max(0),
+            };
             let mut to: Vec<String> = timers.escalate_to.iter().cloned().collect();
             to.extend(
                 region
@@ -186,18 +172,19 @@ pub fn on_timer(
                     .filter(|a| timers.escalate_to.as_ref().is_none_or(|e| e != a)),
             );
             if !to.is_empty() {
-                replies.push(reply("escalation", to, &t, region.locale, extra));
+                replies.push(Reply::new(to, region.locale, content));
             }
         }
         TimerKind::AutoClose => {
             t.change_status(Status::Closed, now);
-            replies.push(reply("closed", t.customers(), &t, t.locale, Vec::new()));
+            replies.push(Reply::new(t.customers(), t.locale, Content::Closed));
         }
-        // Retention deletes data, which needs the store: `Desk::fire_timer` carries it out
+        // Retention deletes data, which needs the store: the service carries it out
         // (see `crate::desk::retention`).
         TimerKind::PurgeAttachments | TimerKind::PurgeTicket => return None,
     }
     replies.retain(|r| !r.to.is_empty());
+    reschedule(&mut t, config);
     Some((t, replies))
 }
 
@@ -231,6 +218,7 @@ pub fn survey_answer(text: &str) -> Option<(u8, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desk::reply::Event;
     use crate::desk::ticket::{Locale, Priority, TicketId};
 
     fn config(extra: &str) -> Config {
@@ -333,13 +321,10 @@ mod tests {
         // At the deadline the escalation names it in the region's time.
         let (flagged, replies) = on_timer(&t, TimerKind::SlaBreach, region, &c, s[1].due).unwrap();
         assert!(flagged.breached);
-        let due_at = replies[0]
-            .extra
-            .iter()
-            .find(|(k, _)| *k == "due_at")
-            .map(|(_, v)| v.clone())
-            .unwrap();
-        assert_eq!(due_at, serde_json::json!("2026-11-26 15:00 JST"));
+        let Content::Escalation { due_at, .. } = &replies[0].content else {
+            panic!("{replies:?}")
+        };
+        assert_eq!(due_at, "2026-11-26 15:00 JST");
         // Without business hours the same ticket is due 24 wall-clock hours later, on Saturday night.
         let wall = config("");
         assert_eq!(
@@ -391,7 +376,10 @@ mod tests {
             t0() + Duration::hours(48),
         )
         .unwrap();
-        assert_eq!((t1.reminders_sent, r1[0].kind), (1, "customer_reminder"));
+        assert_eq!(
+            (t1.reminders_sent, r1[0].event()),
+            (1, Event::CustomerReminder)
+        );
         assert_eq!(schedule(&t1, &c.timers)[0].due, t0() + Duration::hours(96));
         let (t2, r2) = on_timer(
             &t1,
@@ -402,10 +390,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t2.reminders_sent, 2);
-        assert!(r2[0]
-            .extra
-            .iter()
-            .any(|(k, v)| *k == "last_reminder" && v == &json!(true)));
+        assert!(matches!(
+            r2[0].content,
+            Content::CustomerReminder { last: true, .. }
+        ));
         let (t3, r3) = on_timer(
             &t2,
             TimerKind::CustomerReminder,
@@ -416,8 +404,8 @@ mod tests {
         .unwrap();
         assert_eq!(t3.status, Status::Resolved);
         assert_eq!(
-            r3.iter().map(|r| r.kind).collect::<Vec<_>>(),
-            vec!["resolved", "survey"]
+            r3.iter().map(|r| r.event()).collect::<Vec<_>>(),
+            vec![Event::Resolved, Event::Survey]
         );
         assert!(t3.survey_sent);
         let close_at = t0() + Duration::hours(144) + Duration::days(7);
@@ -429,7 +417,7 @@ mod tests {
             }]
         );
         let (t4, r4) = on_timer(&t3, TimerKind::AutoClose, region, &c, close_at).unwrap();
-        assert_eq!((t4.status, r4[0].kind), (Status::Closed, "closed"));
+        assert_eq!((t4.status, r4[0].event()), (Status::Closed, Event::Closed));
         assert!(schedule(&t4, &c.timers).is_empty());
     }
 
@@ -469,13 +457,19 @@ mod tests {
         .unwrap();
         assert!(t1.sla_warned);
         assert_eq!(
-            (r1[0].kind, r1[0].to.clone()),
-            ("sla_reminder", vec!["jp-agents@example.com".to_string()])
+            (r1[0].event(), r1[0].to.clone()),
+            (
+                Event::SlaReminder,
+                vec!["jp-agents@example.com".to_string()]
+            )
         );
-        assert!(r1[0]
-            .extra
-            .iter()
-            .any(|(k, v)| *k == "minutes_left" && v == &json!(240)));
+        assert!(matches!(
+            r1[0].content,
+            Content::SlaReminder {
+                minutes_left: 240,
+                ..
+            }
+        ));
         let (t2, r2) = on_timer(
             &t1,
             TimerKind::SlaBreach,
@@ -485,7 +479,7 @@ mod tests {
         )
         .unwrap();
         assert!(t2.breached);
-        assert_eq!(r2[0].kind, "escalation");
+        assert_eq!(r2[0].event(), Event::Escalation);
         assert_eq!(r2[0].to, vec!["leads@example.com", "jp-agents@example.com"]);
         assert!(schedule(&t2, &c.timers).is_empty());
     }

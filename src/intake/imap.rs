@@ -28,9 +28,9 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::{Desk, Incoming, Outcome};
 use crate::config::{ImapAuth, ImapIntake, RegionConfig, TlsMode};
 use crate::desk::decide::Delivery;
+use crate::service::{Desk, Incoming, Outcome};
 
 /// How long any single IMAP exchange may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);

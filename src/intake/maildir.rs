@@ -9,9 +9,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Desk, Incoming, Outcome};
 use crate::config::{MaildirIntake, RegionConfig};
 use crate::desk::decide::Delivery;
+use crate::service::{Desk, Incoming, Outcome};
 
 /// Files taken per batch (one flush per batch).
 const BATCH: usize = 256;
@@ -69,8 +69,8 @@ pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Resul
         })
         .collect();
     // All of the batch is stored, or none of it (and it waits in new/ for the next scan).
-    let outcomes =
-        super::blocking(|| desk.ingest_batch(region, items, Utc::now())).map_err(|e| {
+    let outcomes = crate::service::blocking(|| desk.ingest_batch(region, items, Utc::now()))
+        .map_err(|e| {
             format!(
                 "could not store {} mail(s), they stay in new/: {e}",
                 files.len()

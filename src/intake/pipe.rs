@@ -8,8 +8,8 @@ use std::io::Read;
 
 use chrono::Utc;
 
-use super::{Desk, Outcome};
 use crate::desk::decide::Delivery;
+use crate::service::{Desk, Outcome};
 
 pub const EX_OK: i32 = 0;
 pub const EX_DATAERR: i32 = 65;

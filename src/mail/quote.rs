@@ -14,7 +14,9 @@
 //! its new text, and a cut that would leave nothing returns the whole text instead, unless the mail opens
 //! with the history itself. Pure: no I/O.
 
-use crate::outbound::render::REPLY_MARKER;
+/// The marker above which agents write their reply to a notification (see the `agent_notify` template):
+/// everything from it down is history.
+pub const REPLY_MARKER: &str = "##- reply above this line -##";
 
 /// The part of a reply that is new: the text above the quoted history, without the reply marker and the
 /// signature. Never returns an empty string for a non-empty input that has new text.

@@ -4,6 +4,10 @@
 //! A reply is rendered and fixed (Message-ID included) when it is queued, in the same store transaction as
 //! the change that caused it; the worker only carries rows to the transport. A resend after a crash is then
 //! byte-for-byte the same mail, which receivers can drop as a duplicate.
+//!
+//! A template that fails at run time (an override using a variable its event does not have) does not stop
+//! the change: [`compose`] still makes the row, `failed` with the reason, and keeps the template context in
+//! it ([`Unrendered`]), so that once the template is fixed [`rerender`] can make the mail (`outbox retry`).
 
 pub mod limit;
 pub mod msgid;
@@ -15,8 +19,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RegionConfig};
-use crate::desk::decide::Reply;
-use crate::desk::ticket::{Ticket, TicketId};
+use crate::desk::reply::{Event, Reply};
+use crate::desk::ticket::{Locale, Ticket, TicketId};
 use render::{RenderError, Renderer};
 
 /// Where an outgoing mail is in its delivery.
@@ -71,6 +75,18 @@ pub struct OutboxItem {
     /// When an admin last queued it again (`outbox retry`): the retry age counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requeued_at: Option<DateTime<Utc>>,
+    /// Set while the row's template failed to render: what rendering it again needs. Such a row is
+    /// `failed` and has no subject or text; `outbox retry` renders it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unrendered: Option<Unrendered>,
+}
+
+/// What a mail whose template failed at run time needs to be rendered later: its language and the template
+/// context as it was when the mail was decided (the event is the row's `kind`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Unrendered {
+    pub locale: Locale,
+    pub context: serde_json::Value,
 }
 
 /// The JSON shape of `postdesk outbox list --json` (DESIGN.md): the contract names plus a few extras.
@@ -111,12 +127,19 @@ impl OutboxItem {
 
 /// The RFC 3834 value for an event: answers to a customer's mail are `auto-replied`, everything else that
 /// postdesk starts by itself is `auto-generated`.
-fn auto_submitted_for(kind: &str) -> &'static str {
-    match kind {
+fn auto_submitted_for(event: Event) -> &'static str {
+    match event {
         // Written by a person: not automatic at all.
-        "agent_reply" => "no",
-        "ack" | "customer_reminder" | "oversize" => "auto-replied",
-        _ => "auto-generated",
+        Event::AgentReply => "no",
+        Event::Ack | Event::CustomerReminder | Event::Oversize => "auto-replied",
+        Event::StatusChanged
+        | Event::Resolved
+        | Event::Closed
+        | Event::Survey
+        | Event::AgentNotify
+        | Event::SlaReminder
+        | Event::Escalation
+        | Event::CommandError => "auto-generated",
     }
 }
 
@@ -132,7 +155,16 @@ impl std::fmt::Debug for Composer {
     }
 }
 
-/// Render a reply for a ticket into an outbox row with id `outbox_id`.
+/// A reply whose template failed at run time: the row recording it (`failed`, the reason in `last_error`,
+/// the context kept for [`rerender`]) and the error.
+#[derive(Debug)]
+pub struct RenderFailed {
+    pub item: OutboxItem,
+    pub error: RenderError,
+}
+
+/// Render a reply for a ticket into an outbox row with id `outbox_id`, queued. When the template fails, the
+/// row is made all the same, `failed` (see [`RenderFailed`]): the caller stores it with the change.
 pub fn compose(
     reply: &Reply,
     ticket: &Ticket,
@@ -141,32 +173,29 @@ pub fn compose(
     composer: &Composer,
     outbox_id: u64,
     now: DateTime<Utc>,
-) -> Result<OutboxItem, RenderError> {
+) -> Result<OutboxItem, Box<RenderFailed>> {
+    let event = reply.event();
     let context = render::context(reply, ticket, region, config);
-    let rendered = composer
-        .renderer
-        .render(reply.kind, reply.locale, &context)?;
-    let references = ticket.thread_ids.clone();
-    Ok(OutboxItem {
+    let mut item = OutboxItem {
         id: outbox_id,
         ticket: ticket.id.clone(),
-        kind: reply.kind.to_string(),
+        kind: event.as_str().to_string(),
         from: region.address.clone(),
         from_name: region.desk_name(),
         to: reply.to.clone(),
-        subject: rendered.subject,
-        text: rendered.text,
-        html: rendered.html,
+        subject: String::new(),
+        text: String::new(),
+        html: None,
         message_id: msgid::make(
-            reply.kind,
+            event.as_str(),
             &ticket.id,
             outbox_id,
             region.domain(),
             &composer.secret,
         ),
         in_reply_to: ticket.last_customer_message_id.clone(),
-        references,
-        auto_submitted: auto_submitted_for(reply.kind).to_string(),
+        references: ticket.thread_ids.clone(),
+        auto_submitted: auto_submitted_for(event).to_string(),
         attachments: reply.attachments.clone(),
         status: OutboxStatus::Queued,
         attempts: 0,
@@ -175,7 +204,61 @@ pub fn compose(
         sent_at: None,
         next_attempt_at: now,
         requeued_at: None,
-    })
+        unrendered: None,
+    };
+    match composer
+        .renderer
+        .render(event.as_str(), reply.locale, &context)
+    {
+        Ok(rendered) => {
+            item.subject = rendered.subject;
+            item.text = rendered.text;
+            item.html = rendered.html;
+            Ok(item)
+        }
+        Err(error) => {
+            item.status = OutboxStatus::Failed;
+            item.last_error = Some(format!(
+                "not rendered: {error}; fix the template (`postdesk check-config`), reload the daemon, then `postdesk outbox retry {outbox_id}`"
+            ));
+            item.unrendered = Some(Unrendered {
+                locale: reply.locale,
+                context,
+            });
+            Err(Box::new(RenderFailed { item, error }))
+        }
+    }
+}
+
+/// Why a row could not be rendered again.
+#[derive(Debug, thiserror::Error)]
+pub enum RerenderError {
+    #[error("outbox row {id} has kind {kind:?}, which is no template event")]
+    UnknownEvent { id: u64, kind: String },
+    #[error(transparent)]
+    Render(#[from] RenderError),
+}
+
+/// Render a row whose template failed when it was queued (see [`Unrendered`]) with the templates as they
+/// are now. On success the row has its subject and text and no longer needs rendering; a row that was
+/// rendered already is left as it is.
+pub fn rerender(item: &mut OutboxItem, composer: &Composer) -> Result<(), RerenderError> {
+    let Some(unrendered) = &item.unrendered else {
+        return Ok(());
+    };
+    let event: Event = item.kind.parse().map_err(|_| RerenderError::UnknownEvent {
+        id: item.id,
+        kind: item.kind.clone(),
+    })?;
+    let rendered =
+        composer
+            .renderer
+            .render(event.as_str(), unrendered.locale, &unrendered.context)?;
+    item.subject = rendered.subject;
+    item.text = rendered.text;
+    item.html = rendered.html;
+    item.unrendered = None;
+    Ok(())
 }
 
 /// A queued outbox row with plausible contents, for tests of the store and the worker.
@@ -185,7 +268,7 @@ pub(crate) fn sample_item(id: u64, ticket: u64) -> OutboxItem {
     OutboxItem {
         id,
         ticket: crate::desk::ticket::TicketId::new("JP", ticket),
-        kind: "ack".into(),
+        kind: Event::Ack.as_str().into(),
         from: "support-jp@example.com".into(),
         from_name: "JP".into(),
         to: vec!["a@example.com".into()],
@@ -198,6 +281,7 @@ pub(crate) fn sample_item(id: u64, ticket: u64) -> OutboxItem {
         auto_submitted: "auto-replied".into(),
         attachments: vec![],
         requeued_at: None,
+        unrendered: None,
         status: OutboxStatus::Queued,
         attempts: 0,
         last_error: None,

@@ -8,6 +8,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::desk::reply::Event;
 use crate::desk::ticket::TicketId;
 
 /// Hex digits of the MAC kept in the id (64 bits).
@@ -30,14 +31,25 @@ pub fn make(kind: &str, ticket: &TicketId, outbox_id: u64, domain: &str, secret:
 
 /// If `id` is a Message-ID postdesk made with `secret`: the ticket and outbox row it belongs to.
 pub fn verify(id: &str, secret: &[u8]) -> Option<(TicketId, u64)> {
+    verify_kind(id, secret).map(|(_, ticket, outbox)| (ticket, outbox))
+}
+
+/// Like [`verify`], with the template event of the mail (the MAC covers it too): whether a mail answers
+/// staff mail is told by this.
+pub fn verify_event(id: &str, secret: &[u8]) -> Option<(Event, TicketId, u64)> {
+    let (kind, ticket, outbox) = verify_kind(id, secret)?;
+    Some((kind.parse().ok()?, ticket, outbox))
+}
+
+fn verify_kind<'a>(id: &'a str, secret: &[u8]) -> Option<(&'a str, TicketId, u64)> {
     let (local, _domain) = id.rsplit_once('@')?;
     let (rest, given) = local.rsplit_once('.')?;
     if given.len() != MAC_HEX || mac(secret, rest) != given {
         return None;
     }
     let mut parts = rest.splitn(3, '.');
-    let (_kind, ticket, outbox) = (parts.next()?, parts.next()?, parts.next()?);
-    Some((ticket.parse().ok()?, outbox.parse().ok()?))
+    let (kind, ticket, outbox) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((kind, ticket.parse().ok()?, outbox.parse().ok()?))
 }
 
 #[cfg(test)]
@@ -54,6 +66,7 @@ mod tests {
             "{id}"
         );
         assert_eq!(verify(&id, secret), Some((t.clone(), 77)));
+        assert_eq!(verify_event(&id, secret), Some((Event::Ack, t.clone(), 77)));
         // Another ticket number with the same MAC, another secret, or a mangled id: rejected.
         assert_eq!(verify(&id.replace("JP-1042", "JP-1043"), secret), None);
         assert_eq!(verify(&id, b"another secret, just as long...."), None);

@@ -11,7 +11,7 @@ use handlebars::Handlebars;
 use serde_json::{json, Value};
 
 use crate::config::{Config, RegionConfig};
-use crate::desk::decide::Reply;
+use crate::desk::reply::{Content, Reply};
 use crate::desk::ticket::{Locale, Priority, Status, Ticket};
 
 include!(concat!(env!("OUT_DIR"), "/templates.rs"));
@@ -32,8 +32,8 @@ pub const REQUIRED_EVENTS: [&str; 12] = [
     "oversize",
 ];
 
-/// The marker above which agents write their reply (see `agent_notify`).
-pub const REPLY_MARKER: &str = "##- reply above this line -##";
+/// The marker above which agents write their reply (see `agent_notify`); it lives with the quoting rules.
+pub use crate::mail::quote::REPLY_MARKER;
 
 /// A template problem, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -268,7 +268,7 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, _config: &
         .for_priority(ticket.priority)
         .as_secs()
         .div_ceil(3600);
-    let previous = reply.previous_status.unwrap_or(ticket.status);
+    let previous = reply.content.previous_status().unwrap_or(ticket.status);
     let mut context = json!({
         "ticket_id": ticket.id.to_string(),
         "subject": ticket.subject,
@@ -290,10 +290,58 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, _config: &
         "status_is_resolved": ticket.status == Status::Resolved,
         "status_is_closed": ticket.status == Status::Closed,
     });
-    if let Some(map) = context.as_object_mut() {
-        for (k, v) in &reply.extra {
-            map.insert((*k).to_string(), v.clone());
+    // The event's own values, under the names its templates use (README's template section).
+    let extra = match &reply.content {
+        Content::Ack { needs } => json!({
+            "needs_order_number": needs.order_number,
+            "needs_payment_details": needs.payment_details,
+            "needs_device_details": needs.device_details,
+            "needs_account_id": needs.account_id,
+        }),
+        Content::Oversize { size_mb, limit_mb } => {
+            json!({"size_mb": size_mb, "limit_mb": limit_mb})
         }
+        Content::StatusChanged { .. } | Content::Closed | Content::Survey => json!({}),
+        Content::AgentReply {
+            body, agent_name, ..
+        } => json!({"body": body, "agent_name": agent_name}),
+        Content::CustomerReminder {
+            number,
+            total,
+            last,
+            waiting_days,
+        } => json!({
+            "reminder_number": number,
+            "reminders_total": total,
+            "last_reminder": last,
+            "waiting_days": waiting_days,
+        }),
+        Content::Resolved { auto_resolved } => json!({"auto_resolved": auto_resolved}),
+        Content::AgentNotify {
+            is_new,
+            customer_text,
+            attachments,
+        } => json!({
+            "is_new": is_new,
+            "customer_text": customer_text,
+            "attachments": attachments,
+            "reply_marker": REPLY_MARKER,
+        }),
+        Content::SlaReminder {
+            due_at,
+            minutes_left,
+        } => json!({"due_at": due_at, "minutes_left": minutes_left}),
+        Content::Escalation {
+            due_at,
+            overdue_minutes,
+        } => json!({"due_at": due_at, "overdue_minutes": overdue_minutes}),
+        Content::CommandError { errors } => json!({
+            "errors": errors,
+            "commands_help": crate::desk::agent::HELP,
+        }),
+    };
+    if let (Some(map), Value::Object(extra)) = (context.as_object_mut(), extra) {
+        map.extend(extra);
     }
     context
 }

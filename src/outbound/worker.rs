@@ -157,6 +157,10 @@ pub async fn send_due_until(
         .map(|item| async move {
             let began = std::time::Instant::now();
             let outcome = match attachment_bytes(store, &item) {
+                // A row whose template failed is never sent as it is (empty): `outbox retry` renders it.
+                _ if item.unrendered.is_some() => Err(SendError::Permanent(
+                    "not rendered (its template failed); fix it and run `postdesk outbox retry`".into(),
+                )),
                 Ok(files) => transport.send(&item, &files).await,
                 Err(e) => Err(e),
             };

@@ -1,0 +1,175 @@
+//! Changes that do not come in by mail: a due timer ([`Desk::fire_timer`], the scheduler), retention
+//! (deleting a closed ticket's data when its timer is due) and an explicit status change
+//! ([`Desk::set_status`], the CLI). Each reads the ticket, lets the desk decide, and commits one change.
+
+use chrono::{DateTime, Utc};
+
+use super::ingest::Pending;
+use super::{message_ids, Desk, IngestError};
+use crate::desk::lifecycle::LifecycleError;
+use crate::desk::ticket::{Status, Ticket, TicketId, TimerKind};
+use crate::desk::{decide, retention, timers};
+use crate::store::{Change, Rewrite, StoreError};
+
+impl Desk {
+    /// Fire a due timer of ticket `id`: carry out what [`timers::on_timer`] decides, or, if the timer no
+    /// longer applies, just rewrite the ticket's timers (which drops the stale entry). Returns the number of
+    /// mails queued.
+    pub fn fire_timer(
+        &self,
+        id: &TicketId,
+        kind: TimerKind,
+        now: DateTime<Utc>,
+    ) -> Result<usize, IngestError> {
+        let _writer = self.store.writer();
+        let Some(ticket) = self.store.ticket(id)? else {
+            return Ok(0);
+        };
+        if kind.is_retention() && self.config.region(&ticket.region).is_some() {
+            return self.fire_retention(ticket, kind, now);
+        }
+        let Some(region) = self.config.region(&ticket.region) else {
+            tracing::warn!(ticket = %id, "timer for a region that is no longer configured; dropped");
+            let mut t = ticket;
+            t.timers.clear();
+            self.store.commit(&Change {
+                ticket: Some(t),
+                ..Change::default()
+            })?;
+            return Ok(0);
+        };
+        let was_breached = ticket.breached;
+        let (mut ticket, replies) = match timers::on_timer(&ticket, kind, region, &self.config, now)
+        {
+            Some(x) => x,
+            None => {
+                let mut t = ticket;
+                timers::reschedule(&mut t, &self.config);
+                (t, Vec::new())
+            }
+        };
+        let mut change = Change::default();
+        let tally = self.queue_replies(
+            &replies,
+            &mut ticket,
+            region,
+            &mut change,
+            &Pending::default(),
+            now,
+        )?;
+        let queued = super::queued(&change);
+        if queued > 0 || !replies.is_empty() {
+            tracing::info!(ticket = %id, timer = kind.as_str(), queued, "timer fired");
+        }
+        let breached = ticket.breached && !was_breached;
+        change.ticket = Some(ticket);
+        self.store.commit(&change)?;
+        self.count_committed(&change, tally);
+        if breached {
+            self.telemetry.sla_breach(&region.code);
+        }
+        Ok(queued)
+    }
+
+    /// Carry out a due retention timer (the caller holds the writer lock). Returns 0: retention sends no mail.
+    fn fire_retention(
+        &self,
+        mut ticket: Ticket,
+        kind: TimerKind,
+        now: DateTime<Utc>,
+    ) -> Result<usize, IngestError> {
+        let id = ticket.id.clone();
+        if !retention::due(&ticket, &self.config.retention, kind, now) {
+            // No longer applies (reopened, config changed): only the ticket's timers are rewritten.
+            timers::reschedule(&mut ticket, &self.config);
+            self.store.commit(&Change {
+                ticket: Some(ticket),
+                ..Default::default()
+            })?;
+            return Ok(0);
+        }
+        let messages = self.store.messages_indexed(&id)?;
+        match kind {
+            TimerKind::PurgeAttachments => {
+                let mut attachments = 0u64;
+                let mut rw = Rewrite {
+                    id: Some(id.clone()),
+                    ..Rewrite::default()
+                };
+                for (i, m) in &messages {
+                    if let Some(stripped) = retention::without_attachments(m) {
+                        attachments += m.attachments.len() as u64;
+                        rw.messages.push((*i, Some(stripped)));
+                    }
+                }
+                ticket.attachments_purged = true;
+                timers::reschedule(&mut ticket, &self.config);
+                rw.ticket = Some(ticket);
+                rw.counter = Some((format!("retention:attachments:{}", id.region), attachments));
+                let removed = self.store.rewrite(&rw)?;
+                tracing::info!(ticket = %id, attachments, blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: attachments of a closed ticket deleted");
+            }
+            TimerKind::PurgeTicket => {
+                let rows = self.store.outbox_of_ticket(&id)?;
+                let rw = Rewrite {
+                    id: Some(id.clone()),
+                    ticket: None,
+                    messages: messages.iter().map(|(i, _)| (*i, None)).collect(),
+                    requester_entries: vec![ticket.requester.clone()],
+                    dedupe: messages
+                        .iter()
+                        .map(|(_, m)| (m.message_id.clone(), m.content_hash.clone()))
+                        .collect(),
+                    message_ids: message_ids(&ticket, messages.iter().map(|(_, m)| m), &rows),
+                    outbox: rows.iter().map(|r| (r.id, None)).collect(),
+                    counter: Some((format!("retention:tickets:{}", id.region), 1)),
+                };
+                let removed = self.store.rewrite(&rw)?;
+                tracing::info!(ticket = %id, messages = messages.len(), outbox_rows = rows.len(), blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: closed ticket deleted");
+            }
+            _ => {}
+        }
+        Ok(0)
+    }
+
+    /// Change a ticket's status (CLI `tickets set-status`) and queue the status update, atomically. Returns
+    /// the number of mails queued, or why the lifecycle refuses the change.
+    pub fn set_status(
+        &self,
+        id: &TicketId,
+        status: Status,
+        now: DateTime<Utc>,
+    ) -> Result<Result<usize, LifecycleError>, IngestError> {
+        let _writer = self.store.writer();
+        let ticket = self
+            .store
+            .ticket(id)?
+            .ok_or_else(|| StoreError::NoTicket(id.clone()))?;
+        let Some(region) = self.config.region(&ticket.region) else {
+            return Err(StoreError::Conflict(format!(
+                "region {} of {} is no longer configured",
+                ticket.region, ticket.id
+            ))
+            .into());
+        };
+        let (mut ticket, replies) = match decide::set_status(&ticket, status, &self.config, now) {
+            Ok(x) => x,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut change = Change::default();
+        let tally = self.queue_replies(
+            &replies,
+            &mut ticket,
+            region,
+            &mut change,
+            &Pending::default(),
+            now,
+        )?;
+        ticket.message_count += change.messages.len() as u32;
+        let queued = super::queued(&change);
+        change.ticket = Some(ticket);
+        self.store.commit(&change)?;
+        self.count_committed(&change, tally);
+        Ok(Ok(queued))
+    }
+}
