@@ -5,6 +5,7 @@
 //! the change that caused it; the worker only carries rows to the transport. A resend after a crash is then
 //! byte-for-byte the same mail, which receivers can drop as a duplicate.
 
+pub mod contract;
 pub mod limit;
 pub mod msgid;
 pub mod render;
