@@ -502,6 +502,9 @@ pub enum Problem {
     UnknownPartial(String),
     /// `@index`, `@key`, `@first`, `@last` where no `{{#each}}` defines it.
     OutsideEach(String),
+    /// A name inside `{{#each}}`/`{{#with}}` that the block's context (the item) lacks but the template's
+    /// context has: handlebars looks it up in the item only, so it must be written `@root.name`.
+    OnlyOutside(String),
 }
 
 /// A problem and the line of the template it is on (1-based).
@@ -513,15 +516,19 @@ pub struct Finding {
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let line = match self.line {
+            Some(line) => format!(" on line {line}"),
+            None => String::new(),
+        };
         match &self.problem {
-            Problem::UnknownVariable(v) => write!(f, "variable `{v}`")?,
-            Problem::UnknownHelper(h) => write!(f, "helper `{h}` (not a helper)")?,
-            Problem::UnknownPartial(p) => write!(f, "partial `{p}` (no such template)")?,
-            Problem::OutsideEach(v) => write!(f, "`{v}` outside an {{{{#each}}}} block")?,
-        }
-        match self.line {
-            Some(line) => write!(f, " on line {line}"),
-            None => Ok(()),
+            Problem::UnknownVariable(v) => write!(f, "variable `{v}`{line}"),
+            Problem::UnknownHelper(h) => write!(f, "helper `{h}`{line} (not a helper)"),
+            Problem::UnknownPartial(p) => write!(f, "partial `{p}`{line} (no such template)"),
+            Problem::OutsideEach(v) => write!(f, "`{v}`{line} outside an {{{{#each}}}} block"),
+            Problem::OnlyOutside(v) => write!(
+                f,
+                "variable `{v}`{line} inside a block, where names are the item's (write `@root.{v}`)"
+            ),
         }
     }
 }
@@ -833,7 +840,17 @@ impl<'a> Walker<'a, '_> {
             }
         };
         if found.is_none() {
-            self.report(Problem::UnknownVariable(raw(p).to_string()), line);
+            let problem = match p {
+                Path::Relative((segs, raw))
+                    if self.frames.len() > 1
+                        && segs.iter().all(|s| matches!(s, PathSeg::Named(_)))
+                        && self.frames[0].this.at(&named(segs)).is_some() =>
+                {
+                    Problem::OnlyOutside(raw.clone())
+                }
+                _ => Problem::UnknownVariable(raw(p).to_string()),
+            };
+            self.report(problem, line);
         }
         found
     }
@@ -876,6 +893,15 @@ impl<'a> Walker<'a, '_> {
         };
         frame.this.at(&names)
     }
+}
+
+fn named(segs: &[PathSeg]) -> Vec<&str> {
+    segs.iter()
+        .filter_map(|s| match s {
+            PathSeg::Named(n) => Some(n.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The raw text of a path, as written in the template.
@@ -929,11 +955,12 @@ impl fmt::Display for Violation {
             self.event,
             findings.join(", ")
         )?;
-        if self
-            .findings
-            .iter()
-            .any(|x| matches!(x.problem, Problem::UnknownVariable(_)))
-        {
+        if self.findings.iter().any(|x| {
+            matches!(
+                x.problem,
+                Problem::UnknownVariable(_) | Problem::OnlyOutside(_)
+            )
+        }) {
             let own = self.event.own_variables();
             write!(
                 f,
@@ -1026,7 +1053,7 @@ mod tests {
                 "{{#each attachments}}{{ticket_id}} {{name}}{{/each}}",
                 ctx.clone()
             ),
-            vec![var("ticket_id"), var("name")]
+            vec![Problem::OnlyOutside("ticket_id".into()), var("name")]
         );
         assert_eq!(
             problems(
