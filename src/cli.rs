@@ -394,7 +394,7 @@ fn check_config(
         .collect();
     let _ = writeln!(
         out,
-        "{}: OK ({} region(s): {}; templates compiled)",
+        "{}: OK ({} region(s): {}; templates compiled and held to their events' contexts)",
         path.display(),
         regions.len(),
         regions.join(", ")

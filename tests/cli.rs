@@ -520,3 +520,59 @@ fn a_daemon_of_another_control_protocol_is_explained_and_the_mta_keeps_the_mail(
         "postdesk: this command came in control protocol v1, but the running daemon speaks control protocol v2; restart it after the upgrade: systemctl restart postdesk\n"
     );
 }
+
+/// `[outbound] templates_dir` set to a fresh directory holding `files` (`<locale>/<file>`, contents).
+fn env_with_templates(files: &[(&str, &str)]) -> (Env, PathBuf) {
+    let e = env();
+    let templates = e.dir.path().join("templates");
+    for (name, body) in files {
+        let path = templates.join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, body).expect("write template");
+    }
+    let text = std::fs::read_to_string(&e.config)
+        .expect("read config")
+        .replace(
+            "[outbound]\n",
+            &format!("[outbound]\ntemplates_dir = \"{}\"\n", templates.display()),
+        );
+    std::fs::write(&e.config, text).expect("write config");
+    (e, templates)
+}
+
+/// Defect 2: an `ack` override using `{{body}}` (an `agent_reply` variable) passed `check-config`, and at run
+/// time strict mode refused every new English ticket with exit 75.
+#[test]
+fn check_config_refuses_an_ack_override_using_an_agent_reply_variable() {
+    let (e, templates) = env_with_templates(&[(
+        "en/ack.txt.hbs",
+        "We received your mail [{{ticket_id}}]:\n{{body}}\n",
+    )]);
+    let (code, out, err) = postdesk(&e, &["check-config"], b"");
+    assert_eq!(code, 2, "{out}{err}");
+    let file = templates.join("en/ack.txt.hbs").display().to_string();
+    assert!(err.contains(&file), "{err}");
+    assert!(err.contains("`body`") && err.contains("`ack`"), "{err}");
+    // It says what to do: which variables the event has.
+    assert!(
+        err.contains("needs_order_number") && err.contains("ticket_id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_accepts_overrides_using_their_own_events_variables() {
+    let (e, _) = env_with_templates(&[
+        (
+            "en/ack.txt.hbs",
+            "[{{ticket_id}}] {{#if needs_order_number}}Your order number, please.{{/if}}\n",
+        ),
+        (
+            "ja/agent_reply.txt.hbs",
+            "{{#if agent_name}}{{agent_name}}: {{/if}}{{body}}\n",
+        ),
+    ]);
+    let (code, out, err) = postdesk(&e, &["check-config"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("OK"), "{out}");
+}

@@ -72,7 +72,7 @@ impl Event {
     ];
 
     /// The template name and the outbox row's `kind` (the JSON contract).
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Event::Ack => "ack",
             Event::Oversize => "oversize",

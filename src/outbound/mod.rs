@@ -9,6 +9,7 @@
 //! the change: [`compose`] still makes the row, `failed` with the reason, and keeps the template context in
 //! it ([`Unrendered`]), so that once the template is fixed [`rerender`] can make the mail (`outbox retry`).
 
+pub mod contract;
 pub mod limit;
 pub mod msgid;
 pub mod render;
@@ -18,7 +19,7 @@ pub mod worker;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, RegionConfig};
+use crate::config::RegionConfig;
 use crate::desk::reply::{Event, Reply};
 use crate::desk::ticket::{Locale, Ticket, TicketId};
 use render::{RenderError, Renderer};
@@ -169,13 +170,12 @@ pub fn compose(
     reply: &Reply,
     ticket: &Ticket,
     region: &RegionConfig,
-    config: &Config,
     composer: &Composer,
     outbox_id: u64,
     now: DateTime<Utc>,
 ) -> Result<OutboxItem, Box<RenderFailed>> {
     let event = reply.event();
-    let context = render::context(reply, ticket, region, config);
+    let context = render::context(reply, ticket, region);
     let mut item = OutboxItem {
         id: outbox_id,
         ticket: ticket.id.clone(),

@@ -3,34 +3,36 @@
 //! The shipped templates are embedded in the binary (see `build.rs`); files in `outbound.templates_dir`
 //! (`<locale>/<event>.<subject|txt|html>.hbs`) replace them one by one. Every template is compiled when the
 //! renderer is built, so a broken override is a start-up (and `check-config`) error, never a surprise when
-//! the first customer writes.
+//! the first customer writes. [`Renderer::self_test`] also holds every template to its event's context type
+//! (see [`super::contract`]): an override that names a variable its event does not have is refused.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use handlebars::Handlebars;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::config::{Config, RegionConfig};
+use crate::config::RegionConfig;
 use crate::desk::reply::{Content, Reply};
 use crate::desk::ticket::{Locale, Priority, Status, Ticket};
 
+use super::contract::{self, TemplateEvent, Violation};
+
 include!(concat!(env!("OUT_DIR"), "/templates.rs"));
 
-/// The events every locale must have templates for.
-pub const REQUIRED_EVENTS: [&str; 12] = [
-    "ack",
-    "command_error",
-    "status_changed",
-    "agent_reply",
-    "customer_reminder",
-    "resolved",
-    "closed",
-    "survey",
-    "agent_notify",
-    "sla_reminder",
-    "escalation",
-    "oversize",
-];
+/// The events every locale must have templates for: every [`TemplateEvent`].
+pub const REQUIRED_EVENTS: [&str; 12] = {
+    let mut names = [""; 12];
+    let mut i = 0;
+    while i < names.len() {
+        names[i] = TemplateEvent::ALL[i].as_str();
+        i += 1;
+    }
+    names
+};
+
+/// The helpers templates may call: handlebars' own (the renderer registers none of its own).
+const HELPERS: &[&str] = contract::BUILTIN_HELPERS;
 
 /// The marker above which agents write their reply (see `agent_notify`); it lives with the quoting rules.
 pub use crate::mail::quote::REPLY_MARKER;
@@ -46,6 +48,16 @@ pub enum RenderError {
     Missing(String),
     #[error("cannot read template override {path}: {reason}")]
     Override { path: String, reason: String },
+    /// Templates that name what their event's context does not have (see [`super::contract`]).
+    #[error("{}", violations(.0))]
+    Contract(Vec<Violation>),
+}
+
+fn violations(v: &[Violation]) -> String {
+    v.iter()
+        .map(Violation::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A rendered mail.
@@ -60,6 +72,9 @@ pub struct Rendered {
 pub struct Renderer {
     text: Handlebars<'static>,
     html: Handlebars<'static>,
+    /// Each template's file as the admin knows it, by template name (`en/ack.txt`): the override's path,
+    /// or `en/ack.txt.hbs (shipped)`.
+    files: HashMap<String, String>,
 }
 
 impl std::fmt::Debug for Renderer {
@@ -78,19 +93,21 @@ impl Renderer {
         html.set_strict_mode(true);
         html.register_escape_fn(handlebars::html_escape);
 
-        let mut sources: Vec<(String, String)> = EMBEDDED
+        // (name, body, the file as the admin knows it)
+        let mut sources: Vec<(String, String, String)> = EMBEDDED
             .iter()
-            .map(|(n, s)| (n.to_string(), s.to_string()))
+            .map(|(n, s)| (n.to_string(), s.to_string(), format!("{n} (shipped)")))
             .collect();
         if let Some(dir) = override_dir {
-            for (name, body) in read_overrides(dir)? {
-                match sources.iter_mut().find(|(n, _)| *n == name) {
-                    Some(entry) => entry.1 = body,
-                    None => sources.push((name, body)),
+            for (name, body, path) in read_overrides(dir)? {
+                match sources.iter_mut().find(|(n, _, _)| *n == name) {
+                    Some(entry) => (entry.1, entry.2) = (body, path),
+                    None => sources.push((name, body, path)),
                 }
             }
         }
-        for (file, body) in &sources {
+        let mut files = HashMap::new();
+        for (file, body, path) in sources {
             let Some(name) = file.strip_suffix(".hbs") else {
                 continue;
             };
@@ -102,11 +119,12 @@ impl Renderer {
             registry
                 .register_template_string(name, body)
                 .map_err(|e| RenderError::Template {
-                    name: file.clone(),
+                    name: path.clone(),
                     reason: e.to_string(),
                 })?;
+            files.insert(name.to_string(), path);
         }
-        let renderer = Renderer { text, html };
+        let renderer = Renderer { text, html, files };
         for &locale in Locale::ALL {
             for event in REQUIRED_EVENTS {
                 for part in ["subject", "txt"] {
@@ -169,18 +187,84 @@ impl Renderer {
         })
     }
 
-    /// Render every required template once with a sample context: what `check-config` runs.
+    /// What `check-config` (and a reload) runs: every template is held to its event's context type
+    /// ([`Renderer::contract_violations`]), then every event is rendered in every locale with its own
+    /// event's sample context.
     pub fn self_test(&self) -> Result<(), RenderError> {
+        let violations = self.contract_violations();
+        if !violations.is_empty() {
+            return Err(RenderError::Contract(violations));
+        }
         for &locale in Locale::ALL {
-            for event in REQUIRED_EVENTS {
-                self.render(event, locale, &sample_context(locale))?;
+            for event in TemplateEvent::ALL {
+                self.render(event.as_str(), locale, &event.sample(locale))
+                    .map_err(|e| match e {
+                        RenderError::Template { name, reason } => RenderError::Template {
+                            name: self.file_of(&name),
+                            reason,
+                        },
+                        other => other,
+                    })?;
             }
         }
         Ok(())
     }
+
+    /// Every template of an event (`<locale>/<event>.<subject|txt|html>`, shipped or overridden) that names
+    /// a variable, helper or partial its event's context does not have, by file name. Templates of other
+    /// names (partials, unknown locales) are checked where they are included.
+    pub fn contract_violations(&self) -> Vec<Violation> {
+        let mut out = Vec::new();
+        for registry in [&self.text, &self.html] {
+            let mut names: Vec<&String> = registry.get_templates().keys().collect();
+            names.sort();
+            for name in names {
+                let Some(event) = event_of(name) else {
+                    continue;
+                };
+                let Some(template) = registry.get_template(name) else {
+                    continue;
+                };
+                let partials = |n: &str| registry.get_template(n);
+                let findings = contract::check(template, &event.shape(), HELPERS, &partials);
+                if !findings.is_empty() {
+                    out.push(Violation {
+                        file: self.file_of(&format!("{name}.hbs")),
+                        event,
+                        findings,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The file of a template (`en/ack.txt.hbs`) as the admin knows it.
+    fn file_of(&self, file: &str) -> String {
+        let name = file.strip_suffix(".hbs").unwrap_or(file);
+        self.files
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| file.to_string())
+    }
 }
 
-fn read_overrides(dir: &Path) -> Result<Vec<(String, String)>, RenderError> {
+/// The event of a template named `<locale>/<event>.<part>`, for a locale postdesk renders.
+fn event_of(name: &str) -> Option<TemplateEvent> {
+    let (locale, file) = name.split_once('/')?;
+    // Exactly as `render` looks templates up: `EN/ack.txt` would never be used.
+    if !Locale::ALL.iter().any(|l| l.as_str() == locale) {
+        return None;
+    }
+    let (event, part) = file.split_once('.')?;
+    if !matches!(part, "subject" | "txt" | "html") {
+        return None;
+    }
+    event.parse().ok()
+}
+
+/// The override files of `dir`: (`<locale>/<file>`, contents, path).
+fn read_overrides(dir: &Path) -> Result<Vec<(String, String, String)>, RenderError> {
     let err = |p: &Path, e: std::io::Error| RenderError::Override {
         path: p.display().to_string(),
         reason: e.to_string(),
@@ -202,7 +286,7 @@ fn read_overrides(dir: &Path) -> Result<Vec<(String, String)>, RenderError> {
                         .map(|f| f.to_string_lossy())
                         .unwrap_or_default()
                 );
-                out.push((name, body));
+                out.push((name, body, path.display().to_string()));
             }
         }
     }
@@ -261,148 +345,121 @@ pub fn priority_label(priority: Priority, locale: Locale) -> &'static str {
 
 /// The template context of a reply (documented in README's template section).
 // `_config` is unused since the region carries its merged timers; kept so callers need not change yet.
-pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig, _config: &Config) -> Value {
+pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
+    use contract::*;
     let timers = &region.timers;
     let hours = timers
         .first_response
         .for_priority(ticket.priority)
         .as_secs()
         .div_ceil(3600);
+    let locale = reply.locale;
     let previous = reply.content.previous_status().unwrap_or(ticket.status);
-    let mut context = json!({
-        "ticket_id": ticket.id.to_string(),
-        "subject": ticket.subject,
-        "requester": ticket.requester,
-        "requester_name": ticket.requester_name,
-        "desk_name": region.desk_name(),
-        "support_address": region.address,
-        "region": region.code,
-        "response_hours": hours,
-        "business_hours": timers.business_hours.is_some(),
-        "priority": ticket.priority.as_str(),
-        "priority_label": priority_label(ticket.priority, reply.locale),
-        "category": ticket.category,
-        "status": ticket.status.as_str(),
-        "status_label": status_label(ticket.status, reply.locale),
-        "previous_status": previous.as_str(),
-        "previous_status_label": status_label(previous, reply.locale),
-        "status_is_pending": ticket.status == Status::Pending,
-        "status_is_resolved": ticket.status == Status::Resolved,
-        "status_is_closed": ticket.status == Status::Closed,
-    });
-    // The event's own values, under the names its templates use (README's template section).
-    let extra = match &reply.content {
-        Content::Ack { needs } => json!({
-            "needs_order_number": needs.order_number,
-            "needs_payment_details": needs.payment_details,
-            "needs_device_details": needs.device_details,
-            "needs_account_id": needs.account_id,
+    let common = CommonVars {
+        ticket_id: ticket.id.to_string(),
+        subject: ticket.subject.clone(),
+        requester: ticket.requester.clone(),
+        requester_name: ticket.requester_name.clone(),
+        desk_name: region.desk_name(),
+        support_address: region.address.clone(),
+        region: region.code.clone(),
+        response_hours: hours,
+        business_hours: timers.business_hours.is_some(),
+        priority: ticket.priority.as_str().into(),
+        priority_label: priority_label(ticket.priority, locale).into(),
+        category: ticket.category.clone(),
+        status: ticket.status.as_str().into(),
+        status_label: status_label(ticket.status, locale).into(),
+        previous_status: previous.as_str().into(),
+        previous_status_label: status_label(previous, locale).into(),
+        status_is_pending: ticket.status == Status::Pending,
+        status_is_resolved: ticket.status == Status::Resolved,
+        status_is_closed: ticket.status == Status::Closed,
+    };
+    // The event's own values: the same types `check-config` holds every template to.
+    let vars = match &reply.content {
+        Content::Ack { needs } => EventVars::Ack(AckVars {
+            needs_order_number: needs.order_number,
+            needs_payment_details: needs.payment_details,
+            needs_device_details: needs.device_details,
+            needs_account_id: needs.account_id,
         }),
-        Content::Oversize { size_mb, limit_mb } => {
-            json!({"size_mb": size_mb, "limit_mb": limit_mb})
-        }
-        Content::StatusChanged { .. } | Content::Closed | Content::Survey => json!({}),
+        Content::Oversize { size_mb, limit_mb } => EventVars::Oversize(OversizeVars {
+            size_mb: *size_mb,
+            limit_mb: *limit_mb,
+        }),
+        Content::StatusChanged { .. } => EventVars::StatusChanged {},
+        Content::Closed => EventVars::Closed {},
+        Content::Survey => EventVars::Survey {},
         Content::AgentReply {
             body, agent_name, ..
-        } => json!({"body": body, "agent_name": agent_name}),
+        } => EventVars::AgentReply(AgentReplyVars {
+            body: body.clone(),
+            agent_name: agent_name.clone(),
+        }),
         Content::CustomerReminder {
             number,
             total,
             last,
             waiting_days,
-        } => json!({
-            "reminder_number": number,
-            "reminders_total": total,
-            "last_reminder": last,
-            "waiting_days": waiting_days,
+        } => EventVars::CustomerReminder(CustomerReminderVars {
+            reminder_number: *number,
+            reminders_total: *total,
+            last_reminder: *last,
+            waiting_days: *waiting_days,
         }),
-        Content::Resolved { auto_resolved } => json!({"auto_resolved": auto_resolved}),
+        Content::Resolved { auto_resolved } => EventVars::Resolved(ResolvedVars {
+            auto_resolved: *auto_resolved,
+        }),
         Content::AgentNotify {
             is_new,
             customer_text,
             attachments,
-        } => json!({
-            "is_new": is_new,
-            "customer_text": customer_text,
-            "attachments": attachments,
-            "reply_marker": REPLY_MARKER,
+        } => EventVars::AgentNotify(AgentNotifyVars {
+            is_new: *is_new,
+            customer_text: customer_text.clone(),
+            attachments: attachments
+                .iter()
+                .map(|a| AttachmentVars {
+                    filename: a.filename.clone(),
+                    size_kb: a.size_kb,
+                })
+                .collect(),
+            reply_marker: REPLY_MARKER.into(),
         }),
         Content::SlaReminder {
             due_at,
             minutes_left,
-        } => json!({"due_at": due_at, "minutes_left": minutes_left}),
+        } => EventVars::SlaReminder(SlaReminderVars {
+            due_at: due_at.clone(),
+            minutes_left: *minutes_left,
+        }),
         Content::Escalation {
             due_at,
             overdue_minutes,
-        } => json!({"due_at": due_at, "overdue_minutes": overdue_minutes}),
-        Content::CommandError { errors } => json!({
-            "errors": errors,
-            "commands_help": crate::desk::agent::HELP,
+        } => EventVars::Escalation(EscalationVars {
+            due_at: due_at.clone(),
+            overdue_minutes: *overdue_minutes,
+        }),
+        Content::CommandError { errors } => EventVars::CommandError(CommandErrorVars {
+            errors: errors.clone(),
+            commands_help: crate::desk::agent::HELP.into(),
         }),
     };
-    if let (Some(map), Value::Object(extra)) = (context.as_object_mut(), extra) {
-        map.extend(extra);
-    }
-    context
-}
-
-fn sample_context(locale: Locale) -> Value {
-    json!({
-        "ticket_id": "JP-1000",
-        "subject": "Sample <subject> & more",
-        "requester": "customer@example.com",
-        "requester_name": "Sample Customer",
-        "desk_name": "Sample Support",
-        "support_address": "support@example.com",
-        "region": "JP",
-        "response_hours": 24,
-        "business_hours": false,
-        "priority": "normal",
-        "priority_label": priority_label(Priority::Normal, locale),
-        "category": "payment",
-        "status": "pending",
-        "status_label": status_label(Status::Pending, locale),
-        "previous_status": "open",
-        "previous_status_label": status_label(Status::Open, locale),
-        "status_is_pending": true,
-        "status_is_resolved": false,
-        "status_is_closed": false,
-        // Event-specific values, all present so that every event's templates render here.
-        "body": "Thank you for waiting.\nPlease send us the order number.",
-        "agent_name": "Sample Agent",
-        "reminder_number": 1,
-        "reminders_total": 2,
-        "last_reminder": false,
-        "waiting_days": 2,
-        "auto_resolved": false,
-        "is_new": true,
-        "customer_text": "My order <A-1> has not arrived.",
-        "attachments": [{"filename": "photo.jpg", "size_kb": 120}, {"filename": "log.txt", "size_kb": 3}],
-        "reply_marker": REPLY_MARKER,
-        "due_at": "2026-11-21 18:00 JST",
-        "minutes_left": 90,
-        "overdue_minutes": 15,
-        "size_mb": 31.5,
-        "limit_mb": 25.0,
-        "errors": "line 1: #status done  (\"done\" is not one of: new, open, pending, resolved, closed)",
-        "commands_help": crate::desk::agent::HELP,
-        "needs_order_number": true,
-        "needs_payment_details": true,
-        "needs_device_details": false,
-        "needs_account_id": false,
-    })
+    TemplateContext { common, vars }.to_value()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn shipped_templates_compile_and_render_in_every_locale() {
         let r = Renderer::load(None).unwrap();
         r.self_test().unwrap();
         let out = r
-            .render("ack", Locale::Ja, &sample_context(Locale::Ja))
+            .render("ack", Locale::Ja, &TemplateEvent::Ack.sample(Locale::Ja))
             .unwrap();
         assert!(out.subject.starts_with("[JP-1000] "), "{}", out.subject);
         assert!(out.text.contains("JP-1000"));
@@ -418,7 +475,7 @@ mod tests {
     #[test]
     fn the_acknowledgement_asks_for_what_the_category_needs() {
         let r = Renderer::load(None).unwrap();
-        let mut ctx = sample_context(Locale::Ja);
+        let mut ctx = TemplateEvent::Ack.sample(Locale::Ja);
         let text = r.render("ack", Locale::Ja, &ctx).unwrap().text;
         assert!(
             text.contains("- ご注文番号\n- お支払いの日時とお支払い方法\n"),
@@ -451,7 +508,7 @@ mod tests {
         .unwrap();
         let r = Renderer::load(Some(dir.path())).unwrap();
         assert_eq!(
-            r.render("ack", Locale::En, &sample_context(Locale::En))
+            r.render("ack", Locale::En, &TemplateEvent::Ack.sample(Locale::En))
                 .unwrap()
                 .subject,
             "[JP-1000] Thanks"
@@ -470,6 +527,96 @@ mod tests {
         assert!(r.self_test().is_err());
     }
 
+    fn override_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, body) in files {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, body).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn self_test_refuses_an_ack_override_using_an_agent_reply_variable() {
+        let dir = override_dir(&[("en/ack.txt.hbs", "[{{ticket_id}}]\n{{body}}\n")]);
+        let r = Renderer::load(Some(dir.path())).unwrap();
+        let Err(RenderError::Contract(v)) = r.self_test() else {
+            panic!("not refused");
+        };
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].event, TemplateEvent::Ack);
+        let file = dir.path().join("en/ack.txt.hbs").display().to_string();
+        assert_eq!(v[0].file, file);
+        let msg = RenderError::Contract(v).to_string();
+        assert!(
+            msg.contains(&file) && msg.contains("`body`") && msg.contains("line 2"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("`ack`") && msg.contains("needs_order_number"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_variable_only_used_in_an_if_is_refused_though_strict_rendering_misses_it() {
+        let dir = override_dir(&[(
+            "ja/ack.html.hbs",
+            "<p>{{ticket_id}}</p>{{#if agent_name}}<p>{{agent_name}}</p>{{/if}}{{#unless is_new}}{{#if status_is_closed}}{{due_at}}{{/if}}{{/unless}}",
+        )]);
+        let r = Renderer::load(Some(dir.path())).unwrap();
+        // What check-config did before: a render with the event's sample passes in strict mode.
+        let rendered = r.render("ack", Locale::Ja, &TemplateEvent::Ack.sample(Locale::Ja));
+        assert!(rendered.is_ok(), "{rendered:?}");
+        let v = r.contract_violations();
+        assert_eq!(v.len(), 1, "{v:?}");
+        let msg = v[0].to_string();
+        for var in ["`agent_name`", "`is_new`", "`due_at`"] {
+            assert!(msg.contains(var), "{var}: {msg}");
+        }
+        assert!(r.self_test().is_err());
+    }
+
+    #[test]
+    fn overrides_using_their_own_events_variables_pass() {
+        let dir = override_dir(&[
+            (
+                "en/agent_reply.txt.hbs",
+                "{{#if agent_name}}{{agent_name}}: {{/if}}{{body}}\n[{{ticket_id}}] {{status_label}}",
+            ),
+            (
+                "ko/agent_notify.txt.hbs",
+                "{{#if is_new}}new{{/if}} {{customer_text}}\n{{#each attachments}}{{@index}} {{filename}} {{size_kb}} {{../ticket_id}}\n{{/each}}{{reply_marker}}",
+            ),
+            ("en/footer.hbs", "{{desk_name}}"),
+            ("en/closed.txt.hbs", "{{> en/footer}} {{ticket_id}}"),
+        ]);
+        let r = Renderer::load(Some(dir.path())).unwrap();
+        r.self_test().unwrap();
+        assert!(r.contract_violations().is_empty());
+    }
+
+    #[test]
+    fn every_shipped_template_keeps_to_its_events_contract() {
+        let r = Renderer::load(None).unwrap();
+        assert_eq!(r.contract_violations(), vec![]);
+        // The walk does see the shipped templates' variables: an event without `attachments` would be refused.
+        let agent_notify = r.text.get_template("en/agent_notify.txt").unwrap();
+        let found = contract::check(
+            agent_notify,
+            &TemplateEvent::Closed.shape(),
+            HELPERS,
+            &|_| None,
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.problem == contract::Problem::UnknownVariable("attachments".into())),
+            "{found:?}"
+        );
+    }
+
     #[test]
     fn subject_is_one_line() {
         let dir = tempfile::tempdir().unwrap();
@@ -480,7 +627,7 @@ mod tests {
         )
         .unwrap();
         let r = Renderer::load(Some(dir.path())).unwrap();
-        let mut ctx = sample_context(Locale::En);
+        let mut ctx = TemplateEvent::Ack.sample(Locale::En);
         ctx["subject"] = json!("a\r\nBcc: evil@example.com");
         let s = r.render("ack", Locale::En, &ctx).unwrap().subject;
         assert!(!s.contains('\n') && !s.contains('\r'), "{s:?}");

@@ -64,15 +64,7 @@ impl Desk {
             let mut reply = reply.clone();
             reply.to = allowed;
             let id = self.store.generate_id()?;
-            let item = match outbound::compose(
-                &reply,
-                ticket,
-                region,
-                &self.config,
-                &self.composer,
-                id,
-                now,
-            ) {
+            let item = match outbound::compose(&reply, ticket, region, &self.composer, id, now) {
                 Ok(item) => {
                     remember_thread_id(ticket, &item.message_id);
                     if event.is_automatic() {
