@@ -159,7 +159,10 @@ fn a_ticket_keeps_the_contract_names_in_json_and_reads_back() {
     assert_eq!(v["locale"], "ko");
     for key in ["created_at", "updated_at"] {
         let at = v[key].as_str().unwrap_or_else(|| panic!("{key} in {v}"));
-        assert!(chrono::DateTime::parse_from_rfc3339(at).is_ok(), "{key}: {at}");
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(at).is_ok(),
+            "{key}: {at}"
+        );
     }
     let back: Ticket = serde_json::from_value(v.clone()).unwrap();
     assert_eq!(serde_json::to_value(&back).unwrap(), v);

@@ -44,7 +44,10 @@ fn env(extra: &str) -> Env {
 
 /// Run the binary with umask 000, so the modes it sets are its own doing.
 fn postdesk(e: &Env, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    Cli::new(&e.config).in_dir(&e.root).umask_000().run(args, stdin)
+    Cli::new(&e.config)
+        .in_dir(&e.root)
+        .umask_000()
+        .run(args, stdin)
 }
 
 fn json(e: &Env, args: &[&str]) -> Value {

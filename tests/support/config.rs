@@ -73,7 +73,10 @@ impl TestConfig {
 
     /// Send through the stack's Postfix: plain SMTP on 127.0.0.1, quick retries (`retry_base = "200ms"`).
     pub fn smtp(self, s: &Stack) -> TestConfig {
-        let server = format!("host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n", s.smtp_port);
+        let server = format!(
+            "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
+            s.smtp_port
+        );
         self.smtp_server(&server).outbound("retry_base = \"200ms\"")
     }
 
@@ -286,6 +289,9 @@ impl Region {
 
     /// More `[region.intake]` lines (`mailboxes = […]`, `after = "move:Processed"`, `reconnect_max`, …).
     pub fn intake(mut self, lines: &str) -> Region {
+        if lines.is_empty() {
+            return self;
+        }
         let intake = self.intake.get_or_insert_with(String::new);
         intake.push_str(lines);
         if !lines.ends_with('\n') {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use cli::{cli_json, Cli, DaemonProcess};
 pub use config::{Region, TestConfig};
-pub use stack::{password, private_stack, stack, PrivateStack, Stack};
+pub use stack::{password, private_stack, stack, start, PrivateStack, Stack};
 pub use ticket::{ticket, TicketBuilder};
 
 /// What the mail-stack tests need, as [`require_servers`] names it.
