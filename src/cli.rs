@@ -1,6 +1,6 @@
 //! The `postdesk` command line: argument definitions (clap) and what each command prints.
 //!
-//! Human output is a readable table; `--json` output uses the names of DESIGN.md's JSON contract.
+//! Human output is a readable table; `--json` output uses the names of ARCHITECTURE.md's JSON contract.
 //! Every command returns an exit code instead of exiting, so tests can drive it in-process.
 
 use std::io::Write;

@@ -624,7 +624,7 @@ pub fn remember_thread_id(ticket: &mut Ticket, id: &str) {
     ticket.thread_ids.push(id.to_string());
 }
 
-/// Decide an explicit status change (CLI `tickets set-status`, later agent commands): the updated ticket and
+/// Decide an explicit status change (`tickets set-status`): the updated ticket and
 /// the status update to send to the customer.
 pub fn set_status(
     ticket: &Ticket,

@@ -1,6 +1,6 @@
 //! The ticket model: ids, statuses, priorities, locales, and the records the store keeps.
 //!
-//! These types are the vocabulary of the whole crate and of the JSON contract in DESIGN.md: their serde names
+//! These types are the vocabulary of the whole crate and of the JSON contract in ARCHITECTURE.md: their serde names
 //! are the names scripts see, so they change only together with README.md.
 
 use std::fmt;

@@ -646,7 +646,7 @@ impl Desk {
         Ok(known)
     }
 
-    /// Change a ticket's status (CLI, later agent commands) and queue the status update, atomically.
+    /// Change a ticket's status (`tickets set-status`) and queue the status update, atomically.
     pub fn set_status(
         &self,
         id: &TicketId,

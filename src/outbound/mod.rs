@@ -73,7 +73,7 @@ pub struct OutboxItem {
     pub requeued_at: Option<DateTime<Utc>>,
 }
 
-/// The JSON shape of `postdesk outbox list --json` (DESIGN.md): the contract names plus a few extras.
+/// The JSON shape of `postdesk outbox list --json` (ARCHITECTURE.md, "JSON"): the contract names plus a few extras.
 #[derive(Serialize)]
 pub struct OutboxView<'a> {
     pub id: u64,
