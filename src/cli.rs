@@ -6,6 +6,8 @@
 //! only the command line: the socket has its own versioned request type (`control`), so renaming a flag
 //! does not change what an older daemon receives. Every command returns an exit code instead of
 //! exiting, so tests can drive it in-process.
+//!
+//! `--json` output uses the names of ARCHITECTURE.md's JSON contract.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

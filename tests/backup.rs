@@ -5,10 +5,10 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{Cli, Region, TestConfig};
 
 struct Env {
     root: PathBuf,
@@ -16,15 +16,15 @@ struct Env {
 }
 
 fn env(root: &Path, name: &str) -> Env {
-    let config = root.join(format!("{name}.toml"));
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\npath = \"{r}/{name}-data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{r}/{name}-out\"\n[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"support-jp@example.com\"\nagents = [\"agent@example.com\"]\nagent_notify = \"jp-agents@example.com\"\n",
-            r = root.display()
-        ),
-    )
-    .unwrap();
+    let config = TestConfig::new(root)
+        .storage(&root.join(format!("{name}-data")))
+        .file_outbox(&root.join(format!("{name}-out")))
+        .region(
+            Region::jp()
+                .agents(&["agent@example.com"])
+                .agent_notify("jp-agents@example.com"),
+        )
+        .write_to(&root.join(format!("{name}.toml")));
     Env {
         root: root.to_path_buf(),
         config,
@@ -32,7 +32,7 @@ fn env(root: &Path, name: &str) -> Env {
 }
 
 fn postdesk(e: &Env, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    support::postdesk_cli(&e.config, &e.root, args, stdin, false)
+    Cli::new(&e.config).in_dir(&e.root).run(args, stdin)
 }
 
 fn json(e: &Env, args: &[&str]) -> Value {
@@ -55,15 +55,6 @@ fn view(e: &Env) -> Vec<Value> {
         ));
     }
     v
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn mail(n: u32, from: &str, extra: &str) -> Vec<u8> {
@@ -98,15 +89,7 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
         0
     );
 
-    let mut daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_postdesk"))
-            .arg("--config")
-            .arg(&a.config)
-            .arg("run")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut daemon = Cli::new(&a.config).daemon();
     let socket = dir.path().join("a-data/postdesk.sock");
     let start = Instant::now();
     while !socket.exists() {
@@ -149,8 +132,7 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
     let (code, _, err) = postdesk(&a, &["backup", "snap"], b"");
     assert_eq!(code, 1);
     assert!(err.contains("not empty"), "{err}");
-    term(daemon.0.id());
-    assert!(daemon.0.wait().unwrap().success());
+    assert!(daemon.stop());
 
     // The format: a manifest with a sha256 per file, owner-only files.
     let manifest: Value =
@@ -241,12 +223,4 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
     assert_eq!(code, 1);
     assert!(err.contains("damaged") && err.contains("sha256"), "{err}");
     assert!(!dir.path().join("c-data").exists(), "nothing written");
-}
-
-/// SIGTERM for the daemon (std has no kill with a signal).
-fn term(pid: u32) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status();
 }

@@ -1,70 +1,40 @@
 //! The built `postdesk` binary driven as an admin and an MTA would: `ingest` on stdin, `tickets … --json`,
-//! exit codes, and `run` with a Maildir intake and the file outbox.
+//! exit codes, `run` with a Maildir intake and the file outbox, and the ticket JSON contract. No servers needed.
+
+mod support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use postdesk::desk::ticket::{Locale, Priority, Status, Ticket};
 use serde_json::Value;
+use support::{Cli, Region, TestConfig};
 
 struct Env {
     dir: tempfile::TempDir,
     config: PathBuf,
 }
 
-fn env_with(extra: &str) -> Env {
+/// JP (Japanese, one agent) and KR (Korean); `jp` adds to the JP region (e.g. its intake).
+fn config(root: &Path, jp: impl FnOnce(Region) -> Region) -> TestConfig {
+    TestConfig::new(root)
+        .region(jp(Region::jp().agents(&["agent@example.com"])))
+        .region(Region::kr())
+}
+
+fn env_with(jp: impl FnOnce(Region) -> Region) -> Env {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("config.toml");
-    let text = format!(
-        r#"[storage]
-path = "{root}/data"
-[outbound]
-transport = "file"
-file_dir = "{root}/out"
-[[region]]
-code = "JP"
-locale = "ja"
-address = "support-jp@example.com"
-agents = ["agent@example.com"]
-{extra}
-[[region]]
-code = "KR"
-locale = "ko"
-address = "support-kr@example.com"
-"#,
-        root = dir.path().display()
-    );
-    std::fs::write(&config, text).expect("write config");
+    let config = config(dir.path(), jp).write_to(&dir.path().join("config.toml"));
     Env { dir, config }
 }
 
 fn env() -> Env {
-    env_with("")
+    env_with(|r| r)
 }
 
 fn postdesk(env: &Env, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
-        .arg("--config")
-        .arg(&env.config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn postdesk");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    Cli::new(&env.config).run(args, stdin)
 }
 
 fn ingest(env: &Env, region: &str, mail: &str) -> (i32, String, String) {
@@ -166,6 +136,37 @@ fn ingest_makes_a_ticket_with_the_contract_fields_and_queues_an_ack() {
         .as_str()
         .unwrap()
         .starts_with("[JP-1000] 注文が届きません"));
+}
+
+/// The names of a ticket's JSON are a contract (ARCHITECTURE.md, "JSON"), and the store keeps tickets in
+/// the same form: what is written reads back unchanged.
+#[test]
+fn a_ticket_keeps_the_contract_names_in_json_and_reads_back() {
+    let t = support::ticket("KR-1042")
+        .status(Status::Pending)
+        .priority(Priority::High)
+        .locale(Locale::Ko)
+        .requester("kim@example.co.kr")
+        .participants(&["lee@example.co.kr"])
+        .build();
+    let v = serde_json::to_value(&t).unwrap();
+    assert_eq!(v["id"], "KR-1042");
+    assert_eq!(v["region"], "KR");
+    assert_eq!(v["status"], "pending");
+    assert_eq!(v["priority"], "high");
+    assert_eq!(v["category"], "other");
+    assert_eq!(v["requester"], "kim@example.co.kr");
+    assert_eq!(v["participants"], serde_json::json!(["lee@example.co.kr"]));
+    assert_eq!(v["locale"], "ko");
+    for key in ["created_at", "updated_at"] {
+        let at = v[key].as_str().unwrap_or_else(|| panic!("{key} in {v}"));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(at).is_ok(),
+            "{key}: {at}"
+        );
+    }
+    let back: Ticket = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&back).unwrap(), v);
 }
 
 #[test]
@@ -341,11 +342,9 @@ fn a_store_that_cannot_be_written_exits_75() {
     let e = env();
     let blocker = e.dir.path().join("blocker");
     std::fs::write(&blocker, b"a file where a directory should be").unwrap();
-    let text = std::fs::read_to_string(&e.config).unwrap().replace(
-        &format!("{}/data", e.dir.path().display()),
-        &format!("{}/sub/data", blocker.display()),
-    );
-    std::fs::write(&e.config, text).unwrap();
+    config(e.dir.path(), |r| r)
+        .storage(&blocker.join("sub/data"))
+        .write_to(&e.config);
     let (code, _, err) = ingest(&e, "JP", FIRST);
     assert_eq!(code, 75, "{err}");
 }
@@ -364,10 +363,11 @@ fn check_config_names_the_key() {
     let (code, out, err) = postdesk(&e, &["check-config"], b"");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("OK"), "{out}");
-    let text = std::fs::read_to_string(&e.config)
-        .unwrap()
-        .replace("code = \"KR\"", "code = \"JP\"");
-    std::fs::write(&e.config, text).unwrap();
+    // Two regions with the same code.
+    TestConfig::new(e.dir.path())
+        .region(Region::jp().agents(&["agent@example.com"]))
+        .region(Region::new("JP", "support-kr@example.com").locale("ko"))
+        .write_to(&e.config);
     let (code, _, err) = postdesk(&e, &["check-config"], b"");
     assert_eq!(code, 2);
     assert!(err.contains("region[1].code"), "{err}");
@@ -383,12 +383,8 @@ fn check_config_names_the_key() {
     assert!(err.contains("/nonexistent/postdesk.toml"), "{err}");
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    support::wait_for(what, timeout, Duration::from_millis(50), f)
 }
 
 fn count_files(dir: &Path) -> usize {
@@ -399,10 +395,7 @@ fn count_files(dir: &Path) -> usize {
 fn run_takes_maildir_mail_writes_the_ack_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let maildir = tmp.path().join("maildir");
-    let e = env_with(&format!(
-        "[region.intake]\nkind = \"maildir\"\npath = \"{}\"\npoll_interval = \"100ms\"\n",
-        maildir.display()
-    ));
+    let e = env_with(|jp| jp.maildir(&maildir, "100ms"));
     for sub in ["new", "cur", "tmp"] {
         std::fs::create_dir_all(maildir.join(sub)).unwrap();
     }
@@ -412,14 +405,7 @@ fn run_takes_maildir_mail_writes_the_ack_and_stops_on_sigterm() {
         b"\x00\x01 not a mail at all",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
-        .arg("--config")
-        .arg(&e.config)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn run");
+    let mut daemon = Cli::new(&e.config).daemon();
     let out_dir = e.dir.path().join("out");
     wait_for("both files to leave new/", Duration::from_secs(20), || {
         count_files(&maildir.join("new")) == 0
@@ -447,16 +433,9 @@ fn run_takes_maildir_mail_writes_the_ack_and_stops_on_sigterm() {
     let t = json(&e, &["tickets", "show", "JP-1000", "--json"]);
     assert_eq!(inbound_messages(&t).len(), 2, "{t}");
     assert_eq!(postdesk(&e, &["ingest", "--region", "JP"], b"").0, 65);
-    let start = Instant::now();
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let code = child.wait().unwrap();
+    let (code, took) = daemon.terminate();
     assert!(code.success(), "exit status {code:?}");
-    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(took < Duration::from_secs(10));
     // The store is consistent after the stop: the ticket, the sent ack, and the quarantined junk.
     let outbox = json(&e, &["outbox", "list", "--json"]);
     assert_eq!(outbox[0]["status"], "sent", "{outbox}");

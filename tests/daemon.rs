@@ -7,15 +7,15 @@
 //! - SIGHUP: a good new config (another region, another display name) takes effect; a bad one (a key that
 //!   does not validate, a moved store) is rejected with a log line naming it, and the old one keeps working.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{Cli, DaemonProcess, Region, TestConfig};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -44,33 +44,23 @@ impl Env {
     /// Write the config: `regions` are (code, display name), each with a Maildir intake; `outbound_extra`
     /// goes into `[outbound]`.
     fn write_config(&self, storage: &str, regions: &[(&str, &str)], outbound_extra: &str) {
-        let mut text = format!(
-            "[storage]\npath = \"{root}/{storage}\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{root}/out\"\n{outbound_extra}\n",
-            root = self.root().display()
-        );
+        let mut config = TestConfig::new(self.root())
+            .storage(&self.root().join(storage))
+            .outbound(outbound_extra);
         for (code, name) in regions {
             let lower = code.to_ascii_lowercase();
-            text.push_str(&format!(
-                "[[region]]\ncode = \"{code}\"\nlocale = \"en\"\naddress = \"support-{lower}@example.com\"\ndisplay_name = \"{name}\"\n[region.intake]\nkind = \"maildir\"\npath = \"{}\"\npoll_interval = \"100ms\"\n",
-                self.maildir(&lower).display()
-            ));
+            config = config.region(
+                Region::new(code, &format!("support-{lower}@example.com"))
+                    .locale("en")
+                    .display_name(name)
+                    .maildir(&self.maildir(&lower), "100ms"),
+            );
         }
-        std::fs::write(&self.config, text).unwrap();
+        config.write_to(&self.config);
     }
 
     fn postdesk(&self, args: &[&str]) -> (i32, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_postdesk"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        Cli::new(&self.config).run(args, b"")
     }
 
     fn json(&self, args: &[&str]) -> Value {
@@ -106,12 +96,8 @@ fn count(dir: &Path) -> usize {
     std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    support::wait_for(what, timeout, Duration::from_millis(50), f)
 }
 
 /// Our stand-in for systemd's notification socket.
@@ -156,82 +142,18 @@ impl NotifySocket {
     }
 }
 
-/// The daemon, its stderr collected by a thread (it must be drained, or logging would block the daemon).
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
+/// `postdesk run` with `vars` in its environment, its log collected.
+fn start_daemon(env: &Env, vars: &[(&str, &str)]) -> DaemonProcess {
+    start_daemon_with(env, vars, &[])
 }
 
-impl Daemon {
-    fn start(env: &Env, vars: &[(&str, &str)]) -> Daemon {
-        Daemon::start_with(env, vars, &[])
+/// [`start_daemon`] with `args` (global options) before the command.
+fn start_daemon_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> DaemonProcess {
+    let mut cli = Cli::new(&env.config).global(args);
+    for (k, v) in vars {
+        cli = cli.env(k, v);
     }
-
-    fn start_with(env: &Env, vars: &[(&str, &str)], args: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
-            .arg("--config")
-            .arg(&env.config)
-            .args(args)
-            .arg("run")
-            .envs(vars.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = log.clone();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{sig} failed");
-    }
-
-    /// SIGTERM, then the exit status and how long the stop took.
-    fn terminate(&mut self) -> (std::process::ExitStatus, Duration) {
-        let start = Instant::now();
-        self.signal("TERM");
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status, start.elapsed());
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = self.child.kill();
-                panic!(
-                    "postdesk did not stop within 30 s of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    cli.daemon()
 }
 
 #[test]
@@ -240,7 +162,7 @@ fn run_reports_ready_status_watchdog_and_stopping_to_systemd() {
     env.write_config("data", &[("JP", "Example Support")], "");
     let mut notify = NotifySocket::new(env.root());
     let socket = notify.path.to_str().unwrap().to_string();
-    let mut daemon = Daemon::start(
+    let mut daemon = start_daemon(
         &env,
         &[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "400000")],
     );
@@ -279,7 +201,7 @@ fn run_reports_ready_status_watchdog_and_stopping_to_systemd() {
 fn log_format_json_writes_one_object_per_line() {
     let env = Env::new();
     env.write_config("data", &[("JP", "Example Support")], "");
-    let mut daemon = Daemon::start_with(&env, &[], &["--log-format", "json"]);
+    let mut daemon = start_daemon_with(&env, &[], &["--log-format", "json"]);
     wait_for("the running line", Duration::from_secs(20), || {
         daemon.log().contains("postdesk running")
     });
@@ -308,7 +230,7 @@ fn sigterm_while_mail_flows_exits_0_within_10s_and_leaves_nothing_half_done() {
     for i in 0..MAILS {
         deliver(&maildir, &format!("1700000000.{i:05}.host"), &mail("jp", i));
     }
-    let mut daemon = Daemon::start(&env, &[]);
+    let mut daemon = start_daemon(&env, &[]);
     // Stop once the first batches are in, while new/ still holds most of the mail.
     wait_for(
         "the first batch to be stored",
@@ -377,7 +299,7 @@ fn sigterm_while_mail_flows_exits_0_within_10s_and_leaves_nothing_half_done() {
     }
 
     // A restart takes the rest: every mail ends up in exactly one ticket.
-    let mut daemon = Daemon::start(&env, &[]);
+    let mut daemon = start_daemon(&env, &[]);
     wait_for("new/ to be emptied", Duration::from_secs(120), || {
         count(&maildir.join("new")) == 0
     });
@@ -419,7 +341,7 @@ fn sighup_applies_a_good_config_and_rejects_a_bad_one() {
     let (jp, kr) = (env.maildir("jp"), env.maildir("kr"));
     let mut notify = NotifySocket::new(env.root());
     let socket = notify.path.to_str().unwrap().to_string();
-    let mut daemon = Daemon::start(&env, &[("NOTIFY_SOCKET", &socket)]);
+    let mut daemon = start_daemon(&env, &[("NOTIFY_SOCKET", &socket)]);
     notify.expect("READY=1", Duration::from_secs(20), |m| {
         m.contains("READY=1")
     });
@@ -527,37 +449,13 @@ fn sighup_applies_a_good_config_and_rejects_a_bad_one() {
 #[test]
 fn commands_other_than_run_and_check_config_need_no_password_files() {
     let env = Env::new();
-    std::fs::write(
-        &env.config,
-        format!(
-            "[storage]\npath = \"{root}/data\"\n[outbound]\ntransport = \"smtp\"\n[outbound.smtp]\nhost = \"127.0.0.1\"\nport = 25\ntls = \"none\"\nusername = \"postdesk\"\npassword_file = \"smtp.pass\"\n[[region]]\ncode = \"JP\"\nlocale = \"en\"\naddress = \"support-jp@example.com\"\n",
-            root = env.root().display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
-        .arg("--config")
-        .arg(&env.config)
-        .args(["ingest", "--region", "JP"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(mail("jp", 1).as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    TestConfig::new(env.root())
+        .smtp_server("host = \"127.0.0.1\"\nport = 25\ntls = \"none\"\nusername = \"postdesk\"\npassword_file = \"smtp.pass\"")
+        .region(Region::new("JP", "support-jp@example.com").locale("en"))
+        .write_to(&env.config);
+    let (code, _, err) =
+        Cli::new(&env.config).run(&["ingest", "--region", "JP"], mail("jp", 1).as_bytes());
+    assert_eq!(code, 0, "{err}");
     assert_eq!(env.tickets().len(), 1);
     let (code, _, err) = env.postdesk(&["check-config"]);
     assert_eq!(code, 2);

@@ -13,31 +13,24 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::{cli_json, config_toml, eventually, file_outbound_toml, imap_intake_toml, mail};
-use support::{smtp_outbound_toml, stack, DaemonProcess, RegionSpec, Stack};
+use support::{cli_json, eventually, mail, stack, DaemonProcess, Region, Stack, TestConfig};
 
-/// Write a config with one region per `(code, locale, user, extra intake lines)`; returns its path.
+/// Write `config` with one region per `(code, locale, user, extra intake lines)`, each taking mail from
+/// `user`'s mailboxes on `s` by plain IMAP; returns its path.
 fn write_config(
     s: &Stack,
     dir: &Path,
-    storage: &Path,
-    outbound: &str,
+    config: TestConfig,
     regions: &[(&str, &str, &str, &str)],
 ) -> PathBuf {
-    let specs: Vec<RegionSpec> = regions
-        .iter()
-        .map(|(code, locale, user, extra)| RegionSpec {
-            code,
-            address: user,
-            locale,
-            intake: imap_intake_toml(s, user, dir, "none", None)
-                + "reconnect_max = \"2s\"\n"
-                + extra,
-        })
-        .collect();
-    let path = dir.join("config.toml");
-    std::fs::write(&path, config_toml(storage, outbound, &specs)).unwrap();
-    path
+    let regions = regions.iter().map(|(code, locale, user, extra)| {
+        Region::new(code, user)
+            .locale(locale)
+            .imap(s, user, dir, "none")
+            .intake("reconnect_max = \"2s\"\n")
+            .intake(extra)
+    });
+    config.regions(regions).write_to(&dir.join("config.toml"))
 }
 
 fn tickets(config: &Path) -> Vec<serde_json::Value> {
@@ -94,6 +87,9 @@ fn assert_each_once(config: &Path, expected: impl IntoIterator<Item = String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dovecot_restarted_mid_fetch_loses_and_doubles_nothing() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = support::private_stack("postdesk-ms-f-imap");
     let jp = s.user("support-jp");
     const N: usize = 1500;
@@ -102,8 +98,7 @@ async fn dovecot_restarted_mid_fetch_loses_and_doubles_nothing() {
     let config = write_config(
         &s,
         dir.path(),
-        &dir.path().join("data"),
-        &file_outbound_toml(dir.path()),
+        TestConfig::new(dir.path()),
         &[("JP", "ja", &jp, "")],
     );
     let mut daemon = DaemonProcess::spawn(&config);
@@ -158,6 +153,9 @@ async fn dovecot_restarted_mid_fetch_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_down_for_a_while_queues_acknowledgements_then_sends_each_once() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = support::private_stack("postdesk-ms-f-smtp");
     let jp = s.user("support-jp");
     let customer = s.user("cust");
@@ -167,8 +165,7 @@ async fn smtp_down_for_a_while_queues_acknowledgements_then_sends_each_once() {
     let config = write_config(
         &s,
         dir.path(),
-        &dir.path().join("data"),
-        &smtp_outbound_toml(&s, ""),
+        TestConfig::new(dir.path()).smtp(&s),
         &[("JP", "ja", &jp, "")],
     );
     s.stop_smtp();
@@ -267,10 +264,10 @@ impl Tmpfs {
             .output()
             .ok()?;
         if !out.status.success() {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs here ({}); the disk-full test needs root and mount permission",
+            support::skipped(&format!(
+                "cannot mount a tmpfs here ({}); the disk-full test needs root and mount permission",
                 String::from_utf8_lossy(&out.stderr).trim()
-            );
+            ));
             return None;
         }
         Some(Tmpfs(path.to_path_buf()))
@@ -301,6 +298,9 @@ fn fill(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_keeps_mail_on_the_server_and_recovers_when_space_returns() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let dir = tempfile::tempdir().unwrap();
@@ -312,8 +312,7 @@ async fn disk_full_keeps_mail_on_the_server_and_recovers_when_space_returns() {
     let config = write_config(
         s,
         dir.path(),
-        &storage,
-        &file_outbound_toml(dir.path()),
+        TestConfig::new(dir.path()).storage(&storage),
         &[("JP", "ja", &jp, "")],
     );
     let mut daemon = DaemonProcess::spawn(&config);
@@ -373,6 +372,9 @@ async fn disk_full_keeps_mail_on_the_server_and_recovers_when_space_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_and_truncated_mail_in_a_batch_is_kept_and_the_rest_ingested() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let good = |i: usize| {
@@ -408,8 +410,7 @@ async fn corrupt_and_truncated_mail_in_a_batch_is_kept_and_the_rest_ingested() {
     let config = write_config(
         s,
         dir.path(),
-        &dir.path().join("data"),
-        &file_outbound_toml(dir.path()),
+        TestConfig::new(dir.path()),
         &[("JP", "ja", &jp, "")],
     );
     let mut daemon = DaemonProcess::spawn(&config);
@@ -483,6 +484,9 @@ async fn corrupt_and_truncated_mail_in_a_batch_is_kept_and_the_rest_ingested() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mailbox_deleted_under_postdesk_is_reported_and_taken_again_once_it_exists() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let kr = s.user("support-kr");
@@ -491,8 +495,7 @@ async fn a_mailbox_deleted_under_postdesk_is_reported_and_taken_again_once_it_ex
     let config = write_config(
         s,
         dir.path(),
-        &dir.path().join("data"),
-        &file_outbound_toml(dir.path()),
+        TestConfig::new(dir.path()),
         &[
             ("JP", "ja", &jp, "mailboxes = [\"Tickets\"]\n"),
             ("KR", "ko", &kr, ""),

@@ -2,12 +2,15 @@
 //! client mail) parsed and checked against its `.expect.json`, once as stored (CRLF) and once with LF line
 //! endings, as mail arrives from a Maildir or a local MTA.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 
 use postdesk::config::Config;
 use postdesk::desk::ticket::Locale;
 use postdesk::mail::{classify, parse};
 use serde_json::Value;
+use support::{Region, TestConfig};
 
 fn fixtures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
@@ -24,12 +27,12 @@ fn fixtures() -> Vec<PathBuf> {
     v
 }
 
+/// Two regions with default settings (the classification checks read the config, nothing is stored).
 fn config() -> Config {
-    Config::from_toml(
-        "[storage]\npath=\"/tmp/unused\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/unused\"\n[[region]]\ncode=\"JP\"\naddress=\"support-jp@example.com\"\n[[region]]\ncode=\"KR\"\naddress=\"support-kr@example.com\"\n",
-        Path::new("t"),
-    )
-    .expect("config")
+    TestConfig::new(Path::new("/tmp/unused"))
+        .region(Region::new("JP", "support-jp@example.com"))
+        .region(Region::new("KR", "support-kr@example.com"))
+        .parse()
 }
 
 /// Every difference between what postdesk reads and what the fixture expects, as readable lines.

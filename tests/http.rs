@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use postdesk::config::Config;
 use postdesk::daemon::Daemon;
-use support::{eventually, mail, stack, Stack};
+use support::{eventually, mail, stack, Region, TestConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -68,22 +67,8 @@ async fn metrics(addr: SocketAddr) -> String {
     body
 }
 
-fn imap_intake(stack: &Stack, user: &str, dir: &Path, password: &str) -> String {
-    let pw = dir.join(format!("{user}.pass"));
-    std::fs::write(&pw, format!("{password}\n")).unwrap();
-    format!(
-        "[region.intake]\nkind = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"{user}\"\npassword_file = \"{}\"\npoll_interval = \"60s\"\n",
-        stack.imap_port,
-        pw.display()
-    )
-}
-
-fn start(dir: &Path, http: &str, regions: &str) -> (Daemon, CancellationToken) {
-    let text = format!(
-        "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[http]\n{http}\n{regions}",
-        d = dir.display()
-    );
-    let config = Config::from_toml(&text, Path::new("test.toml")).expect("config");
+fn start(dir: &Path, http: &str, regions: Vec<Region>) -> (Daemon, CancellationToken) {
+    let config = TestConfig::new(dir).http(http).regions(regions).parse();
     let token = CancellationToken::new();
     let daemon = Daemon::start(config, token.clone()).expect("daemon starts");
     (daemon, token)
@@ -99,14 +84,14 @@ async fn stop(d: Daemon, token: CancellationToken) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_metrics_follow_intake_and_outbox() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let dir = tempfile::tempdir().unwrap();
-    let regions = format!(
-        "[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"{jp}\"\n{}",
-        imap_intake(s, &jp, dir.path(), &support::password(&jp))
-    );
-    let (d, token) = start(dir.path(), "listen = \"127.0.0.1:0\"", &regions);
+    let regions = vec![Region::jp().imap(s, &jp, dir.path(), "none")];
+    let (d, token) = start(dir.path(), "listen = \"127.0.0.1:0\"", regions);
     let addr = d.http_addr.expect("listening");
     assert!(addr.ip().is_loopback() && addr.port() != 0, "{addr}");
 
@@ -203,19 +188,23 @@ async fn healthz_and_metrics_follow_intake_and_outbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_503_naming_the_region_that_keeps_failing() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let kr = s.user("support-kr");
     let dir = tempfile::tempdir().unwrap();
-    let regions = format!(
-        "[[region]]\ncode = \"JP\"\naddress = \"{jp}\"\n{}\n[[region]]\ncode = \"KR\"\nlocale = \"ko\"\naddress = \"{kr}\"\n{}reconnect_max = \"1s\"\n",
-        imap_intake(s, &jp, dir.path(), &support::password(&jp)),
-        imap_intake(s, &kr, dir.path(), "wrong-password"),
-    );
+    let regions = vec![
+        Region::new("JP", &jp).imap(s, &jp, dir.path(), "none"),
+        Region::kr()
+            .imap_with_password(s, &kr, dir.path(), "none", "wrong-password")
+            .intake("reconnect_max = \"1s\""),
+    ];
     let (d, token) = start(
         dir.path(),
         "listen = \"127.0.0.1:0\"\nunhealthy_after = \"1s\"",
-        &regions,
+        regions,
     );
     let addr = d.http_addr.expect("listening");
     eventually(
@@ -263,11 +252,10 @@ async fn a_taken_port_fails_the_start_and_names_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = format!(
-        "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[http]\nlisten = \"{addr}\"\n[[region]]\ncode = \"JP\"\naddress = \"jp@example.com\"\n",
-        d = dir.path().display()
-    );
-    let config = Config::from_toml(&text, Path::new("test.toml")).unwrap();
+    let config = TestConfig::new(dir.path())
+        .http(&format!("listen = \"{addr}\""))
+        .region(Region::new("JP", "jp@example.com"))
+        .parse();
     let err = match Daemon::start(config, CancellationToken::new()) {
         Ok(_) => panic!("started on a taken port"),
         Err(e) => e.to_string(),

@@ -9,46 +9,20 @@ use std::time::Duration;
 use postdesk::config::Config;
 use postdesk::daemon::Daemon;
 use postdesk::desk::ticket::Ticket;
-use support::{eventually, mail, stack, RegionSpec, Stack};
+use support::{eventually, mail, stack, Region, Stack, TestConfig};
 use tokio_util::sync::CancellationToken;
 
-fn intake_lines(
-    stack: &Stack,
-    user: &str,
-    pw_dir: &Path,
-    tls: &str,
-    password: Option<&str>,
-) -> String {
-    support::imap_intake_toml(stack, user, pw_dir, tls, password)
+/// The one region (JP) of most tests, taking mail from `user`'s INBOX; `extra` adds `[region.intake]` lines.
+fn jp_region(stack: &Stack, user: &str, dir: &Path, tls: &str, extra: &str) -> [Region; 1] {
+    [Region::jp().imap(stack, user, dir, tls).intake(extra)]
 }
 
-/// The one region (JP) of most tests, taking mail from `user`'s INBOX.
-fn jp_region<'a>(
-    stack: &Stack,
-    user: &'a str,
-    dir: &Path,
-    tls: &str,
-    extra: &str,
-) -> [RegionSpec<'a>; 1] {
-    [RegionSpec {
-        code: "JP",
-        address: user,
-        locale: "ja",
-        intake: intake_lines(stack, user, dir, tls, None) + extra,
-    }]
+fn config_text(dir: &Path, regions: &[Region]) -> String {
+    TestConfig::new(dir).regions(regions.to_vec()).toml()
 }
 
-fn config_text(dir: &Path, regions: &[RegionSpec]) -> String {
-    support::config_toml(
-        &dir.join("data"),
-        &support::file_outbound_toml(dir),
-        regions,
-    )
-}
-
-fn start_daemon(dir: &Path, regions: &[RegionSpec]) -> (Daemon, CancellationToken) {
-    let text = config_text(dir, regions);
-    let config = Config::from_toml(&text, Path::new("test.toml")).expect("config");
+fn start_daemon(dir: &Path, regions: &[Region]) -> (Daemon, CancellationToken) {
+    let config = TestConfig::new(dir).regions(regions.to_vec()).parse();
     let shutdown = CancellationToken::new();
     (
         Daemon::start(config, shutdown.clone()).expect("daemon"),
@@ -70,23 +44,16 @@ async fn stop(d: Daemon, token: CancellationToken) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_mail_to_each_region_becomes_its_ticket_and_replies_thread() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let kr = s.user("support-kr");
     let dir = tempfile::tempdir().unwrap();
     let regions = [
-        RegionSpec {
-            code: "JP",
-            address: &jp,
-            locale: "ja",
-            intake: intake_lines(s, &jp, dir.path(), "none", None),
-        },
-        RegionSpec {
-            code: "KR",
-            address: &kr,
-            locale: "ko",
-            intake: intake_lines(s, &kr, dir.path(), "implicit", None),
-        },
+        Region::jp().imap(s, &jp, dir.path(), "none"),
+        Region::kr().imap(s, &kr, dir.path(), "implicit"),
     ];
     let (d, token) = start_daemon(dir.path(), &regions);
     s.send_mail(
@@ -142,6 +109,9 @@ async fn smtp_mail_to_each_region_becomes_its_ticket_and_replies_thread() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_picks_up_new_mail_long_before_the_poll_interval() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let dir = tempfile::tempdir().unwrap();
@@ -171,23 +141,16 @@ async fn idle_picks_up_new_mail_long_before_the_poll_interval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_in_one_region_leaves_the_other_working() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let kr = s.user("support-kr");
     let dir = tempfile::tempdir().unwrap();
     let regions = [
-        RegionSpec {
-            code: "JP",
-            address: &jp,
-            locale: "ja",
-            intake: intake_lines(s, &jp, dir.path(), "none", Some("wrong-password")),
-        },
-        RegionSpec {
-            code: "KR",
-            address: &kr,
-            locale: "ko",
-            intake: intake_lines(s, &kr, dir.path(), "none", None),
-        },
+        Region::jp().imap_with_password(s, &jp, dir.path(), "none", "wrong-password"),
+        Region::kr().imap(s, &kr, dir.path(), "none"),
     ];
     let (d, token) = start_daemon(dir.path(), &regions);
     s.send_mail("a@example.jp", &jp, "jp", "w1@example.jp", "for JP")
@@ -209,6 +172,9 @@ async fn a_wrong_password_in_one_region_leaves_the_other_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_start_on_old_mail_imports_it_without_acknowledgements() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let old: Vec<Vec<u8>> = (0..5)
@@ -257,6 +223,9 @@ async fn first_start_on_old_mail_imports_it_without_acknowledgements() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_to_processed_leaves_the_inbox_empty() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let raws: Vec<Vec<u8>> = (0..3)
@@ -272,13 +241,7 @@ async fn move_to_processed_leaves_the_inbox_empty() {
         .collect();
     s.append(&jp, "INBOX", &raws, None).await;
     let dir = tempfile::tempdir().unwrap();
-    let intake = intake_lines(s, &jp, dir.path(), "none", None) + "after = \"move:Processed\"\n";
-    let regions = [RegionSpec {
-        code: "JP",
-        address: &jp,
-        locale: "ja",
-        intake,
-    }];
+    let regions = jp_region(s, &jp, dir.path(), "none", "after = \"move:Processed\"\n");
     let (d, token) = start_daemon(dir.path(), &regions);
     eventually("three tickets", Duration::from_secs(20), async || {
         tickets(&d).len() == 3
@@ -294,6 +257,9 @@ async fn move_to_processed_leaves_the_inbox_empty() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_and_unparseable_mail_is_kept_and_moved_to_quarantine() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let mut big = mail(
@@ -362,6 +328,9 @@ async fn oversized_and_unparseable_mail_is_kept_and_moved_to_quarantine() {
 /// interrupted, not waited out), and the new one (a region added) takes mail on the same store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_interrupts_idle_and_starts_the_new_regions_intake() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
     let s = stack();
     let jp = s.user("support-jp");
     let kr = s.user("support-kr");
@@ -379,18 +348,8 @@ async fn a_reload_interrupts_idle_and_starts_the_new_regions_intake() {
     .await;
 
     let both = [
-        RegionSpec {
-            code: "JP",
-            address: &jp,
-            locale: "ja",
-            intake: intake_lines(s, &jp, dir.path(), "none", None),
-        },
-        RegionSpec {
-            code: "KR",
-            address: &kr,
-            locale: "ko",
-            intake: intake_lines(s, &kr, dir.path(), "none", None),
-        },
+        Region::jp().imap(s, &jp, dir.path(), "none"),
+        Region::kr().imap(s, &kr, dir.path(), "none"),
     ];
     std::fs::write(&path, config_text(dir.path(), &both)).unwrap();
     let start = std::time::Instant::now();

@@ -5,17 +5,16 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use postdesk::config::Config;
 use postdesk::desk::decide::Delivery;
 use postdesk::desk::ticket::{Status, TicketId, TimerKind};
 use postdesk::intake::Desk;
 use postdesk::store::Store;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use support::{Cli, Region, TestConfig};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -23,21 +22,19 @@ struct Env {
     config: PathBuf,
 }
 
-const CONFIG: &str = "[outbound]\ntransport = \"file\"\nfile_dir = \"{r}/out\"\n[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"support-jp@example.com\"\nagents = [\"agent@example.com\"]\nagent_notify = \"jp-agents@example.com\"\n";
+/// The JP desk of these tests, with `tables` (e.g. `[retention]`) added.
+fn config(root: &Path, tables: &str) -> TestConfig {
+    TestConfig::new(root).table(tables).region(
+        Region::jp()
+            .agents(&["agent@example.com"])
+            .agent_notify("jp-agents@example.com"),
+    )
+}
 
 fn env(extra: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_path_buf();
-    let config = root.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\npath = \"{r}/data\"\n{extra}\n{}",
-            CONFIG.replace("{r}", &root.display().to_string()),
-            r = root.display()
-        ),
-    )
-    .unwrap();
+    let config = config(&root, extra).write_to(&root.join("config.toml"));
     Env {
         _dir: dir,
         root,
@@ -47,7 +44,10 @@ fn env(extra: &str) -> Env {
 
 /// Run the binary with umask 000, so the modes it sets are its own doing.
 fn postdesk(e: &Env, args: &[&str], stdin: &[u8]) -> (i32, String, String) {
-    support::postdesk_cli(&e.config, &e.root, args, stdin, true)
+    Cli::new(&e.config)
+        .in_dir(&e.root)
+        .umask_000()
+        .run(args, stdin)
 }
 
 fn json(e: &Env, args: &[&str]) -> Value {
@@ -290,12 +290,7 @@ fn export_then_erase_leaves_no_trace_and_keeps_the_statistics() {
 }
 
 fn desk(root: &Path, retention: &str) -> Desk {
-    let text = format!(
-        "[storage]\npath = \"{r}/data\"\n{retention}\n{}",
-        CONFIG.replace("{r}", &root.display().to_string()),
-        r = root.display()
-    );
-    let config = Config::from_toml(&text, Path::new("t")).unwrap();
+    let config = config(root, retention).parse();
     let store = Arc::new(Store::open(&config.storage.path).unwrap());
     Desk::new(config, store).unwrap()
 }
@@ -482,13 +477,7 @@ fn the_daemon_carries_out_retention_and_stats_show_it() {
         kinds.contains(&"purge_attachments") && kinds.contains(&"purge_ticket"),
         "{due}"
     );
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_postdesk"))
-        .arg("--config")
-        .arg(&e.config)
-        .arg("run")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut daemon = Cli::new(&e.config).daemon();
     let start = std::time::Instant::now();
     let purged = loop {
         let list = json(&e, &["tickets", "list", "--json"]);
@@ -501,11 +490,7 @@ fn the_daemon_carries_out_retention_and_stats_show_it() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
     let stats = json(&e, &["stats", "--json"]);
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(daemon.id().to_string())
-        .status();
-    let _ = daemon.wait();
+    daemon.stop();
     assert!(purged, "the closed ticket was not deleted");
     assert_eq!(stats[0]["retention_purged_tickets"], 1);
     assert_eq!(stats[0]["retention_removed_attachments"], 1);

@@ -14,6 +14,8 @@
 //!
 //! No servers: the store is a temporary directory. `PROPTEST_CASES` changes the case count (default 48).
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use postdesk::desk::ticket::{Direction, TicketId};
 use postdesk::intake::{Desk, Incoming, Outcome};
 use postdesk::store::Store;
 use proptest::prelude::*;
+use support::{Region, TestConfig};
 
 const REGIONS: [&str; 2] = ["JP", "KR"];
 const AGENT: &str = "agent@example.com";
@@ -41,11 +44,10 @@ const PEOPLE: [&str; 7] = [
 
 fn config(dir: &Path) -> Config {
     // The JP desk has an agent; to a KR ticket that agent is a stranger.
-    let text = format!(
-        "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"support-jp@example.com\"\nagents = [\"{AGENT}\"]\n[[region]]\ncode = \"KR\"\nlocale = \"ko\"\naddress = \"support-kr@example.com\"\nfirst_number = 500\n",
-        d = dir.display()
-    );
-    Config::from_toml(&text, Path::new("properties.toml")).expect("config")
+    TestConfig::new(dir)
+        .region(Region::jp().agents(&[AGENT]))
+        .region(Region::kr().first_number(500))
+        .parse()
 }
 
 #[derive(Clone, Debug)]

@@ -1,12 +1,13 @@
 //! Timers with durations of seconds, driving the built binary: reminders, auto-resolve, auto-close, the
 //! survey and its answer, SLA reminder and escalation, and overdue timers after a restart firing once.
 
-use std::io::Write;
+mod support;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::{Cli, DaemonProcess, Region, TestConfig};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -15,35 +16,17 @@ struct Env {
 
 fn env(timers: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[timers]\n{timers}\n[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"support-jp@example.com\"\nagent_notify = \"jp-agents@example.com\"\n",
-            d = dir.path().display()
-        ),
-    )
-    .unwrap();
+    let config = TestConfig::new(dir.path())
+        .timers(timers)
+        .region(Region::jp().agent_notify("jp-agents@example.com"))
+        .write_to(&dir.path().join("config.toml"));
     Env { _dir: dir, config }
 }
 
 fn cli(e: &Env, args: &[&str], stdin: &[u8]) -> (i32, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
-        .arg("--config")
-        .arg(&e.config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.code().is_some());
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    let (code, out, _) = Cli::new(&e.config).run(args, stdin);
+    assert!(code != -1, "postdesk {args:?} was killed by a signal");
+    (code, out)
 }
 
 fn json(e: &Env, args: &[&str]) -> Value {
@@ -62,45 +45,17 @@ fn kinds(e: &Env) -> Vec<String> {
 }
 
 /// A running daemon; killed if a failing test leaves it behind.
-struct Daemon(Option<Child>);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+fn run(e: &Env) -> DaemonProcess {
+    Cli::new(&e.config).daemon()
 }
 
-fn run(e: &Env) -> Daemon {
-    Daemon(Some(
-        Command::new(env!("CARGO_BIN_EXE_postdesk"))
-            .arg("--config")
-            .arg(&e.config)
-            .arg("run")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ))
+/// SIGTERM: it must exit 0.
+fn stop(mut d: DaemonProcess) {
+    assert!(d.stop(), "clean stop:\n{}", d.log());
 }
 
-fn stop(mut d: Daemon) {
-    let mut child = d.0.take().unwrap();
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    support::wait_for(what, timeout, Duration::from_millis(100), f)
 }
 
 const MAIL: &[u8] = b"From: taro@example.jp\r\nTo: support-jp@example.com\r\nSubject: question\r\nMessage-ID: <t1@example.jp>\r\n\r\nhello\r\n";

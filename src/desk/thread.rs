@@ -1,6 +1,6 @@
 //! Which ticket a mail belongs to. Pure: the caller looks up the candidate tickets, this module chooses.
 //!
-//! The order is DESIGN.md's: a valid `[JP-1042]` tag whose ticket exists, else a Message-ID in
+//! The order is ARCHITECTURE.md's: a valid `[JP-1042]` tag whose ticket exists, else a Message-ID in
 //! In-Reply-To/References that postdesk received or sent for a ticket, else a new ticket. A sender who is
 //! neither the ticket's requester, one of its participants, nor one of its region's agents never joins it:
 //! guessing or quoting a ticket number gives an outsider a ticket of their own, nothing more.

@@ -1,8 +1,7 @@
 //! The ticket model: the records the store keeps (tickets, messages, attachments, timers).
 //!
 //! The ids, statuses, priorities and locales they are made of live in [`crate::types`] (lower layers need them
-//! too) and are re-exported here under their old paths. Serde names are the names scripts see (README,
-//! *JSON*), so they change only together with README.md.
+//! too) and are re-exported here under their old paths. Serde names are the names scripts see (ARCHITECTURE.md, *JSON*), so they change only together with README.md.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -90,7 +90,7 @@ pub struct Unrendered {
     pub context: serde_json::Value,
 }
 
-/// The JSON shape of `postdesk outbox list --json` (DESIGN.md): the contract names plus a few extras.
+/// The JSON shape of `postdesk outbox list --json` (ARCHITECTURE.md, "JSON"): the contract names plus a few extras.
 #[derive(Serialize)]
 pub struct OutboxView<'a> {
     pub id: u64,

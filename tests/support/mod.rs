@@ -1,70 +1,112 @@
-//! The project's real mail stack for integration tests: Dovecot (IMAP, LMTP) and Postfix (SMTP) started by
-//! `scripts/mailstack.sh` on 127.0.0.1, once per test run, shared by every test; each test makes its own
-//! users, so tests running in parallel never share a mailbox.
-#![allow(dead_code)]
+//! What the integration tests share, so a test says only what it is about:
+//! - [`cli`]: one way to run the built `postdesk` binary ([`Cli`]: a command, its JSON, `postdesk run` as a
+//!   [`DaemonProcess`]);
+//! - [`config`]: one config builder ([`TestConfig`], [`Region`]) with sensible defaults (storage in
+//!   `ROOT/data`, the file outbox in `ROOT/out`) and a method for each thing tests vary;
+//! - [`ticket`]: one ticket builder ([`TicketBuilder`]) for tests that need a `Ticket` value;
+//! - [`stack`]: the real mail stack (Dovecot and Postfix on 127.0.0.1, `scripts/mailstack.sh`);
+//! - the guard [`require_servers`]: a test that needs the mail servers calls it first. Without root or
+//!   without the servers installed it returns false and prints which test it skipped and how to run it, so
+//!   plain `cargo test` runs everything else; `scripts/test.sh` sets `POSTDESK_TEST_REQUIRE_SERVERS=1`,
+//!   under which a missing server fails the test instead.
+//!
+//! Each test binary compiles this module (`mod support;`) and uses part of it, hence the `allow`.
+#![allow(dead_code, unused_imports)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+pub mod cli;
+pub mod config;
+pub mod stack;
+pub mod ticket;
+
+use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use async_imap::Session;
-use postdesk::config::{ImapIntake, TlsMode};
-use postdesk::intake::imap::{connect, ImapStream};
+pub use cli::{cli_json, Cli, DaemonProcess};
+pub use config::{Region, TestConfig};
+pub use stack::{password, private_stack, stack, start, PrivateStack, Stack};
+pub use ticket::{ticket, TicketBuilder};
 
-pub struct Stack {
-    pub dir: PathBuf,
-    pub imap_port: u16,
-    pub imaps_port: u16,
-    pub smtp_port: u16,
-    pub ca_pem: PathBuf,
+/// What the mail-stack tests need, as [`require_servers`] names it.
+pub const MAIL_SERVERS: &str = "Dovecot and Postfix";
+
+/// The environment variable under which a missing server is a failure, not a skip (`scripts/test.sh`).
+pub const REQUIRE_SERVERS: &str = "POSTDESK_TEST_REQUIRE_SERVERS";
+
+/// What the mail stack needs on this machine (Debian's paths; `scripts/mailstack.sh` checks the same).
+const MAIL_STACK_FILES: [&str; 6] = [
+    "/usr/sbin/dovecot",
+    "/usr/lib/dovecot/imap",
+    "/usr/lib/dovecot/lmtp",
+    "/usr/sbin/postfix",
+    "/usr/lib/postfix/sbin/master",
+    "/usr/bin/openssl",
+];
+
+/// Whether the calling test can run against the real mail stack ([`MAIL_SERVERS`]). False, with a line on
+/// the terminal naming the test and how to run it, when this run is not root or the servers are not
+/// installed; with `POSTDESK_TEST_REQUIRE_SERVERS=1` that case panics instead. True does not start the
+/// stack: [`stack`] does, and fails the test if it cannot.
+///
+/// ```ignore
+/// if !support::require_servers(support::MAIL_SERVERS) {
+///     return;
+/// }
+/// ```
+pub fn require_servers(what: &str) -> bool {
+    static MISSING: OnceLock<Option<String>> = OnceLock::new();
+    let missing = MISSING.get_or_init(|| {
+        // Postfix's master runs only as root (and the servers drop privileges themselves).
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Some("this run is not root".to_string());
+        }
+        let absent: Vec<&str> = MAIL_STACK_FILES
+            .into_iter()
+            .filter(|f| !Path::new(f).exists())
+            .collect();
+        (!absent.is_empty()).then(|| format!("{} not installed", absent.join(", ")))
+    });
+    available(what, missing.as_deref())
 }
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack.sh")
+/// Like [`require_servers`], for a tool the test runs (e.g. `/usr/bin/systemd-analyze`).
+pub fn require_tool(path: &str, what: &str) -> bool {
+    let missing = (!Path::new(path).exists()).then(|| format!("{path} not installed"));
+    available(what, missing.as_deref())
 }
 
-/// Start (or reuse) a stack in `dir`.
-pub fn start(dir: &Path) -> Stack {
-    let out = Command::new(script())
-        .arg("up")
-        .arg(dir)
-        .output()
-        .expect("run scripts/mailstack.sh");
-    assert!(
-        out.status.success(),
-        "the real mail stack did not start. Install its servers with `sudo scripts/install-test-deps.sh` (Debian's dovecot-imapd, dovecot-lmtpd, postfix), then run the tests again.\nscripts/mailstack.sh said:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let env = std::fs::read_to_string(dir.join("env")).expect("mailstack env file");
-    let get = |k: &str| {
-        env.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("{k} missing from {}", dir.join("env").display()))
-            .trim_matches(['"', '\''])
-            .to_string()
+fn available(what: &str, missing: Option<&str>) -> bool {
+    let Some(why) = missing else {
+        return true;
     };
-    Stack {
-        dir: dir.to_path_buf(),
-        imap_port: get("IMAP_PORT").parse().expect("IMAP_PORT"),
-        imaps_port: get("IMAPS_PORT").parse().expect("IMAPS_PORT"),
-        smtp_port: get("SMTP_PORT").parse().expect("SMTP_PORT"),
-        ca_pem: PathBuf::from(get("CA_PEM")),
-    }
+    let hint = "run scripts/test.sh as root, or sudo scripts/install-test-deps.sh";
+    let required = std::env::var(REQUIRE_SERVERS).is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{} needs {what}: {why} ({REQUIRE_SERVERS} is set, so this is a failure, not a skip; {hint})",
+        test_name()
+    );
+    skipped(&format!("needs {what}: {why} ({hint})"));
+    false
 }
 
-/// The shared stack of this test run. Its directory is under /tmp (the servers' own users must be able to
-/// traverse it; a `mktemp -d` directory is 0700), named after this checkout so two checkouts do not share.
-pub fn stack() -> &'static Stack {
-    static STACK: OnceLock<Stack> = OnceLock::new();
-    STACK.get_or_init(|| {
-        let tag = env!("CARGO_MANIFEST_DIR")
-            .bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-        start(&std::env::temp_dir().join(format!("postdesk-ms-{tag:08x}")))
-    })
+/// Say on the terminal that the calling test skipped its work, and why. Written to stderr directly, not with
+/// `eprintln!`, so the test harness's output capture does not hide it from a passing test.
+pub fn skipped(why: &str) {
+    let line = format!("skipped: {}: {why}\n", test_name());
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// `binary::test_name` of the calling test (the harness names each test's thread after the test).
+fn test_name() -> String {
+    let binary = env!("CARGO_CRATE_NAME");
+    match std::thread::current().name() {
+        Some(name) if name != "main" => format!("{binary}::{name}"),
+        _ => binary.to_string(),
+    }
 }
 
 /// A unique name for this process and call, for users and mailboxes.
@@ -75,128 +117,6 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::SeqCst)
     )
-}
-
-impl Stack {
-    /// Create a mailbox user; returns its address. The password is `pw-<address>`.
-    pub fn user(&self, name: &str) -> String {
-        let address = format!("{}@example.com", unique(name));
-        let status = Command::new(script())
-            .arg("add-user")
-            .arg(&self.dir)
-            .arg(&address)
-            .arg(password(&address))
-            .status()
-            .expect("add-user");
-        assert!(status.success(), "mailstack add-user {address}");
-        address
-    }
-
-    /// An IMAP intake config for `user` (plain IMAP on loopback unless `tls` says otherwise).
-    pub fn intake(&self, user: &str, tls: TlsMode, password_file: &Path) -> ImapIntake {
-        std::fs::write(password_file, format!("{}\n", password(user))).expect("password file");
-        let toml = format!(
-            "host = \"{host}\"\nport = {port}\ntls = \"{tls}\"\nusername = \"{user}\"\npassword_file = \"{pw}\"\nca_file = \"{ca}\"\npoll_interval = \"60s\"\n",
-            host = if tls == TlsMode::None { "127.0.0.1" } else { "localhost" },
-            port = if tls == TlsMode::Implicit { self.imaps_port } else { self.imap_port },
-            tls = match tls {
-                TlsMode::None => "none",
-                TlsMode::Implicit => "implicit",
-                TlsMode::Starttls => "starttls",
-            },
-            pw = password_file.display(),
-            ca = self.ca_pem.display(),
-        );
-        let mut intake: ImapIntake = toml::from_str(&toml).expect("intake toml");
-        intake.password = Some(postdesk::config::Secret::new(password(user)));
-        intake
-    }
-
-    /// Log in as `user` over plain IMAP.
-    pub async fn imap(&self, user: &str) -> Session<ImapStream> {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = self.intake(user, TlsMode::None, &dir.path().join("pw"));
-        connect(&cfg)
-            .await
-            .unwrap_or_else(|e| panic!("IMAP login as {user}: {e}"))
-    }
-
-    /// Append `raw` to `user`'s `mailbox` (created if missing), optionally with an INTERNALDATE like
-    /// `01-Jan-2020 10:00:00 +0000`.
-    pub async fn append(
-        &self,
-        user: &str,
-        mailbox: &str,
-        raws: &[Vec<u8>],
-        internal_date: Option<&str>,
-    ) {
-        let mut s = self.imap(user).await;
-        let _ = s.create(mailbox).await;
-        let date = internal_date.map(|d| format!("\"{d}\""));
-        for raw in raws {
-            s.append(mailbox, None, date.as_deref(), raw)
-                .await
-                .expect("APPEND");
-        }
-        let _ = s.logout().await;
-    }
-
-    /// How many messages `user`'s `mailbox` holds.
-    pub async fn count(&self, user: &str, mailbox: &str) -> u32 {
-        let mut s = self.imap(user).await;
-        let n = s.examine(mailbox).await.map(|m| m.exists).unwrap_or(0);
-        let _ = s.logout().await;
-        n
-    }
-
-    /// The raw messages of `user`'s `mailbox`.
-    pub async fn messages(&self, user: &str, mailbox: &str) -> Vec<Vec<u8>> {
-        use futures_util::StreamExt;
-        let mut s = self.imap(user).await;
-        let mut out = Vec::new();
-        if let Ok(m) = s.examine(mailbox).await {
-            if m.exists > 0 {
-                let mut stream = s.fetch("1:*", "BODY.PEEK[]").await.expect("FETCH");
-                while let Some(Ok(f)) = stream.next().await {
-                    out.extend(f.body().map(|b| b.to_vec()));
-                }
-            }
-        }
-        let _ = s.logout().await;
-        out
-    }
-
-    /// Send `raw` by SMTP from `from` to `to` (the envelope), as a customer's mail server would.
-    pub async fn smtp_send(&self, from: &str, to: &str, raw: &[u8]) {
-        use lettre::address::Envelope;
-        use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
-            .port(self.smtp_port)
-            .build();
-        // An empty `from` is the null reverse-path `<>` of delivery reports.
-        let sender = (!from.is_empty()).then(|| from.parse().expect("sender address"));
-        let envelope = Envelope::new(sender, vec![to.parse().unwrap()]).unwrap();
-        transport.send_raw(&envelope, raw).await.expect("SMTP send");
-    }
-}
-
-impl Stack {
-    /// Send a customer mail from `from` to `to` by SMTP (see [`mail`]).
-    pub async fn send_mail(
-        &self,
-        from: &str,
-        to: &str,
-        subject: &str,
-        message_id: &str,
-        body: &str,
-    ) {
-        self.smtp_send(from, to, &mail(from, to, subject, message_id, body))
-            .await;
-    }
-}
-
-pub fn password(address: &str) -> String {
-    format!("pw-{address}")
 }
 
 /// Poll `f` until it is true or `timeout` passes; returns the time it took.
@@ -218,320 +138,21 @@ pub async fn eventually(
     }
 }
 
+/// [`eventually`] for tests without a runtime: poll `f` every `every` until it is true or `timeout` passes.
+pub fn wait_for(what: &str, timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(every);
+    }
+}
+
 /// A customer mail.
 pub fn mail(from: &str, to: &str, subject: &str, message_id: &str, body: &str) -> Vec<u8> {
     format!(
         "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n"
     )
     .into_bytes()
-}
-
-// ---------------------------------------------------------------------------------------------------------
-// Configs, the real binary, and the fault switches of the stack: shared by the crash and fault tests (and
-// the IMAP tests), so the set-up lives in one place.
-
-/// `[region.intake]` lines (without the header) for an IMAP intake of `user`'s mailboxes on stack `s`: plain
-/// IMAP on 127.0.0.1 unless `tls` is `implicit` or `starttls`; the password is written to
-/// `pw_dir/<user>.pass` (`password` overrides the right one, to test a wrong one).
-pub fn imap_intake_toml(
-    s: &Stack,
-    user: &str,
-    pw_dir: &Path,
-    tls: &str,
-    password: Option<&str>,
-) -> String {
-    let pw = pw_dir.join(format!("{user}.pass"));
-    std::fs::write(
-        &pw,
-        format!(
-            "{}\n",
-            password
-                .map(str::to_string)
-                .unwrap_or_else(|| self::password(user))
-        ),
-    )
-    .unwrap();
-    let (host, port) = match tls {
-        "implicit" => ("localhost", s.imaps_port),
-        "starttls" => ("localhost", s.imap_port),
-        _ => ("127.0.0.1", s.imap_port),
-    };
-    format!(
-        "kind = \"imap\"\nhost = \"{host}\"\nport = {port}\ntls = \"{tls}\"\nusername = \"{user}\"\npassword_file = \"{}\"\nca_file = \"{}\"\npoll_interval = \"60s\"\n",
-        pw.display(),
-        s.ca_pem.display()
-    )
-}
-
-/// `[outbound]` for the stack's Postfix (plain SMTP on loopback, quick retries), plus `extra` lines of
-/// `[outbound]`.
-pub fn smtp_outbound_toml(s: &Stack, extra: &str) -> String {
-    format!(
-        "[outbound]\ntransport = \"smtp\"\nretry_base = \"200ms\"\n{extra}\n[outbound.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n",
-        s.smtp_port
-    )
-}
-
-/// `[outbound]` writing mail into `dir/out` (for tests that are not about sending).
-pub fn file_outbound_toml(dir: &Path) -> String {
-    format!(
-        "[outbound]\ntransport = \"file\"\nfile_dir = \"{}/out\"\n",
-        dir.display()
-    )
-}
-
-/// One region of a test config.
-pub struct RegionSpec<'a> {
-    pub code: &'a str,
-    pub address: &'a str,
-    pub locale: &'a str,
-    /// The `[region.intake]` lines (see [`imap_intake_toml`]).
-    pub intake: String,
-}
-
-/// A whole config: storage in `storage`, the given `[outbound]` section, the regions.
-pub fn config_toml(storage: &Path, outbound: &str, regions: &[RegionSpec]) -> String {
-    let mut text = format!("[storage]\npath = \"{}\"\n{outbound}\n", storage.display());
-    for r in regions {
-        text.push_str(&format!(
-            "[[region]]\ncode = \"{}\"\nlocale = \"{}\"\naddress = \"{}\"\n[region.intake]\n{}\n",
-            r.code, r.locale, r.address, r.intake
-        ));
-    }
-    text
-}
-
-impl Stack {
-    fn switch(&self, what: &str) {
-        let out = Command::new(script())
-            .arg(what)
-            .arg(&self.dir)
-            .output()
-            .expect("run scripts/mailstack.sh");
-        assert!(
-            out.status.success(),
-            "mailstack.sh {what} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    /// Stop Dovecot and start it again, same ports. Only for a private stack (see [`private_stack`]).
-    pub fn restart_imap(&self) {
-        self.switch("restart-imap");
-    }
-    /// Stop Postfix (SMTP refuses connections) — private stacks only.
-    pub fn stop_smtp(&self) {
-        self.switch("stop-smtp");
-    }
-    /// Start Postfix again after [`Stack::stop_smtp`].
-    pub fn start_smtp(&self) {
-        self.switch("start-smtp");
-    }
-}
-
-/// A stack of this test's own, for tests that stop or restart a server; stopped when dropped.
-pub struct PrivateStack(pub Stack);
-
-impl std::ops::Deref for PrivateStack {
-    type Target = Stack;
-    fn deref(&self) -> &Stack {
-        &self.0
-    }
-}
-
-impl Drop for PrivateStack {
-    fn drop(&mut self) {
-        let _ = Command::new(script()).arg("down").arg(&self.0.dir).output();
-        let _ = std::fs::remove_dir_all(&self.0.dir);
-    }
-}
-
-pub fn private_stack(name: &str) -> PrivateStack {
-    PrivateStack(start(&std::env::temp_dir().join(unique(name))))
-}
-
-/// The real `postdesk` binary.
-pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_postdesk"))
-}
-
-/// Run `postdesk --config CONFIG ARGS…` in `cwd` with `stdin` as its input: (exit code, stdout, stderr).
-/// With `umask_000` the binary runs under umask 000, so the file modes it creates are its own doing.
-pub fn postdesk_cli(
-    config: &Path,
-    cwd: &Path,
-    args: &[&str],
-    stdin: &[u8],
-    umask_000: bool,
-) -> (i32, String, String) {
-    let mut cmd = if umask_000 {
-        let mut c = Command::new("sh");
-        c.arg("-c")
-            .arg("umask 000; exec \"$@\"")
-            .arg("sh")
-            .arg(bin());
-        c
-    } else {
-        Command::new(bin())
-    };
-    let mut child = cmd
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .current_dir(cwd)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Run `postdesk --config CONFIG ARGS…` (forwarded to a running daemon, or on the store) and parse its JSON.
-/// A command that does not answer within 30 s fails the test instead of hanging it.
-pub fn cli_json(config: &Path, args: &[&str]) -> serde_json::Value {
-    let mut child = Command::new(bin())
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (mut stdout, mut stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut b).map(|_| b)
-    });
-    let err = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut stderr, &mut b).map(|_| b)
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("postdesk {args:?} did not answer within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let (stdout, stderr) = (out.join().unwrap().unwrap(), err.join().unwrap().unwrap());
-    assert!(
-        status.success(),
-        "postdesk {args:?}: {}",
-        String::from_utf8_lossy(&stderr)
-    );
-    serde_json::from_slice(&stdout).unwrap()
-}
-
-/// `postdesk run` as a child process, its log (stderr) collected line by line.
-pub struct DaemonProcess {
-    child: std::process::Child,
-    log: std::sync::Arc<std::sync::Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl DaemonProcess {
-    pub fn spawn(config: &Path) -> DaemonProcess {
-        use std::io::BufRead;
-        let mut child = Command::new(bin())
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("spawn postdesk run");
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        let echo = std::env::var_os("POSTDESK_TEST_LOG").is_some();
-        let spawned = Instant::now();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if echo {
-                    eprintln!("[postdesk +{:?}] {line}", spawned.elapsed());
-                }
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        DaemonProcess {
-            child,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Everything logged so far.
-    pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Whether the log has a line containing all of `parts`.
-    pub fn logged(&self, parts: &[&str]) -> bool {
-        self.log()
-            .lines()
-            .any(|l| parts.iter().all(|p| l.contains(p)))
-    }
-
-    /// Still running (it has not exited on its own)?
-    pub fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGKILL, and wait for it.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if let Some(r) = self.reader.take() {
-            let _ = r.join();
-        }
-    }
-
-    /// SIGTERM (a clean stop); returns whether it exited 0 within 20 s.
-    pub fn stop(&mut self) -> bool {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if let Some(r) = self.reader.take() {
-                    let _ = r.join();
-                }
-                return status.success();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill();
-        false
-    }
-}
-
-impl Drop for DaemonProcess {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.kill();
-        }
-    }
 }
 
 /// A small seeded PRNG (xorshift64*), so a failing random schedule can be replayed from its printed seed.
