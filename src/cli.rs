@@ -14,7 +14,7 @@ use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::desk::ticket::{Message, Status, Ticket, TicketId};
 use crate::intake::{pipe, Desk};
 use crate::outbound::render::Renderer;
-use crate::store::Store;
+use crate::store::{Lookup, Storage, Store};
 
 #[derive(Debug, Parser)]
 #[command(

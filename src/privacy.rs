@@ -27,7 +27,7 @@ use crate::intake::{Desk, IngestError};
 use crate::mail::parse::safe_filename;
 use crate::outbound::{OutboxItem, OutboxStatus};
 use crate::store::backup::{create_private_dir, create_private_file, BackupError};
-use crate::store::{Rewrite, StoreError};
+use crate::store::{Lookup, Rewrite, Storage, StorageExt, StoreError, Tx};
 
 /// Why an export or erasure failed.
 #[derive(Debug, thiserror::Error)]
@@ -209,88 +209,89 @@ impl Desk {
     /// would be erased.
     pub fn erase_customer(&self, address: &str, apply: bool) -> Result<EraseSummary, PrivacyError> {
         let address = normalise_address(address)?;
-        let _writer = self.store.writer();
-        let (tickets, _) = self.customer_data(&address)?;
-        let alias = pseudonym(&address, &self.composer.secret);
-        let mut summary = EraseSummary::default();
-        for ticket in tickets {
-            let messages = self.store.messages_indexed(&ticket.id)?;
-            let rows = self.store.outbox_of_ticket(&ticket.id)?;
-            summary.tickets.push(ticket.id.clone());
-            summary.messages += messages.len();
-            summary.outbox_rows += rows.len();
-            summary.cancelled += rows
-                .iter()
-                .filter(|r| r.status == OutboxStatus::Queued)
-                .count();
-            if !apply {
-                continue;
-            }
-            let plain: Vec<Message> = messages.iter().map(|(_, m)| m.clone()).collect();
-            let (mut skeleton, erased) = erase_ticket(&ticket, &plain, &address, &alias);
-            self.schedule(&mut skeleton);
-            let mut rw = Rewrite {
-                id: Some(ticket.id.clone()),
-                requester_entries: vec![ticket.requester.clone()],
-                dedupe: messages
+        self.store.write(|tx| {
+            let (tickets, _) = self.customer_data(&address)?;
+            let alias = pseudonym(&address, &self.composer.secret);
+            let mut summary = EraseSummary::default();
+            for ticket in tickets {
+                let messages = tx.messages_indexed(&ticket.id)?;
+                let rows = self.store.outbox_of_ticket(&ticket.id)?;
+                summary.tickets.push(ticket.id.clone());
+                summary.messages += messages.len();
+                summary.outbox_rows += rows.len();
+                summary.cancelled += rows
                     .iter()
-                    .map(|(_, m)| (m.message_id.clone(), m.content_hash.clone()))
-                    .collect(),
-                message_ids: message_ids(&ticket, messages.iter().map(|(_, m)| m), &rows),
-                messages: messages
-                    .iter()
-                    .zip(erased)
-                    .map(|((i, _), m)| (*i, Some(m)))
-                    .collect(),
-                ticket: Some(skeleton),
-                ..Rewrite::default()
-            };
-            for row in rows {
-                let mut r = row.clone();
-                r.to =
-                    r.to.iter()
-                        .map(|a| {
-                            if a.eq_ignore_ascii_case(&address) {
-                                alias.clone()
-                            } else {
-                                a.clone()
-                            }
-                        })
-                        .collect();
-                r.subject = String::new();
-                r.text = String::new();
-                r.html = None;
-                r.in_reply_to = None;
-                r.references.clear();
-                r.attachments.clear();
-                if r.status == OutboxStatus::Queued {
-                    r.status = OutboxStatus::Failed;
-                    r.last_error = Some("cancelled: the customer's data was erased".into());
+                    .filter(|r| r.status == OutboxStatus::Queued)
+                    .count();
+                if !apply {
+                    continue;
                 }
-                rw.outbox.push((r.id, Some(r)));
+                let plain: Vec<Message> = messages.iter().map(|(_, m)| m.clone()).collect();
+                let (mut skeleton, erased) = erase_ticket(&ticket, &plain, &address, &alias);
+                self.schedule(&mut skeleton);
+                let mut rw = Rewrite {
+                    id: Some(ticket.id.clone()),
+                    requester_entries: vec![ticket.requester.clone()],
+                    dedupe: messages
+                        .iter()
+                        .map(|(_, m)| (m.message_id.clone(), m.content_hash.clone()))
+                        .collect(),
+                    message_ids: message_ids(&ticket, messages.iter().map(|(_, m)| m), &rows),
+                    messages: messages
+                        .iter()
+                        .zip(erased)
+                        .map(|((i, _), m)| (*i, Some(m)))
+                        .collect(),
+                    ticket: Some(skeleton),
+                    ..Rewrite::default()
+                };
+                for row in rows {
+                    let mut r = row.clone();
+                    r.to =
+                        r.to.iter()
+                            .map(|a| {
+                                if a.eq_ignore_ascii_case(&address) {
+                                    alias.clone()
+                                } else {
+                                    a.clone()
+                                }
+                            })
+                            .collect();
+                    r.subject = String::new();
+                    r.text = String::new();
+                    r.html = None;
+                    r.in_reply_to = None;
+                    r.references.clear();
+                    r.attachments.clear();
+                    if r.status == OutboxStatus::Queued {
+                        r.status = OutboxStatus::Failed;
+                        r.last_error = Some("cancelled: the customer's data was erased".into());
+                    }
+                    rw.outbox.push((r.id, Some(r)));
+                }
+                summary.blobs += tx.rewrite(&rw)?.blobs;
             }
-            summary.blobs += self.store.rewrite(&rw)?.blobs;
-        }
-        if apply {
-            self.store.forget_auto_log(&address)?;
-            summary.quarantined = self.store.forget_quarantined_containing(&address)?;
-            tracing::info!(
-                tickets = summary.tickets.len(),
-                messages = summary.messages,
-                outbox_rows = summary.outbox_rows,
-                cancelled = summary.cancelled,
-                blobs = summary.blobs,
-                quarantined = summary.quarantined,
-                "customer data erased"
-            );
-            tracing::debug!(address = %address, pseudonym = %alias, "customer data erased");
-        }
-        Ok(summary)
+            if apply {
+                summary.quarantined = tx.forget_address(&address)?;
+                tracing::info!(
+                    tickets = summary.tickets.len(),
+                    messages = summary.messages,
+                    outbox_rows = summary.outbox_rows,
+                    cancelled = summary.cancelled,
+                    blobs = summary.blobs,
+                    quarantined = summary.quarantined,
+                    "customer data erased"
+                );
+                tracing::debug!(address = %address, pseudonym = %alias, "customer data erased");
+            }
+            Ok(summary)
+        })
     }
 
-    /// Carry out a due retention timer (the caller holds the writer lock). Returns 0: retention sends no mail.
+    /// Carry out a due retention timer, with the writer's `tx`. Returns 0: retention sends no mail.
     pub(crate) fn fire_retention(
         &self,
+        tx: &dyn Tx,
         mut ticket: Ticket,
         kind: TimerKind,
         now: DateTime<Utc>,
@@ -299,13 +300,13 @@ impl Desk {
         if !retention::due(&ticket, &self.config.retention, kind, now) {
             // No longer applies (reopened, config changed): only the ticket's timers are rewritten.
             self.schedule(&mut ticket);
-            self.store.commit(&crate::store::Change {
+            tx.commit(&crate::store::Change {
                 ticket: Some(ticket),
                 ..Default::default()
             })?;
             return Ok(0);
         }
-        let messages = self.store.messages_indexed(&id)?;
+        let messages = tx.messages_indexed(&id)?;
         match kind {
             TimerKind::PurgeAttachments => {
                 let mut attachments = 0u64;
@@ -323,7 +324,7 @@ impl Desk {
                 self.schedule(&mut ticket);
                 rw.ticket = Some(ticket);
                 rw.counter = Some((format!("retention:attachments:{}", id.region), attachments));
-                let removed = self.store.rewrite(&rw)?;
+                let removed = tx.rewrite(&rw)?;
                 tracing::info!(ticket = %id, attachments, blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: attachments of a closed ticket deleted");
             }
             TimerKind::PurgeTicket => {
@@ -341,7 +342,7 @@ impl Desk {
                     outbox: rows.iter().map(|r| (r.id, None)).collect(),
                     counter: Some((format!("retention:tickets:{}", id.region), 1)),
                 };
-                let removed = self.store.rewrite(&rw)?;
+                let removed = tx.rewrite(&rw)?;
                 tracing::info!(ticket = %id, messages = messages.len(), outbox_rows = rows.len(), blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: closed ticket deleted");
             }
             _ => {}

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::config::{Config, IntakeConfig};
 use crate::desk::ticket::Status;
-use crate::store::{OutboxCounts, Store, StoreError};
+use crate::store::{OutboxCounts, Storage, Store, StoreError};
 
 /// Every metric name starts with this (`postdesk_mails_ingested_total`).
 pub const PREFIX: &str = "postdesk";

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use postdesk::desk::ticket::{Direction, TicketId};
-use postdesk::store::Store;
+use postdesk::store::{Lookup, Storage, Store};
 use support::{cli_json, config_toml, eventually, imap_intake_toml, smtp_outbound_toml};
 use support::{stack, DaemonProcess, RegionSpec, XorShift};
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use postdesk::config::Config;
 use postdesk::daemon::Daemon;
+use postdesk::store::Storage;
 use support::{eventually, mail, stack, Stack};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;

@@ -13,7 +13,7 @@ use postdesk::config::Config;
 use postdesk::desk::decide::Delivery;
 use postdesk::desk::ticket::{Status, TicketId, TimerKind};
 use postdesk::intake::Desk;
-use postdesk::store::Store;
+use postdesk::store::{Lookup, Storage, Store};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -20,7 +20,7 @@ use crate::desk::thread;
 use crate::desk::ticket::{Ticket, TicketId};
 use crate::mail::{self, Inbound, NotMail};
 use crate::outbound::{self, render::Renderer, Composer};
-use crate::store::{Change, Committed, Store, StoreError};
+use crate::store::{Change, Committed, Lookup, Storage, StorageExt, Store, StoreError};
 use crate::telemetry::Telemetry;
 
 /// What happened to one mail.
@@ -186,28 +186,29 @@ impl Desk {
                 return Ok(Err(e));
             }
         };
-        let _writer = self.store.writer();
-        match self.plan(
-            region,
-            raw,
-            &inbound,
-            delivery,
-            None,
-            &Pending::default(),
-            now,
-        )? {
-            Planned::Duplicate(id) => Ok(Ok(Outcome::Duplicate(id))),
-            Planned::Change(change, outcome) => match self.store.commit(&change)? {
-                Committed::Applied => {
-                    self.count_committed(&change);
-                    if matches!(outcome, Outcome::Stored { .. }) {
-                        self.telemetry.mails_ingested(&region.code, 1);
+        self.store.write(|tx| {
+            match self.plan(
+                region,
+                raw,
+                &inbound,
+                delivery,
+                None,
+                &Pending::default(),
+                now,
+            )? {
+                Planned::Duplicate(id) => Ok(Ok(Outcome::Duplicate(id))),
+                Planned::Change(change, outcome) => match tx.commit(&change)? {
+                    Committed::Applied => {
+                        self.count_committed(&change);
+                        if matches!(outcome, Outcome::Stored { .. }) {
+                            self.telemetry.mails_ingested(&region.code, 1);
+                        }
+                        Ok(Ok(outcome))
                     }
-                    Ok(Ok(outcome))
-                }
-                Committed::Duplicate(existing) => Ok(Ok(Outcome::Duplicate(existing))),
-            },
-        }
+                    Committed::Duplicate(existing) => Ok(Ok(Outcome::Duplicate(existing))),
+                },
+            }
+        })
     }
 
     /// Ingest many mails for `region` in one transaction, in order; input that is not a mail is quarantined.
@@ -226,40 +227,41 @@ impl Desk {
                 outcomes[i] = Some(self.quarantine(region, &item.source, item.raw, e)?);
             }
         }
-        let _writer = self.store.writer();
-        let mut pending = Pending::default();
-        let mut changes = Vec::new();
-        for (i, (item, parsed)) in batch.into_iter().zip(&parsed).enumerate() {
-            let Ok(inbound) = parsed else { continue };
-            match self.plan(
-                region,
-                item.raw,
-                inbound,
-                &item.delivery,
-                item.state,
-                &pending,
-                now,
-            )? {
-                Planned::Duplicate(id) => outcomes[i] = Some(Outcome::Duplicate(id)),
-                Planned::Change(change, outcome) => {
-                    pending.record(&change);
-                    changes.push(*change);
-                    outcomes[i] = Some(outcome);
+        self.store.write(|tx| {
+            let mut pending = Pending::default();
+            let mut changes = Vec::new();
+            for (i, (item, parsed)) in batch.into_iter().zip(&parsed).enumerate() {
+                let Ok(inbound) = parsed else { continue };
+                match self.plan(
+                    region,
+                    item.raw,
+                    inbound,
+                    &item.delivery,
+                    item.state,
+                    &pending,
+                    now,
+                )? {
+                    Planned::Duplicate(id) => outcomes[i] = Some(Outcome::Duplicate(id)),
+                    Planned::Change(change, outcome) => {
+                        pending.record(&change);
+                        changes.push(*change);
+                        outcomes[i] = Some(outcome);
+                    }
                 }
             }
-        }
-        if self.store.commit_all(&changes)? == Committed::Applied {
-            for change in &changes {
-                self.count_committed(change);
+            if tx.commit_all(&changes)? == Committed::Applied {
+                for change in &changes {
+                    self.count_committed(change);
+                }
+                let stored = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Some(Outcome::Stored { .. })))
+                    .count();
+                self.telemetry.mails_ingested(&region.code, stored as u64);
             }
-            let stored = outcomes
-                .iter()
-                .filter(|o| matches!(o, Some(Outcome::Stored { .. })))
-                .count();
-            self.telemetry.mails_ingested(&region.code, stored as u64);
-        }
-        // Every mail got its outcome above: quarantined, duplicate, or stored.
-        Ok(outcomes.into_iter().flatten().collect())
+            // Every mail got its outcome above: quarantined, duplicate, or stored.
+            Ok(outcomes.into_iter().flatten().collect())
+        })
     }
 
     fn quarantine(
@@ -390,51 +392,52 @@ impl Desk {
         kind: crate::desk::ticket::TimerKind,
         now: DateTime<Utc>,
     ) -> Result<usize, IngestError> {
-        let _writer = self.store.writer();
-        let Some(ticket) = self.store.ticket(id)? else {
-            return Ok(0);
-        };
-        if kind.is_retention() && self.config.region(&ticket.region).is_some() {
-            return self.fire_retention(ticket, kind, now);
-        }
-        let Some(region) = self.config.region(&ticket.region) else {
-            tracing::warn!(ticket = %id, "timer for a region that is no longer configured; dropped");
-            let mut t = ticket;
-            t.timers.clear();
-            self.store.commit(&Change {
-                ticket: Some(t),
-                ..Change::default()
-            })?;
-            return Ok(0);
-        };
-        let was_breached = ticket.breached;
-        let (mut ticket, replies) =
-            match crate::desk::timers::on_timer(&ticket, kind, region, &self.config, now) {
-                Some(x) => x,
-                None => (ticket, Vec::new()),
+        self.store.write(|tx| {
+            let Some(ticket) = tx.ticket(id)? else {
+                return Ok(0);
             };
-        let mut change = Change::default();
-        self.queue_replies(
-            &replies,
-            &mut ticket,
-            region,
-            &mut change,
-            &Pending::default(),
-            now,
-        )?;
-        self.schedule(&mut ticket);
-        let queued = change.outbox.len();
-        if queued > 0 || !replies.is_empty() {
-            tracing::info!(ticket = %id, timer = kind.as_str(), queued, "timer fired");
-        }
-        let breached = ticket.breached && !was_breached;
-        change.ticket = Some(ticket);
-        self.store.commit(&change)?;
-        self.count_committed(&change);
-        if breached {
-            self.telemetry.sla_breach(&region.code);
-        }
-        Ok(queued)
+            if kind.is_retention() && self.config.region(&ticket.region).is_some() {
+                return self.fire_retention(tx, ticket, kind, now);
+            }
+            let Some(region) = self.config.region(&ticket.region) else {
+                tracing::warn!(ticket = %id, "timer for a region that is no longer configured; dropped");
+                let mut t = ticket;
+                t.timers.clear();
+                tx.commit(&Change {
+                    ticket: Some(t),
+                    ..Change::default()
+                })?;
+                return Ok(0);
+            };
+            let was_breached = ticket.breached;
+            let (mut ticket, replies) =
+                match crate::desk::timers::on_timer(&ticket, kind, region, &self.config, now) {
+                    Some(x) => x,
+                    None => (ticket, Vec::new()),
+                };
+            let mut change = Change::default();
+            self.queue_replies(
+                &replies,
+                &mut ticket,
+                region,
+                &mut change,
+                &Pending::default(),
+                now,
+            )?;
+            self.schedule(&mut ticket);
+            let queued = change.outbox.len();
+            if queued > 0 || !replies.is_empty() {
+                tracing::info!(ticket = %id, timer = kind.as_str(), queued, "timer fired");
+            }
+            let breached = ticket.breached && !was_breached;
+            change.ticket = Some(ticket);
+            tx.commit(&change)?;
+            self.count_committed(&change);
+            if breached {
+                self.telemetry.sla_breach(&region.code);
+            }
+            Ok(queued)
+        })
     }
 
     /// Move every message of `ticket` (the one `change` is about to append included) into the ticket `into`,
@@ -653,42 +656,42 @@ impl Desk {
         status: crate::desk::ticket::Status,
         now: DateTime<Utc>,
     ) -> Result<Result<usize, crate::desk::lifecycle::LifecycleError>, IngestError> {
-        let _writer = self.store.writer();
-        let ticket = self
-            .store
-            .ticket(id)?
-            .ok_or_else(|| StoreError::NoTicket(id.clone()))?;
-        let region = match self.config.region(&ticket.region) {
-            Some(r) => r,
-            None => {
-                return Err(StoreError::Conflict(format!(
-                    "region {} of {} is no longer configured",
-                    ticket.region, ticket.id
-                ))
-                .into())
-            }
-        };
-        let (mut ticket, replies) =
-            match decide::set_status(&ticket, status, &self.config.timers_for(region), now) {
-                Ok(x) => x,
-                Err(e) => return Ok(Err(e)),
+        self.store.write(|tx| {
+            let ticket = tx
+                .ticket(id)?
+                .ok_or_else(|| StoreError::NoTicket(id.clone()))?;
+            let region = match self.config.region(&ticket.region) {
+                Some(r) => r,
+                None => {
+                    return Err(StoreError::Conflict(format!(
+                        "region {} of {} is no longer configured",
+                        ticket.region, ticket.id
+                    ))
+                    .into())
+                }
             };
-        let mut change = Change::default();
-        self.queue_replies(
-            &replies,
-            &mut ticket,
-            region,
-            &mut change,
-            &Pending::default(),
-            now,
-        )?;
-        ticket.message_count += change.messages.len() as u32;
-        self.schedule(&mut ticket);
-        let queued = change.outbox.len();
-        change.ticket = Some(ticket);
-        self.store.commit(&change)?;
-        self.count_committed(&change);
-        Ok(Ok(queued))
+            let (mut ticket, replies) =
+                match decide::set_status(&ticket, status, &self.config.timers_for(region), now) {
+                    Ok(x) => x,
+                    Err(e) => return Ok(Err(e)),
+                };
+            let mut change = Change::default();
+            self.queue_replies(
+                &replies,
+                &mut ticket,
+                region,
+                &mut change,
+                &Pending::default(),
+                now,
+            )?;
+            ticket.message_count += change.messages.len() as u32;
+            self.schedule(&mut ticket);
+            let queued = change.outbox.len();
+            change.ticket = Some(ticket);
+            tx.commit(&change)?;
+            self.count_committed(&change);
+            Ok(Ok(queued))
+        })
     }
 }
 

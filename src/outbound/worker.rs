@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::transport::{SendError, Transport};
 use super::{OutboxItem, OutboxStatus};
-use crate::store::Store;
+use crate::store::{Lookup, Storage, Store};
 use crate::telemetry::Telemetry;
 
 /// Rows taken per round.
@@ -212,7 +212,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
-    let wake: Arc<Notify> = store.outbox_wake.clone();
+    let wake: Arc<Notify> = store.wake().outbox.clone();
     loop {
         let sent = match send_due_until(
             &store,
