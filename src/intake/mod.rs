@@ -4,7 +4,7 @@
 //! look up what the store knows, decide (pure), render the replies, commit. A batch is parsed on every core
 //! and committed in one sled transaction: every mail's writes are in it whole, and the per-transaction cost
 //! is paid once per batch instead of once per mail. Nothing here flushes: a source ingests, calls
-//! [`crate::store::Store::flush_async`] once, and only then acknowledges the mail at its source.
+//! [`crate::store::Storage::flush_async`] once, and only then acknowledges the mail at its source.
 
 pub mod imap;
 pub mod maildir;

@@ -227,7 +227,7 @@ pub async fn run(
             Ok(n) => n,
             Err(e) => {
                 // Really wait: the rows are still due, and going round at once would hammer a failing store
-                // (and, before `Store::writable`, re-sent the same mails in a loop: tests/faults.rs).
+                // (and, before `Storage::writable`, re-sent the same mails in a loop: tests/faults.rs).
                 tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -1,4 +1,4 @@
-//! Storage: the interface postdesk asks of a storage engine ([`Storage`], in [`api`]), the outbox row it
+//! Storage: the interface postdesk asks of a storage engine ([`Storage`], in `api.rs`), the outbox row it
 //! keeps ([`outbox`]), and the embedded default engine, sled ([`Store`], in `sled/`).
 //!
 //! The interface is ours, in postdesk's types, so that a second engine (PostgreSQL is planned) is an
