@@ -6,8 +6,13 @@
 //!   writer's handle answer them.
 //! - [`Tx`]: the writer's handle, given only inside [`StorageExt::write`]: [`Tx::commit_all`] applies
 //!   [`Change`]s atomically; erasure and retention rewrite ([`Tx::rewrite`], [`Tx::forget_address`]).
-//! - [`Storage`]: the engine: the write gate, durability ([`Storage::flush_async`], [`Storage::writable`]),
-//!   ids, the outbox queue, the timer queue, the intake cursor, the quarantine, the counts.
+//! - [`Storage`]: the engine: the write gate ([`Storage::with_writer`]; callers use its closure form
+//!   [`StorageExt::write`], which every engine gets for free), durability ([`Storage::flush_async`],
+//!   [`Storage::writable`]), ids, the outbox queue, the timer queue, the intake cursor, the quarantine, the
+//!   counts. Methods with a body are built from the others; an engine may override them when it can do
+//!   better (sled counts its queued rows from the due index).
+//!
+//! What an engine implements: 8 reads ([`Lookup`]), 3 writes ([`Tx`]), 19 operations ([`Storage`]).
 //!
 //! Nothing here names an engine's types: an engine converts its errors into [`StoreError`] where they
 //! arise, deciding there what they mean (another process holds the database: [`StoreError::Busy`]).
