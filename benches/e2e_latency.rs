@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use postdesk::config::{Config, TlsMode};
+use postdesk::store::Storage;
 use tokio_util::sync::CancellationToken;
 
 /// Files delivered into `user`'s Maildir (new and cur).

@@ -24,7 +24,7 @@ use futures_util::StreamExt;
 use postdesk::config::{Config, ImapIntake, TlsMode};
 use postdesk::intake::imap::{connect, Caps, MailboxIntake};
 use postdesk::intake::Desk;
-use postdesk::store::Store;
+use postdesk::store::{Storage, Store};
 use tokio_util::sync::CancellationToken;
 
 fn env_usize(name: &str, default: usize) -> usize {

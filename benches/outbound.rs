@@ -19,7 +19,7 @@ use postdesk::desk::decide::Delivery;
 use postdesk::intake::{Desk, Incoming};
 use postdesk::outbound::transport::{build_message, Transport};
 use postdesk::outbound::worker::{send_due, RetryPolicy};
-use postdesk::store::Store;
+use postdesk::store::{Storage, Store};
 
 const CONNECTIONS: usize = 8;
 

@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use postdesk::config::Config;
 use postdesk::intake::{pipe, Desk};
-use postdesk::store::Store;
+use postdesk::store::{Storage, Store};
 use tokio_util::sync::CancellationToken;
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -14,7 +14,7 @@ use chrono::{Duration, Utc};
 use postdesk::config::Config;
 use postdesk::desk::ticket::{Locale, Priority, Status, Ticket, TicketId};
 use postdesk::intake::Desk;
-use postdesk::store::{Change, Store};
+use postdesk::store::{Change, Storage, StorageExt, Store};
 
 fn ticket(
     n: u64,
@@ -115,11 +115,11 @@ fn measure(total: u64) -> Run {
                 ..Change::default()
             });
             if changes.len() == 10_000 {
-                store.commit_all(&changes).expect("fill");
+                store.write(|tx| tx.commit_all(&changes)).expect("fill");
                 changes.clear();
             }
         }
-        store.commit_all(&changes).expect("fill");
+        store.write(|tx| tx.commit_all(&changes)).expect("fill");
         store.flush().expect("flush");
     }
     let fill = fill.elapsed().as_secs_f64();

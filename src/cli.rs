@@ -21,7 +21,7 @@ use crate::desk::ticket::{Status, TicketId};
 use crate::intake::pipe;
 use crate::outbound::render::Renderer;
 use crate::service::Desk;
-use crate::store::Store;
+use crate::store::{Storage, Store};
 
 pub use crate::commands::{EX_CONFIG, EX_FAILURE};
 pub use crate::logging::LogFormat;

@@ -38,7 +38,7 @@ use crate::notify::Notifier;
 use crate::outbound::transport::{Transport, TransportError};
 use crate::outbound::worker;
 use crate::service::{Desk, DeskError};
-use crate::store::{Store, StoreError};
+use crate::store::{Storage, Store, StoreError};
 use crate::telemetry::{IntakeState, Telemetry};
 
 /// How often the status line is recomputed (and sent to systemd when it changed).

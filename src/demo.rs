@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::daemon::Daemon;
+use crate::store::Storage;
 
 include!(concat!(env!("OUT_DIR"), "/samples.rs"));
 

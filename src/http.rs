@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HttpConfig;
-use crate::store::Store;
+use crate::store::{Storage, Store};
 use crate::telemetry::{unhealthy, IntakeHealth, Telemetry};
 
 /// The content type `prometheus-client`'s text encoder produces.

@@ -13,6 +13,7 @@
 //! DIR/tickets/JP-1000/attachments/003-invoice.pdf    message number, then the sanitised file name
 //! ```
 
+use crate::store::{Lookup, Storage, StorageExt};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -208,83 +209,83 @@ impl Desk {
     /// would be erased.
     pub fn erase_customer(&self, address: &str, apply: bool) -> Result<EraseSummary, PrivacyError> {
         let address = normalise_address(address)?;
-        let _writer = self.store.writer();
-        let (tickets, _) = self.customer_data(&address)?;
-        let alias = pseudonym(&address, &self.composer.secret);
-        let mut summary = EraseSummary::default();
-        for ticket in tickets {
-            let messages = self.store.messages_indexed(&ticket.id)?;
-            let rows = self.store.outbox_of_ticket(&ticket.id)?;
-            summary.tickets.push(ticket.id.clone());
-            summary.messages += messages.len();
-            summary.outbox_rows += rows.len();
-            summary.cancelled += rows
-                .iter()
-                .filter(|r| r.status == OutboxStatus::Queued)
-                .count();
-            if !apply {
-                continue;
-            }
-            let plain: Vec<Message> = messages.iter().map(|(_, m)| m.clone()).collect();
-            let (mut skeleton, erased) = erase_ticket(&ticket, &plain, &address, &alias);
-            crate::desk::timers::reschedule(&mut skeleton, &self.config);
-            let mut rw = Rewrite {
-                id: Some(ticket.id.clone()),
-                requester_entries: vec![ticket.requester.clone()],
-                dedupe: messages
+        self.store.write(|tx| {
+            let (tickets, _) = self.customer_data(&address)?;
+            let alias = pseudonym(&address, &self.composer.secret);
+            let mut summary = EraseSummary::default();
+            for ticket in tickets {
+                let messages = tx.messages_indexed(&ticket.id)?;
+                let rows = self.store.outbox_of_ticket(&ticket.id)?;
+                summary.tickets.push(ticket.id.clone());
+                summary.messages += messages.len();
+                summary.outbox_rows += rows.len();
+                summary.cancelled += rows
                     .iter()
-                    .map(|(_, m)| (m.message_id.clone(), m.content_hash.clone()))
-                    .collect(),
-                message_ids: message_ids(&ticket, messages.iter().map(|(_, m)| m), &rows),
-                messages: messages
-                    .iter()
-                    .zip(erased)
-                    .map(|((i, _), m)| (*i, Some(m)))
-                    .collect(),
-                ticket: Some(skeleton),
-                ..Rewrite::default()
-            };
-            for row in rows {
-                let mut r = row.clone();
-                r.to =
-                    r.to.iter()
-                        .map(|a| {
-                            if a.eq_ignore_ascii_case(&address) {
-                                alias.clone()
-                            } else {
-                                a.clone()
-                            }
-                        })
-                        .collect();
-                r.subject = String::new();
-                r.text = String::new();
-                r.html = None;
-                r.in_reply_to = None;
-                r.references.clear();
-                r.attachments.clear();
-                r.unrendered = None;
-                if r.status == OutboxStatus::Queued {
-                    r.status = OutboxStatus::Failed;
-                    r.last_error = Some("cancelled: the customer's data was erased".into());
+                    .filter(|r| r.status == OutboxStatus::Queued)
+                    .count();
+                if !apply {
+                    continue;
                 }
-                rw.outbox.push((r.id, Some(r)));
+                let plain: Vec<Message> = messages.iter().map(|(_, m)| m.clone()).collect();
+                let (mut skeleton, erased) = erase_ticket(&ticket, &plain, &address, &alias);
+                crate::desk::timers::reschedule(&mut skeleton, &self.config);
+                let mut rw = Rewrite {
+                    id: Some(ticket.id.clone()),
+                    requester_entries: vec![ticket.requester.clone()],
+                    dedupe: messages
+                        .iter()
+                        .map(|(_, m)| (m.message_id.clone(), m.content_hash.clone()))
+                        .collect(),
+                    message_ids: message_ids(&ticket, messages.iter().map(|(_, m)| m), &rows),
+                    messages: messages
+                        .iter()
+                        .zip(erased)
+                        .map(|((i, _), m)| (*i, Some(m)))
+                        .collect(),
+                    ticket: Some(skeleton),
+                    ..Rewrite::default()
+                };
+                for row in rows {
+                    let mut r = row.clone();
+                    r.to =
+                        r.to.iter()
+                            .map(|a| {
+                                if a.eq_ignore_ascii_case(&address) {
+                                    alias.clone()
+                                } else {
+                                    a.clone()
+                                }
+                            })
+                            .collect();
+                    r.subject = String::new();
+                    r.text = String::new();
+                    r.html = None;
+                    r.in_reply_to = None;
+                    r.references.clear();
+                    r.attachments.clear();
+                    r.unrendered = None;
+                    if r.status == OutboxStatus::Queued {
+                        r.status = OutboxStatus::Failed;
+                        r.last_error = Some("cancelled: the customer's data was erased".into());
+                    }
+                    rw.outbox.push((r.id, Some(r)));
+                }
+                summary.blobs += tx.rewrite(&rw)?.blobs;
             }
-            summary.blobs += self.store.rewrite(&rw)?.blobs;
-        }
-        if apply {
-            self.store.forget_auto_log(&address)?;
-            summary.quarantined = self.store.forget_quarantined_containing(&address)?;
-            tracing::info!(
-                tickets = summary.tickets.len(),
-                messages = summary.messages,
-                outbox_rows = summary.outbox_rows,
-                cancelled = summary.cancelled,
-                blobs = summary.blobs,
-                quarantined = summary.quarantined,
-                "customer data erased"
-            );
-            tracing::debug!(address = %address, pseudonym = %alias, "customer data erased");
-        }
-        Ok(summary)
+            if apply {
+                summary.quarantined = tx.forget_address(&address)?;
+                tracing::info!(
+                    tickets = summary.tickets.len(),
+                    messages = summary.messages,
+                    outbox_rows = summary.outbox_rows,
+                    cancelled = summary.cancelled,
+                    blobs = summary.blobs,
+                    quarantined = summary.quarantined,
+                    "customer data erased"
+                );
+                tracing::debug!(address = %address, pseudonym = %alias, "customer data erased");
+            }
+            Ok(summary)
+        })
     }
 }

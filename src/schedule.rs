@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use crate::service::{blocking, Desk, IngestError};
+use crate::store::Storage;
 
 /// Timers handled per tick.
 const TICK: usize = 256;
@@ -33,7 +34,7 @@ pub fn tick_at(desk: &Desk, now: DateTime<Utc>) -> Result<usize, IngestError> {
 
 /// Run until `shutdown`.
 pub async fn run(desk: Arc<Desk>, shutdown: CancellationToken) {
-    let wake = desk.store.timer_wake.clone();
+    let wake = desk.store.wake().timers.clone();
     loop {
         let handled = match blocking(|| tick(&desk)) {
             Ok(n) => n,

@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::config::{Config, IntakeConfig};
-use crate::store::{OutboxCounts, Store, StoreError};
+use crate::store::{OutboxCounts, Storage, Store, StoreError};
 use crate::types::Status;
 
 /// Every metric name starts with this (`postdesk_mails_ingested_total`).

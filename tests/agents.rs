@@ -9,6 +9,7 @@ use std::time::Duration;
 use postdesk::config::Config;
 use postdesk::daemon::Daemon;
 use postdesk::desk::ticket::{Direction, Locale, Status, TicketId};
+use postdesk::store::{Lookup, Storage};
 use support::{eventually, stack, Region, Stack, TestConfig};
 use tokio_util::sync::CancellationToken;
 

@@ -20,7 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use postdesk::desk::ticket::{Direction, TicketId};
-use postdesk::store::Store;
+use postdesk::store::{Lookup, Storage, Store};
 use support::{cli_json, eventually, stack, DaemonProcess, Region, TestConfig, XorShift};
 
 const MAILS: usize = 2000;

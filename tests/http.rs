@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use postdesk::daemon::Daemon;
+use postdesk::store::Storage;
 use support::{eventually, mail, stack, Region, TestConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;

@@ -12,6 +12,7 @@ use postdesk::daemon::Daemon;
 use postdesk::desk::decide::Delivery;
 use postdesk::desk::ticket::{Locale, Status, TicketId};
 use postdesk::outbound::OutboxStatus;
+use postdesk::store::{Lookup, Storage};
 use support::{eventually, mail, stack, Region, Stack, TestConfig};
 use tokio_util::sync::CancellationToken;
 

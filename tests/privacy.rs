@@ -11,7 +11,7 @@ use chrono::{Duration, Utc};
 use postdesk::desk::decide::Delivery;
 use postdesk::desk::ticket::{Status, TicketId, TimerKind};
 use postdesk::intake::Desk;
-use postdesk::store::Store;
+use postdesk::store::{Lookup, Storage, Store};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use support::{Cli, Region, TestConfig};

@@ -24,7 +24,7 @@ use postdesk::config::Config;
 use postdesk::desk::decide::Delivery;
 use postdesk::desk::ticket::{Direction, TicketId};
 use postdesk::intake::{Desk, Incoming, Outcome};
-use postdesk::store::Store;
+use postdesk::store::{Lookup, Storage, Store};
 use proptest::prelude::*;
 use support::{Region, TestConfig};
 

@@ -11,6 +11,7 @@
 
 pub mod view;
 
+use crate::store::{Lookup, Storage};
 use std::io::Write;
 use std::path::PathBuf;
 

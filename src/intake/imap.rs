@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ImapAuth, ImapIntake, RegionConfig, TlsMode};
 use crate::desk::decide::Delivery;
 use crate::service::{Desk, Incoming, Outcome};
+use crate::store::Storage;
 
 /// How long any single IMAP exchange may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{MaildirIntake, RegionConfig};
 use crate::desk::decide::Delivery;
 use crate::service::{Desk, Incoming, Outcome};
+use crate::store::Storage;
 
 /// Files taken per batch (one flush per batch).
 const BATCH: usize = 256;

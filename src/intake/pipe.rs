@@ -10,6 +10,7 @@ use chrono::Utc;
 
 use crate::desk::decide::Delivery;
 use crate::service::{Desk, Outcome};
+use crate::store::Storage;
 
 pub const EX_OK: i32 = 0;
 pub const EX_DATAERR: i32 = 65;

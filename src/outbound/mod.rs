@@ -1,5 +1,6 @@
-//! Outgoing mail: the durable outbox row ([`OutboxItem`]), how a [`crate::desk::decide::Reply`] becomes one
-//! ([`compose`]), rendering ([`render`]), transports ([`transport`]) and the delivering worker ([`worker`]).
+//! Outgoing mail: how a [`crate::desk::decide::Reply`] becomes an outbox row ([`compose`]; the row type,
+//! [`OutboxItem`], belongs to the store that keeps it), rendering ([`render`]), transports ([`transport`])
+//! and the delivering worker ([`worker`]).
 //!
 //! A reply is rendered and fixed (Message-ID included) when it is queued, in the same store transaction as
 //! the change that caused it; the worker only carries rows to the transport. A resend after a crash is then
@@ -17,114 +18,16 @@ pub mod transport;
 pub mod worker;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::config::RegionConfig;
 use crate::desk::reply::{Event, Reply};
-use crate::desk::ticket::{Locale, Ticket, TicketId};
+use crate::desk::ticket::Ticket;
 use render::{RenderError, Renderer};
 
-/// Where an outgoing mail is in its delivery.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutboxStatus {
-    Queued,
-    Sent,
-    Failed,
-    Bounced,
-}
-
-impl OutboxStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutboxStatus::Queued => "queued",
-            OutboxStatus::Sent => "sent",
-            OutboxStatus::Failed => "failed",
-            OutboxStatus::Bounced => "bounced",
-        }
-    }
-}
-
-/// One outgoing mail, rendered, with its delivery state.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct OutboxItem {
-    pub id: u64,
-    pub ticket: TicketId,
-    /// The template event (`ack`, `status_changed`, …).
-    pub kind: String,
-    pub from: String,
-    pub from_name: String,
-    pub to: Vec<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-    /// Without angle brackets; fixed when queued.
-    pub message_id: String,
-    pub in_reply_to: Option<String>,
-    pub references: Vec<String>,
-    /// RFC 3834 `Auto-Submitted` value (`no`: written by a person, no header).
-    pub auto_submitted: String,
-    /// Files attached (blobs in the store), e.g. an agent's attachments relayed to the customer.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<crate::desk::ticket::AttachmentRef>,
-    pub status: OutboxStatus,
-    pub attempts: u32,
-    pub last_error: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub next_attempt_at: DateTime<Utc>,
-    /// When an admin last queued it again (`outbox retry`): the retry age counts from here.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requeued_at: Option<DateTime<Utc>>,
-    /// Set while the row's template failed to render: what rendering it again needs. Such a row is
-    /// `failed` and has no subject or text; `outbox retry` renders it first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unrendered: Option<Unrendered>,
-}
-
-/// What a mail whose template failed at run time needs to be rendered later: its language and the template
-/// context as it was when the mail was decided (the event is the row's `kind`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Unrendered {
-    pub locale: Locale,
-    pub context: serde_json::Value,
-}
-
-/// The JSON shape of `postdesk outbox list --json` (ARCHITECTURE.md, "JSON"): the contract names plus a few extras.
-#[derive(Serialize)]
-pub struct OutboxView<'a> {
-    pub id: u64,
-    pub ticket: &'a TicketId,
-    pub kind: &'a str,
-    pub to: &'a [String],
-    pub subject: &'a str,
-    pub status: OutboxStatus,
-    pub attempts: u32,
-    pub last_error: Option<&'a str>,
-    pub created_at: DateTime<Utc>,
-    pub sent_at: Option<DateTime<Utc>>,
-    pub message_id: &'a str,
-    pub next_attempt_at: DateTime<Utc>,
-}
-
-impl OutboxItem {
-    pub fn view(&self) -> OutboxView<'_> {
-        OutboxView {
-            id: self.id,
-            ticket: &self.ticket,
-            kind: &self.kind,
-            to: &self.to,
-            subject: &self.subject,
-            status: self.status,
-            attempts: self.attempts,
-            last_error: self.last_error.as_deref(),
-            created_at: self.created_at,
-            sent_at: self.sent_at,
-            message_id: &self.message_id,
-            next_attempt_at: self.next_attempt_at,
-        }
-    }
-}
+#[cfg(test)]
+pub(crate) use crate::store::outbox::sample_item;
+/// The outbox row belongs to the store, which keeps it; re-exported here where it is built and sent.
+pub use crate::store::outbox::{OutboxItem, OutboxStatus, OutboxView, Unrendered};
 
 /// The RFC 3834 value for an event: answers to a customer's mail are `auto-replied`, everything else that
 /// postdesk starts by itself is `auto-generated`.
@@ -259,34 +162,4 @@ pub fn rerender(item: &mut OutboxItem, composer: &Composer) -> Result<(), Rerend
     item.html = rendered.html;
     item.unrendered = None;
     Ok(())
-}
-
-/// A queued outbox row with plausible contents, for tests of the store and the worker.
-#[cfg(test)]
-pub(crate) fn sample_item(id: u64, ticket: u64) -> OutboxItem {
-    let now = chrono::Utc::now();
-    OutboxItem {
-        id,
-        ticket: crate::desk::ticket::TicketId::new("JP", ticket),
-        kind: Event::Ack.as_str().into(),
-        from: "support-jp@example.com".into(),
-        from_name: "JP".into(),
-        to: vec!["a@example.com".into()],
-        subject: "s".into(),
-        text: "t".into(),
-        html: None,
-        message_id: format!("m{id}@example.com"),
-        in_reply_to: None,
-        references: vec![],
-        auto_submitted: "auto-replied".into(),
-        attachments: vec![],
-        requeued_at: None,
-        unrendered: None,
-        status: OutboxStatus::Queued,
-        attempts: 0,
-        last_error: None,
-        created_at: now,
-        sent_at: None,
-        next_attempt_at: now,
-    }
 }

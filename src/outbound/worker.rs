@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::transport::{SendError, Transport};
 use super::{OutboxItem, OutboxStatus};
-use crate::store::Store;
+use crate::store::{Lookup, Storage, Store};
 use crate::telemetry::Telemetry;
 
 /// Rows taken per round.
@@ -216,7 +216,7 @@ pub async fn run(
     telemetry: Arc<Telemetry>,
     shutdown: CancellationToken,
 ) {
-    let wake: Arc<Notify> = store.outbox_wake.clone();
+    let wake: Arc<Notify> = store.wake().outbox.clone();
     loop {
         let sent = match send_due_until(
             &store,
@@ -231,7 +231,7 @@ pub async fn run(
             Ok(n) => n,
             Err(e) => {
                 // Really wait: the rows are still due, and going round at once would hammer a failing store
-                // (and, before `Store::writable`, re-sent the same mails in a loop: tests/faults.rs).
+                // (and, before `Storage::writable`, re-sent the same mails in a loop: tests/faults.rs).
                 tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

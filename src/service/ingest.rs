@@ -7,6 +7,7 @@
 //! the per-transaction cost is paid once per batch instead of once per mail. Later mail of a batch sees what
 //! earlier mail changed through [`Pending`].
 
+use crate::store::{Lookup, Storage, StorageExt};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -106,28 +107,29 @@ impl Desk {
                 return Ok(Err(e));
             }
         };
-        let _writer = self.store.writer();
-        match self.plan(
-            region,
-            raw,
-            &inbound,
-            delivery,
-            None,
-            &Pending::default(),
-            now,
-        )? {
-            Planned::Duplicate(id) => Ok(Ok(Outcome::Duplicate(id))),
-            Planned::Change(change, outcome, tally) => match self.store.commit(&change)? {
-                Committed::Applied => {
-                    self.count_committed(&change, tally);
-                    if matches!(outcome, Outcome::Stored { .. }) {
-                        self.telemetry.mails_ingested(&region.code, 1);
+        self.store.write(|tx| {
+            match self.plan(
+                region,
+                raw,
+                &inbound,
+                delivery,
+                None,
+                &Pending::default(),
+                now,
+            )? {
+                Planned::Duplicate(id) => Ok(Ok(Outcome::Duplicate(id))),
+                Planned::Change(change, outcome, tally) => match tx.commit(&change)? {
+                    Committed::Applied => {
+                        self.count_committed(&change, tally);
+                        if matches!(outcome, Outcome::Stored { .. }) {
+                            self.telemetry.mails_ingested(&region.code, 1);
+                        }
+                        Ok(Ok(outcome))
                     }
-                    Ok(Ok(outcome))
-                }
-                Committed::Duplicate(existing) => Ok(Ok(Outcome::Duplicate(existing))),
-            },
-        }
+                    Committed::Duplicate(existing) => Ok(Ok(Outcome::Duplicate(existing))),
+                },
+            }
+        })
     }
 
     /// Ingest many mails for `region` in one transaction, in order; input that is not a mail is quarantined.
@@ -146,42 +148,43 @@ impl Desk {
                 outcomes[i] = Some(self.quarantine(region, &item.source, item.raw, e)?);
             }
         }
-        let _writer = self.store.writer();
-        let mut pending = Pending::default();
-        let mut changes = Vec::new();
-        let mut tallies = Vec::new();
-        for (i, (item, parsed)) in batch.into_iter().zip(&parsed).enumerate() {
-            let Ok(inbound) = parsed else { continue };
-            match self.plan(
-                region,
-                item.raw,
-                inbound,
-                &item.delivery,
-                item.state,
-                &pending,
-                now,
-            )? {
-                Planned::Duplicate(id) => outcomes[i] = Some(Outcome::Duplicate(id)),
-                Planned::Change(change, outcome, tally) => {
-                    pending.record(&change);
-                    changes.push(*change);
-                    tallies.push(tally);
-                    outcomes[i] = Some(outcome);
+        self.store.write(|tx| {
+            let mut pending = Pending::default();
+            let mut changes = Vec::new();
+            let mut tallies = Vec::new();
+            for (i, (item, parsed)) in batch.into_iter().zip(&parsed).enumerate() {
+                let Ok(inbound) = parsed else { continue };
+                match self.plan(
+                    region,
+                    item.raw,
+                    inbound,
+                    &item.delivery,
+                    item.state,
+                    &pending,
+                    now,
+                )? {
+                    Planned::Duplicate(id) => outcomes[i] = Some(Outcome::Duplicate(id)),
+                    Planned::Change(change, outcome, tally) => {
+                        pending.record(&change);
+                        changes.push(*change);
+                        tallies.push(tally);
+                        outcomes[i] = Some(outcome);
+                    }
                 }
             }
-        }
-        if self.store.commit_all(&changes)? == Committed::Applied {
-            for (change, tally) in changes.iter().zip(tallies) {
-                self.count_committed(change, tally);
+            if tx.commit_all(&changes)? == Committed::Applied {
+                for (change, tally) in changes.iter().zip(tallies) {
+                    self.count_committed(change, tally);
+                }
+                let stored = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, Some(Outcome::Stored { .. })))
+                    .count();
+                self.telemetry.mails_ingested(&region.code, stored as u64);
             }
-            let stored = outcomes
-                .iter()
-                .filter(|o| matches!(o, Some(Outcome::Stored { .. })))
-                .count();
-            self.telemetry.mails_ingested(&region.code, stored as u64);
-        }
-        // Every mail got its outcome above: quarantined, duplicate, or stored.
-        Ok(outcomes.into_iter().flatten().collect())
+            // Every mail got its outcome above: quarantined, duplicate, or stored.
+            Ok(outcomes.into_iter().flatten().collect())
+        })
     }
 
     fn quarantine(

@@ -23,6 +23,7 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
+use crate::store::Storage;
 use std::sync::Arc;
 
 use crate::config::Config;

@@ -14,6 +14,7 @@
 //! reason, the admin is told (ERROR) and it is counted; [`Desk::retry_outbox`] renders it once the template
 //! is fixed.
 
+use crate::store::{Lookup, Storage, StorageExt};
 use chrono::{DateTime, Utc};
 
 use super::ingest::Pending;
@@ -188,21 +189,22 @@ impl Desk {
     /// first, with the templates as they are now: if that still fails, it stays `failed` with the new
     /// reason, and the error says why.
     pub fn retry_outbox(&self, id: u64) -> Result<OutboxItem, IngestError> {
-        let _writer = self.store.writer();
-        let mut item = self
-            .store
-            .outbox_item(id)?
-            .ok_or(StoreError::NoOutboxRow(id))?;
-        if item.unrendered.is_some() {
-            if let Err(e) = outbound::rerender(&mut item, &self.composer) {
-                item.last_error = Some(format!(
-                    "not rendered: {e}; fix the template (`postdesk check-config`), reload the daemon, then `postdesk outbox retry {id}`"
-                ));
+        self.store.write(|_tx| {
+            let mut item = self
+                .store
+                .outbox_item(id)?
+                .ok_or(StoreError::NoOutboxRow(id))?;
+            if item.unrendered.is_some() {
+                if let Err(e) = outbound::rerender(&mut item, &self.composer) {
+                    item.last_error = Some(format!(
+                        "not rendered: {e}; fix the template (`postdesk check-config`), reload the daemon, then `postdesk outbox retry {id}`"
+                    ));
+                    self.store.outbox_update(item)?;
+                    return Err(e.into());
+                }
                 self.store.outbox_update(item)?;
-                return Err(e.into());
             }
-            self.store.outbox_update(item)?;
-        }
-        Ok(self.store.outbox_retry(id)?)
+            Ok(self.store.outbox_retry(id)?)
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! Tests of the application service: a real sled store in a temporary directory, the file transport, no
 //! servers. Regression tests are named after what broke.
 
+use crate::store::{Lookup, Storage};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};

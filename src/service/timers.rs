@@ -2,6 +2,7 @@
 //! (deleting a closed ticket's data when its timer is due) and an explicit status change
 //! ([`Desk::set_status`], the CLI). Each reads the ticket, lets the desk decide, and commits one change.
 
+use crate::store::{Lookup, Storage, StorageExt, Tx};
 use chrono::{DateTime, Utc};
 
 use super::ingest::Pending;
@@ -21,59 +22,61 @@ impl Desk {
         kind: TimerKind,
         now: DateTime<Utc>,
     ) -> Result<usize, IngestError> {
-        let _writer = self.store.writer();
-        let Some(ticket) = self.store.ticket(id)? else {
-            return Ok(0);
-        };
-        if kind.is_retention() && self.config.region(&ticket.region).is_some() {
-            return self.fire_retention(ticket, kind, now);
-        }
-        let Some(region) = self.config.region(&ticket.region) else {
-            tracing::warn!(ticket = %id, "timer for a region that is no longer configured; dropped");
-            let mut t = ticket;
-            t.timers.clear();
-            self.store.commit(&Change {
-                ticket: Some(t),
-                ..Change::default()
-            })?;
-            return Ok(0);
-        };
-        let was_breached = ticket.breached;
-        let (mut ticket, replies) = match timers::on_timer(&ticket, kind, region, &self.config, now)
-        {
-            Some(x) => x,
-            None => {
-                let mut t = ticket;
-                timers::reschedule(&mut t, &self.config);
-                (t, Vec::new())
+        self.store.write(|tx| {
+            let Some(ticket) = self.store.ticket(id)? else {
+                return Ok(0);
+            };
+            if kind.is_retention() && self.config.region(&ticket.region).is_some() {
+                return self.fire_retention(tx, ticket, kind, now);
             }
-        };
-        let mut change = Change::default();
-        let tally = self.queue_replies(
-            &replies,
-            &mut ticket,
-            region,
-            &mut change,
-            &Pending::default(),
-            now,
-        )?;
-        let queued = super::queued(&change);
-        if queued > 0 || !replies.is_empty() {
-            tracing::info!(ticket = %id, timer = kind.as_str(), queued, "timer fired");
-        }
-        let breached = ticket.breached && !was_breached;
-        change.ticket = Some(ticket);
-        self.store.commit(&change)?;
-        self.count_committed(&change, tally);
-        if breached {
-            self.telemetry.sla_breach(&region.code);
-        }
-        Ok(queued)
+            let Some(region) = self.config.region(&ticket.region) else {
+                tracing::warn!(ticket = %id, "timer for a region that is no longer configured; dropped");
+                let mut t = ticket;
+                t.timers.clear();
+                tx.commit(&Change {
+                    ticket: Some(t),
+                    ..Change::default()
+                })?;
+                return Ok(0);
+            };
+            let was_breached = ticket.breached;
+            let (mut ticket, replies) = match timers::on_timer(&ticket, kind, region, &self.config, now)
+            {
+                Some(x) => x,
+                None => {
+                    let mut t = ticket;
+                    timers::reschedule(&mut t, &self.config);
+                    (t, Vec::new())
+                }
+            };
+            let mut change = Change::default();
+            let tally = self.queue_replies(
+                &replies,
+                &mut ticket,
+                region,
+                &mut change,
+                &Pending::default(),
+                now,
+            )?;
+            let queued = super::queued(&change);
+            if queued > 0 || !replies.is_empty() {
+                tracing::info!(ticket = %id, timer = kind.as_str(), queued, "timer fired");
+            }
+            let breached = ticket.breached && !was_breached;
+            change.ticket = Some(ticket);
+            tx.commit(&change)?;
+            self.count_committed(&change, tally);
+            if breached {
+                self.telemetry.sla_breach(&region.code);
+            }
+            Ok(queued)
+        })
     }
 
-    /// Carry out a due retention timer (the caller holds the writer lock). Returns 0: retention sends no mail.
+    /// Carry out a due retention timer with the writer's `tx`. Returns 0: retention sends no mail.
     fn fire_retention(
         &self,
+        tx: &dyn Tx,
         mut ticket: Ticket,
         kind: TimerKind,
         now: DateTime<Utc>,
@@ -82,13 +85,13 @@ impl Desk {
         if !retention::due(&ticket, &self.config.retention, kind, now) {
             // No longer applies (reopened, config changed): only the ticket's timers are rewritten.
             timers::reschedule(&mut ticket, &self.config);
-            self.store.commit(&Change {
+            tx.commit(&Change {
                 ticket: Some(ticket),
                 ..Default::default()
             })?;
             return Ok(0);
         }
-        let messages = self.store.messages_indexed(&id)?;
+        let messages = tx.messages_indexed(&id)?;
         match kind {
             TimerKind::PurgeAttachments => {
                 let mut attachments = 0u64;
@@ -106,7 +109,7 @@ impl Desk {
                 timers::reschedule(&mut ticket, &self.config);
                 rw.ticket = Some(ticket);
                 rw.counter = Some((format!("retention:attachments:{}", id.region), attachments));
-                let removed = self.store.rewrite(&rw)?;
+                let removed = tx.rewrite(&rw)?;
                 tracing::info!(ticket = %id, attachments, blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: attachments of a closed ticket deleted");
             }
             TimerKind::PurgeTicket => {
@@ -124,7 +127,7 @@ impl Desk {
                     outbox: rows.iter().map(|r| (r.id, None)).collect(),
                     counter: Some((format!("retention:tickets:{}", id.region), 1)),
                 };
-                let removed = self.store.rewrite(&rw)?;
+                let removed = tx.rewrite(&rw)?;
                 tracing::info!(ticket = %id, messages = messages.len(), outbox_rows = rows.len(), blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: closed ticket deleted");
             }
             _ => {}
@@ -140,36 +143,38 @@ impl Desk {
         status: Status,
         now: DateTime<Utc>,
     ) -> Result<Result<usize, LifecycleError>, IngestError> {
-        let _writer = self.store.writer();
-        let ticket = self
-            .store
-            .ticket(id)?
-            .ok_or_else(|| StoreError::NoTicket(id.clone()))?;
-        let Some(region) = self.config.region(&ticket.region) else {
-            return Err(StoreError::Conflict(format!(
-                "region {} of {} is no longer configured",
-                ticket.region, ticket.id
-            ))
-            .into());
-        };
-        let (mut ticket, replies) = match decide::set_status(&ticket, status, &self.config, now) {
-            Ok(x) => x,
-            Err(e) => return Ok(Err(e)),
-        };
-        let mut change = Change::default();
-        let tally = self.queue_replies(
-            &replies,
-            &mut ticket,
-            region,
-            &mut change,
-            &Pending::default(),
-            now,
-        )?;
-        ticket.message_count += change.messages.len() as u32;
-        let queued = super::queued(&change);
-        change.ticket = Some(ticket);
-        self.store.commit(&change)?;
-        self.count_committed(&change, tally);
-        Ok(Ok(queued))
+        self.store.write(|tx| {
+            let ticket = self
+                .store
+                .ticket(id)?
+                .ok_or_else(|| StoreError::NoTicket(id.clone()))?;
+            let Some(region) = self.config.region(&ticket.region) else {
+                return Err(StoreError::Conflict(format!(
+                    "region {} of {} is no longer configured",
+                    ticket.region, ticket.id
+                ))
+                .into());
+            };
+            let (mut ticket, replies) = match decide::set_status(&ticket, status, &self.config, now)
+            {
+                Ok(x) => x,
+                Err(e) => return Ok(Err(e)),
+            };
+            let mut change = Change::default();
+            let tally = self.queue_replies(
+                &replies,
+                &mut ticket,
+                region,
+                &mut change,
+                &Pending::default(),
+                now,
+            )?;
+            ticket.message_count += change.messages.len() as u32;
+            let queued = super::queued(&change);
+            change.ticket = Some(ticket);
+            tx.commit(&change)?;
+            self.count_committed(&change, tally);
+            Ok(Ok(queued))
+        })
     }
 }

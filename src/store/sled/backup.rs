@@ -27,7 +27,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{u64_of, Store, StoreError};
+use super::keys::u64_of;
+use super::{engine_error, Store};
+use crate::store::StoreError;
 
 /// The format name in the manifest.
 pub const FORMAT: &str = "postdesk-backup";
@@ -60,10 +62,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     }
 }
 
-impl From<sled::Error> for BackupError {
-    fn from(e: sled::Error) -> Self {
-        BackupError::Store(StoreError::Sled(e))
-    }
+/// sled's error as ours (no sled type in the public API, not even in a `From`).
+fn db(e: sled::Error) -> BackupError {
+    BackupError::Store(engine_error(e))
 }
 
 /// One tree in the manifest.
@@ -200,13 +201,13 @@ impl Store {
             version: VERSION,
             created_at: Utc::now(),
             postdesk_version: env!("CARGO_PKG_VERSION").into(),
-            next_id: self.generate_id()?,
+            next_id: self.next_id()?,
             trees: Vec::new(),
         };
         let mut names = self.db.tree_names();
         names.sort();
         for (i, name) in names.iter().enumerate() {
-            let tree = self.db.open_tree(name)?;
+            let tree = self.db.open_tree(name).map_err(db)?;
             let rel = format!("trees/{i:03}.bin");
             let path = dir.join(&rel);
             let file = create_private_file(&path)?;
@@ -217,7 +218,7 @@ impl Store {
             };
             let mut records = 0u64;
             for kv in tree.iter() {
-                let (k, v) = kv?;
+                let (k, v) = kv.map_err(db)?;
                 write_record(&mut w, &k, &v).map_err(io(&path))?;
                 records += 1;
             }
@@ -325,7 +326,7 @@ pub fn restore(dir: &Path, storage: &Path) -> Result<Manifest, BackupError> {
     let store = Store::open(storage)?;
     for entry in &manifest.trees {
         let name = hex::decode(&entry.name_hex).unwrap_or_default();
-        let tree = store.db.open_tree(name)?;
+        let tree = store.db.open_tree(name).map_err(db)?;
         let file = dir.join(&entry.file);
         let mut r = BufReader::new(File::open(&file).map_err(io(&file))?);
         let mut batch = sled::Batch::default();
@@ -337,21 +338,23 @@ pub fn restore(dir: &Path, storage: &Path) -> Result<Manifest, BackupError> {
             batch.insert(k, v);
             in_batch += 1;
             if in_batch == 10_000 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
+                tree.apply_batch(std::mem::take(&mut batch)).map_err(db)?;
                 in_batch = 0;
             }
         }
-        tree.apply_batch(batch)?;
+        tree.apply_batch(batch).map_err(db)?;
     }
     // Ids continue above the backup's (see the module docs).
     let current = store
         .meta
-        .get(b"id_offset")?
+        .get(b"id_offset")
+        .map_err(db)?
         .and_then(|v| u64_of(&v))
         .unwrap_or(0);
     store
         .meta
-        .insert(b"id_offset", &current.max(manifest.next_id).to_be_bytes())?;
+        .insert(b"id_offset", &current.max(manifest.next_id).to_be_bytes())
+        .map_err(db)?;
     store.flush()?;
     Ok(manifest)
 }

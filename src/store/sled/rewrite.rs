@@ -1,5 +1,6 @@
 //! Rewriting or deleting what the store holds about one ticket, in one transaction: what erasure
-//! (`postdesk customer erase`) and retention (`[retention]`) do.
+//! (`postdesk customer erase`) and retention (`[retention]`) do ([`crate::store::Tx::rewrite`]), and
+//! forgetting what is kept about an address outside its tickets ([`crate::store::Tx::forget_address`]).
 //!
 //! A [`Rewrite`] names the new state of the ticket (or its deletion), of some of its messages and outbox
 //! rows, and the index entries that must go. Blob reference counts follow the messages; a blob whose count
@@ -11,82 +12,56 @@ use std::collections::HashSet;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
 
-use super::{
-    add_blob_refs, dedupe_key, due_key, message_key, ticket_key, timer_key, to_json, u64_of, Store,
-    StoreError,
+use super::counts::{add_blob_refs, count_outbox, count_ticket};
+use super::keys::{
+    dedupe_key, due_key, message_key, outbox_ticket_key, requester_key, ticket_key, timer_key,
+    to_json, u64_of,
 };
+use super::{engine_error, Store};
 use crate::desk::ticket::{Message, Ticket, TicketId};
-use crate::outbound::{OutboxItem, OutboxStatus};
+use crate::store::outbox::{OutboxItem, OutboxStatus};
+use crate::store::{Removed, Rewrite, StoreError};
 
-/// One ticket's rewrite. Fields left empty change nothing.
-#[derive(Clone, Debug, Default)]
-pub struct Rewrite {
-    pub id: Option<TicketId>,
-    /// The ticket's new state; `None` deletes it (with its timers).
-    pub ticket: Option<Ticket>,
-    /// Messages by index: new content, or `None` to delete.
-    pub messages: Vec<(u32, Option<Message>)>,
-    /// Addresses whose requester index entry for this ticket goes.
-    pub requester_entries: Vec<String>,
-    /// De-duplication entries (Message-ID, content hash) to remove.
-    pub dedupe: Vec<(String, String)>,
-    /// Message-IDs that must no longer lead to this ticket.
-    pub message_ids: Vec<String>,
-    /// Outbox rows: new content, or `None` to delete the row.
-    pub outbox: Vec<(u64, Option<OutboxItem>)>,
-    /// A counter in `meta` to increase (e.g. `retention:tickets:JP`).
-    pub counter: Option<(String, u64)>,
-}
-
-/// What a rewrite deleted from the blob store.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Removed {
-    pub blobs: usize,
-    pub bytes: u64,
-}
-
-impl Store {
-    /// Apply `rewrite` atomically. Returns what it deleted from the blob store.
-    pub fn rewrite(&self, rewrite: &Rewrite) -> Result<Removed, StoreError> {
-        let Some(id) = &rewrite.id else {
-            return Ok(Removed::default());
-        };
-        // Raw copies of quarantined input live in the blob store too, outside any message.
-        let keep: HashSet<String> = self
-            .quarantined()?
-            .into_iter()
-            .map(|q| q.raw_sha256)
-            .collect();
-        let _gate = self.write_gate();
-        let trees = [
-            &self.tickets,
-            &self.messages,
-            &self.msgid,
-            &self.dedupe,
-            &self.requester,
-            &self.blobs,
-            &self.blob_data,
-            &self.blob_refs,
-            &self.outbox,
-            &self.outbox_due,
-            &self.outbox_ticket,
-            &self.timers,
-            &self.meta,
-        ];
-        let result = trees[..].transaction(|t| apply(t, id, rewrite, &keep));
-        let removed = match result {
-            Ok(r) => r,
-            Err(TransactionError::Abort(why)) => {
-                return Err(StoreError::Corrupt {
-                    tree: "tickets",
-                    reason: why,
-                })
-            }
-            Err(TransactionError::Storage(e)) => return Err(StoreError::Sled(e)),
-        };
-        self.timer_wake.notify_one();
-        Ok(removed)
-    }
+/// Apply `rewrite` atomically (the caller holds the writer lock). Returns what it deleted from the blob
+/// store.
+pub(super) fn rewrite(store: &Store, rewrite: &Rewrite) -> Result<Removed, StoreError> {
+    let Some(id) = &rewrite.id else {
+        return Ok(Removed::default());
+    };
+    // Raw copies of quarantined input live in the blob store too, outside any message.
+    let keep: HashSet<String> = super::quarantine::list(store)?
+        .into_iter()
+        .map(|q| q.raw_sha256)
+        .collect();
+    let _gate = store.write_gate();
+    let trees = [
+        &store.tickets,
+        &store.messages,
+        &store.msgid,
+        &store.dedupe,
+        &store.requester,
+        &store.blobs,
+        &store.blob_data,
+        &store.blob_refs,
+        &store.outbox,
+        &store.outbox_due,
+        &store.outbox_ticket,
+        &store.timers,
+        &store.meta,
+    ];
+    let result = trees[..].transaction(|t| apply(t, id, rewrite, &keep));
+    let removed = match result {
+        Ok(r) => r,
+        Err(TransactionError::Abort(why)) => {
+            return Err(StoreError::Corrupt {
+                tree: "tickets",
+                reason: why,
+            })
+        }
+        Err(TransactionError::Storage(e)) => return Err(engine_error(e)),
+    };
+    store.wake.timers.notify_one();
+    Ok(removed)
 }
 
 fn corrupt(e: serde_json::Error) -> ConflictableTransactionError<String> {
@@ -116,7 +91,7 @@ fn apply(
             timers.remove(timer_key(timer.due, timer.kind, id))?;
         }
     }
-    super::count_ticket(meta, old.as_ref(), rw.ticket.as_ref())?;
+    count_ticket(meta, old.as_ref(), rw.ticket.as_ref())?;
     match &rw.ticket {
         Some(ticket) => {
             for timer in &ticket.timers {
@@ -160,10 +135,7 @@ fn apply(
         }
     }
     for address in &rw.requester_entries {
-        let mut rk = address.as_bytes().to_vec();
-        rk.push(0);
-        rk.extend_from_slice(&key);
-        requester.remove(rk)?;
+        requester.remove(requester_key(address, id))?;
     }
     for (mid, hash) in &rw.dedupe {
         dedupe.remove(dedupe_key(mid, hash))?;
@@ -189,9 +161,7 @@ fn apply(
             }
             old_status = Some(old.status);
         }
-        super::count_outbox(meta, old_status, new.as_ref().map(|i| i.status))?;
-        let mut tk = ticket_key(id);
-        tk.extend_from_slice(&ob);
+        count_outbox(meta, old_status, new.as_ref().map(|i| i.status))?;
         match new {
             Some(item) => {
                 outbox.insert(&ob, to_json(item))?;
@@ -201,7 +171,7 @@ fn apply(
             }
             None => {
                 outbox.remove(&ob)?;
-                outbox_ticket.remove(tk)?;
+                outbox_ticket.remove(outbox_ticket_key(id, *oid))?;
             }
         }
     }
@@ -215,108 +185,75 @@ fn apply(
     Ok(removed)
 }
 
-impl Store {
-    /// A ticket's messages with their indexes (a merge leaves gaps).
-    pub fn messages_indexed(&self, id: &TicketId) -> Result<Vec<(u32, Message)>, StoreError> {
-        let prefix = ticket_key(id);
-        let mut out = Vec::new();
-        for kv in self.messages.scan_prefix(&prefix) {
-            let (k, v) = kv?;
-            if let Some(index) = k
-                .get(prefix.len()..)
-                .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            {
-                out.push((u32::from_be_bytes(index), super::from_json("messages", &v)?));
-            }
-        }
-        Ok(out)
-    }
+/// [`crate::store::Tx::forget_address`]: the rate-limit log, then the quarantine. The caller holds the
+/// writer lock.
+pub(super) fn forget_address(store: &Store, address: &str) -> Result<usize, StoreError> {
+    forget_auto_log(store, address)?;
+    forget_quarantined_containing(store, address)
+}
 
-    /// A counter in `meta` (0 when absent), e.g. `retention:tickets:JP`.
-    pub fn counter(&self, name: &str) -> Result<u64, StoreError> {
-        Ok(self
-            .meta
-            .get(name.as_bytes())?
-            .and_then(|v| u64_of(&v))
-            .unwrap_or(0))
+/// Forget when automatic mail went to `recipient` (the rate-limit log is keyed by address).
+fn forget_auto_log(store: &Store, recipient: &str) -> Result<usize, StoreError> {
+    let _gate = store.write_gate();
+    let mut prefix = recipient.as_bytes().to_vec();
+    prefix.push(0);
+    let mut n = 0;
+    for kv in store.auto_log.scan_prefix(&prefix) {
+        let (k, _) = kv.map_err(engine_error)?;
+        store.auto_log.remove(k).map_err(engine_error)?;
+        n += 1;
     }
+    Ok(n)
+}
 
-    /// Forget when automatic mail went to `recipient` (the rate-limit log is keyed by address).
-    pub fn forget_auto_log(&self, recipient: &str) -> Result<usize, StoreError> {
-        let _gate = self.write_gate();
-        let mut prefix = recipient.as_bytes().to_vec();
-        prefix.push(0);
-        let mut n = 0;
-        for kv in self.auto_log.scan_prefix(&prefix) {
-            let (k, _) = kv?;
-            self.auto_log.remove(k)?;
-            n += 1;
-        }
-        Ok(n)
+/// Delete quarantined input whose raw bytes mention `needle` (ASCII case-insensitive), with its raw copy
+/// unless a message refers to it too. Returns how many entries went. Costs one read of the quarantine.
+fn forget_quarantined_containing(store: &Store, needle: &str) -> Result<usize, StoreError> {
+    let needle = needle.to_ascii_lowercase().into_bytes();
+    if needle.is_empty() {
+        return Ok(0);
     }
-
-    /// Delete quarantined input whose raw bytes mention `needle` (ASCII case-insensitive), with its raw copy
-    /// unless a message refers to it too. Returns how many entries went. Costs one read of the quarantine.
-    pub fn forget_quarantined_containing(&self, needle: &str) -> Result<usize, StoreError> {
-        let needle = needle.to_ascii_lowercase().into_bytes();
-        if needle.is_empty() {
-            return Ok(0);
+    let mut n = 0;
+    for q in super::quarantine::list(store)? {
+        let Some(raw) = super::read::blob(store, &q.raw_sha256)? else {
+            continue;
+        };
+        let mentions = raw
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(&needle));
+        if !mentions {
+            continue;
         }
-        let mut n = 0;
-        for q in self.quarantined()? {
-            let Some(raw) = self.blob(&q.raw_sha256)? else {
-                continue;
-            };
-            let mentions = raw
-                .windows(needle.len())
-                .any(|w| w.eq_ignore_ascii_case(&needle));
-            if !mentions {
-                continue;
-            }
-            let _gate = self.write_gate();
-            (
-                &self.quarantine,
-                &self.blobs,
-                &self.blob_data,
-                &self.blob_refs,
-            )
-                .transaction(|(quarantine, blobs, blob_data, refs)| {
-                    quarantine.remove(&q.id.to_be_bytes())?;
-                    if refs.get(q.raw_sha256.as_bytes())?.is_none() {
-                        if let Some(id) = blobs.remove(q.raw_sha256.as_bytes())? {
-                            blob_data.remove(id)?;
-                        }
+        let _gate = store.write_gate();
+        (
+            &store.quarantine,
+            &store.blobs,
+            &store.blob_data,
+            &store.blob_refs,
+        )
+            .transaction(|(quarantine, blobs, blob_data, refs)| {
+                quarantine.remove(&q.id.to_be_bytes())?;
+                if refs.get(q.raw_sha256.as_bytes())?.is_none() {
+                    if let Some(id) = blobs.remove(q.raw_sha256.as_bytes())? {
+                        blob_data.remove(id)?;
                     }
-                    Ok::<_, ConflictableTransactionError<()>>(())
-                })
-                .map_err(|e| match e {
-                    TransactionError::Storage(e) => StoreError::Sled(e),
-                    TransactionError::Abort(()) => StoreError::Conflict("quarantine".into()),
-                })?;
-            n += 1;
-        }
-        Ok(n)
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(e) => engine_error(e),
+                TransactionError::Abort(()) => StoreError::Conflict("quarantine".into()),
+            })?;
+        n += 1;
     }
-
-    /// Every tree's name, keys and values, for tests that prove something is gone from the whole store.
-    pub fn scan_all(&self, mut visit: impl FnMut(&str, &[u8], &[u8])) -> Result<(), StoreError> {
-        for name in self.db.tree_names() {
-            let tree = self.db.open_tree(&name)?;
-            let name = String::from_utf8_lossy(&name).into_owned();
-            for kv in tree.iter() {
-                let (k, v) = kv?;
-                visit(&name, &k, &v);
-            }
-        }
-        Ok(())
-    }
+    Ok(n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::desk::ticket::{AttachmentRef, Direction, Locale, Priority, Status};
-    use crate::store::{Change, OutboxCounts};
+    use crate::store::{Change, Lookup, OutboxCounts, Storage, StorageExt};
     use chrono::Utc;
 
     fn ticket(n: u64, count: u32) -> Ticket {
@@ -354,14 +291,16 @@ mod tests {
             (2, vec![message(&shared)]),
         ] {
             store
-                .commit(&Change {
-                    ticket: Some(ticket(n, msgs.len() as u32)),
-                    messages: msgs,
-                    blobs: vec![
-                        (shared.clone(), b"S".to_vec()),
-                        (own.clone(), b"O".to_vec()),
-                    ],
-                    ..Change::default()
+                .write(|tx| {
+                    tx.commit(&Change {
+                        ticket: Some(ticket(n, msgs.len() as u32)),
+                        messages: msgs,
+                        blobs: vec![
+                            (shared.clone(), b"S".to_vec()),
+                            (own.clone(), b"O".to_vec()),
+                        ],
+                        ..Change::default()
+                    })
                 })
                 .unwrap();
         }
@@ -371,10 +310,12 @@ mod tests {
         );
         // Ticket 1 deleted: its own file goes, the shared one stays for ticket 2.
         let removed = store
-            .rewrite(&Rewrite {
-                id: Some(TicketId::new("JP", 1)),
-                messages: vec![(0, None), (1, None)],
-                ..Rewrite::default()
+            .write(|tx| {
+                tx.rewrite(&Rewrite {
+                    id: Some(TicketId::new("JP", 1)),
+                    messages: vec![(0, None), (1, None)],
+                    ..Rewrite::default()
+                })
             })
             .unwrap();
         assert_eq!(removed, Removed { blobs: 1, bytes: 1 });
@@ -390,7 +331,7 @@ mod tests {
     }
 
     fn outbox_row(id: u64, ticket: u64) -> OutboxItem {
-        crate::outbound::sample_item(id, ticket)
+        crate::store::outbox::sample_item(id, ticket)
     }
 
     /// The running counts against a full scan, after every kind of write that touches tickets or outbox rows.
@@ -425,10 +366,12 @@ mod tests {
             let mut t = ticket(n, 0);
             t.status = Status::New;
             store
-                .commit(&Change {
-                    ticket: Some(t),
-                    outbox: vec![outbox_row(n, n)],
-                    ..Change::default()
+                .write(|tx| {
+                    tx.commit(&Change {
+                        ticket: Some(t),
+                        outbox: vec![outbox_row(n, n)],
+                        ..Change::default()
+                    })
                 })
                 .unwrap();
         }
@@ -439,10 +382,12 @@ mod tests {
         let mut t2 = store.ticket(&TicketId::new("JP", 2)).unwrap().unwrap();
         t2.status = Status::Closed;
         store
-            .commit(&Change {
-                ticket: Some(t1),
-                other_tickets: vec![t2],
-                ..Change::default()
+            .write(|tx| {
+                tx.commit(&Change {
+                    ticket: Some(t1),
+                    other_tickets: vec![t2],
+                    ..Change::default()
+                })
             })
             .unwrap();
         let mut sent = outbox_row(1, 1);
@@ -452,9 +397,11 @@ mod tests {
         failed.status = OutboxStatus::Failed;
         store.outbox_update(failed).unwrap();
         store
-            .commit(&Change {
-                bounced: Some((1, "550 no such user".into())),
-                ..Change::default()
+            .write(|tx| {
+                tx.commit(&Change {
+                    bounced: Some((1, "550 no such user".into())),
+                    ..Change::default()
+                })
             })
             .unwrap();
         scan(&store);
@@ -462,18 +409,22 @@ mod tests {
         let mut t3 = store.ticket(&TicketId::new("JP", 3)).unwrap().unwrap();
         t3.status = Status::Closed;
         store
-            .rewrite(&Rewrite {
-                id: Some(TicketId::new("JP", 3)),
-                ticket: Some(t3),
-                outbox: vec![(3, None)],
-                ..Rewrite::default()
+            .write(|tx| {
+                tx.rewrite(&Rewrite {
+                    id: Some(TicketId::new("JP", 3)),
+                    ticket: Some(t3),
+                    outbox: vec![(3, None)],
+                    ..Rewrite::default()
+                })
             })
             .unwrap();
         store
-            .rewrite(&Rewrite {
-                id: Some(TicketId::new("JP", 2)),
-                outbox: vec![(2, None)],
-                ..Rewrite::default()
+            .write(|tx| {
+                tx.rewrite(&Rewrite {
+                    id: Some(TicketId::new("JP", 2)),
+                    outbox: vec![(2, None)],
+                    ..Rewrite::default()
+                })
             })
             .unwrap();
         scan(&store);

@@ -1,0 +1,115 @@
+//! Tests of the sled engine through its own door (the trait's contract test is [`crate::store::conformance`]).
+
+use chrono::Utc;
+
+use super::Store;
+use crate::desk::ticket::TicketId;
+use crate::store::conformance::ticket;
+use crate::store::outbox::{OutboxItem, OutboxStatus};
+use crate::store::{Change, Committed, Lookup, Storage, StorageExt, StoreError};
+
+fn new_ticket(n: u64, requester: &str, mid: &str) -> Change {
+    Change {
+        ticket: Some(ticket(n, requester)),
+        new_ticket: true,
+        dedupe: Some((mid.into(), format!("hash-{mid}"))),
+        message_ids: vec![mid.into()],
+        blobs: vec![("ab".repeat(32), b"attachment".to_vec())],
+        ..Change::default()
+    }
+}
+
+fn commit(store: &Store, change: &Change) -> Result<Committed, StoreError> {
+    store.write(|tx| tx.commit(change))
+}
+
+#[test]
+fn commits_index_and_deduplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        commit(&store, &new_ticket(1000, "a@example.com", "m1")).unwrap(),
+        Committed::Applied
+    );
+    assert_eq!(
+        commit(&store, &new_ticket(1001, "a@example.com", "m2")).unwrap(),
+        Committed::Applied
+    );
+    // The same mail again aborts as a duplicate and changes nothing.
+    let mut again = new_ticket(1002, "b@example.com", "m1");
+    again.dedupe = Some(("m1".into(), "hash-m1".into()));
+    assert_eq!(
+        commit(&store, &again).unwrap(),
+        Committed::Duplicate(TicketId::new("JP", 1000))
+    );
+    assert!(store.ticket(&TicketId::new("JP", 1002)).unwrap().is_none());
+    assert_eq!(store.next_ticket_number("JP", 1000).unwrap(), 1002);
+    assert_eq!(
+        store.tickets_of_requester("A@example.com").unwrap(),
+        vec![TicketId::new("JP", 1000), TicketId::new("JP", 1001)]
+    );
+    assert_eq!(
+        store.tickets_for_message_id("m2").unwrap(),
+        vec![TicketId::new("JP", 1001)]
+    );
+    assert_eq!(
+        store.blob(&"ab".repeat(32)).unwrap().as_deref(),
+        Some(&b"attachment"[..])
+    );
+    // A number the sequence has not reached is a conflict, not a silent skip.
+    assert!(matches!(
+        commit(&store, &new_ticket(1005, "c@example.com", "m5")),
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+#[test]
+fn outbox_due_follows_the_due_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = Utc::now();
+    let item = |id: u64, due: chrono::DateTime<Utc>| OutboxItem {
+        next_attempt_at: due,
+        ..crate::store::outbox::sample_item(id, 1000)
+    };
+    let change = Change {
+        outbox: vec![
+            item(1, now - chrono::Duration::seconds(5)),
+            item(2, now + chrono::Duration::hours(1)),
+        ],
+        ..Change::default()
+    };
+    commit(&store, &change).unwrap();
+    let due = store.outbox_due(now, 10).unwrap();
+    assert_eq!(due.iter().map(|i| i.id).collect::<Vec<_>>(), vec![1]);
+    let mut sent = due[0].clone();
+    sent.status = OutboxStatus::Sent;
+    store.outbox_update(sent).unwrap();
+    assert!(store.outbox_due(now, 10).unwrap().is_empty());
+    assert!(store.outbox_next_due().unwrap().is_some_and(|t| t > now));
+    store.outbox_retry(2).unwrap();
+    assert_eq!(store.outbox_due(Utc::now(), 10).unwrap().len(), 1);
+    assert_eq!(
+        store
+            .outbox_of_ticket(&TicketId::new("JP", 1000))
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+/// Another process holding the database is [`StoreError::Busy`], decided where sled's error is converted,
+/// so that `open_waiting` and the CLI wait for it instead of failing.
+#[test]
+fn a_store_held_by_another_opener_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(err.is_busy(), "{err:?}");
+    assert!(err.to_string().contains("another postdesk"), "{err}");
+    // Not busy: a path that cannot be a directory.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = Store::open(&file).unwrap_err();
+    assert!(!err.is_busy(), "{err:?}");
+}
