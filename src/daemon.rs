@@ -55,6 +55,10 @@ pub enum StartError {
     Transport(#[from] TransportError),
     #[error(transparent)]
     Http(#[from] http::BindError),
+    /// A template override breaks its event's contract (`check-config` says the same): refused at start, so
+    /// that no customer's mail meets it at run time.
+    #[error(transparent)]
+    Templates(#[from] crate::outbound::render::RenderError),
 }
 
 /// Why a reload was rejected. The running configuration stays in force.
@@ -111,6 +115,9 @@ impl Daemon {
         // Created once per process and handed to every desk, so it survives reloads.
         let telemetry = Arc::new(Telemetry::new());
         let desk = Arc::new(Desk::with_telemetry(config, store, telemetry.clone())?);
+        // The same test as `check-config` and reload: every template renders its event's sample and uses
+        // only its event's variables.
+        desk.composer.renderer.self_test()?;
         // Bound before any task starts: a taken port fails the start, with nothing left running.
         let listening = desk.config.http.as_ref().map(http::bind).transpose()?;
         let http_addr = listening.as_ref().map(|l| l.addr);

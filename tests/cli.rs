@@ -555,3 +555,16 @@ fn check_config_accepts_overrides_using_their_own_events_variables() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("OK"), "{out}");
 }
+
+/// What `check-config` refuses, `run` refuses too: a daemon started with such an override would answer
+/// every new ticket of that language with a failed mail.
+#[test]
+fn run_refuses_to_start_with_an_override_using_another_events_variable() {
+    let (e, templates) =
+        env_with_templates(&[("en/ack.txt.hbs", "Received [{{ticket_id}}]: {{body}}\n")]);
+    let (code, out, err) = postdesk(&e, &["run"], b"");
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("cannot start"), "{err}");
+    let file = templates.join("en/ack.txt.hbs").display().to_string();
+    assert!(err.contains(&file) && err.contains("`body`"), "{err}");
+}
