@@ -13,7 +13,7 @@
 //! DIR/tickets/JP-1000/attachments/003-invoice.pdf    message number, then the sanitised file name
 //! ```
 
-use crate::store::{Lookup, Storage, StorageExt};
+use crate::store::{Lookup, Rewrite, Storage, StorageExt, StoreError};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,7 +27,6 @@ use crate::mail::parse::safe_filename;
 use crate::outbound::{OutboxItem, OutboxStatus};
 use crate::service::{message_ids, Desk};
 use crate::store::backup::{create_private_dir, create_private_file, BackupError};
-use crate::store::{Rewrite, StoreError};
 
 /// Why an export or erasure failed.
 #[derive(Debug, thiserror::Error)]

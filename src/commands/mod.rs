@@ -11,7 +11,7 @@
 
 pub mod view;
 
-use crate::store::{Lookup, Storage};
+use crate::store::{Lookup, Storage, StoreError};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -24,7 +24,6 @@ use crate::outbound::OutboxItem;
 use crate::privacy::{EraseSummary, ExportSummary, PrivacyError};
 use crate::service::{Desk, IngestError};
 use crate::store::backup::{BackupError, Manifest};
-use crate::store::StoreError;
 
 /// Exit code for configuration errors.
 pub const EX_CONFIG: i32 = 2;

@@ -7,7 +7,7 @@
 //! the per-transaction cost is paid once per batch instead of once per mail. Later mail of a batch sees what
 //! earlier mail changed through [`Pending`].
 
-use crate::store::{Lookup, Storage, StorageExt};
+use crate::store::{Change, Committed, Lookup, Storage, StorageExt, StoreError};
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
@@ -20,7 +20,6 @@ use crate::desk::thread;
 use crate::desk::ticket::{Ticket, TicketId};
 use crate::mail::{self, Inbound, NotMail};
 use crate::outbound;
-use crate::store::{Change, Committed, StoreError};
 
 /// One mail of a batch.
 pub struct Incoming<'a> {
@@ -109,6 +108,7 @@ impl Desk {
         };
         self.store.write(|tx| {
             match self.plan(
+                tx,
                 region,
                 raw,
                 &inbound,
@@ -155,6 +155,7 @@ impl Desk {
             for (i, (item, parsed)) in batch.into_iter().zip(&parsed).enumerate() {
                 let Ok(inbound) = parsed else { continue };
                 match self.plan(
+                    tx,
                     region,
                     item.raw,
                     inbound,
@@ -213,6 +214,7 @@ impl Desk {
     #[allow(clippy::too_many_arguments)]
     fn plan(
         &self,
+        tx: &dyn Lookup,
         region: &RegionConfig,
         raw: &[u8],
         inbound: &Inbound,
@@ -221,7 +223,7 @@ impl Desk {
         pending: &Pending,
         now: DateTime<Utc>,
     ) -> Result<Planned, IngestError> {
-        let known = self.known(region, inbound, pending)?;
+        let known = self.known(tx, region, inbound, pending)?;
         let plan = match decide::decide(inbound, region, &self.config, &known, delivery, now) {
             Decision::Duplicate(id) => return Ok(Planned::Duplicate(id)),
             Decision::Store(plan) => *plan,
@@ -258,6 +260,7 @@ impl Desk {
             )
         });
         let tally = self.queue_replies(
+            tx,
             &plan.replies,
             &mut ticket,
             ticket_region,
@@ -266,7 +269,7 @@ impl Desk {
             now,
         )?;
         if let Some(merge) = plan.merge {
-            self.move_merged_messages(&mut ticket, merge, &mut change)?;
+            self.move_merged_messages(tx, &mut ticket, merge, &mut change)?;
         }
         ticket.message_count += change.messages.len() as u32;
         let outcome = Outcome::Stored {
@@ -282,6 +285,7 @@ impl Desk {
     /// included) moves to the end of the survivor's, and the Message-IDs that led to `ticket` lead there.
     fn move_merged_messages(
         &self,
+        tx: &dyn Lookup,
         ticket: &mut Ticket,
         merge: Merge,
         change: &mut Change,
@@ -290,7 +294,7 @@ impl Desk {
             mut survivor,
             message_ids,
         } = merge;
-        let mut moved = self.store.messages(&ticket.id)?;
+        let mut moved = tx.messages(&ticket.id)?;
         let stored = moved.len() as u32;
         moved.append(&mut change.messages);
         for (i, m) in moved.into_iter().enumerate() {
@@ -320,6 +324,7 @@ impl Desk {
     /// mail it answers.
     fn known(
         &self,
+        tx: &dyn Lookup,
         region: &RegionConfig,
         inbound: &Inbound,
         pending: &Pending,
@@ -327,7 +332,7 @@ impl Desk {
         let load = |id: &TicketId| -> Result<Option<Ticket>, StoreError> {
             match pending.tickets.get(id) {
                 Some(t) => Ok(Some(t.clone())),
-                None => self.store.ticket(id),
+                None => tx.ticket(id),
             }
         };
         // A merged ticket's mail goes to the ticket it was merged into (bounded, against a corrupt cycle).
@@ -344,9 +349,7 @@ impl Desk {
         let dedupe_key = (inbound.message_id.clone(), inbound.content_hash.clone());
         let duplicate_of = match pending.dedupe.get(&dedupe_key) {
             Some(id) => Some(id.clone()),
-            None => self
-                .store
-                .duplicate_of(&inbound.message_id, &inbound.content_hash)?,
+            None => tx.duplicate_of(&inbound.message_id, &inbound.content_hash)?,
         };
         let mut known = Known {
             duplicate_of,
@@ -357,9 +360,7 @@ impl Desk {
         }
         known.next_number = Some(match pending.next_number.get(&region.code) {
             Some(&n) => n,
-            None => self
-                .store
-                .next_ticket_number(&region.code, region.first_number)?,
+            None => tx.next_ticket_number(&region.code, region.first_number)?,
         });
         // An agent's `#merge ID`: load that ticket, so the decision can check it.
         let sender = inbound
@@ -408,7 +409,7 @@ impl Desk {
             .iter()
             .chain(inbound.references.iter().rev())
         {
-            let mut ids = self.store.tickets_for_message_id(mid)?;
+            let mut ids = tx.tickets_for_message_id(mid)?;
             ids.extend(pending.msgid.get(mid).into_iter().flatten().cloned());
             for id in ids {
                 if !seen.contains(&id) {

@@ -23,13 +23,12 @@ mod timers;
 #[cfg(test)]
 mod tests;
 
-use crate::store::Storage;
+use crate::store::{Change, Storage, Store, StoreError};
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::desk::ticket::{Message, Ticket, TicketId};
 use crate::outbound::{self, render::Renderer, Composer, OutboxItem};
-use crate::store::{Change, Store, StoreError};
 use crate::telemetry::Telemetry;
 
 pub use ingest::Incoming;

@@ -14,7 +14,7 @@
 //! reason, the admin is told (ERROR) and it is counted; [`Desk::retry_outbox`] renders it once the template
 //! is fixed.
 
-use crate::store::{Lookup, Storage, StorageExt};
+use crate::store::{Change, Lookup, Storage, StorageExt, StoreError};
 use chrono::{DateTime, Utc};
 
 use super::ingest::Pending;
@@ -24,7 +24,6 @@ use crate::desk::decide::remember_thread_id;
 use crate::desk::reply::{Audience, Reply};
 use crate::desk::ticket::Ticket;
 use crate::outbound::{self, limit, OutboxItem};
-use crate::store::{Change, StoreError};
 
 /// The automatic-mail log entry that records a trip of the staff breaker for `recipient` (a space never
 /// occurs in a stored address, so it meets no real recipient's entries).
@@ -35,8 +34,10 @@ fn breaker_mark(recipient: &str) -> String {
 impl Desk {
     /// Render `replies` into outbox rows of `change`, within the loop protections of their audience (see
     /// the module docs). Returns what to count once the change is committed.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn queue_replies(
         &self,
+        tx: &dyn Lookup,
         replies: &[Reply],
         ticket: &mut Ticket,
         region: &RegionConfig,
@@ -52,10 +53,10 @@ impl Desk {
             } else {
                 match reply.audience() {
                     Audience::Customer => {
-                        self.customer_limits(reply, ticket, change, pending, now)?
+                        self.customer_limits(tx, reply, ticket, change, pending, now)?
                     }
                     Audience::Staff => {
-                        self.staff_breaker(reply, ticket, change, pending, now, &mut tally)?
+                        self.staff_breaker(tx, reply, ticket, change, pending, now, &mut tally)?
                     }
                 }
             };
@@ -97,12 +98,13 @@ impl Desk {
     /// When automatic mail went to `recipient` since `since`: the store's log, the batch's and this change's.
     fn sent_since(
         &self,
+        tx: &dyn Lookup,
         recipient: &str,
         since: DateTime<Utc>,
         change: &Change,
         pending: &Pending,
     ) -> Result<Vec<DateTime<Utc>>, StoreError> {
-        let mut history = self.store.auto_mail_since(recipient, since)?;
+        let mut history = tx.auto_mail_since(recipient, since)?;
         history.extend(pending.auto_sent.get(recipient).into_iter().flatten());
         history.extend(
             change
@@ -118,6 +120,7 @@ impl Desk {
     /// logged and counted (`change.suppressed`).
     fn customer_limits(
         &self,
+        tx: &dyn Lookup,
         reply: &Reply,
         ticket: &Ticket,
         change: &mut Change,
@@ -127,7 +130,7 @@ impl Desk {
         let limits = &self.config.outbound.rate_limit;
         let mut allowed = Vec::new();
         for to in &reply.to {
-            let history = self.sent_since(to, now - limit::window(), change, pending)?;
+            let history = self.sent_since(tx, to, now - limit::window(), change, pending)?;
             match limit::allow(&history, now, limits) {
                 Ok(()) => allowed.push(to.clone()),
                 Err(why) => {
@@ -147,8 +150,10 @@ impl Desk {
 
     /// The recipients of staff mail the staff breaker lets through. A trip is an ERROR naming recipient and
     /// kind, once an hour per address; every mail it holds back is counted.
+    #[allow(clippy::too_many_arguments)]
     fn staff_breaker(
         &self,
+        tx: &dyn Lookup,
         reply: &Reply,
         ticket: &Ticket,
         change: &mut Change,
@@ -160,14 +165,17 @@ impl Desk {
         let since = now - limit::staff_window();
         let mut allowed = Vec::new();
         for to in &reply.to {
-            let history = self.sent_since(to, since, change, pending)?;
+            let history = self.sent_since(tx, to, since, change, pending)?;
             let Err(why) = limit::allow_staff(&history, now, per_hour) else {
                 allowed.push(to.clone());
                 continue;
             };
             tally.staff_held_back += 1;
             let mark = breaker_mark(to);
-            if self.sent_since(&mark, since, change, pending)?.is_empty() {
+            if self
+                .sent_since(tx, &mark, since, change, pending)?
+                .is_empty()
+            {
                 tracing::error!(
                     ticket = %ticket.id, kind = %reply.event(), recipient = %to,
                     "staff breaker tripped: staff mail ({}) to {to} held back: {why}. Something answers staff \

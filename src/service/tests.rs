@@ -1,7 +1,7 @@
 //! Tests of the application service: a real sled store in a temporary directory, the file transport, no
 //! servers. Regression tests are named after what broke.
 
-use crate::store::{Lookup, Storage};
+use crate::store::{Lookup, Storage, Store};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -10,7 +10,6 @@ use super::*;
 use crate::config::Config;
 use crate::desk::decide::Delivery;
 use crate::desk::ticket::{Status, TicketId, TimerKind};
-use crate::store::Store;
 use crate::telemetry::Telemetry;
 
 mod batch {

@@ -2,7 +2,7 @@
 //! (deleting a closed ticket's data when its timer is due) and an explicit status change
 //! ([`Desk::set_status`], the CLI). Each reads the ticket, lets the desk decide, and commits one change.
 
-use crate::store::{Lookup, Storage, StorageExt, Tx};
+use crate::store::{Change, Rewrite, Storage, StorageExt, StoreError, Tx};
 use chrono::{DateTime, Utc};
 
 use super::ingest::Pending;
@@ -10,7 +10,6 @@ use super::{message_ids, Desk, IngestError};
 use crate::desk::lifecycle::LifecycleError;
 use crate::desk::ticket::{Status, Ticket, TicketId, TimerKind};
 use crate::desk::{decide, retention, timers};
-use crate::store::{Change, Rewrite, StoreError};
 
 impl Desk {
     /// Fire a due timer of ticket `id`: carry out what [`timers::on_timer`] decides, or, if the timer no
@@ -23,7 +22,7 @@ impl Desk {
         now: DateTime<Utc>,
     ) -> Result<usize, IngestError> {
         self.store.write(|tx| {
-            let Some(ticket) = self.store.ticket(id)? else {
+            let Some(ticket) = tx.ticket(id)? else {
                 return Ok(0);
             };
             if kind.is_retention() && self.config.region(&ticket.region).is_some() {
@@ -51,6 +50,7 @@ impl Desk {
             };
             let mut change = Change::default();
             let tally = self.queue_replies(
+                tx,
                 &replies,
                 &mut ticket,
                 region,
@@ -144,8 +144,7 @@ impl Desk {
         now: DateTime<Utc>,
     ) -> Result<Result<usize, LifecycleError>, IngestError> {
         self.store.write(|tx| {
-            let ticket = self
-                .store
+            let ticket = tx
                 .ticket(id)?
                 .ok_or_else(|| StoreError::NoTicket(id.clone()))?;
             let Some(region) = self.config.region(&ticket.region) else {
@@ -162,6 +161,7 @@ impl Desk {
             };
             let mut change = Change::default();
             let tally = self.queue_replies(
+                tx,
                 &replies,
                 &mut ticket,
                 region,
