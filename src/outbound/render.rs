@@ -73,7 +73,7 @@ pub struct Renderer {
     text: Handlebars<'static>,
     html: Handlebars<'static>,
     /// Each template's file as the admin knows it, by template name (`en/ack.txt`): the override's path,
-    /// or `en/ack.txt.hbs (shipped)`.
+    /// `en/ack.txt.hbs (shipped)` or `en/ack.txt.hbs (override /etc/postdesk/templates/en/ack.txt.hbs)`.
     files: HashMap<String, String>,
 }
 
@@ -286,7 +286,9 @@ fn read_overrides(dir: &Path) -> Result<Vec<(String, String, String)>, RenderErr
                         .map(|f| f.to_string_lossy())
                         .unwrap_or_default()
                 );
-                out.push((name, body, path.display().to_string()));
+                // Named as shipped ones are, with where the override lives: `en/ack.txt.hbs (override /etc/…)`.
+                let described = format!("{name} (override {})", path.display());
+                out.push((name, body, described));
             }
         }
     }
@@ -547,7 +549,7 @@ mod tests {
         assert_eq!(v.len(), 1, "{v:?}");
         assert_eq!(v[0].event, TemplateEvent::Ack);
         let file = dir.path().join("en/ack.txt.hbs").display().to_string();
-        assert_eq!(v[0].file, file);
+        assert_eq!(v[0].file, format!("en/ack.txt.hbs (override {file})"));
         let msg = RenderError::Contract(v).to_string();
         assert!(
             msg.contains(&file) && msg.contains("`body`") && msg.contains("line 2"),
