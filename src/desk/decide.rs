@@ -297,9 +297,6 @@ fn new_ticket(
         .unwrap_or_default();
     let locale = classify::customer_locale(mail, region.locale);
     let mut ticket = Ticket {
-        id: TicketId::new(&region.code, next_number.unwrap_or(region.first_number)),
-        region: region.code.clone(),
-        status: Status::New,
         priority: if automatic {
             Priority::Low
         } else {
@@ -307,28 +304,15 @@ fn new_ticket(
         },
         category: classify::category(mail, &config.category_rules),
         subject: thread::clean_subject(&mail.subject),
-        requester: requester.clone(),
         requester_name,
-        participants: Vec::new(),
-        locale,
-        created_at: now,
-        updated_at: now,
-        message_count: 0,
         last_customer_message_id: Some(mail.message_id.clone()),
-        thread_ids: Vec::new(),
         links,
-        assignee: None,
-        merged_into: None,
-        status_since: None,
-        first_response_at: None,
-        reminders_sent: 0,
-        sla_warned: false,
-        breached: false,
-        survey_sent: false,
-        satisfaction: None,
-        timers: Vec::new(),
-        erased: false,
-        attachments_purged: false,
+        ..Ticket::new(
+            TicketId::new(&region.code, next_number.unwrap_or(region.first_number)),
+            &requester,
+            locale,
+            now,
+        )
     };
     add_participants(&mut ticket, mail, config);
     remember_thread_id(&mut ticket, &mail.message_id);

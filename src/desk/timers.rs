@@ -219,7 +219,7 @@ pub fn survey_answer(text: &str) -> Option<(u8, String)> {
 mod tests {
     use super::*;
     use crate::desk::reply::Event;
-    use crate::desk::ticket::{Locale, Priority, TicketId};
+    use crate::desk::ticket::Priority;
 
     fn config(extra: &str) -> Config {
         Config::from_toml(
@@ -230,36 +230,10 @@ mod tests {
     }
 
     fn ticket(status: Status, created: DateTime<Utc>) -> Ticket {
-        Ticket {
-            id: TicketId::new("JP", 1000),
-            region: "JP".into(),
-            status,
-            priority: Priority::Normal,
-            category: "other".into(),
-            subject: "s".into(),
-            requester: "a@example.com".into(),
-            requester_name: String::new(),
-            participants: vec![],
-            locale: Locale::Ja,
-            created_at: created,
-            updated_at: created,
-            message_count: 1,
-            last_customer_message_id: None,
-            thread_ids: vec![],
-            links: vec![],
-            assignee: None,
-            merged_into: None,
-            status_since: Some(created),
-            first_response_at: None,
-            reminders_sent: 0,
-            sla_warned: false,
-            breached: false,
-            survey_sent: false,
-            satisfaction: None,
-            timers: vec![],
-            erased: false,
-            attachments_purged: false,
-        }
+        Ticket::sample("JP-1000")
+            .status(status)
+            .created(created)
+            .build()
     }
 
     fn t0() -> DateTime<Utc> {
