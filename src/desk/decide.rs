@@ -733,15 +733,15 @@ pub fn set_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{TestConfig, TestRegion};
     use crate::desk::ticket::Locale;
     use crate::mail::parse::parse;
+    use std::path::Path;
 
     fn config() -> Config {
-        Config::from_toml(
-            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\nagents=[\"agent@example.com\"]\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap()
+        TestConfig::new(Path::new("/tmp/x"))
+            .region(TestRegion::jp().agents(&["agent@example.com"]))
+            .parse()
     }
 
     fn mail(s: &str) -> Inbound {
@@ -876,11 +876,10 @@ mod tests {
         assert!(notify.is_none_or(|r| !format!("{:?}", r.content).contains("5555555555554444")));
         // The content hash is the mail's, so a re-delivery is still recognised.
         assert_eq!(plan.message.content_hash, m.content_hash);
-        let off = Config::from_toml(
-            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[privacy]\nmask_card_numbers=false\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap();
+        let off = TestConfig::new(Path::new("/tmp/x"))
+            .table("[privacy]\nmask_card_numbers = false")
+            .region(TestRegion::jp())
+            .parse();
         let Decision::Store(plan) =
             decide(&m, &off.region[0], &off, &Known::default(), ACK, Utc::now())
         else {

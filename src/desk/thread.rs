@@ -134,6 +134,7 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{TestConfig, TestRegion};
 
     #[test]
     fn finds_tags_after_every_prefix() {
@@ -187,11 +188,10 @@ mod tests {
     }
 
     fn config() -> Config {
-        Config::from_toml(
-            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[[region]]\ncode=\"JP\"\naddress=\"support-jp@example.com\"\nagents=[\"agent@example.com\"]\n[[region]]\ncode=\"KR\"\naddress=\"support-kr@example.com\"\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap()
+        TestConfig::new(std::path::Path::new("/tmp/x"))
+            .region(TestRegion::new("JP", "support-jp@example.com").agents(&["agent@example.com"]))
+            .region(TestRegion::new("KR", "support-kr@example.com"))
+            .parse()
     }
 
     #[test]
