@@ -1748,20 +1748,21 @@ mod example_tests {
     }
 }
 
-/// The config builder of the unit tests, in the style of the integration tests' `tests/support/config.rs`:
-/// [`TestConfig::new(root)`](testing::TestConfig::new) starts from storage in `ROOT/data` and the file
-/// outbox in `ROOT/out`, no region; its methods add `[outbound]` keys, `[timers]`, other tables as raw
-/// TOML, and regions ([`TestRegion`](testing::TestRegion)). [`parse`](testing::TestConfig::parse) gives
-/// the validated [`Config`]; [`load`](testing::TestConfig::load) the result, for tests of a refusal.
-///
-/// ```ignore
-/// let config = TestConfig::new(dir.path())
-///     .timers("escalate_to = \"leads@example.com\"")
-///     .region(TestRegion::jp().agent_notify("jp-agents@example.com"))
-///     .parse();
-/// ```
 #[cfg(test)]
 pub(crate) mod testing {
+    //! The config builder of the unit tests, in the style of the integration tests' `tests/support/config.rs`
+    //! (which `src/` cannot use). [`TestConfig::new(root)`](TestConfig::new) starts from storage in
+    //! `ROOT/data` and the file outbox in `ROOT/out`, no region; its methods add `[outbound]` keys,
+    //! `[timers]`, other tables as raw TOML, and regions ([`TestRegion`]). [`TestConfig::parse`] gives the
+    //! validated [`Config`]; [`TestConfig::load`] the result, for the tests of a refusal.
+    //!
+    //! ```ignore
+    //! let config = TestConfig::new(dir.path())
+    //!     .timers("escalate_to = \"leads@example.com\"")
+    //!     .region(TestRegion::jp().agent_notify("jp-agents@example.com"))
+    //!     .parse();
+    //! ```
+
     use std::path::{Path, PathBuf};
 
     use super::{Config, ConfigError};
@@ -1894,7 +1895,7 @@ pub(crate) mod testing {
             self.line(&format!("agent_notify = {}", q(address)))
         }
 
-        /// Any other `[[region]]` line(s); a sub-table such as `[region.timers]` may follow in them.
+        /// Any other `[[region]]` line(s); the last may end with a sub-table such as `[region.timers]`.
         pub(crate) fn line(mut self, lines: &str) -> TestRegion {
             self.lines.push(lines.to_string());
             self
