@@ -1747,3 +1747,182 @@ mod example_tests {
         assert!(c.retention.closed_tickets_after.is_some());
     }
 }
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! The config builder of the unit tests, in the style of the integration tests' `tests/support/config.rs`
+    //! (which `src/` cannot use). [`TestConfig::new(root)`](TestConfig::new) starts from storage in
+    //! `ROOT/data` and the file outbox in `ROOT/out`, no region; its methods add `[outbound]` keys,
+    //! `[timers]`, other tables as raw TOML, and regions ([`TestRegion`]). [`TestConfig::parse`] gives the
+    //! validated [`Config`]; [`TestConfig::load`] the result, for the tests of a refusal.
+    //!
+    //! ```ignore
+    //! let config = TestConfig::new(dir.path())
+    //!     .timers("escalate_to = \"leads@example.com\"")
+    //!     .region(TestRegion::jp().agent_notify("jp-agents@example.com"))
+    //!     .parse();
+    //! ```
+
+    use std::path::{Path, PathBuf};
+
+    use super::{Config, ConfigError};
+
+    /// A TOML basic string (quoted and escaped).
+    fn q(s: &str) -> String {
+        toml::Value::String(s.to_string()).to_string()
+    }
+
+    /// A whole test config; see the overview above.
+    #[derive(Clone, Debug)]
+    pub(crate) struct TestConfig {
+        root: PathBuf,
+        outbound: Vec<String>,
+        tables: Vec<String>,
+        regions: Vec<TestRegion>,
+    }
+
+    impl TestConfig {
+        /// Storage in `root/data`, outgoing mail as files in `root/out`, no region yet.
+        pub(crate) fn new(root: &Path) -> TestConfig {
+            TestConfig {
+                root: root.to_path_buf(),
+                outbound: Vec::new(),
+                tables: Vec::new(),
+                regions: Vec::new(),
+            }
+        }
+
+        /// More `[outbound]` lines, e.g. `staff_per_hour = 3`.
+        pub(crate) fn outbound(mut self, lines: &str) -> TestConfig {
+            self.outbound.push(lines.to_string());
+            self
+        }
+
+        /// `[timers]` with these lines (sub-tables such as `[timers.business_hours]` may follow in them).
+        pub(crate) fn timers(self, lines: &str) -> TestConfig {
+            self.table(&format!("[timers]\n{lines}"))
+        }
+
+        /// Any other table(s), as TOML text with their headers (`[privacy]`, `[outbound.rate_limit]`, …).
+        pub(crate) fn table(mut self, toml: &str) -> TestConfig {
+            self.tables.push(toml.to_string());
+            self
+        }
+
+        pub(crate) fn region(mut self, region: TestRegion) -> TestConfig {
+            self.regions.push(region);
+            self
+        }
+
+        pub(crate) fn regions(
+            mut self,
+            regions: impl IntoIterator<Item = TestRegion>,
+        ) -> TestConfig {
+            self.regions.extend(regions);
+            self
+        }
+
+        /// The config file's text.
+        pub(crate) fn toml(&self) -> String {
+            let dir = |d: &str| q(&self.root.join(d).display().to_string());
+            let mut text = format!(
+                "[storage]\npath = {}\n[outbound]\ntransport = \"file\"\nfile_dir = {}\n",
+                dir("data"),
+                dir("out")
+            );
+            for lines in self.outbound.iter().chain(&self.tables) {
+                text.push_str(lines);
+                text.push('\n');
+            }
+            for r in &self.regions {
+                text.push_str(&r.toml());
+            }
+            text
+        }
+
+        /// What loading the config gives (password files read).
+        pub(crate) fn load(&self) -> Result<Config, ConfigError> {
+            Config::from_toml(&self.toml(), Path::new("test.toml"))
+        }
+
+        /// The validated [`Config`]; panics, with the text, if it is refused.
+        pub(crate) fn parse(&self) -> Config {
+            self.load()
+                .unwrap_or_else(|e| panic!("test config: {e}\n{}", self.toml()))
+        }
+    }
+
+    /// One `[[region]]` of a [`TestConfig`].
+    #[derive(Clone, Debug)]
+    pub(crate) struct TestRegion {
+        code: String,
+        address: String,
+        lines: Vec<String>,
+        intake: Option<String>,
+    }
+
+    impl TestRegion {
+        /// A region with only its code and address (the default locale, no agents, no intake).
+        pub(crate) fn new(code: &str, address: &str) -> TestRegion {
+            TestRegion {
+                code: code.to_string(),
+                address: address.to_string(),
+                lines: Vec::new(),
+                intake: None,
+            }
+        }
+
+        /// JP, Japanese, `support-jp@example.com`: the region of most tests.
+        pub(crate) fn jp() -> TestRegion {
+            TestRegion::new("JP", "support-jp@example.com").locale("ja")
+        }
+
+        /// KR, Korean, `support-kr@example.com`.
+        pub(crate) fn kr() -> TestRegion {
+            TestRegion::new("KR", "support-kr@example.com").locale("ko")
+        }
+
+        pub(crate) fn locale(self, locale: &str) -> TestRegion {
+            self.line(&format!("locale = {}", q(locale)))
+        }
+
+        pub(crate) fn agents(self, agents: &[&str]) -> TestRegion {
+            let list: Vec<String> = agents.iter().map(|a| q(a)).collect();
+            self.line(&format!("agents = [{}]", list.join(", ")))
+        }
+
+        pub(crate) fn agent_notify(self, address: &str) -> TestRegion {
+            self.line(&format!("agent_notify = {}", q(address)))
+        }
+
+        /// Any other `[[region]]` line(s); the last may end with a sub-table such as `[region.timers]`.
+        pub(crate) fn line(mut self, lines: &str) -> TestRegion {
+            self.lines.push(lines.to_string());
+            self
+        }
+
+        /// `[region.intake]` lines (`kind = "maildir"`, `path = …`).
+        pub(crate) fn intake(mut self, lines: &str) -> TestRegion {
+            self.intake = Some(lines.to_string());
+            self
+        }
+
+        fn toml(&self) -> String {
+            let mut text = format!(
+                "[[region]]\ncode = {}\naddress = {}\n",
+                q(&self.code),
+                q(&self.address)
+            );
+            for l in &self.lines {
+                text.push_str(l);
+                text.push('\n');
+            }
+            if let Some(intake) = &self.intake {
+                text.push_str("[region.intake]\n");
+                text.push_str(intake);
+                text.push('\n');
+            }
+            text
+        }
+    }
+}

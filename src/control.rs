@@ -292,6 +292,7 @@ pub async fn answer(desk: &Desk, op: Result<Op, Refusal>, input: &[u8]) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{TestConfig, TestRegion};
     use crate::desk::ticket::{Status, TicketId};
 
     fn request(line: &str) -> Decoded {
@@ -444,23 +445,7 @@ mod tests {
     }
 
     fn config(dir: &Path) -> Config {
-        Config::from_toml(
-            &format!(
-                r#"[storage]
-path = "{root}/data"
-[outbound]
-transport = "file"
-file_dir = "{root}/out"
-[[region]]
-code = "JP"
-locale = "ja"
-address = "support-jp@example.com"
-"#,
-                root = dir.display()
-            ),
-            Path::new("test.toml"),
-        )
-        .unwrap()
+        TestConfig::new(dir).region(TestRegion::jp()).parse()
     }
 
     /// Through a real socket: a request of another version gets the refusal (and nothing runs), the

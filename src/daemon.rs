@@ -451,6 +451,7 @@ pub fn cancel_on_signals(token: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{TestConfig, TestRegion};
 
     fn region(code: &str, state: &str) -> RegionStatus {
         RegionStatus {
@@ -470,27 +471,10 @@ mod tests {
 
     #[test]
     fn region_statuses_name_the_intake_kind() {
-        let config = Config::from_toml(
-            r#"[storage]
-path = "/tmp/x"
-[outbound]
-transport = "file"
-file_dir = "/tmp/x/out"
-[[region]]
-code = "JP"
-locale = "ja"
-address = "support-jp@example.com"
-[region.intake]
-kind = "maildir"
-path = "/tmp/x/jp"
-[[region]]
-code = "KR"
-locale = "ko"
-address = "support-kr@example.com"
-"#,
-            Path::new("test.toml"),
-        )
-        .unwrap();
+        let config = TestConfig::new(Path::new("/tmp/x"))
+            .region(TestRegion::jp().intake("kind = \"maildir\"\npath = \"/tmp/x/jp\""))
+            .region(TestRegion::kr())
+            .parse();
         let telemetry = Telemetry::new();
         telemetry.configure(&config);
         assert_eq!(

@@ -480,6 +480,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{TestConfig, TestRegion};
 
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
@@ -517,21 +518,22 @@ mod tests {
     #[test]
     fn reconfiguring_keeps_remaining_intakes_and_drops_removed_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let text = |regions: &str| {
-            format!(
-                "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n{regions}",
-                d = dir.path().display()
-            )
+        let maildir = |code: &str, address: &str, path: &str| {
+            TestRegion::new(code, address).intake(&format!("kind = \"maildir\"\npath = \"{path}\""))
         };
-        let jp = "[[region]]\ncode = \"JP\"\naddress = \"jp@example.com\"\n[region.intake]\nkind = \"maildir\"\npath = \"/m/jp\"\n";
-        let kr = "[[region]]\ncode = \"KR\"\naddress = \"kr@example.com\"\n[region.intake]\nkind = \"maildir\"\npath = \"/m/kr\"\n";
-        let load = |t: &str| Config::from_toml(t, std::path::Path::new("t")).unwrap();
+        let jp = maildir("JP", "jp@example.com", "/m/jp");
+        let kr = maildir("KR", "kr@example.com", "/m/kr");
+        let load = |regions: &[TestRegion]| {
+            TestConfig::new(dir.path())
+                .regions(regions.iter().cloned())
+                .parse()
+        };
         let t = Telemetry::new();
-        t.configure(&load(&text(&format!("{jp}{kr}"))));
+        t.configure(&load(&[jp.clone(), kr]));
         assert_eq!(t.intakes().len(), 2);
         assert!(t.intakes().iter().all(|h| h.state == IntakeState::Starting));
         t.intake_failed("JP", "/m/jp", "maildir", at(0));
-        t.configure(&load(&text(jp)));
+        t.configure(&load(&[jp]));
         let snap = t.intakes();
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].failing_since, Some(at(0)));

@@ -297,9 +297,6 @@ fn new_ticket(
         .unwrap_or_default();
     let locale = classify::customer_locale(mail, region.locale);
     let mut ticket = Ticket {
-        id: TicketId::new(&region.code, next_number.unwrap_or(region.first_number)),
-        region: region.code.clone(),
-        status: Status::New,
         priority: if automatic {
             Priority::Low
         } else {
@@ -307,28 +304,15 @@ fn new_ticket(
         },
         category: classify::category(mail, &config.category_rules),
         subject: thread::clean_subject(&mail.subject),
-        requester: requester.clone(),
         requester_name,
-        participants: Vec::new(),
-        locale,
-        created_at: now,
-        updated_at: now,
-        message_count: 0,
         last_customer_message_id: Some(mail.message_id.clone()),
-        thread_ids: Vec::new(),
         links,
-        assignee: None,
-        merged_into: None,
-        status_since: None,
-        first_response_at: None,
-        reminders_sent: 0,
-        sla_warned: false,
-        breached: false,
-        survey_sent: false,
-        satisfaction: None,
-        timers: Vec::new(),
-        erased: false,
-        attachments_purged: false,
+        ..Ticket::new(
+            TicketId::new(&region.code, next_number.unwrap_or(region.first_number)),
+            &requester,
+            locale,
+            now,
+        )
     };
     add_participants(&mut ticket, mail, config);
     remember_thread_id(&mut ticket, &mail.message_id);
@@ -749,15 +733,15 @@ pub fn set_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{TestConfig, TestRegion};
     use crate::desk::ticket::Locale;
     use crate::mail::parse::parse;
+    use std::path::Path;
 
     fn config() -> Config {
-        Config::from_toml(
-            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\nagents=[\"agent@example.com\"]\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap()
+        TestConfig::new(Path::new("/tmp/x"))
+            .region(TestRegion::jp().agents(&["agent@example.com"]))
+            .parse()
     }
 
     fn mail(s: &str) -> Inbound {
@@ -892,11 +876,10 @@ mod tests {
         assert!(notify.is_none_or(|r| !format!("{:?}", r.content).contains("5555555555554444")));
         // The content hash is the mail's, so a re-delivery is still recognised.
         assert_eq!(plan.message.content_hash, m.content_hash);
-        let off = Config::from_toml(
-            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[privacy]\nmask_card_numbers=false\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap();
+        let off = TestConfig::new(Path::new("/tmp/x"))
+            .table("[privacy]\nmask_card_numbers = false")
+            .region(TestRegion::jp())
+            .parse();
         let Decision::Store(plan) =
             decide(&m, &off.region[0], &off, &Known::default(), ACK, Utc::now())
         else {

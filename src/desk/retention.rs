@@ -80,39 +80,12 @@ pub fn without_attachments(message: &Message) -> Option<Message> {
 mod tests {
     use super::*;
     use crate::config::HumanDuration;
-    use crate::desk::ticket::{Locale, Priority, TicketId};
 
     fn closed_at(at: DateTime<Utc>) -> Ticket {
-        Ticket {
-            id: TicketId::new("JP", 1000),
-            region: "JP".into(),
-            status: Status::Closed,
-            priority: Priority::Normal,
-            category: "other".into(),
-            subject: "s".into(),
-            requester: "a@example.com".into(),
-            requester_name: String::new(),
-            participants: vec![],
-            locale: Locale::Ja,
-            created_at: at,
-            updated_at: at,
-            message_count: 1,
-            last_customer_message_id: None,
-            thread_ids: vec![],
-            links: vec![],
-            assignee: None,
-            merged_into: None,
-            status_since: Some(at),
-            first_response_at: None,
-            reminders_sent: 0,
-            sla_warned: false,
-            breached: false,
-            survey_sent: false,
-            satisfaction: None,
-            timers: vec![],
-            erased: false,
-            attachments_purged: false,
-        }
+        Ticket::sample("JP-1000")
+            .status(Status::Closed)
+            .created(at)
+            .build()
     }
 
     fn retention(attachments: u64, tickets: u64) -> RetentionConfig {

@@ -134,8 +134,7 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desk::ticket::{Locale, Priority};
-    use chrono::Utc;
+    use crate::config::testing::{TestConfig, TestRegion};
 
     #[test]
     fn finds_tags_after_every_prefix() {
@@ -181,45 +180,18 @@ mod tests {
     }
 
     fn ticket(id: &str, requester: &str, status: Status) -> Ticket {
-        let id: TicketId = id.parse().unwrap();
-        Ticket {
-            region: id.region.clone(),
-            id,
-            status,
-            priority: Priority::Normal,
-            category: "other".into(),
-            subject: "s".into(),
-            requester: requester.into(),
-            requester_name: String::new(),
-            participants: vec!["cc@example.com".into()],
-            locale: Locale::Ja,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-            message_count: 1,
-            last_customer_message_id: None,
-            thread_ids: vec![],
-            links: vec![],
-            assignee: None,
-            merged_into: None,
-            status_since: None,
-            first_response_at: None,
-            reminders_sent: 0,
-            sla_warned: false,
-            breached: false,
-            survey_sent: false,
-            satisfaction: None,
-            timers: Vec::new(),
-            erased: false,
-            attachments_purged: false,
-        }
+        Ticket::sample(id)
+            .requester(requester)
+            .status(status)
+            .participants(&["cc@example.com"])
+            .build()
     }
 
     fn config() -> Config {
-        Config::from_toml(
-            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[[region]]\ncode=\"JP\"\naddress=\"support-jp@example.com\"\nagents=[\"agent@example.com\"]\n[[region]]\ncode=\"KR\"\naddress=\"support-kr@example.com\"\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap()
+        TestConfig::new(std::path::Path::new("/tmp/x"))
+            .region(TestRegion::new("JP", "support-jp@example.com").agents(&["agent@example.com"]))
+            .region(TestRegion::new("KR", "support-kr@example.com"))
+            .parse()
     }
 
     #[test]

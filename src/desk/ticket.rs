@@ -216,6 +216,41 @@ pub struct Timer {
 }
 
 impl Ticket {
+    /// A ticket just opened by `requester`'s mail at `now`: new, normal priority, not yet classified
+    /// (`other`), no messages stored yet, every other field empty. The desk fills in what it decided.
+    pub fn new(id: TicketId, requester: &str, locale: Locale, now: DateTime<Utc>) -> Ticket {
+        Ticket {
+            region: id.region.clone(),
+            id,
+            status: Status::New,
+            priority: Priority::Normal,
+            category: "other".into(),
+            subject: String::new(),
+            requester: requester.into(),
+            requester_name: String::new(),
+            participants: Vec::new(),
+            locale,
+            created_at: now,
+            updated_at: now,
+            message_count: 0,
+            last_customer_message_id: None,
+            thread_ids: Vec::new(),
+            links: Vec::new(),
+            assignee: None,
+            merged_into: None,
+            status_since: None,
+            first_response_at: None,
+            reminders_sent: 0,
+            sla_warned: false,
+            breached: false,
+            survey_sent: false,
+            satisfaction: None,
+            timers: Vec::new(),
+            erased: false,
+            attachments_purged: false,
+        }
+    }
+
     /// Move to `status` at `now`: the time it changed is what reminders and auto-close count from, and a
     /// ticket that stops waiting for the customer forgets the reminders it sent.
     pub fn change_status(&mut self, status: Status, now: DateTime<Utc>) {
@@ -254,3 +289,60 @@ impl Ticket {
 
 /// The most References entries a ticket remembers: enough for any mail client's threading.
 pub const MAX_THREAD_IDS: usize = 20;
+
+/// The ticket builder of the unit tests (the integration tests have theirs in `tests/support/ticket.rs`):
+/// a test cares about two or three of a ticket's thirty fields.
+#[cfg(test)]
+impl Ticket {
+    /// Ticket `id` (`"JP-1000"`; its region is the id's): new, normal priority, category `other`, subject
+    /// `s`, a Japanese ticket of `a@example.com` created now, one message long, every other field empty.
+    pub(crate) fn sample(id: &str) -> TicketBuilder {
+        let id: TicketId = id
+            .parse()
+            .unwrap_or_else(|e| panic!("ticket id {id:?}: {e}"));
+        TicketBuilder(Ticket {
+            subject: "s".into(),
+            message_count: 1,
+            ..Ticket::new(id, "a@example.com", Locale::Ja, Utc::now())
+        })
+    }
+}
+
+/// See [`Ticket::sample`]; [`TicketBuilder::build`] gives the ticket.
+#[cfg(test)]
+pub(crate) struct TicketBuilder(Ticket);
+
+#[cfg(test)]
+impl TicketBuilder {
+    pub(crate) fn status(mut self, status: Status) -> Self {
+        self.0.status = status;
+        self
+    }
+
+    pub(crate) fn requester(mut self, address: &str) -> Self {
+        self.0.requester = address.into();
+        self
+    }
+
+    pub(crate) fn participants(mut self, addresses: &[&str]) -> Self {
+        self.0.participants = addresses.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
+    /// Created (and last updated) at `at`, in its current status since then.
+    pub(crate) fn created(mut self, at: DateTime<Utc>) -> Self {
+        self.0.created_at = at;
+        self.0.updated_at = at;
+        self.0.status_since = Some(at);
+        self
+    }
+
+    pub(crate) fn message_count(mut self, n: u32) -> Self {
+        self.0.message_count = n;
+        self
+    }
+
+    pub(crate) fn build(self) -> Ticket {
+        self.0
+    }
+}

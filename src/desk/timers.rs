@@ -218,48 +218,23 @@ pub fn survey_answer(text: &str) -> Option<(u8, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{TestConfig, TestRegion};
     use crate::desk::reply::Event;
-    use crate::desk::ticket::{Locale, Priority, TicketId};
+    use crate::desk::ticket::Priority;
+    use std::path::Path;
 
-    fn config(extra: &str) -> Config {
-        Config::from_toml(
-            &format!("[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[timers]\ncustomer_reminder_after=\"48h\"\ncustomer_reminders=2\nautoclose_after=\"7d\"\nescalate_to=\"leads@example.com\"\n{extra}[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\nagent_notify=\"jp-agents@example.com\"\n"),
-            std::path::Path::new("t"),
-        )
-        .unwrap()
+    fn config() -> Config {
+        TestConfig::new(Path::new("/tmp/x"))
+            .timers("customer_reminder_after = \"48h\"\ncustomer_reminders = 2\nautoclose_after = \"7d\"\nescalate_to = \"leads@example.com\"")
+            .region(TestRegion::jp().agent_notify("jp-agents@example.com"))
+            .parse()
     }
 
     fn ticket(status: Status, created: DateTime<Utc>) -> Ticket {
-        Ticket {
-            id: TicketId::new("JP", 1000),
-            region: "JP".into(),
-            status,
-            priority: Priority::Normal,
-            category: "other".into(),
-            subject: "s".into(),
-            requester: "a@example.com".into(),
-            requester_name: String::new(),
-            participants: vec![],
-            locale: Locale::Ja,
-            created_at: created,
-            updated_at: created,
-            message_count: 1,
-            last_customer_message_id: None,
-            thread_ids: vec![],
-            links: vec![],
-            assignee: None,
-            merged_into: None,
-            status_since: Some(created),
-            first_response_at: None,
-            reminders_sent: 0,
-            sla_warned: false,
-            breached: false,
-            survey_sent: false,
-            satisfaction: None,
-            timers: vec![],
-            erased: false,
-            attachments_purged: false,
-        }
+        Ticket::sample("JP-1000")
+            .status(status)
+            .created(created)
+            .build()
     }
 
     fn t0() -> DateTime<Utc> {
@@ -270,7 +245,7 @@ mod tests {
 
     #[test]
     fn a_new_ticket_has_the_sla_timers_of_its_priority() {
-        let c = config("");
+        let c = config();
         let mut t = ticket(Status::New, t0());
         let s = schedule(&t, &c.timers);
         assert_eq!(
@@ -297,11 +272,14 @@ mod tests {
 
     #[test]
     fn business_hours_skip_the_weekend_in_the_region_zone() {
-        let c = Config::from_toml(
-            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[timers]\nescalate_to=\"leads@example.com\"\n[timers.business_hours]\ndays=[\"mon-fri\"]\nhours=\"09:00-18:00\"\nholidays=[\"2026-11-23\"]\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\ntimezone=\"Asia/Tokyo\"\naddress=\"support-jp@example.com\"\nagent_notify=\"jp-agents@example.com\"\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap();
+        let c = TestConfig::new(Path::new("/tmp/x"))
+            .timers("escalate_to = \"leads@example.com\"\n[timers.business_hours]\ndays = [\"mon-fri\"]\nhours = \"09:00-18:00\"\nholidays = [\"2026-11-23\"]")
+            .region(
+                TestRegion::jp()
+                    .line("timezone = \"Asia/Tokyo\"")
+                    .agent_notify("jp-agents@example.com"),
+            )
+            .parse();
         let region = &c.region[0];
         let timers = &region.timers;
         // Friday 2026-11-20 23:00 in Tokyo; Monday the 23rd is a holiday (Labour Thanksgiving Day).
@@ -326,7 +304,7 @@ mod tests {
         };
         assert_eq!(due_at, "2026-11-26 15:00 JST");
         // Without business hours the same ticket is due 24 wall-clock hours later, on Saturday night.
-        let wall = config("");
+        let wall = config();
         assert_eq!(
             schedule(&t, &wall.timers)[1].due,
             friday_night + Duration::hours(24)
@@ -335,27 +313,27 @@ mod tests {
 
     #[test]
     fn bad_business_hours_and_zones_name_the_key() {
-        let base = "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[[region]]\ncode=\"JP\"\naddress=\"support-jp@example.com\"\n";
         let err = |extra: &str| {
-            Config::from_toml(&format!("{base}{extra}"), std::path::Path::new("t"))
+            TestConfig::new(Path::new("/tmp/x"))
+                .region(TestRegion::new("JP", "support-jp@example.com").line(extra))
+                .load()
                 .unwrap_err()
                 .to_string()
         };
         assert!(err("timezone=\"Asia/Tokio\"\n").contains("region[0].timezone"));
         assert!(err("[region.timers.business_hours]\nhours=\"9-18\"\n")
             .contains("region[0].timers.business_hours.hours"));
-        let global = Config::from_toml(
-            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[timers.business_hours]\ndays=[\"weekdays\"]\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap_err()
-        .to_string();
+        let global = TestConfig::new(Path::new("/tmp/x"))
+            .table("[timers.business_hours]\ndays = [\"weekdays\"]")
+            .load()
+            .unwrap_err()
+            .to_string();
         assert!(global.contains("timers.business_hours.days"), "{global}");
     }
 
     #[test]
     fn reminders_then_auto_resolve_then_auto_close() {
-        let c = config("");
+        let c = config();
         let region = &c.region[0];
         let mut t = ticket(Status::Pending, t0());
         t.first_response_at = Some(t0());
@@ -423,7 +401,7 @@ mod tests {
 
     #[test]
     fn a_customer_reply_cancels_the_reminder() {
-        let c = config("");
+        let c = config();
         let mut t = ticket(Status::Pending, t0());
         t.first_response_at = Some(t0());
         t.reminders_sent = 1;
@@ -444,7 +422,7 @@ mod tests {
 
     #[test]
     fn sla_reminder_and_escalation() {
-        let c = config("");
+        let c = config();
         let region = &c.region[0];
         let t = ticket(Status::Open, t0());
         let (t1, r1) = on_timer(

@@ -309,14 +309,17 @@ pub fn has_reference_number(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::testing::{TestConfig, TestRegion};
     use crate::mail::parse::parse;
+    use std::path::Path;
 
     fn config() -> Config {
-        Config::from_toml(
-            "[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n[[region]]\ncode=\"JP\"\naddress=\"support-jp@example.com\"\nagent_notify=\"jp-agents@example.com\"\n",
-            std::path::Path::new("t"),
-        )
-        .unwrap()
+        TestConfig::new(Path::new("/tmp/x"))
+            .region(
+                TestRegion::new("JP", "support-jp@example.com")
+                    .agent_notify("jp-agents@example.com"),
+            )
+            .parse()
     }
 
     fn verdict(headers: &str) -> Option<Automatic> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 
 use super::*;
+use crate::config::testing::{TestConfig, TestRegion};
 use crate::config::Config;
 use crate::desk::decide::Delivery;
 use crate::desk::ticket::{Status, TicketId, TimerKind};
@@ -16,11 +17,7 @@ mod batch {
     use super::*;
 
     fn desk(dir: &std::path::Path) -> Desk {
-        let text = format!(
-            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"support-jp@example.com\"\n",
-            d = dir.display()
-        );
-        let config = Config::from_toml(&text, std::path::Path::new("t")).unwrap();
+        let config = TestConfig::new(dir).region(TestRegion::jp()).parse();
         let store = Arc::new(Store::open(&config.storage.path).unwrap());
         Desk::new(config, store).unwrap()
     }
@@ -116,11 +113,9 @@ mod merge {
     #[test]
     fn merge_moves_messages_and_both_conversations_continue_in_the_survivor() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[[region]]\ncode = \"JP\"\nlocale = \"ja\"\naddress = \"support-jp@example.com\"\nagents = [\"agent@example.com\"]\n",
-            d = dir.path().display()
-        );
-        let config = Config::from_toml(&text, std::path::Path::new("t")).unwrap();
+        let config = TestConfig::new(dir.path())
+            .region(TestRegion::jp().agents(&["agent@example.com"]))
+            .parse();
         let store = Arc::new(Store::open(&config.storage.path).unwrap());
         let d = Desk::new(config, store).unwrap();
         let region = d.config.region[0].clone();
@@ -189,11 +184,9 @@ mod telemetry {
     #[test]
     fn desk_counts_ingests_parse_failures_quarantine_and_sla_breaches() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n[[region]]\ncode = \"JP\"\naddress = \"support-jp@example.com\"\n",
-            d = dir.path().display()
-        );
-        let config = Config::from_toml(&text, std::path::Path::new("t")).unwrap();
+        let config = TestConfig::new(dir.path())
+            .region(TestRegion::new("JP", "support-jp@example.com"))
+            .parse();
         let store = Arc::new(Store::open(&config.storage.path).unwrap());
         let telemetry = Arc::new(Telemetry::new());
         let d = Desk::with_telemetry(config, store, telemetry.clone()).unwrap();
@@ -236,11 +229,16 @@ fn desk_with(dir: &std::path::Path, outbound: &str, sections: &str) -> Desk {
 }
 
 fn config_with(dir: &std::path::Path, outbound: &str, sections: &str) -> Config {
-    let text = format!(
-        "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\n{outbound}\n{sections}\n[[region]]\ncode = \"JP\"\nlocale = \"en\"\naddress = \"support-jp@example.com\"\nagents = [\"agent@example.com\"]\nagent_notify = \"jp-agents@example.com\"\n",
-        d = dir.display()
-    );
-    Config::from_toml(&text, std::path::Path::new("t")).unwrap()
+    TestConfig::new(dir)
+        .outbound(outbound)
+        .table(sections)
+        .region(
+            TestRegion::new("JP", "support-jp@example.com")
+                .locale("en")
+                .agents(&["agent@example.com"])
+                .agent_notify("jp-agents@example.com"),
+        )
+        .parse()
 }
 
 fn mail(from: &str, subject: &str, id: &str, headers: &str, body: &str) -> Vec<u8> {
@@ -685,11 +683,9 @@ mod regressions {
     #[test]
     fn a_staff_breaker_of_zero_is_a_config_error() {
         let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[storage]\npath = \"{d}/data\"\n[outbound]\ntransport = \"file\"\nfile_dir = \"{d}/out\"\nstaff_per_hour = 0\n",
-            d = dir.path().display()
-        );
-        let err = Config::from_toml(&text, std::path::Path::new("t"))
+        let err = TestConfig::new(dir.path())
+            .outbound("staff_per_hour = 0")
+            .load()
             .unwrap_err()
             .to_string();
         assert!(err.contains("outbound.staff_per_hour"), "{err}");

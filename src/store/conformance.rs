@@ -5,19 +5,17 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::desk::ticket::{
-    AttachmentRef, Direction, Locale, Message, Priority, Status, Ticket, TicketId, Timer, TimerKind,
+    AttachmentRef, Direction, Message, Status, Ticket, TicketId, Timer, TimerKind,
 };
 use crate::store::outbox::{sample_item, OutboxFilter, OutboxItem, OutboxStatus};
 use crate::store::{Change, Committed, Rewrite, Storage, StorageExt, StoreError};
 
-/// A ticket with the fields a test cares about (the rest take their defaults).
+/// A new ticket `JP-n` of `requester`, no message stored yet (the rest as [`Ticket::sample`] has them).
 pub(crate) fn ticket(n: u64, requester: &str) -> Ticket {
-    serde_json::from_value(serde_json::json!({
-        "id": format!("JP-{n}"), "region": "JP", "status": Status::New, "priority": Priority::Normal,
-        "category": "other", "subject": "s", "requester": requester, "participants": [],
-        "locale": Locale::Ja, "created_at": Utc::now(), "updated_at": Utc::now(),
-    }))
-    .expect("a ticket from its required fields")
+    Ticket::sample(&format!("JP-{n}"))
+        .requester(requester)
+        .message_count(0)
+        .build()
 }
 
 fn message(message_id: &str, text: &str, attachment: Option<&str>) -> Message {

@@ -18,36 +18,10 @@ pub fn ticket(id: &str) -> TicketBuilder {
     let id: TicketId = id
         .parse()
         .unwrap_or_else(|e| panic!("ticket id {id:?}: {e}"));
-    let now = Utc::now();
     TicketBuilder(Ticket {
-        region: id.region.clone(),
-        id,
-        status: Status::New,
-        priority: Priority::Normal,
-        category: "other".into(),
         subject: "s".into(),
-        requester: "a@example.com".into(),
-        requester_name: String::new(),
-        participants: Vec::new(),
-        locale: Locale::Ja,
-        created_at: now,
-        updated_at: now,
         message_count: 1,
-        last_customer_message_id: None,
-        thread_ids: Vec::new(),
-        links: Vec::new(),
-        assignee: None,
-        merged_into: None,
-        status_since: None,
-        first_response_at: None,
-        reminders_sent: 0,
-        sla_warned: false,
-        breached: false,
-        survey_sent: false,
-        satisfaction: None,
-        timers: Vec::new(),
-        erased: false,
-        attachments_purged: false,
+        ..Ticket::new(id, "a@example.com", Locale::Ja, Utc::now())
     })
 }
 

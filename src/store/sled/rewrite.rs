@@ -252,19 +252,16 @@ fn forget_quarantined_containing(store: &Store, needle: &str) -> Result<usize, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desk::ticket::{AttachmentRef, Direction, Locale, Priority, Status};
+    use crate::desk::ticket::{AttachmentRef, Direction, Status};
     use crate::store::{Change, Lookup, OutboxCounts, Storage, StorageExt};
     use chrono::Utc;
 
     fn ticket(n: u64, count: u32) -> Ticket {
-        let mut t: Ticket = serde_json::from_value(serde_json::json!({
-            "id": format!("JP-{n}"), "region": "JP", "status": Status::Closed, "priority": Priority::Normal,
-            "category": "other", "subject": "s", "requester": format!("c{n}@example.com"), "participants": [],
-            "locale": Locale::Ja, "created_at": Utc::now(), "updated_at": Utc::now(),
-        }))
-        .unwrap();
-        t.message_count = count;
-        t
+        Ticket::sample(&format!("JP-{n}"))
+            .status(Status::Closed)
+            .requester(&format!("c{n}@example.com"))
+            .message_count(count)
+            .build()
     }
 
     fn message(sha: &str) -> Message {
