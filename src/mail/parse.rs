@@ -1061,6 +1061,33 @@ mod tests {
     }
 
     #[test]
+    fn long_and_folded_headers_are_decoded_in_linear_time() {
+        // A 2 MB subject folded every 70 characters, 20,000 Cc addresses, 100,000 References.
+        let subject = "word "
+            .repeat(14)
+            .repeat(30_000)
+            .replace("word word", "word\r\n word");
+        let cc: Vec<String> = (0..20_000).map(|n| format!("u{n}@example.com")).collect();
+        let refs: String = (0..100_000).map(|n| format!("<r{n}@x>\r\n ")).collect();
+        let raw = format!(
+            "From: a@example.com\r\nSubject: {subject}\r\nCc: {}\r\nReferences: {refs}<last@x>\r\n\r\nx\r\n",
+            cc.join(",\r\n ")
+        );
+        let started = std::time::Instant::now();
+        let m = mail(&raw);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        assert_eq!(m.subject.chars().count(), MAX_SUBJECT_CHARS);
+        assert_eq!(m.cc.len(), 20_000);
+        assert_eq!(m.references.len(), MAX_REFERENCES);
+        assert_eq!(m.references.last().map(String::as_str), Some("last@x"));
+        assert!(
+            m.damage.iter().any(|d| d.starts_with("References")),
+            "{:?}",
+            m.damage
+        );
+    }
+
+    #[test]
     fn deep_blockquote_html_is_converted_in_linear_time() {
         let html = format!(
             "{}deep{}",
