@@ -481,6 +481,15 @@ mod tests {
             "{checks} line checks for 50,002 lines"
         );
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        // The reproduction, as a whole mail through the parser.
+        let raw = format!("From: a@example.com\r\nSubject: storm\r\n\r\n{text}\r\n");
+        let mail = crate::mail::parse(raw.as_bytes(), crate::types::Locale::En).expect("a mail");
+        let (out, checks) = history_checks_for(&mail.text);
+        assert_eq!(out, "first line\nnew text at the end");
+        assert!(
+            checks <= 3 * 50_002,
+            "{checks} line checks for 50,002 lines"
+        );
         // Storms of the other shapes a line scan meets: attributions, blank lines, header labels.
         for text in [
             format!("hi\n{}end", "On Monday x wrote:\n\n\n".repeat(20_000)),
