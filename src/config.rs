@@ -884,23 +884,42 @@ impl Config {
         self.region.iter().find(|r| r.code == code)
     }
 
-    /// The region whose support address is `address` (lower-case compare).
+    /// The region whose support address is `address` (lower-case compare, `+tag` subaddresses included).
     pub fn region_by_address(&self, address: &str) -> Option<&RegionConfig> {
         self.region
             .iter()
-            .find(|r| r.address.eq_ignore_ascii_case(address))
+            .find(|r| same_mailbox(&r.address, address))
     }
 
-    /// Whether `address` is one of postdesk's own addresses (support or notification addresses): mail from
+    /// Whether `address` is one of postdesk's own addresses (support or notification addresses), also with
+    /// a `+tag` subaddress (`support-jp+x@example.com` is delivered to `support-jp@example.com`): mail from
     /// them is never answered, which is what breaks loops between two regions.
     pub fn is_own_address(&self, address: &str) -> bool {
         self.region.iter().any(|r| {
-            r.address.eq_ignore_ascii_case(address)
+            same_mailbox(&r.address, address)
                 || r.agent_notify
                     .as_deref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(address))
+                    .is_some_and(|n| same_mailbox(n, address))
         })
     }
+}
+
+/// Whether `address` is delivered to the mailbox `own`: the same address (ASCII case ignored), or `own`'s
+/// local part followed by a `+tag` subaddress (RFC 5233), at the same domain.
+pub fn same_mailbox(own: &str, address: &str) -> bool {
+    if own.eq_ignore_ascii_case(address) {
+        return true;
+    }
+    let (Some((own_local, own_domain)), Some((local, domain))) =
+        (own.rsplit_once('@'), address.rsplit_once('@'))
+    else {
+        return false;
+    };
+    domain.eq_ignore_ascii_case(own_domain)
+        && local
+            .get(..own_local.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(own_local))
+        && local[own_local.len()..].starts_with('+')
 }
 
 impl ConfigFile {

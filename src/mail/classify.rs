@@ -378,6 +378,35 @@ mod tests {
     }
 
     #[test]
+    fn a_subaddress_of_the_desk_is_its_own_address() {
+        let c = config();
+        for own in [
+            "support-jp+x@example.com",
+            "Support-JP+anything.at.all@Example.COM",
+            "support-jp+@example.com",
+            "jp-agents+x@example.com",
+        ] {
+            assert!(c.is_own_address(own), "{own}");
+        }
+        for other in [
+            "support-jp-x@example.com",
+            "support-jpx@example.com",
+            "support-jp+x@example.org",
+            "x+support-jp@example.com",
+        ] {
+            assert!(!c.is_own_address(other), "{other}");
+        }
+        assert_eq!(
+            verdict("From: support-jp+x@example.com"),
+            Some(Automatic::Loop)
+        );
+        assert_eq!(
+            verdict("From: a@example.com\r\nX-Loop: support-jp+loop@example.com"),
+            Some(Automatic::Loop)
+        );
+    }
+
+    #[test]
     fn locale_by_script() {
         assert_eq!(detect_locale("注文した商品が届きません"), Some(Locale::Ja));
         assert_eq!(

@@ -87,6 +87,17 @@ pub struct Inbound {
     pub raw_sha256: String,
 }
 
+/// The longest subject kept, in characters: RFC 5322's line length, so no later use (ticket title, templates,
+/// headers) grows with what a sender sends. A longer subject is cut, ends in `…`, and the cut is recorded.
+pub const MAX_SUBJECT_CHARS: usize = 998;
+
+/// The most References kept (the newest ones): each is looked up in the store, and a real thread names a
+/// handful. Older ones are dropped and the cut is recorded.
+pub const MAX_REFERENCES: usize = 64;
+
+/// The most In-Reply-To ids kept (a reply names one).
+pub const MAX_IN_REPLY_TO: usize = 8;
+
 /// Input that is not a mail at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NotMail {
@@ -148,24 +159,38 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
     let mut damage = Vec::new();
 
     let subject = decoded_header_text(&message, HeaderName::Subject, hint, &mut damage);
-    let from = first_mailbox(message.from());
+    let from = first_mailbox(message.from(), &mut damage);
     let message_ids = |v: &mail_parser::HeaderValue| -> Vec<String> {
         v.as_text_list()
             .map(|l| {
                 l.iter()
                     .map(|s| clean_id(s))
-                    .filter(|s| !s.is_empty())
+                    .filter(|s| !s.is_empty() && s.len() <= 998)
                     .collect()
             })
             .or_else(|| {
                 v.as_text()
                     .map(|s| vec![clean_id(s)])
-                    .filter(|v| !v[0].is_empty())
+                    .filter(|v| !v[0].is_empty() && v[0].len() <= 998)
             })
             .unwrap_or_default()
     };
-    let in_reply_to = message_ids(message.in_reply_to());
-    let references = message_ids(message.references());
+    let mut in_reply_to = message_ids(message.in_reply_to());
+    if in_reply_to.len() > MAX_IN_REPLY_TO {
+        damage.push(format!(
+            "In-Reply-To: {} ids, kept the first {MAX_IN_REPLY_TO}",
+            in_reply_to.len()
+        ));
+        in_reply_to.truncate(MAX_IN_REPLY_TO);
+    }
+    let mut references = message_ids(message.references());
+    if references.len() > MAX_REFERENCES {
+        damage.push(format!(
+            "References: {} ids, kept the newest {MAX_REFERENCES}",
+            references.len()
+        ));
+        references.drain(..references.len() - MAX_REFERENCES);
+    }
     let date = message
         .date()
         .and_then(|d| Utc.timestamp_opt(d.to_timestamp(), 0).single())
@@ -298,9 +323,9 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
 
     Ok(Inbound {
         from,
-        to: mailboxes(message.to()),
-        cc: mailboxes(message.cc()),
-        reply_to: mailboxes(message.reply_to()),
+        to: mailboxes(message.to(), &mut damage),
+        cc: mailboxes(message.cc(), &mut damage),
+        reply_to: mailboxes(message.reply_to(), &mut damage),
         subject,
         message_id,
         message_id_synthetic,
@@ -325,13 +350,27 @@ pub fn clean_id(s: &str) -> String {
         .to_string()
 }
 
-fn mailbox_of(addr: &mail_parser::Addr) -> Option<Mailbox> {
-    let address = addr.address()?.trim().to_ascii_lowercase();
-    if address.is_empty() {
+/// A mailbox postdesk can store: the address without a source route, checked by [`is_valid_address`].
+/// What is dropped or changed is recorded in `damage`; the mail itself is kept.
+fn mailbox_of(addr: &mail_parser::Addr, damage: &mut Vec<String>) -> Option<Mailbox> {
+    let raw = addr.address()?.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let (address, routed) = without_route(raw);
+    if routed {
+        damage.push(format!(
+            "address {}: source route dropped, kept {}",
+            shown(raw),
+            shown(address)
+        ));
+    }
+    if !is_valid_address(address) {
+        damage.push(format!("{} is not a valid address; ignored", shown(raw)));
         return None;
     }
     Some(Mailbox {
-        address,
+        address: address.to_ascii_lowercase(),
         name: addr
             .name()
             .map(|n| n.trim().to_string())
@@ -339,13 +378,70 @@ fn mailbox_of(addr: &mail_parser::Addr) -> Option<Mailbox> {
     })
 }
 
-fn mailboxes(addr: Option<&Address>) -> Vec<Mailbox> {
-    addr.map(|a| a.iter().filter_map(mailbox_of).collect())
+/// A sender-controlled string as it may appear in a damage note: escaped, and cut at 100 characters.
+fn shown(s: &str) -> String {
+    let mut out: String = s.chars().take(100).flat_map(char::escape_debug).collect();
+    if s.chars().nth(100).is_some() {
+        out.push('…');
+    }
+    format!("\"{out}\"")
+}
+
+/// `@relay.example,@other.example:user@example.jp` (an RFC 5322 obsolete source route) → `user@example.jp`,
+/// and whether there was a route. The route names relays, never the mailbox.
+fn without_route(address: &str) -> (&str, bool) {
+    match address.strip_prefix('@').and_then(|r| r.split_once(':')) {
+        Some((_, mailbox)) => (mailbox.trim(), true),
+        None => (address, false),
+    }
+}
+
+/// Whether `address` is one postdesk stores and answers: `local@domain`, linear and RFC 5321-ish.
+///
+/// The local part: 1–64 characters, none of them white space, a control or format character, or one of
+/// `"(),:;<>@[\]` and `/` (an address names a mailbox, never a path). Dots are not checked, as Japanese
+/// carriers hand out `taro..yamada.@docomo.ne.jp`. The domain: dot-separated labels of 1–63 letters,
+/// digits and hyphens (not at either end of a label), non-ASCII letters allowed (an IDN), 255 bytes at
+/// most. Address literals (`a@[127.0.0.1]`) are not accepted.
+pub fn is_valid_address(address: &str) -> bool {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.chars().count() <= 64
+        && local.chars().all(|c| {
+            !c.is_whitespace()
+                && !c.is_control()
+                && !is_format_char(c)
+                && !"\"(),:;<>@[\\]/".contains(c)
+        });
+    let domain_ok = !domain.is_empty()
+        && domain.len() <= 255
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| {
+                    c.is_ascii_alphanumeric()
+                        || c == '-'
+                        || (!c.is_ascii()
+                            && !c.is_whitespace()
+                            && !c.is_control()
+                            && !is_format_char(c)
+                            && !matches!(c, '\u{2028}' | '\u{2029}' | '\u{3002}' | '\u{ff0e}'))
+                })
+        });
+    local_ok && domain_ok
+}
+
+fn mailboxes(addr: Option<&Address>, damage: &mut Vec<String>) -> Vec<Mailbox> {
+    addr.map(|a| a.iter().filter_map(|m| mailbox_of(m, damage)).collect())
         .unwrap_or_default()
 }
 
-fn first_mailbox(addr: Option<&Address>) -> Option<Mailbox> {
-    addr.and_then(|a| a.iter().find_map(mailbox_of))
+fn first_mailbox(addr: Option<&Address>, damage: &mut Vec<String>) -> Option<Mailbox> {
+    addr.and_then(|a| a.iter().find_map(|m| mailbox_of(m, damage)))
 }
 
 fn content_type_of(part: &MessagePart) -> String {
@@ -502,13 +598,26 @@ fn decoded_header_text(
         value
     };
     // Folded header lines and stray control characters never survive into a subject.
-    fixed
+    let text = fixed
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect::<String>()
         .split_whitespace()
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    // Bounded here, once, so that every later use of the text is bounded too.
+    let length = text.chars().count();
+    if length <= MAX_SUBJECT_CHARS {
+        return text;
+    }
+    damage.push(format!(
+        "{}: {length} characters long, kept the first {}",
+        name.as_str(),
+        MAX_SUBJECT_CHARS - 1
+    ));
+    let mut cut: String = text.chars().take(MAX_SUBJECT_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 fn normalise_newlines(s: &str) -> String {
@@ -524,7 +633,7 @@ fn append_forwarded(text: &mut String, inner: &Message, hint: Locale) {
         .map(|p| part_text(inner, p, hint, &mut ignored))
         .collect::<Vec<_>>()
         .join("\n\n");
-    let from = first_mailbox(inner.from())
+    let from = first_mailbox(inner.from(), &mut ignored)
         .map(|m| m.address)
         .unwrap_or_default();
     let subject = decoded_header_text(inner, HeaderName::Subject, hint, &mut ignored);
@@ -616,32 +725,34 @@ fn collapse_ws(v: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A file name that is safe to create: no directories, no control characters, no characters Windows or
-/// shells treat specially, no leading dots, bounded length; never empty.
+/// A file name that is safe to create: no directories, no control or invisible format characters, no
+/// characters Windows or shells treat specially, no leading dots, no trailing dots or spaces, bounded
+/// length, not a Windows device name (see [`is_windows_reserved`]); never empty.
+///
+/// Format characters (Unicode category Cf: the right-to-left override that shows `invoice\u{202e}txt.exe`
+/// as `invoiceexe.txt`, zero-width spaces, byte-order marks) are removed; controls become `_`.
 pub fn safe_filename(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base
         .chars()
+        .filter(|&c| !is_format_char(c))
         .map(|c| match c {
             c if c.is_control() => '_',
-            '<' | '>' | ':' | '"' | '|' | '?' | '*' | '\0' => '_',
+            '\u{2028}' | '\u{2029}' => '_',
+            '<' | '>' | ':' | '"' | '|' | '?' | '*' => '_',
             c => c,
         })
         .collect();
-    let trimmed = cleaned
-        .trim()
-        .trim_start_matches('.')
-        .trim_end_matches(['.', ' ']);
     let mut out = String::new();
-    for c in trimmed.chars() {
+    for c in trim_filename(&cleaned).chars() {
         if out.len() + c.len_utf8() > 200 {
             break;
         }
         out.push(c);
     }
-    let stem = out.split('.').next().unwrap_or("").to_ascii_uppercase();
-    const RESERVED: [&str; 6] = ["CON", "PRN", "AUX", "NUL", "COM1", "LPT1"];
-    if RESERVED.contains(&stem.as_str()) {
+    // The cut may end on a dot or a space again.
+    let mut out = trim_filename(&out).to_string();
+    if is_windows_reserved(&out) {
         out.insert(0, '_');
     }
     if out.is_empty() {
@@ -649,6 +760,66 @@ pub fn safe_filename(name: &str) -> String {
     } else {
         out
     }
+}
+
+/// Without leading dots (hidden files) and white space, and without trailing dots and white space
+/// (Windows drops them, so `CON. ` is `CON`).
+fn trim_filename(s: &str) -> &str {
+    s.trim_start_matches(|c: char| c == '.' || c.is_whitespace())
+        .trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+}
+
+/// A Windows device name, whatever follows the first dot and in any case: `CON`, `PRN`, `AUX`, `NUL`,
+/// `CONIN$`, `CONOUT$`, `COM0`–`COM9`, `LPT0`–`LPT9` and the superscript `COM¹`–`COM³`, `LPT¹`–`LPT³`
+/// (spaces before the extension do not help: `CON .txt` is the console too).
+pub fn is_windows_reserved(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or("").trim_end();
+    let upper = stem.to_ascii_uppercase();
+    if matches!(
+        upper.as_str(),
+        "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$"
+    ) {
+        return true;
+    }
+    let Some(rest) = upper
+        .strip_prefix("COM")
+        .or_else(|| upper.strip_prefix("LPT"))
+    else {
+        return false;
+    };
+    let mut chars = rest.chars();
+    matches!(
+        (chars.next(), chars.next()),
+        (Some('0'..='9' | '¹' | '²' | '³'), None)
+    )
+}
+
+/// Unicode general category Cf (format characters, Unicode 15.1): invisible, and able to reorder or hide
+/// what a reader sees. Also the unassigned rest of the U+2060 block.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 #[cfg(test)]
@@ -735,6 +906,200 @@ mod tests {
         assert_eq!(safe_filename("CON.txt"), "_CON.txt");
         assert_eq!(safe_filename("ログ.txt"), "ログ.txt");
         assert!(safe_filename(&"あ".repeat(300)).len() <= 200);
+    }
+
+    #[test]
+    fn right_to_left_override_is_stripped_from_filenames() {
+        assert_eq!(safe_filename("invoice\u{202e}txt.exe"), "invoicetxt.exe");
+        assert_eq!(safe_filename("re\u{200b}port\u{feff}.pdf"), "report.pdf");
+        assert_eq!(safe_filename("a\u{2066}b\u{2069}\u{200d}.txt"), "ab.txt");
+        assert_eq!(safe_filename("\u{202e}\u{200b}"), "attachment");
+        // Soft hyphen, Arabic and Mongolian format characters, tags: all category Cf.
+        assert_eq!(
+            safe_filename("x\u{ad}\u{61c}\u{180e}\u{e0041}\u{fff9}.txt"),
+            "x.txt"
+        );
+        // Line and paragraph separators and C1 controls are not text in a file name either.
+        assert_eq!(safe_filename("a\u{2028}b\u{85}c.txt"), "a_b_c.txt");
+        // Format characters cannot hide a leading dot or a trailing space.
+        assert_eq!(safe_filename("\u{200b}.bashrc"), "bashrc");
+        assert_eq!(safe_filename("report.pdf \u{200b}"), "report.pdf");
+    }
+
+    #[test]
+    fn every_windows_reserved_name_is_renamed() {
+        let mut names = vec![
+            "CON",
+            "PRN",
+            "AUX",
+            "NUL",
+            "COM\u{b9}",
+            "COM\u{b2}",
+            "LPT\u{b3}",
+        ];
+        let numbered: Vec<String> = (0..=9)
+            .flat_map(|n| [format!("COM{n}"), format!("LPT{n}")])
+            .collect();
+        names.extend(numbered.iter().map(String::as_str));
+        for name in names {
+            for variant in [
+                name.to_string(),
+                name.to_lowercase(),
+                format!("{name}.txt"),
+                format!("{}.tar.gz", name.to_lowercase()),
+                format!("{name}."),
+                format!("{name} .txt"),
+                format!("{name}  "),
+                format!("{name}\u{200b}.txt"),
+            ] {
+                let safe = safe_filename(&variant);
+                assert!(safe.starts_with('_'), "{variant:?} -> {safe:?}");
+            }
+        }
+        for fine in [
+            "CONSOLE.txt",
+            "COM10",
+            "LPT",
+            "auxiliary.doc",
+            "nul-report.pdf",
+        ] {
+            assert_eq!(safe_filename(fine), fine);
+        }
+        // Cutting a long name cannot leave a trailing dot or space.
+        let long = format!("{}. .x", "a".repeat(199));
+        assert!(!safe_filename(&long).ends_with(['.', ' ']));
+    }
+
+    #[test]
+    fn stored_subject_is_capped() {
+        let raw = format!(
+            "From: a@example.com\r\nSubject: {}\r\n\r\nx\r\n",
+            "a".repeat(100_000)
+        );
+        let m = mail(&raw);
+        assert_eq!(m.subject.chars().count(), MAX_SUBJECT_CHARS);
+        assert!(m.subject.ends_with('…'));
+        assert!(
+            m.damage.iter().any(|d| d.contains("Subject")),
+            "{:?}",
+            m.damage
+        );
+        // Cut at a character boundary, folded or not, and short subjects untouched.
+        let folded = format!(
+            "From: a@example.com\r\nSubject: {}\r\n\r\nx\r\n",
+            "件名が長い\r\n ".repeat(5_000)
+        );
+        let m = mail(&folded);
+        assert_eq!(m.subject.chars().count(), MAX_SUBJECT_CHARS);
+        assert!(m.subject.starts_with("件名が長い 件名が長い"));
+        assert_eq!(
+            mail("From: a@example.com\r\nSubject: short\r\n\r\nx\r\n").subject,
+            "short"
+        );
+        let exact = "b".repeat(MAX_SUBJECT_CHARS);
+        let m = mail(&format!(
+            "From: a@example.com\r\nSubject: {exact}\r\n\r\nx\r\n"
+        ));
+        assert_eq!(m.subject, exact);
+        assert!(m.damage.is_empty());
+    }
+
+    #[test]
+    fn route_addresses_never_become_the_requester() {
+        let m = mail("From: Hanako <@evil.example:hanako@example.jp>\r\nTo: <@a.example,@b.example:support-jp@example.com>\r\nSubject: s\r\n\r\nx\r\n");
+        let from = m.from.expect("the final address");
+        assert_eq!(from.address, "hanako@example.jp");
+        assert_eq!(m.to[0].address, "support-jp@example.com");
+        assert!(
+            m.damage.iter().any(|d| d.contains("route")),
+            "{:?}",
+            m.damage
+        );
+    }
+
+    #[test]
+    fn an_address_with_a_path_is_not_accepted() {
+        for bad in [
+            "a@b/../../x",
+            "../../x@example.com",
+            "a@",
+            "@example.com",
+            "a@b..c",
+            "a@-b.com",
+            "a b@example.com",
+            "a@example.com/x",
+            "a@exa_mple.com",
+            "a@[127.0.0.1]",
+            "a@b@c",
+        ] {
+            let m = mail(&format!(
+                "From: <{bad}>\r\nCc: ok@example.com, <{bad}>\r\nSubject: s\r\n\r\nx\r\n"
+            ));
+            assert!(m.from.is_none(), "{bad:?} -> {:?}", m.from);
+            assert_eq!(m.cc.len(), 1, "{bad:?} -> {:?}", m.cc);
+            assert!(
+                m.damage.iter().any(|d| d.contains("not a valid address")),
+                "{bad:?}: {:?}",
+                m.damage
+            );
+        }
+        for good in [
+            "taro@example.jp",
+            "taro..yamada.@docomo.ne.jp",
+            "first.last+tag@sub.example.co.uk",
+            "o'brien@example.ie",
+            "用户@例子.广告",
+            "x_y-z=1@xn--r8jz45g.jp",
+        ] {
+            let m = mail(&format!("From: <{good}>\r\nSubject: s\r\n\r\nx\r\n"));
+            assert_eq!(
+                m.from.map(|f| f.address),
+                Some(good.to_lowercase()),
+                "{good}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_and_folded_headers_are_decoded_in_linear_time() {
+        // A 2 MB subject folded every 70 characters, 20,000 Cc addresses, 100,000 References.
+        let subject = "word "
+            .repeat(14)
+            .repeat(30_000)
+            .replace("word word", "word\r\n word");
+        let cc: Vec<String> = (0..20_000).map(|n| format!("u{n}@example.com")).collect();
+        let refs: String = (0..100_000).map(|n| format!("<r{n}@x>\r\n ")).collect();
+        let raw = format!(
+            "From: a@example.com\r\nSubject: {subject}\r\nCc: {}\r\nReferences: {refs}<last@x>\r\n\r\nx\r\n",
+            cc.join(",\r\n ")
+        );
+        let started = std::time::Instant::now();
+        let m = mail(&raw);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        assert_eq!(m.subject.chars().count(), MAX_SUBJECT_CHARS);
+        assert_eq!(m.cc.len(), 20_000);
+        assert_eq!(m.references.len(), MAX_REFERENCES);
+        assert_eq!(m.references.last().map(String::as_str), Some("last@x"));
+        assert!(
+            m.damage.iter().any(|d| d.starts_with("References")),
+            "{:?}",
+            m.damage
+        );
+    }
+
+    #[test]
+    fn deep_blockquote_html_is_converted_in_linear_time() {
+        let html = format!(
+            "{}deep{}",
+            "<blockquote>".repeat(200_000),
+            "</blockquote>".repeat(200_000)
+        );
+        let raw = format!(
+            "From: a@example.com\r\nSubject: s\r\nContent-Type: text/html\r\n\r\n{html}\r\n"
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(mail(&raw).text, "deep");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! attribution needs a date, an address or quoted lines after it), an inline answer between quotes keeps
 //! its new text, and a cut that would leave nothing returns the whole text instead, unless the mail opens
 //! with the history itself. Pure: no I/O.
+//!
+//! Linear in the text: what every rule asks about the lines below or above one (only history from here?
+//! the next non-blank line?) is computed once, in one pass each way, before the lines are walked.
 
 /// The marker above which agents write their reply to a notification (see the `agent_notify` template):
 /// everything from it down is history.
@@ -28,15 +31,16 @@ pub const REPLY_MARKER: &str = "##- reply above this line -##";
 /// my iPhone", "iPhoneから送信", …) is dropped; so is trailing whitespace on each line and blank lines at
 /// both ends.
 pub fn strip_quoted(text: &str) -> String {
-    let lines: Vec<&str> = text.split('\n').collect();
-    let Some(start) = next_non_blank(&lines, 0) else {
+    let text = Text::new(text);
+    let lines = &text.lines;
+    let Some(start) = text.next_non_blank(0) else {
         return String::new();
     };
     // `None` stands for removed lines (quotes and attributions of an inline answer).
     let mut kept: Vec<Option<&str>> = Vec::with_capacity(lines.len());
     let mut i = start;
     while i < lines.len() {
-        match step(&lines, i) {
+        match step(&text, i) {
             Step::Keep => {
                 kept.push(Some(lines[i]));
                 i += 1;
@@ -49,11 +53,79 @@ pub fn strip_quoted(text: &str) -> String {
         }
     }
     let new = tidy(kept, true);
-    if !new.is_empty() || opens_with_history(&lines, start) {
+    if !new.is_empty() || opens_with_history(&text, start) {
         return new;
     }
     // Every line looked like history or signature: keep too much rather than lose a customer's words.
     tidy(lines.iter().map(|l| Some(*l)), false)
+}
+
+/// The lines of a text with what the rules ask of every line computed once, so that each question
+/// ("only history from here?", "next non-blank line?") costs O(1): a sender who repeats a line a
+/// hundred thousand times costs time linear in the mail, not quadratic.
+struct Text<'a> {
+    lines: Vec<&'a str>,
+    /// `history_from[i]`: only quoted lines, blank lines and a signature from line `i` to the end (the
+    /// history, not an inline answer). One entry more than lines, `true` at the end.
+    history_from: Vec<bool>,
+    /// `next_non_blank[i]`: the first non-blank line at or after `i`. One entry more than lines.
+    next_non_blank: Vec<Option<usize>>,
+    /// `prev_non_blank[i]`: the last non-blank line before `i`.
+    prev_non_blank: Vec<Option<usize>>,
+}
+
+impl<'a> Text<'a> {
+    fn new(text: &'a str) -> Self {
+        let lines: Vec<&str> = text.split('\n').collect();
+        let n = lines.len();
+        let blank: Vec<bool> = lines.iter().map(|l| is_blank(l)).collect();
+        let mut history_from = vec![true; n + 1];
+        let mut next_non_blank = vec![None; n + 1];
+        // One backward pass. A signature delimiter makes everything below it history; otherwise a line is
+        // history when it is blank, quoted or a mobile signature and everything below is history too.
+        for i in (0..n).rev() {
+            #[cfg(test)]
+            HISTORY_CHECKS.with(|c| c.set(c.get() + 1));
+            let l = lines[i];
+            history_from[i] = is_signature_delimiter(l)
+                || (history_from[i + 1] && (blank[i] || is_quoted(l) || is_mobile_signature(l)));
+            next_non_blank[i] = if blank[i] {
+                next_non_blank[i + 1]
+            } else {
+                Some(i)
+            };
+        }
+        let mut prev_non_blank = vec![None; n + 1];
+        for i in 1..=n {
+            prev_non_blank[i] = if blank[i - 1] {
+                prev_non_blank[i - 1]
+            } else {
+                Some(i - 1)
+            };
+        }
+        Text {
+            lines,
+            history_from,
+            next_non_blank,
+            prev_non_blank,
+        }
+    }
+
+    /// Only history from line `from` to the end (see [`Text::history_from`]).
+    fn only_history_from(&self, from: usize) -> bool {
+        self.history_from.get(from).copied().unwrap_or(true)
+    }
+
+    fn next_non_blank(&self, from: usize) -> Option<usize> {
+        self.next_non_blank.get(from).copied().flatten()
+    }
+
+    fn prev_non_blank(&self, before: usize) -> Option<usize> {
+        self.prev_non_blank
+            .get(before.min(self.lines.len()))
+            .copied()
+            .flatten()
+    }
 }
 
 /// What to do with line `i`.
@@ -65,25 +137,25 @@ enum Step {
     Cut,
 }
 
-fn step(lines: &[&str], i: usize) -> Step {
-    let line = lines[i];
+fn step(text: &Text, i: usize) -> Step {
+    let line = text.lines[i];
     if line.contains(REPLY_MARKER)
         || is_signature_delimiter(line)
         || is_separator(line)
-        || is_header_block(lines, i)
-        || is_outlook_web_rule(lines, i)
+        || is_header_block(text, i)
+        || is_outlook_web_rule(text, i)
     {
         return Step::Cut;
     }
-    if let Some(n) = attribution_at(lines, i) {
+    if let Some(n) = attribution_at(text, i) {
         // An attribution opening an inline answer (quotes, then new text) goes; the answer stays.
-        return match next_non_blank(lines, i + n) {
-            Some(j) if is_quoted(lines[j]) && !only_history_from(lines, j) => Step::Remove(n),
+        return match text.next_non_blank(i + n) {
+            Some(j) if is_quoted(text.lines[j]) && !text.only_history_from(j) => Step::Remove(n),
             _ => Step::Cut,
         };
     }
     if is_quoted(line) {
-        return if only_history_from(lines, i) {
+        return if text.only_history_from(i) {
             Step::Cut
         } else {
             Step::Remove(1)
@@ -93,10 +165,11 @@ fn step(lines: &[&str], i: usize) -> Step {
 }
 
 /// The mail's first non-blank line already belongs to the history: there is no new text, and "" is right.
-fn opens_with_history(lines: &[&str], start: usize) -> bool {
-    lines[start].contains(REPLY_MARKER)
-        || attribution_at(lines, start).is_some()
-        || (is_quoted(lines[start]) && only_history_from(lines, start))
+fn opens_with_history(text: &Text, start: usize) -> bool {
+    let line = text.lines[start];
+    line.contains(REPLY_MARKER)
+        || attribution_at(text, start).is_some()
+        || (is_quoted(line) && text.only_history_from(start))
 }
 
 /// Joins the kept lines: trailing whitespace trimmed, blank lines at both ends dropped, the blank lines
@@ -136,14 +209,6 @@ fn is_blank(line: &str) -> bool {
     line.trim().is_empty()
 }
 
-fn next_non_blank(lines: &[&str], from: usize) -> Option<usize> {
-    (from..lines.len()).find(|&j| !is_blank(lines[j]))
-}
-
-fn prev_non_blank(lines: &[&str], before: usize) -> Option<usize> {
-    (0..before).rev().find(|&j| !is_blank(lines[j]))
-}
-
 /// A `>`-quoted line. Only at column 0: format=flowed (RFC 3676) space-stuffs a line that merely starts
 /// with `>`, so " >" is text.
 fn is_quoted(line: &str) -> bool {
@@ -180,15 +245,6 @@ fn is_mobile_signature(line: &str) -> bool {
     }
     let t = t.trim_end_matches('.').to_lowercase();
     MOBILE_SIGNATURES.contains(&t.as_str())
-}
-
-/// Only quoted lines, blank lines and a signature from line `from` to the end: the history, not an inline answer.
-fn only_history_from(lines: &[&str], from: usize) -> bool {
-    let mut in_signature = false;
-    lines[from..].iter().all(|l| {
-        in_signature |= is_signature_delimiter(l);
-        in_signature || is_blank(l) || is_quoted(l) || is_mobile_signature(l)
-    })
 }
 
 /// `-----Original Message-----` and its translations, with at least three dashes each side
@@ -263,11 +319,12 @@ fn has_label(line: &str, labels: &[&str]) -> bool {
 
 /// Outlook's header block: a From line followed within four lines by a date line and a To or Subject line.
 /// Not after a "Forwarded message" line: a forwarded mail is content the sender means to pass on.
-fn is_header_block(lines: &[&str], i: usize) -> bool {
+fn is_header_block(text: &Text, i: usize) -> bool {
+    let lines = &text.lines;
     if !has_label(lines[i], FROM_LABELS) {
         return false;
     }
-    let forwarded = prev_non_blank(lines, i).is_some_and(|p| {
+    let forwarded = text.prev_non_blank(i).is_some_and(|p| {
         let p = lines[p].trim().to_lowercase();
         p.contains("forwarded message") || p == "begin forwarded message:"
     });
@@ -278,20 +335,23 @@ fn is_header_block(lines: &[&str], i: usize) -> bool {
 }
 
 /// Outlook on the web: a rule of underscores just above the header block.
-fn is_outlook_web_rule(lines: &[&str], i: usize) -> bool {
-    let t = lines[i].trim();
+fn is_outlook_web_rule(text: &Text, i: usize) -> bool {
+    let t = text.lines[i].trim();
     t.len() >= 20
         && t.chars().all(|c| c == '_')
-        && next_non_blank(lines, i + 1).is_some_and(|j| is_header_block(lines, j))
+        && text
+            .next_non_blank(i + 1)
+            .is_some_and(|j| is_header_block(text, j))
 }
 
 /// How many lines (1 or 2) the attribution at line `i` takes, if there is one.
-fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
+fn attribution_at(text: &Text, i: usize) -> Option<usize> {
+    let lines = &text.lines;
     if is_quoted(lines[i]) {
         return None;
     }
     let first = lines[i].trim();
-    if is_attribution(first) && has_evidence(first, lines, i + 1) {
+    if is_attribution(first) && has_evidence(first, text, i + 1) {
         return Some(1);
     }
     // Wrapped by the client: "On Sat, Mar 1, 2025 at 3:00 PM Acme <" / "support@example.com> wrote:".
@@ -305,14 +365,16 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<usize> {
         return None;
     }
     let joined = format!("{first} {}", second.trim());
-    (is_attribution(&joined) && has_evidence(&joined, lines, i + 2)).then_some(2)
+    (is_attribution(&joined) && has_evidence(&joined, text, i + 2)).then_some(2)
 }
 
 /// Real attributions carry a date or an address, or have the quote right below; "Here is what my
 /// colleague wrote:" followed by pasted text has neither and stays.
-fn has_evidence(attribution: &str, lines: &[&str], after: usize) -> bool {
+fn has_evidence(attribution: &str, text: &Text, after: usize) -> bool {
     attribution.contains(|c: char| c.is_ascii_digit() || c == '@')
-        || next_non_blank(lines, after).is_some_and(|j| is_quoted(lines[j]))
+        || text
+            .next_non_blank(after)
+            .is_some_and(|j| is_quoted(text.lines[j]))
 }
 
 /// How an attribution that a client may wrap begins.
@@ -383,8 +445,64 @@ fn strip_digits(s: &str, min: usize, max: usize) -> Option<&str> {
 }
 
 #[cfg(test)]
+thread_local! {
+    /// How many lines the history checks looked at: the work a quoted-line storm costs.
+    static HISTORY_CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `first line`, `n` lines `> q`, then new text: the issue's quoted-line storm.
+    fn quoted_storm(n: usize) -> String {
+        format!("first line\n{}new text at the end", "> q\n".repeat(n))
+    }
+
+    fn history_checks_for(text: &str) -> (String, u64) {
+        HISTORY_CHECKS.with(|c| c.set(0));
+        let out = strip_quoted(text);
+        (out, HISTORY_CHECKS.with(|c| c.get()))
+    }
+
+    #[test]
+    fn quote_stripping_is_linear_in_quoted_lines() {
+        // Doubling the storm at most doubles the work (quadratic code quadruples it).
+        let (_, small) = history_checks_for(&quoted_storm(2_000));
+        let (_, large) = history_checks_for(&quoted_storm(4_000));
+        assert!(large <= 2 * small + 16, "{small} -> {large} line checks");
+        // The issue's size (minutes when quadratic): a few line checks per line, and the new text kept.
+        let text = quoted_storm(50_000);
+        let started = std::time::Instant::now();
+        let (out, checks) = history_checks_for(&text);
+        assert_eq!(out, "first line\nnew text at the end");
+        assert!(
+            checks <= 3 * 50_002,
+            "{checks} line checks for 50,002 lines"
+        );
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        // The issue's reproduction, as a whole mail through the parser.
+        let raw = format!("From: a@example.com\r\nSubject: storm\r\n\r\n{text}\r\n");
+        let mail = crate::mail::parse(raw.as_bytes(), crate::types::Locale::En).expect("a mail");
+        let (out, checks) = history_checks_for(&mail.text);
+        assert_eq!(out, "first line\nnew text at the end");
+        assert!(
+            checks <= 3 * 50_002,
+            "{checks} line checks for 50,002 lines"
+        );
+        // Storms of the other shapes a line scan meets: attributions, blank lines, header labels.
+        for text in [
+            format!("hi\n{}end", "On Monday x wrote:\n\n\n".repeat(20_000)),
+            format!("hi\n{}end", "From: a\n\n\n".repeat(20_000)),
+            format!("hi\n{}", "\n> q\n\n".repeat(20_000)),
+            format!("hi\n{}end", "________________________\n\n".repeat(20_000)),
+        ] {
+            let started = std::time::Instant::now();
+            let (_, checks) = history_checks_for(&text);
+            assert!(checks <= 3 * 80_002, "{checks} line checks");
+            assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        }
+    }
 
     #[test]
     fn gmail_english() {
