@@ -1161,4 +1161,101 @@ mod tests {
             "resolving sends the survey"
         );
     }
+
+    // Issue 13: who may join a ticket, and which Authentication-Results count.
+
+    fn trusted_config() -> Config {
+        let mut c = config();
+        c.agents.trust_authserv_id = Some("mx.example.com".into());
+        c
+    }
+
+    /// `raw` decided against the ticket `t` its subject names.
+    fn into_ticket(c: &Config, t: &Ticket, raw: &str) -> Plan {
+        let known = Known {
+            tagged: vec![t.clone()],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&mail(raw), &c.region[0], c, &known, ACK, Utc::now())
+        else {
+            panic!()
+        };
+        *plan
+    }
+
+    #[test]
+    fn a_spoofed_reply_cannot_add_a_participant() {
+        let t = existing(Status::Open);
+        let spoofed = "From: a@example.com\r\nTo: support-jp@example.com\r\nCc: mallory@evil.example\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <s@evil>\r\n\r\nplease also answer my colleague\r\n";
+        for c in [config(), trusted_config()] {
+            let plan = into_ticket(&c, &t, spoofed);
+            assert_eq!(plan.ticket.id, t.id, "the requester's reply still threads");
+            assert!(
+                plan.ticket.participants.is_empty(),
+                "{:?}",
+                plan.ticket.participants
+            );
+        }
+    }
+
+    #[test]
+    fn an_agent_adds_a_participant_with_cc_add() {
+        let t = existing(Status::Open);
+        let plan = agent_says(&t, "#cc add Colleague@Example.com\r\n#note\r\nadded");
+        assert_eq!(plan.ticket.participants, vec!["colleague@example.com"]);
+        assert!(plan.replies.iter().all(|r| r.event() != ReplyEvent::CommandError));
+    }
+
+    #[test]
+    fn a_forged_authentication_results_below_the_real_one_is_ignored() {
+        let c = trusted_config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "Authentication-Results: mx.example.com; dkim=fail header.d=example.com; spf=fail smtp.mailfrom=agent@example.com\r\nAuthentication-Results: mx.example.com; dkim=pass header.d=example.com\r\nFrom: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#status closed\r\n");
+        assert_ne!(plan.ticket.status, Status::Closed);
+    }
+
+    #[test]
+    fn comments_in_authentication_results_are_not_results() {
+        let c = trusted_config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "Authentication-Results: mx.example.com; dkim=fail ( dkim=pass header.d=example.com ) header.d=evil.example\r\nFrom: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#status closed\r\n");
+        assert_ne!(plan.ticket.status, Status::Closed);
+    }
+
+    #[test]
+    fn header_i_alone_does_not_authenticate() {
+        let c = trusted_config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "Authentication-Results: mx.example.com; dkim=pass header.i=@example.com\r\nFrom: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#status closed\r\n");
+        assert_ne!(plan.ticket.status, Status::Closed);
+    }
+
+    #[test]
+    fn unverified_agent_mail_is_an_outsiders_mail() {
+        let c = trusted_config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "From: agent@example.com\r\nCc: mallory@evil.example\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <f@evil>\r\n\r\n#status closed\r\n");
+        assert!(plan.is_new, "it opens a ticket of its own");
+        assert_ne!(plan.ticket.id, t.id);
+        assert_eq!(plan.ticket.status, Status::New);
+        assert!(
+            plan.replies.iter().all(|r| r.event() != ReplyEvent::Ack),
+            "no acknowledgement to an agent's address"
+        );
+    }
+
+    #[test]
+    fn two_from_fields_never_thread() {
+        let c = config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "From: mallory@evil.example\r\nFrom: a@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <2f@evil>\r\n\r\nhello\r\n");
+        assert!(plan.is_new);
+        assert_ne!(plan.ticket.id, t.id);
+        assert!(
+            plan.message.damage.iter().any(|d| d.contains("From")),
+            "{:?}",
+            plan.message.damage
+        );
+        assert!(plan.replies.iter().all(|r| r.event() != ReplyEvent::Ack));
+    }
 }
