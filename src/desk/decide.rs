@@ -442,7 +442,7 @@ fn staff_auto_reply<'a>(
 
 /// Whether mail from an agent address may act as the agent: always, unless `[agents] trust_authserv_id`
 /// asks for the mail to be authenticated (see [`mail_authenticated`]).
-fn agent_verified(mail: &Inbound, config: &Config) -> bool {
+pub fn agent_verified(mail: &Inbound, config: &Config) -> bool {
     config.agents.trust_authserv_id.is_none() || mail_authenticated(mail, config)
 }
 
