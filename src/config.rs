@@ -195,9 +195,11 @@ pub struct RetentionConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentsConfig {
-    /// When set, mail from an agent address counts as the agent's only if an `Authentication-Results`
-    /// header from this server (its authserv-id, e.g. "mx.example.com") says `dkim=pass` or `spf=pass` for
-    /// the agent's domain; otherwise it is treated as an outsider's mail. Guards against forged From lines.
+    /// The receiving server's authserv-id (e.g. "mx.example.com"). When set, mail from an agent address
+    /// counts as the agent's only if that server's topmost `Authentication-Results` say `dkim=pass`,
+    /// `dmarc=pass` or `spf=pass` aligned with the From domain (see `mail::authres`); otherwise it is an
+    /// outsider's mail. A customer's reply adds its Cc/To as participants only when so authenticated
+    /// (unset: never). Guards against forged From lines; the server must strip incoming headers with its id.
     #[serde(default)]
     pub trust_authserv_id: Option<String>,
     /// Sign relayed answers with the agent's display name (default: only the desk's name).

@@ -259,3 +259,90 @@ async fn an_agent_answers_from_a_mail_client_and_the_customer_sees_only_the_desk
     token.cancel();
     d.wait().await.unwrap();
 }
+
+/// Issue 13, finding 4, against the real mail stack: a forged reply in the requester's name cannot add a
+/// recipient of the agents' answers; the agents are told, and an agent adds a real colleague by command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoofed_reply_cannot_add_a_participant_but_an_agent_adds_one_with_cc_add() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
+    let s = stack();
+    let (desk_addr, agent, notify, taro, mallory, colleague) = (
+        s.user("support-jp"),
+        s.user("agent"),
+        s.user("jp-agents"),
+        s.user("taro"),
+        s.user("mallory"),
+        s.user("colleague"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let token = CancellationToken::new();
+    let d = Daemon::start(
+        config(s, dir.path(), &desk_addr, &agent, &notify),
+        token.clone(),
+    )
+    .expect("daemon");
+    let id = TicketId::new("JP", 1000);
+    s.send_mail(&taro, &desk_addr, "荷物", "t1@example.jp", "届きません。")
+        .await;
+    eventually("the ticket", Duration::from_secs(30), async || {
+        s.count(&notify, "INBOX").await == 1
+    })
+    .await;
+
+    // Mallory writes in Taro's name, with herself in Cc and any envelope sender.
+    let spoofed = format!("From: {taro}\r\nTo: {desk_addr}\r\nCc: {mallory}\r\nSubject: Re: [JP-1000] 荷物\r\nMessage-ID: <spoof@evil.example>\r\n\r\nPlease copy my colleague.\r\n");
+    s.smtp_send(&mallory, &desk_addr, spoofed.as_bytes()).await;
+    eventually(
+        "the agents told of the reply",
+        Duration::from_secs(30),
+        async || s.count(&notify, "INBOX").await == 2,
+    )
+    .await;
+    assert!(d
+        .desk
+        .store
+        .ticket(&id)
+        .unwrap()
+        .unwrap()
+        .participants
+        .is_empty());
+    let told = s
+        .messages(&notify, "INBOX")
+        .await
+        .into_iter()
+        .map(|r| parse(&r))
+        .find(|m| m.text.contains("Please copy"))
+        .expect("the notification of the reply");
+    assert!(
+        told.text.contains(&mallory.to_ascii_lowercase()),
+        "{}",
+        told.text
+    );
+    assert!(told.text.contains("#cc add"), "{}", told.text);
+
+    // The agent adds the real colleague and answers: the answer reaches Taro and the colleague, not Mallory.
+    let answer = format!("From: {agent}\r\nTo: {desk_addr}\r\nSubject: Re: [JP-1000] 荷物\r\nMessage-ID: <cc1@example.com>\r\n\r\n#cc add {colleague}\r\n\r\nThe parcel left today.\r\n");
+    s.smtp_send(&agent, &desk_addr, answer.as_bytes()).await;
+    eventually(
+        "the answer at the colleague",
+        Duration::from_secs(30),
+        async || s.count(&colleague, "INBOX").await == 1,
+    )
+    .await;
+    let got = parse(&s.messages(&colleague, "INBOX").await.remove(0));
+    assert!(got.text.contains("The parcel left today."), "{}", got.text);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        s.count(&mallory, "INBOX").await,
+        0,
+        "nothing reached Mallory"
+    );
+    assert_eq!(
+        d.desk.store.ticket(&id).unwrap().unwrap().participants,
+        vec![colleague.to_ascii_lowercase()]
+    );
+    token.cancel();
+    d.wait().await.unwrap();
+}

@@ -191,7 +191,8 @@ impl Desk {
         let _ = thread::clean_subject(&mail.subject);
         let known = self.known(config, composer, mail);
         let sender = mail.from.as_ref().map(|m| m.address.as_str());
-        let chosen = thread::choose(sender, &known.tagged, &known.referenced, config);
+        let verified = decide::agent_verified(mail, config);
+        let chosen = thread::choose(sender, verified, &known.tagged, &known.referenced, config);
         let decision = decide::decide(mail, region, config, &known, &Delivery::normal(), now());
         let mut plan = match decision {
             Decision::Duplicate(id) => {
@@ -213,6 +214,8 @@ impl Desk {
                 )
             }
             (Thread::New { .. }, false) => assert!(bounce, "only a bounce joins without threading"),
+            // More than one From field: never threaded (issue 13, finding 7).
+            (Thread::Existing(_), true) if mail.from_fields > 1 => {}
             (Thread::Existing(_), true) => {
                 panic!("threading chose a ticket, decide opened a new one")
             }

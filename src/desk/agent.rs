@@ -4,6 +4,8 @@
 //! per line before any other text; the first line that is not a command ends them. A line that looks like a
 //! command (`#word`) but is not a valid one is an error the agent is told about, and nothing is sent to the
 //! customer. Mail from anyone who is not an agent is never parsed here: for them `#status closed` is text.
+//! Whether mail from an agent address is the agent's is [`authenticated`]'s question (`[agents]
+//! trust_authserv_id`).
 
 use super::ticket::{Priority, Status, TicketId};
 
@@ -18,6 +20,10 @@ pub enum Command {
     Note,
     Category(String),
     Merge(TicketId),
+    /// `#cc add address`: the address becomes a participant (it gets the answers too).
+    CcAdd(String),
+    /// `#cc remove address`: the address is no longer a participant.
+    CcRemove(String),
 }
 
 /// A command line that could not be understood.
@@ -45,7 +51,7 @@ impl Parsed {
 }
 
 /// The commands, for the help text of error replies.
-pub const HELP: &str = "#status open|pending|resolved|closed\n#priority low|normal|high|urgent\n#assign me|<agent address>\n#note\n#category <name>\n#merge <ticket id>";
+pub const HELP: &str = "#status open|pending|resolved|closed\n#priority low|normal|high|urgent\n#assign me|<agent address>\n#note\n#category <name>\n#merge <ticket id>\n#cc add|remove <address>";
 
 fn parse_line(line: &str) -> Option<Result<Command, String>> {
     let rest = line.trim().strip_prefix('#')?;
@@ -78,6 +84,15 @@ fn parse_line(line: &str) -> Option<Result<Command, String>> {
         "category" => one("a category name").map(|a| Command::Category(a.to_ascii_lowercase())),
         "merge" => one("a ticket id like JP-1001")
             .and_then(|a| a.parse().map(Command::Merge).map_err(|e| e.to_string())),
+        "cc" => match args.as_slice() {
+            [op, address] => match (op.to_ascii_lowercase().as_str(), plain_address(address)) {
+                (_, None) => Err(format!("#cc {op} {address}: not a mail address")),
+                ("add", Some(a)) => Ok(Command::CcAdd(a)),
+                ("remove", Some(a)) => Ok(Command::CcRemove(a)),
+                _ => Err(format!("#cc takes `add` or `remove`, not `{op}`")),
+            },
+            _ => Err("#cc needs `add` or `remove` and one address".into()),
+        },
         other => Err(format!("unknown command #{other}")),
     })
 }
@@ -108,42 +123,38 @@ pub fn parse(text: &str) -> Parsed {
     parsed
 }
 
-/// Whether `Authentication-Results` from the trusted server `authserv_id` vouch for `domain`: a
-/// `dkim=pass` with `header.d=domain` (or `header.i=…@domain`), or an `spf=pass` with
-/// `smtp.mailfrom=…domain`. Headers from any other server are ignored: anyone can write one.
+/// `local@domain`, lower-cased, with `<…>` around it allowed; `None` for anything else (a display name, a
+/// route, white space or control characters, a second `@`): an agent types one plain address.
+fn plain_address(s: &str) -> Option<String> {
+    let s = s
+        .strip_prefix('<')
+        .and_then(|s| s.strip_suffix('>'))
+        .unwrap_or(s);
+    let (local, domain) = s.split_once('@')?;
+    let ok = |part: &str, extra: &[char]| {
+        !part.is_empty()
+            && part
+                .chars()
+                .all(|c| c.is_alphanumeric() || "-._".contains(c) || extra.contains(&c))
+    };
+    (ok(
+        local,
+        &[
+            '+', '=', '\'', '!', '#', '$', '%', '&', '*', '/', '?', '^', '`', '{', '|', '}', '~',
+        ],
+    ) && ok(domain, &[])
+        && domain.contains('.')
+        && !domain.starts_with(['.', '-'])
+        && !domain.ends_with(['.', '-'])
+        && !domain.contains(".."))
+    .then(|| s.to_lowercase())
+}
+
+/// Whether the trusted receiving server `authserv_id` vouches for `domain`, the domain of the mail's From
+/// address: see [`crate::mail::authres`] for which headers count (the topmost ones with that id) and what
+/// they must say (an aligned `dkim=pass`, `dmarc=pass` or `spf=pass`).
 pub fn authenticated(results: &[String], authserv_id: &str, domain: &str) -> bool {
-    let domain = domain.to_ascii_lowercase();
-    results.iter().any(|value| {
-        let mut parts = value.split(';');
-        let server = parts
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .next()
-            .unwrap_or("");
-        if !server.eq_ignore_ascii_case(authserv_id) {
-            return false;
-        }
-        parts.any(|resinfo| {
-            let r = resinfo.to_ascii_lowercase();
-            let has = |key: &str| r.split_whitespace().any(|w| w == key);
-            let prop = |name: &str| {
-                r.split_whitespace().find_map(|w| {
-                    w.strip_prefix(name).map(|v| {
-                        v.trim_matches(|c| c == '"' || c == ')' || c == '(')
-                            .to_string()
-                    })
-                })
-            };
-            let dkim = has("dkim=pass")
-                && (prop("header.d=").is_some_and(|d| d == domain)
-                    || prop("header.i=").is_some_and(|i| i.ends_with(&format!("@{domain}"))));
-            let spf = has("spf=pass")
-                && prop("smtp.mailfrom=")
-                    .is_some_and(|m| m == domain || m.ends_with(&format!("@{domain}")));
-            dkim || spf
-        })
-    })
+    crate::mail::authres::authenticated(results, authserv_id, domain)
 }
 
 #[cfg(test)]
@@ -218,6 +229,34 @@ mod tests {
         let forged = vec!["mx.example.com; dkim=fail header.d=example.com; spf=softfail smtp.mailfrom=example.com".to_string()];
         assert!(!authenticated(&forged, "mx.example.com", "example.com"));
         assert!(!authenticated(&[], "mx.example.com", "example.com"));
+    }
+
+    #[test]
+    fn cc_adds_and_removes_one_plain_address() {
+        let p = parse("#cc add Colleague@Example.com\n#CC remove <old@example.jp>\nHello");
+        assert_eq!(
+            p.commands,
+            vec![
+                Command::CcAdd("colleague@example.com".into()),
+                Command::CcRemove("old@example.jp".into())
+            ]
+        );
+        assert_eq!(p.body, "Hello");
+        for bad in [
+            "#cc colleague@example.com",
+            "#cc add",
+            "#cc add a@b@example.com",
+            "#cc add @evil.example:a@example.com",
+            "#cc add a@localhost",
+            "#cc add a@b/../../x",
+            "#cc copy a@example.com",
+            "#cc add a@example.com b@example.com",
+        ] {
+            let p = parse(bad);
+            assert!(p.commands.is_empty(), "{bad}");
+            assert_eq!(p.errors.len(), 1, "{bad}");
+        }
+        assert!(HELP.contains("#cc add|remove <address>"));
     }
 
     #[test]

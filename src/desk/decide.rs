@@ -165,6 +165,25 @@ fn decide_change(
         .or(known.own_message.then_some(classify::Automatic::Loop));
     let mut message = inbound_message(mail, automatic.map(|a| a.as_str()), now);
     message.damage.extend(delivery.damage.iter().cloned());
+    // More than one From field: who wrote it is uncertain (mail-parser reads the last), so it joins no
+    // ticket and nobody is acknowledged; it is kept, with the damage line `mail::parse` recorded.
+    if mail.from_fields > 1 {
+        let quiet = Delivery {
+            may_acknowledge: false,
+            ..delivery.clone()
+        };
+        return new_ticket(
+            mail,
+            region,
+            config,
+            message,
+            Vec::new(),
+            automatic.is_some(),
+            &quiet,
+            known.next_number,
+            now,
+        );
+    }
     // A delivery report on our own mail is not a conversation: it is recorded on the ticket that mail
     // belongs to, its outbox row is marked bounced, and nothing is answered.
     if automatic == Some(classify::Automatic::Bounce) {
@@ -193,7 +212,10 @@ fn decide_change(
         return Plan::update(ticket, message, Vec::new());
     }
 
-    match thread::choose(sender, &known.tagged, &known.referenced, config) {
+    // With `[agents] trust_authserv_id`, mail from an agent address that fails verification is an
+    // outsider's in every respect: it joins no ticket it is not the requester or a participant of.
+    let verified = agent_verified(mail, config);
+    match thread::choose(sender, verified, &known.tagged, &known.referenced, config) {
         Thread::Existing(id) => {
             let Some(existing) = known
                 .tagged
@@ -217,10 +239,7 @@ fn decide_change(
             let mut ticket = existing.clone();
             let sender = sender.unwrap_or_default();
             let ticket_region = config.region(&ticket.region).unwrap_or(region);
-            if ticket_region.is_agent(sender)
-                && automatic.is_none()
-                && agent_verified(mail, sender, config)
-            {
+            if ticket_region.is_agent(sender) && automatic.is_none() && verified {
                 return agent_mail(
                     mail,
                     ticket,
@@ -252,13 +271,26 @@ fn decide_change(
                     return Plan::update(ticket, message, replies);
                 }
             }
+            // A reply's To/Cc join only when the mail is authenticated: anyone can write the requester's
+            // From. Otherwise the agents are told whom it named, and add them with `#cc add`.
+            let not_added = if mail_authenticated(mail, config) {
+                add_participants(&mut ticket, mail, config);
+                Vec::new()
+            } else {
+                joining(&ticket, mail, config)
+            };
             if automatic.is_none() {
                 let next =
                     lifecycle::next(ticket.status, Event::CustomerReply).unwrap_or(ticket.status);
                 ticket.change_status(next, now);
-                replies.extend(notify_agents(mail, &ticket, ticket_region, false));
+                replies.extend(notify_agents(
+                    mail,
+                    &ticket,
+                    ticket_region,
+                    false,
+                    not_added,
+                ));
             }
-            add_participants(&mut ticket, mail, config);
             ticket.last_customer_message_id = Some(mail.message_id.clone());
             remember_thread_id(&mut ticket, &mail.message_id);
             ticket.updated_at = now;
@@ -336,7 +368,7 @@ fn new_ticket(
         replies.push(Reply::new(vec![requester], locale, content));
     }
     if !automatic {
-        replies.extend(notify_agents(mail, &ticket, region, true));
+        replies.extend(notify_agents(mail, &ticket, region, true, Vec::new()));
     }
     Decision::Store(Box::new(Plan {
         ticket,
@@ -381,7 +413,7 @@ fn staff_auto_reply<'a>(
                 || config
                     .region(&ticket.region)
                     .is_some_and(|r| r.is_agent(sender))
-                    && agent_verified(mail, sender, config));
+                    && agent_verified(mail, config));
         if !person {
             return Some(ticket);
         }
@@ -392,16 +424,21 @@ fn staff_auto_reply<'a>(
     None
 }
 
-/// Whether mail from agent address `sender` may act as the agent: always, unless `[agents]
-/// trust_authserv_id` asks for a passing DKIM or SPF result from that server.
-fn agent_verified(mail: &Inbound, sender: &str, config: &Config) -> bool {
-    match &config.agents.trust_authserv_id {
-        None => true,
-        Some(server) => {
-            let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            agent::authenticated(&mail.auto.authentication_results, server, domain)
-        }
-    }
+/// Whether mail from an agent address may act as the agent: always, unless `[agents] trust_authserv_id`
+/// asks for the mail to be authenticated (see [`mail_authenticated`]).
+pub fn agent_verified(mail: &Inbound, config: &Config) -> bool {
+    config.agents.trust_authserv_id.is_none() || mail_authenticated(mail, config)
+}
+
+/// Whether the receiving server named by `[agents] trust_authserv_id` vouches for the domain of the
+/// mail's From address (its topmost `Authentication-Results`, aligned: see [`crate::mail::authres`]).
+/// Never without that setting: nothing is authenticated then.
+fn mail_authenticated(mail: &Inbound, config: &Config) -> bool {
+    let (Some(server), Some(from)) = (&config.agents.trust_authserv_id, &mail.from) else {
+        return false;
+    };
+    let domain = from.address.rsplit_once('@').map_or("", |(_, d)| d);
+    agent::authenticated(&mail.auto.authentication_results, server, domain)
 }
 
 /// The notification to the region's agents (and the assignee) of a new ticket or a customer's reply.
@@ -410,6 +447,7 @@ fn notify_agents(
     ticket: &Ticket,
     region: &RegionConfig,
     is_new: bool,
+    not_added: Vec<String>,
 ) -> Option<Reply> {
     let to = region.agent_recipients(ticket.assignee.as_ref());
     if to.is_empty() {
@@ -430,6 +468,7 @@ fn notify_agents(
             is_new,
             customer_text: strip_quoted(&mail.text),
             attachments,
+            not_added,
         },
     ))
 }
@@ -489,6 +528,31 @@ fn agent_mail(
                 region.code
             )),
             agent::Command::Note => {}
+            agent::Command::CcAdd(a) if config.is_own_address(a) => {
+                errors.push(format!("#cc add {a}: that is a postdesk address"))
+            }
+            agent::Command::CcAdd(a) if region.is_agent(a) => errors.push(format!(
+                "#cc add {a}: an agent of region {} (agents are notified, not copied)",
+                region.code
+            )),
+            agent::Command::CcAdd(a) => {
+                if *a != ticket.requester && !ticket.participants.contains(a) {
+                    ticket.participants.push(a.clone());
+                }
+            }
+            agent::Command::CcRemove(a) if *a == ticket.requester => errors.push(format!(
+                "#cc remove {a}: the requester of {} cannot be removed",
+                ticket.id
+            )),
+            agent::Command::CcRemove(a) => match ticket.participants.iter().position(|p| p == a) {
+                Some(i) => {
+                    ticket.participants.remove(i);
+                }
+                None => errors.push(format!(
+                    "#cc remove {a}: not a participant of {}",
+                    ticket.id
+                )),
+            },
             agent::Command::Merge(id) => match merge_target.filter(|t| t.id == *id) {
                 _ if *id == ticket.id => errors.push(format!(
                     "#merge {id}: a ticket cannot be merged into itself"
@@ -672,19 +736,30 @@ fn inbound_message(mail: &Inbound, auto: Option<&str>, now: DateTime<Utc>) -> Me
     }
 }
 
-/// Add the mail's To/Cc to the ticket's participants, without postdesk's own addresses and the requester.
-fn add_participants(ticket: &mut Ticket, mail: &Inbound, config: &Config) {
+/// The mail's To/Cc that are not yet the ticket's people, without postdesk's own addresses, agents and the
+/// requester: whom [`add_participants`] adds.
+fn joining(ticket: &Ticket, mail: &Inbound, config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
     for m in mail.to.iter().chain(&mail.cc) {
         let a = &m.address;
         let is_agent = config.region(&ticket.region).is_some_and(|r| r.is_agent(a));
-        if *a != ticket.requester
+        if !a.is_empty()
+            && *a != ticket.requester
             && !config.is_own_address(a)
             && !is_agent
             && !ticket.participants.contains(a)
+            && !out.contains(a)
         {
-            ticket.participants.push(a.clone());
+            out.push(a.clone());
         }
     }
+    out
+}
+
+/// Add the mail's To/Cc to the ticket's participants (see [`joining`]).
+fn add_participants(ticket: &mut Ticket, mail: &Inbound, config: &Config) {
+    let new = joining(ticket, mail, config);
+    ticket.participants.extend(new);
 }
 
 /// Keep the Message-IDs of the conversation for References, bounded (first one kept: it roots the thread).
@@ -1064,9 +1139,12 @@ mod tests {
             plan
         };
         let forged = run("");
+        // Issue 13, finding 6: an outsider's mail, so a ticket of its own (before: stored into JP-1000,
+        // which stayed open); either way the command is text.
+        assert!(forged.is_new);
         assert_eq!(
             forged.ticket.status,
-            Status::Open,
+            Status::New,
             "a forged agent's command is text"
         );
         assert_eq!(forged.message.direction, Direction::In);
@@ -1143,5 +1221,159 @@ mod tests {
             vec![ReplyEvent::StatusChanged, ReplyEvent::Survey],
             "resolving sends the survey"
         );
+    }
+
+    // Issue 13: who may join a ticket, and which Authentication-Results count.
+
+    fn trusted_config() -> Config {
+        let mut c = config();
+        c.agents.trust_authserv_id = Some("mx.example.com".into());
+        c
+    }
+
+    /// `raw` decided against the ticket `t` its subject names.
+    fn into_ticket(c: &Config, t: &Ticket, raw: &str) -> Plan {
+        let known = Known {
+            tagged: vec![t.clone()],
+            next_number: Some(t.id.number + 1),
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&mail(raw), &c.region[0], c, &known, ACK, Utc::now())
+        else {
+            panic!()
+        };
+        *plan
+    }
+
+    #[test]
+    fn a_spoofed_reply_cannot_add_a_participant() {
+        let mut t = existing(Status::Open);
+        // Someone to notify: the assignee.
+        t.assignee = Some("agent@example.com".into());
+        let spoofed = "From: a@example.com\r\nTo: support-jp@example.com\r\nCc: mallory@evil.example\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <s@evil>\r\n\r\nplease also answer my colleague\r\n";
+        for c in [config(), trusted_config()] {
+            let plan = into_ticket(&c, &t, spoofed);
+            assert_eq!(plan.ticket.id, t.id, "the requester's reply still threads");
+            assert!(
+                plan.ticket.participants.is_empty(),
+                "{:?}",
+                plan.ticket.participants
+            );
+            // The agents are told whom it named, and how to add them.
+            let notify = plan
+                .replies
+                .iter()
+                .find(|r| r.event() == ReplyEvent::AgentNotify)
+                .expect("the agents' notification");
+            let Content::AgentNotify { not_added, .. } = &notify.content else {
+                panic!()
+            };
+            assert_eq!(not_added, &vec!["mallory@evil.example".to_string()]);
+        }
+        // Authenticated by the trusted server, aligned with the From domain: the Cc joins.
+        let signed = format!(
+            "Authentication-Results: mx.example.com; dkim=pass header.d=example.com\r\n{spoofed}"
+        );
+        let plan = into_ticket(&trusted_config(), &t, &signed);
+        assert_eq!(plan.ticket.participants, vec!["mallory@evil.example"]);
+        let Some(Content::AgentNotify { not_added, .. }) = plan
+            .replies
+            .iter()
+            .find(|r| r.event() == ReplyEvent::AgentNotify)
+            .map(|r| &r.content)
+        else {
+            panic!()
+        };
+        assert!(not_added.is_empty());
+        // Without a trusted server nothing is authenticated, whatever the mail says.
+        let plan = into_ticket(&config(), &t, &signed);
+        assert!(plan.ticket.participants.is_empty());
+    }
+
+    #[test]
+    fn an_agent_adds_a_participant_with_cc_add() {
+        let t = existing(Status::Open);
+        let plan = agent_says(&t, "#cc add Colleague@Example.com\r\n#note\r\nadded");
+        assert_eq!(plan.ticket.participants, vec!["colleague@example.com"]);
+        assert!(plan
+            .replies
+            .iter()
+            .all(|r| r.event() != ReplyEvent::CommandError));
+        // The next answer reaches them too; `#cc remove` takes them off again.
+        let answer = agent_says(&plan.ticket, "The parcel left today.");
+        assert_eq!(
+            answer.replies[0].to,
+            vec!["a@example.com", "colleague@example.com"]
+        );
+        let removed = agent_says(
+            &plan.ticket,
+            "#cc remove colleague@example.com\r\n#note\r\nx",
+        );
+        assert!(removed.ticket.participants.is_empty());
+        // What cannot be added or removed is a command error, and nothing applies.
+        for bad in [
+            "#cc add support-jp@example.com",
+            "#cc add agent@example.com",
+            "#cc remove a@example.com",
+            "#cc remove nobody@example.com",
+        ] {
+            let plan = agent_says(&t, &format!("{bad}\r\n#note\r\nx"));
+            assert_eq!(plan.replies.len(), 1, "{bad}");
+            assert_eq!(plan.replies[0].event(), ReplyEvent::CommandError, "{bad}");
+            assert_eq!(plan.ticket.participants, t.participants, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_forged_authentication_results_below_the_real_one_is_ignored() {
+        let c = trusted_config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "Authentication-Results: mx.example.com; dkim=fail header.d=example.com; spf=fail smtp.mailfrom=agent@example.com\r\nAuthentication-Results: mx.example.com; dkim=pass header.d=example.com\r\nFrom: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#status closed\r\n");
+        assert_ne!(plan.ticket.status, Status::Closed);
+    }
+
+    #[test]
+    fn comments_in_authentication_results_are_not_results() {
+        let c = trusted_config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "Authentication-Results: mx.example.com; dkim=fail ( dkim=pass header.d=example.com ) header.d=evil.example\r\nFrom: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#status closed\r\n");
+        assert_ne!(plan.ticket.status, Status::Closed);
+    }
+
+    #[test]
+    fn header_i_alone_does_not_authenticate() {
+        let c = trusted_config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "Authentication-Results: mx.example.com; dkim=pass header.i=@example.com\r\nFrom: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#status closed\r\n");
+        assert_ne!(plan.ticket.status, Status::Closed);
+    }
+
+    #[test]
+    fn unverified_agent_mail_is_an_outsiders_mail() {
+        let c = trusted_config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "From: agent@example.com\r\nCc: mallory@evil.example\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <f@evil>\r\n\r\n#status closed\r\n");
+        assert!(plan.is_new, "it opens a ticket of its own");
+        assert_ne!(plan.ticket.id, t.id);
+        assert_eq!(plan.ticket.status, Status::New);
+        assert!(
+            plan.replies.iter().all(|r| r.event() != ReplyEvent::Ack),
+            "no acknowledgement to an agent's address"
+        );
+    }
+
+    #[test]
+    fn two_from_fields_never_thread() {
+        let c = config();
+        let t = existing(Status::Open);
+        let plan = into_ticket(&c, &t, "From: mallory@evil.example\r\nFrom: a@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <2f@evil>\r\n\r\nhello\r\n");
+        assert!(plan.is_new);
+        assert_ne!(plan.ticket.id, t.id);
+        assert!(
+            plan.message.damage.iter().any(|d| d.contains("From")),
+            "{:?}",
+            plan.message.damage
+        );
+        assert!(plan.replies.iter().all(|r| r.event() != ReplyEvent::Ack));
     }
 }

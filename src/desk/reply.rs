@@ -190,6 +190,9 @@ pub enum Content {
         /// What the customer wrote, without the quoted history.
         customer_text: String,
         attachments: Vec<AttachmentNote>,
+        /// Cc/To addresses of a customer's reply that did not become participants: the reply was not
+        /// authenticated. An agent adds them with `#cc add`.
+        not_added: Vec<String>,
     },
     SlaReminder {
         /// The first-response deadline in the region's time (`2026-11-23 17:00 JST`).

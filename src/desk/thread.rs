@@ -142,18 +142,23 @@ pub enum Thread {
     New { links: Vec<TicketId> },
 }
 
-/// Whether `sender` may write into `ticket`: its requester, a participant, or an agent of its region.
-pub fn may_write(ticket: &Ticket, sender: &str, config: &Config) -> bool {
+/// Whether `sender` may write into `ticket`: its requester, a participant, or an agent of its region whose
+/// mail is verified (`agent_verified`: see `[agents] trust_authserv_id`; an agent address that fails it is
+/// an outsider's).
+pub fn may_write(ticket: &Ticket, sender: &str, agent_verified: bool, config: &Config) -> bool {
     ticket.admits_customer(sender)
-        || config
-            .region(&ticket.region)
-            .is_some_and(|r| r.is_agent(sender))
+        || agent_verified
+            && config
+                .region(&ticket.region)
+                .is_some_and(|r| r.is_agent(sender))
 }
 
 /// Choose the ticket for a mail from `sender`, given the existing tickets its subject tags name (`tagged`,
 /// in subject order) and those its In-Reply-To/References name (`referenced`, most specific first).
+/// `agent_verified`: mail from an agent address is the agent's (see [`may_write`]).
 pub fn choose(
     sender: Option<&str>,
+    agent_verified: bool,
     tagged: &[Ticket],
     referenced: &[Ticket],
     config: &Config,
@@ -162,7 +167,7 @@ pub fn choose(
         return Thread::New { links: Vec::new() };
     };
     for ticket in tagged.iter().chain(referenced) {
-        if !may_write(ticket, sender, config) {
+        if !may_write(ticket, sender, agent_verified, config) {
             continue;
         }
         if ticket.status == Status::Closed {
@@ -322,7 +327,7 @@ mod tests {
         let t = ticket("JP-1000", "a@example.com", Status::Open);
         for who in ["a@example.com", "cc@example.com", "agent@example.com"] {
             assert_eq!(
-                choose(Some(who), std::slice::from_ref(&t), &[], &c),
+                choose(Some(who), true, std::slice::from_ref(&t), &[], &c),
                 Thread::Existing(t.id.clone()),
                 "{who}"
             );
@@ -336,6 +341,7 @@ mod tests {
         assert_eq!(
             choose(
                 Some("mallory@example.com"),
+                true,
                 std::slice::from_ref(&t),
                 std::slice::from_ref(&t),
                 &c
@@ -349,7 +355,7 @@ mod tests {
         let c = config();
         let t = ticket("KR-1000", "a@example.com", Status::Open);
         assert_eq!(
-            choose(Some("agent@example.com"), &[t], &[], &c),
+            choose(Some("agent@example.com"), true, &[t], &[], &c),
             Thread::New { links: vec![] }
         );
     }
@@ -362,6 +368,7 @@ mod tests {
         assert_eq!(
             choose(
                 Some("a@example.com"),
+                true,
                 std::slice::from_ref(&a),
                 std::slice::from_ref(&b),
                 &c
@@ -369,7 +376,13 @@ mod tests {
             Thread::Existing(a.id.clone())
         );
         assert_eq!(
-            choose(Some("a@example.com"), &[], std::slice::from_ref(&b), &c),
+            choose(
+                Some("a@example.com"),
+                true,
+                &[],
+                std::slice::from_ref(&b),
+                &c
+            ),
             Thread::Existing(b.id.clone())
         );
     }
@@ -379,8 +392,41 @@ mod tests {
         let c = config();
         let t = ticket("JP-1000", "a@example.com", Status::Closed);
         assert_eq!(
-            choose(Some("a@example.com"), std::slice::from_ref(&t), &[], &c),
+            choose(
+                Some("a@example.com"),
+                true,
+                std::slice::from_ref(&t),
+                &[],
+                &c
+            ),
             Thread::New { links: vec![t.id] }
+        );
+    }
+
+    #[test]
+    fn an_unverified_agent_is_a_stranger() {
+        let c = config();
+        let t = ticket("JP-1000", "a@example.com", Status::Open);
+        assert_eq!(
+            choose(
+                Some("agent@example.com"),
+                false,
+                std::slice::from_ref(&t),
+                &[],
+                &c
+            ),
+            Thread::New { links: vec![] }
+        );
+        assert_eq!(
+            choose(
+                Some("a@example.com"),
+                false,
+                std::slice::from_ref(&t),
+                &[],
+                &c
+            ),
+            Thread::Existing(t.id.clone()),
+            "only agents are verified"
         );
     }
 
@@ -388,6 +434,9 @@ mod tests {
     fn no_sender_never_joins() {
         let c = config();
         let t = ticket("JP-1000", "a@example.com", Status::Open);
-        assert_eq!(choose(None, &[t], &[], &c), Thread::New { links: vec![] });
+        assert_eq!(
+            choose(None, true, &[t], &[], &c),
+            Thread::New { links: vec![] }
+        );
     }
 }

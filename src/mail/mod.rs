@@ -2,6 +2,7 @@
 //! [`classify`] says whether a person or a machine wrote it, in which language, and how urgent it is;
 //! [`charset`] holds the second opinions on charsets that real East Asian mail needs.
 
+pub mod authres;
 pub mod charset;
 pub mod classify;
 pub mod parse;

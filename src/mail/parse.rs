@@ -65,6 +65,8 @@ pub struct InboundAttachment {
 #[derive(Clone, Debug)]
 pub struct Inbound {
     pub from: Option<Mailbox>,
+    /// How many `From:` header fields the mail has (more than one: the sender is uncertain).
+    pub from_fields: usize,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
     pub reply_to: Vec<Mailbox>,
@@ -160,6 +162,17 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
 
     let subject = decoded_header_text(&message, HeaderName::Subject, hint, &mut damage);
     let from = first_mailbox(message.from(), &mut damage);
+    // RFC 5322 allows one From field; mail-parser reads the last. The desk never threads such a mail.
+    let from_fields = message
+        .headers()
+        .iter()
+        .filter(|h| h.name == HeaderName::From)
+        .count();
+    if from_fields > 1 {
+        damage.push(format!(
+            "{from_fields} From header fields (RFC 5322 allows one): the sender is uncertain"
+        ));
+    }
     let message_ids = |v: &mail_parser::HeaderValue| -> Vec<String> {
         v.as_text_list()
             .map(|l| {
@@ -311,11 +324,14 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         reported_message_id,
         report_diagnostic,
         importance: header_text("Importance").map(|s| s.to_ascii_lowercase()),
+        // Every one, in order: an unreadable one stays as "" so it still ends the run of the receiving
+        // server's headers (see `mail::authres::trusted`).
         authentication_results: message
             .header_values("Authentication-Results")
-            .filter_map(|v| {
+            .map(|v| {
                 v.as_text()
                     .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+                    .unwrap_or_default()
             })
             .collect(),
         x_priority: header_text("X-Priority"),
@@ -323,6 +339,7 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
 
     Ok(Inbound {
         from,
+        from_fields,
         to: mailboxes(message.to(), &mut damage),
         cc: mailboxes(message.cc(), &mut damage),
         reply_to: mailboxes(message.reply_to(), &mut damage),

@@ -81,6 +81,7 @@ impl TemplateEvent {
                         size_kb: 3,
                     },
                 ],
+                not_added: vec!["colleague@example.net".into()],
                 reply_marker: REPLY_MARKER.into(),
             }),
             TemplateEvent::SlaReminder => EventVars::SlaReminder(SlaReminderVars {
@@ -233,6 +234,9 @@ pub struct AgentNotifyVars {
     /// The customer's text, quoted history removed.
     pub customer_text: String,
     pub attachments: Vec<AttachmentVars>,
+    /// Cc/To addresses of the customer's reply that were not made participants (the reply was not
+    /// authenticated); an agent adds one with `#cc add <address>`.
+    pub not_added: Vec<String>,
     /// The line above which agents answer.
     pub reply_marker: String,
 }
@@ -1102,6 +1106,7 @@ mod tests {
                 "attachments (each: filename, size_kb)",
                 "customer_text",
                 "is_new",
+                "not_added",
                 "reply_marker"
             ]
         );

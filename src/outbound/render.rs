@@ -417,6 +417,7 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
             is_new,
             customer_text,
             attachments,
+            not_added,
         } => EventVars::AgentNotify(AgentNotifyVars {
             is_new: *is_new,
             customer_text: customer_text.clone(),
@@ -427,6 +428,7 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
                     size_kb: a.size_kb,
                 })
                 .collect(),
+            not_added: not_added.clone(),
             reply_marker: REPLY_MARKER.into(),
         }),
         Content::SlaReminder {
@@ -617,6 +619,23 @@ mod tests {
                 .any(|f| f.problem == contract::Problem::UnknownVariable("attachments".into())),
             "{found:?}"
         );
+    }
+
+    #[test]
+    fn the_agents_are_told_which_addresses_were_not_added_and_how_to_add_them() {
+        let r = Renderer::load(None).unwrap();
+        for locale in [Locale::En, Locale::Ja, Locale::Ko, Locale::Zh] {
+            let mut ctx = TemplateEvent::AgentNotify.sample(locale);
+            let out = r.render("agent_notify", locale, &ctx).unwrap();
+            let html = out.html.unwrap();
+            for body in [&out.text, &html] {
+                assert!(body.contains("colleague@example.net"), "{locale}: {body}");
+                assert!(body.contains("#cc add"), "{locale}: {body}");
+            }
+            ctx["not_added"] = json!([]);
+            let out = r.render("agent_notify", locale, &ctx).unwrap();
+            assert!(!out.text.contains("colleague@example.net"), "{locale}");
+        }
     }
 
     #[test]
