@@ -1161,4 +1161,96 @@ mod tests {
             "resolving sends the survey"
         );
     }
+
+    fn config_notifying(extra: &str) -> Config {
+        Config::from_toml(
+            &format!("[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n{extra}\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\nagents=[\"agent@example.com\"]\nagent_notify=\"jp-agents@example.com\"\n"),
+            std::path::Path::new("t"),
+        )
+        .unwrap()
+    }
+
+    fn notified_text(c: &Config, body: &str) -> String {
+        let m = mail(&format!(
+            "From: a@example.com\r\nSubject: x\r\nMessage-ID: <big@a>\r\n\r\n{body}"
+        ));
+        let Decision::Store(plan) =
+            decide(&m, &c.region[0], c, &Known::default(), ACK, Utc::now())
+        else {
+            panic!()
+        };
+        plan.replies
+            .iter()
+            .find_map(|r| match &r.content {
+                Content::AgentNotify { customer_text, .. } => Some(customer_text.clone()),
+                _ => None,
+            })
+            .expect("a notification")
+    }
+
+    #[test]
+    fn notifications_embed_at_most_the_configured_text() {
+        let line = "注文した商品がまだ届きません。確認をお願いします。\r\n";
+        let body = line.repeat((1 << 20) / line.len());
+        let c = config_notifying("");
+        let text = notified_text(&c, &body);
+        assert!(text.len() <= 65536 + 1024, "{} bytes embedded", text.len());
+        assert!(text.starts_with("注文した商品"));
+        // Cut at a line, and the agents are told, in the region's language, where the rest is.
+        assert!(text.contains("postdesk tickets show JP-1000"), "{}", &text[text.len() - 300..]);
+        let cut = text.rfind("注文した商品").unwrap();
+        assert!(text[cut..].contains("確認をお願いします。"), "cut inside a line");
+        // The bound is a setting.
+        let c = config_notifying("embed_max_bytes = 4096");
+        let text = notified_text(&c, &body);
+        assert!(text.len() <= 4096 + 1024, "{} bytes embedded", text.len());
+        // Text under the bound is embedded whole, with no note.
+        let text = notified_text(&c, "short and sweet\r\n");
+        assert_eq!(text.trim_end(), "short and sweet");
+    }
+
+    #[test]
+    fn agent_message_ids_never_reach_customers() {
+        let c = config();
+        let t = existing(Status::Open);
+        let m = mail("From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <abc@agent-laptop.internal.example.com>\r\n\r\nHere is the answer.\r\n");
+        let known = Known {
+            tagged: vec![t.clone()],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        assert_eq!(plan.replies[0].event(), ReplyEvent::AgentReply);
+        // What References of mail to the customer is made of: only the customer's and our own ids.
+        assert!(
+            !plan.ticket.thread_ids.iter().any(|id| id.contains("agent-laptop")),
+            "{:?}",
+            plan.ticket.thread_ids
+        );
+        assert_ne!(
+            plan.ticket.last_customer_message_id.as_deref(),
+            Some("abc@agent-laptop.internal.example.com")
+        );
+        // Nor through a merge into another ticket.
+        let mut other = existing(Status::Open);
+        other.id.number = 1001;
+        let m = mail("From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <merge@agent-laptop.internal.example.com>\r\n\r\n#merge JP-1001\r\n");
+        let known = Known {
+            tagged: vec![t],
+            merge_target: Some(other),
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        let merge = plan.merge.expect("merged");
+        assert!(
+            !merge.survivor.thread_ids.iter().any(|id| id.contains("agent-laptop")),
+            "{:?}",
+            merge.survivor.thread_ids
+        );
+        // The mail still leads to the survivor.
+        assert!(merge.message_ids.iter().any(|id| id.contains("merge@agent-laptop")));
+    }
 }
