@@ -13,7 +13,11 @@ use crate::store::{Change, Lookup, Storage, StorageExt, Store};
 
 /// Run `f` on a thread of its own and wait at most `limit` for it: a quadratic step fails the test
 /// (instead of hanging the test binary) while the linear one finishes in a fraction of the limit.
-fn within<R: Send + 'static>(limit: Duration, what: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+fn within<R: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> R {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -53,12 +57,17 @@ fn lf_only_text_is_sent_in_linear_time() {
     // would take minutes); handed CRLF text, it is one linear pass.
     let mut item = sample_item(1, 1000);
     item.text = lf_text(16 << 20);
-    let raw = within(Duration::from_secs(60), "building a 16 MB mail", move || {
-        build_message(&item).unwrap().formatted()
-    });
+    let raw = within(
+        Duration::from_secs(60),
+        "building a 16 MB mail",
+        move || build_message(&item).unwrap().formatted(),
+    );
     let text = String::from_utf8_lossy(&raw);
     assert!(text.contains("the customer wrote"));
-    assert!(!raw.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "bare LF in the mail");
+    assert!(
+        !raw.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+        "bare LF in the mail"
+    );
 }
 
 #[test]
@@ -82,20 +91,28 @@ fn a_45mb_text_mail_does_not_stall_the_outbox() {
     let transport = file_transport(&out);
     let store = std::sync::Arc::new(store);
     let s = store.clone();
-    let n = within(Duration::from_secs(120), "a round of the outbox", move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(send_due(&s, &transport, &RetryPolicy::default(), 8))
-            .unwrap()
-    });
+    let n = within(
+        Duration::from_secs(120),
+        "a round of the outbox",
+        move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(send_due(&s, &transport, &RetryPolicy::default(), 8))
+                .unwrap()
+        },
+    );
     assert_eq!(n, 2);
     let small = store.outbox_item(2).unwrap().unwrap();
     assert_eq!(small.status, OutboxStatus::Sent, "{:?}", small.last_error);
     let big = store.outbox_item(1).unwrap().unwrap();
-    assert_ne!(big.status, OutboxStatus::Queued, "the big mail would stall every restart");
+    assert_ne!(
+        big.status,
+        OutboxStatus::Queued,
+        "the big mail would stall every restart"
+    );
 }
 
 #[test]
@@ -106,7 +123,8 @@ fn eml_files_are_private() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(transport.send(&sample_item(1, 1000), &[])).unwrap();
+    rt.block_on(transport.send(&sample_item(1, 1000), &[]))
+        .unwrap();
     let files = emls(dir.path());
     assert_eq!(files.len(), 1);
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777;
@@ -123,7 +141,13 @@ fn long_lines(raw: &[u8]) -> Vec<String> {
     raw.split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter(|l| l.len() > 998)
-        .map(|l| format!("{}… ({} octets)", String::from_utf8_lossy(&l[..80]), l.len()))
+        .map(|l| {
+            format!(
+                "{}… ({} octets)",
+                String::from_utf8_lossy(&l[..80]),
+                l.len()
+            )
+        })
         .collect()
 }
 
@@ -159,8 +183,16 @@ fn every_outgoing_header_line_fits_998_octets() {
         assert!(long.is_empty(), "{what}: {long:?}");
         // The subject still says what it said (decoded).
         let parsed = crate::mail::parse(&raw, crate::types::Locale::En).unwrap();
-        let want: String = item.subject.split_whitespace().collect::<Vec<_>>().join(" ");
-        let got: String = parsed.subject.split_whitespace().collect::<Vec<_>>().join(" ");
+        let want: String = item
+            .subject
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let got: String = parsed
+            .subject
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
         assert_eq!(got.len(), want.len(), "{what}");
         assert!(got == want, "{what}: the subject changed");
     }
