@@ -197,3 +197,58 @@ fn every_outgoing_header_line_fits_998_octets() {
         assert!(got == want, "{what}: the subject changed");
     }
 }
+
+#[test]
+fn a_mail_over_its_budget_is_set_aside_and_the_others_go_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let mut big = sample_item(1, 1000);
+    big.text = lf_text(8 << 20);
+    store
+        .write(|tx| {
+            tx.commit(&Change {
+                outbox: vec![big, sample_item(2, 1001)],
+                ..Change::default()
+            })
+        })
+        .unwrap();
+    // A budget no 8 MB mail can be built in; a 1-byte one can (the threads start at once).
+    let transport = Transport::from_config(&OutboundConfig {
+        transport: TransportKind::File,
+        file_dir: Some(out.clone()),
+        send_timeout: crate::config::HumanDuration(Duration::from_millis(200)),
+        ..OutboundConfig::default()
+    })
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(send_due(&store, &transport, &RetryPolicy::default(), 8))
+        .unwrap();
+    let big = store.outbox_item(1).unwrap().unwrap();
+    assert_eq!(big.status, OutboxStatus::Failed);
+    let why = big.last_error.unwrap_or_default();
+    assert!(
+        why.contains("send_timeout") && why.contains("postdesk outbox retry 1"),
+        "{why}"
+    );
+    assert_eq!(
+        store.outbox_item(2).unwrap().unwrap().status,
+        OutboxStatus::Sent
+    );
+    // Not due again: a restart does not stall on it.
+    assert!(store.outbox_due(chrono::Utc::now(), 10).unwrap().is_empty());
+}
+
+#[test]
+fn crlf_is_one_pass_and_keeps_what_is_crlf_already() {
+    use super::transport::crlf;
+    assert_eq!(crlf("a\nb\r\nc\rd\n"), "a\r\nb\r\nc\rd\r\n");
+    assert_eq!(crlf("\n\n"), "\r\n\r\n");
+    assert_eq!(crlf("日本\n語"), "日本\r\n語");
+    assert_eq!(crlf(""), "");
+}
