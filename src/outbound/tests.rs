@@ -176,9 +176,26 @@ fn every_outgoing_header_line_fits_998_octets() {
             i.references = vec![id.clone(), "y".repeat(5_000) + "@example.com", id.clone()];
             i
         }),
+        ("long attachment name", {
+            let mut i = sample_item(5, 1000);
+            i.attachments = vec![crate::desk::ticket::AttachmentRef {
+                filename: "請求書".repeat(300) + &"x".repeat(3_000) + ".pdf",
+                content_type: "application/pdf".into(),
+                size: 4,
+                sha256: "0".repeat(64),
+            }];
+            i
+        }),
     ];
+    // An address no server would take is refused, not written on an overlong line.
+    let mut i = sample_item(6, 1000);
+    i.to = vec!["a".repeat(2_000) + "@example.com"];
+    assert!(build_message(&i).is_err());
     for (what, item) in cases {
-        let raw = build_message(&item).unwrap().formatted();
+        let files = vec![b"%PDF".to_vec(); item.attachments.len()];
+        let raw = super::transport::build_message_with(&item, &files)
+            .unwrap()
+            .formatted();
         let long = long_lines(&raw);
         assert!(long.is_empty(), "{what}: {long:?}");
         // The subject still says what it said (decoded).
