@@ -9,7 +9,7 @@ use super::transport::{build_message, Transport};
 use super::worker::{send_due, RetryPolicy};
 use super::{sample_item, OutboxItem, OutboxStatus};
 use crate::config::{OutboundConfig, TransportKind};
-use crate::store::{Change, Lookup, Storage, StorageExt, Store};
+use crate::store::{Change, Storage, StorageExt, Store};
 
 /// Run `f` on a thread of its own and wait at most `limit` for it: a quadratic step fails the test
 /// (instead of hanging the test binary) while the linear one finishes in a fraction of the limit.
@@ -268,4 +268,83 @@ fn crlf_is_one_pass_and_keeps_what_is_crlf_already() {
     assert_eq!(crlf("\n\n"), "\r\n\r\n");
     assert_eq!(crlf("日本\n語"), "日本\r\n語");
     assert_eq!(crlf(""), "");
+}
+
+#[test]
+fn one_slow_mail_never_delays_the_rest_of_the_outbox_or_a_stop() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    // A sendmail that takes 30 s for one recipient and is quick for the others.
+    let script = dir.path().join("sendmail");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *slow@*) sleep 30;; esac\ncat > {}/$$.out\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = std::sync::Arc::new(Store::open(&dir.path().join("store")).unwrap());
+    let mut slow = sample_item(1, 1000);
+    slow.to = vec!["slow@example.com".into()];
+    let commit = |items: Vec<OutboxItem>| {
+        store
+            .write(|tx| {
+                tx.commit(&Change {
+                    outbox: items,
+                    ..Change::default()
+                })
+            })
+            .unwrap();
+    };
+    commit(vec![slow]);
+    let transport = std::sync::Arc::new(
+        Transport::from_config(&OutboundConfig {
+            transport: TransportKind::Sendmail,
+            sendmail_command: Some(script),
+            ..OutboundConfig::default()
+        })
+        .unwrap(),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = rt.spawn(super::worker::run(
+        store.clone(),
+        transport,
+        RetryPolicy::default(),
+        4,
+        std::sync::Arc::new(crate::telemetry::Telemetry::new()),
+        stop.clone(),
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    // Queued while the slow one is under way: they go out all the same.
+    commit((2..6).map(|id| sample_item(id, 1000 + id)).collect());
+    let sent = |id| store.outbox_item(id).unwrap().unwrap().status == OutboxStatus::Sent;
+    let began = std::time::Instant::now();
+    while !(2..6).all(sent) {
+        assert!(
+            began.elapsed() < Duration::from_secs(15),
+            "the mails queued behind a slow one waited for it"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!sent(1));
+    // A stop does not wait for the slow send: it stays queued for the next start.
+    let asked = std::time::Instant::now();
+    stop.cancel();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), worker).await })
+        .expect("the worker stops within 10 s")
+        .unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        store.outbox_item(1).unwrap().unwrap().status,
+        OutboxStatus::Queued
+    );
 }
