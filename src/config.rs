@@ -259,6 +259,16 @@ pub struct OutboundConfig {
     /// this many to any one staff address in an hour. Generous: it only trips in a loop, and says so.
     #[serde(default = "default_staff_per_hour")]
     pub staff_per_hour: usize,
+    /// At most this many bytes of a customer's text are embedded in automatic mail (the agents'
+    /// notification), cut at a line; a line in the region's language says the rest is in the ticket.
+    /// Bounds what one huge mail costs every mail built from it (at least 1024; default 64 KiB).
+    #[serde(default = "default_embed_max_bytes")]
+    pub embed_max_bytes: usize,
+    /// The time budget of one outgoing mail: building it and handing it to the transport each get this
+    /// long. A mail that cannot be built within it is marked failed (it would stall every restart);
+    /// a send that times out is retried like any temporary failure.
+    #[serde(default = "default_send_timeout")]
+    pub send_timeout: HumanDuration,
 }
 
 /// Layered limits on automatic mail per recipient: what stops a loop with a misbehaving auto-responder.
@@ -291,6 +301,12 @@ fn default_per_day() -> usize {
 fn default_staff_per_hour() -> usize {
     2000
 }
+fn default_embed_max_bytes() -> usize {
+    65536
+}
+fn default_send_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
 fn default_retry_base() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
@@ -319,6 +335,8 @@ impl Default for OutboundConfig {
             concurrency: default_concurrency(),
             rate_limit: RateLimit::default(),
             staff_per_hour: default_staff_per_hour(),
+            embed_max_bytes: default_embed_max_bytes(),
+            send_timeout: default_send_timeout(),
         }
     }
 }
@@ -1082,6 +1100,18 @@ impl OutboundConfig {
             return Err(ConfigError::invalid(
                 "outbound.staff_per_hour",
                 "must be at least 1 (it bounds staff mail in a loop; the default is 2000)",
+            ));
+        }
+        if !(1024..=64 << 20).contains(&self.embed_max_bytes) {
+            return Err(ConfigError::invalid(
+                "outbound.embed_max_bytes",
+                "must be between 1024 and 67108864 (the default is 65536: 64 KiB of the customer's text)",
+            ));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.send_timeout.0) {
+            return Err(ConfigError::invalid(
+                "outbound.send_timeout",
+                "must be between 1s and 1h (the default is 60s)",
             ));
         }
         if self

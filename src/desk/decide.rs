@@ -13,7 +13,7 @@ use super::lifecycle::{self, Event};
 pub use super::reply::{AttachmentNote, Audience, Content, Event as ReplyEvent, Needs, Reply};
 use super::thread::{self, Thread};
 use super::ticket::{
-    AttachmentRef, Direction, Message, Priority, Status, Ticket, TicketId, MAX_THREAD_IDS,
+    AttachmentRef, Direction, Locale, Message, Priority, Status, Ticket, TicketId, MAX_THREAD_IDS,
 };
 use crate::config::{Config, RegionConfig};
 use crate::mail::classify;
@@ -287,6 +287,7 @@ fn decide_change(
                     mail,
                     &ticket,
                     ticket_region,
+                    config,
                     false,
                     not_added,
                 ));
@@ -368,7 +369,14 @@ fn new_ticket(
         replies.push(Reply::new(vec![requester], locale, content));
     }
     if !automatic {
-        replies.extend(notify_agents(mail, &ticket, region, true, Vec::new()));
+        replies.extend(notify_agents(
+            mail,
+            &ticket,
+            region,
+            config,
+            true,
+            Vec::new(),
+        ));
     }
     Decision::Store(Box::new(Plan {
         ticket,
@@ -446,6 +454,7 @@ fn notify_agents(
     mail: &Inbound,
     ticket: &Ticket,
     region: &RegionConfig,
+    config: &Config,
     is_new: bool,
     not_added: Vec<String>,
 ) -> Option<Reply> {
@@ -466,11 +475,52 @@ fn notify_agents(
         region.locale,
         Content::AgentNotify {
             is_new,
-            customer_text: strip_quoted(&mail.text),
+            customer_text: embedded_text(
+                &strip_quoted(&mail.text),
+                config.outbound.embed_max_bytes,
+                region.locale,
+                &ticket.id,
+            ),
             attachments,
             not_added,
         },
     ))
+}
+
+/// What automatic mail embeds of a customer's `text`: all of it up to `max_bytes`; past that, the first
+/// `max_bytes` cut at a line (at a character when a line is longer than half of that), then a line in
+/// `locale` saying how much more there is and where to read it. One huge mail must not make every mail
+/// built from it huge: rendering, encoding and sending them all cost what they embed (issue 13).
+pub fn embedded_text(text: &str, max_bytes: usize, locale: Locale, ticket: &TicketId) -> String {
+    if text.len() <= max_bytes {
+        return text.to_string();
+    }
+    let mut end = max_bytes;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Some(nl) = text[..end].rfind('\n') {
+        if nl >= end / 2 {
+            end = nl + 1;
+        }
+    }
+    let kept = text[..end].trim_end();
+    let more_kb = (text.len() - kept.len()).div_ceil(1024);
+    let note = match locale {
+        Locale::En => format!(
+            "[… {more_kb} KB more of the customer's text is not shown here: the whole mail is in the ticket (`postdesk tickets show {ticket}`)]"
+        ),
+        Locale::Ja => format!(
+            "［…以下 {more_kb} KB は省略しました。全文はチケットにあります（`postdesk tickets show {ticket}`）］"
+        ),
+        Locale::Ko => format!(
+            "[… 나머지 {more_kb} KB는 생략되었습니다. 전체 내용은 티켓에 있습니다 (`postdesk tickets show {ticket}`)]"
+        ),
+        Locale::Zh => format!(
+            "[… 其余 {more_kb} KB 未显示，全文见工单（`postdesk tickets show {ticket}`）]"
+        ),
+    };
+    format!("{kept}\n\n{note}\n")
 }
 
 /// Mail from one of the ticket's agents: commands, an internal note, or a reply relayed to the customer.
@@ -495,7 +545,9 @@ fn agent_mail(
         _ => String::new(),
     };
     let parsed = agent::parse(&strip_quoted(&mail.text));
-    remember_thread_id(&mut ticket, &mail.message_id);
+    // The agent's own Message-ID is not remembered for References: it names the agent's host, and what the
+    // desk sends customers carries only their ids and ours. The mail still leads to the ticket: its id is
+    // indexed with the message.
     ticket.updated_at = now;
     // What the ticket stays if a command is bad: none of the mail's commands apply then.
     let unchanged = ticket.clone();
@@ -643,12 +695,13 @@ fn merge(ticket: &mut Ticket, survivor: &Ticket, mail_id: &str, now: DateTime<Ut
             survivor.participants.push(customer.clone());
         }
     }
+    for mid in &ticket.thread_ids {
+        remember_thread_id(&mut survivor, mid);
+    }
+    // The agent's `#merge` mail leads to the survivor, but its id (the agent's host) stays out of References.
     let mut message_ids = ticket.thread_ids.clone();
     if !message_ids.iter().any(|m| m == mail_id) {
         message_ids.push(mail_id.to_string());
-    }
-    for mid in &message_ids {
-        remember_thread_id(&mut survivor, mid);
     }
     survivor.links.push(ticket.id.clone());
     survivor.updated_at = now;
@@ -1375,5 +1428,114 @@ mod tests {
             plan.message.damage
         );
         assert!(plan.replies.iter().all(|r| r.event() != ReplyEvent::Ack));
+    }
+
+    fn config_notifying(extra: &str) -> Config {
+        Config::from_toml(
+            &format!("[storage]\npath=\"/tmp/x\"\n[outbound]\ntransport=\"file\"\nfile_dir=\"/tmp/o\"\n{extra}\n[[region]]\ncode=\"JP\"\nlocale=\"ja\"\naddress=\"support-jp@example.com\"\nagents=[\"agent@example.com\"]\nagent_notify=\"jp-agents@example.com\"\n"),
+            std::path::Path::new("t"),
+        )
+        .unwrap()
+    }
+
+    fn notified_text(c: &Config, body: &str) -> String {
+        let m = mail(&format!(
+            "From: a@example.com\r\nSubject: x\r\nMessage-ID: <big@a>\r\n\r\n{body}"
+        ));
+        let Decision::Store(plan) = decide(&m, &c.region[0], c, &Known::default(), ACK, Utc::now())
+        else {
+            panic!()
+        };
+        plan.replies
+            .iter()
+            .find_map(|r| match &r.content {
+                Content::AgentNotify { customer_text, .. } => Some(customer_text.clone()),
+                _ => None,
+            })
+            .expect("a notification")
+    }
+
+    #[test]
+    fn notifications_embed_at_most_the_configured_text() {
+        let line = "注文した商品がまだ届きません。確認をお願いします。\r\n";
+        let body = line.repeat((1 << 20) / line.len());
+        let c = config_notifying("");
+        let text = notified_text(&c, &body);
+        assert!(text.len() <= 65536 + 1024, "{} bytes embedded", text.len());
+        assert!(text.starts_with("注文した商品"));
+        // Cut at a line, and the agents are told, in the region's language, where the rest is.
+        assert!(
+            text.contains("postdesk tickets show JP-1000"),
+            "{}",
+            &text[text.len() - 300..]
+        );
+        let cut = text.rfind("注文した商品").unwrap();
+        assert!(
+            text[cut..].contains("確認をお願いします。"),
+            "cut inside a line"
+        );
+        // The bound is a setting.
+        let c = config_notifying("embed_max_bytes = 4096");
+        let text = notified_text(&c, &body);
+        assert!(text.len() <= 4096 + 1024, "{} bytes embedded", text.len());
+        // Text under the bound is embedded whole, with no note.
+        let text = notified_text(&c, "short and sweet\r\n");
+        assert_eq!(text.trim_end(), "short and sweet");
+    }
+
+    #[test]
+    fn agent_message_ids_never_reach_customers() {
+        let c = config();
+        let t = existing(Status::Open);
+        let m = mail("From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <abc@agent-laptop.internal.example.com>\r\n\r\nHere is the answer.\r\n");
+        let known = Known {
+            tagged: vec![t.clone()],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        assert_eq!(plan.replies[0].event(), ReplyEvent::AgentReply);
+        // What References of mail to the customer is made of: only the customer's and our own ids.
+        assert!(
+            !plan
+                .ticket
+                .thread_ids
+                .iter()
+                .any(|id| id.contains("agent-laptop")),
+            "{:?}",
+            plan.ticket.thread_ids
+        );
+        assert_ne!(
+            plan.ticket.last_customer_message_id.as_deref(),
+            Some("abc@agent-laptop.internal.example.com")
+        );
+        // Nor through a merge into another ticket.
+        let mut other = existing(Status::Open);
+        other.id.number = 1001;
+        let m = mail("From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <merge@agent-laptop.internal.example.com>\r\n\r\n#merge JP-1001\r\n");
+        let known = Known {
+            tagged: vec![t],
+            merge_target: Some(other),
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        let merge = plan.merge.expect("merged");
+        assert!(
+            !merge
+                .survivor
+                .thread_ids
+                .iter()
+                .any(|id| id.contains("agent-laptop")),
+            "{:?}",
+            merge.survivor.thread_ids
+        );
+        // The mail still leads to the survivor.
+        assert!(merge
+            .message_ids
+            .iter()
+            .any(|id| id.contains("merge@agent-laptop")));
     }
 }

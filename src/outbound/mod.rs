@@ -163,3 +163,6 @@ pub fn rerender(item: &mut OutboxItem, composer: &Composer) -> Result<(), Rerend
     item.unrendered = None;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,22 +1,31 @@
 //! Carrying a rendered [`OutboxItem`] to the world with lettre: SMTP, a sendmail program, or `.eml` files.
 //!
 //! Errors are sorted into temporary (retry later) and permanent (give up, show the server's reply), which is
-//! all the outbox worker needs to know.
+//! all the outbox worker needs to know; a mail that cannot even be built within its time budget
+//! ([`SendError::OverBudget`]) is given up too, so that it cannot stall the outbox after every restart.
+//!
+//! Building a mail (MIME encoding, line endings, folding) is CPU work proportional to its size: it runs on a
+//! thread of its own, never on the async runtime's, under `[outbound] send_timeout`; the network send has
+//! the same budget. Every step is linear in the mail's size: text reaches lettre with CRLF line endings
+//! already (lettre inserts a CR per bare LF, shifting the rest of the text each time), and header values
+//! lettre would leave on one overlong line are encoded and folded here ([`subject_header`]).
 
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{
-    AsyncFileTransport, AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor,
-};
+use lettre::{AsyncSendmailTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::OutboxItem;
 use crate::config::{OutboundConfig, TlsMode, TransportKind};
 
-/// How long one send may take, connect included (lettre's own timeout covers only the connect).
+/// The default time budget of one send (`[outbound] send_timeout`), connect included (lettre's own
+/// timeout covers only the connect); building the mail has a budget as long.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a send failed.
@@ -28,6 +37,10 @@ pub enum SendError {
     /// Will never work (5xx, a malformed address).
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The mail could not be built within its time budget (this long): trying again would only stall the
+    /// outbox again, so it is given up (the row is kept, `failed`, for `outbox retry`).
+    #[error("the mail could not be built within {}s (`[outbound] send_timeout`)", .0.as_secs_f64())]
+    OverBudget(Duration),
 }
 
 /// A transport could not be set up from the config.
@@ -35,15 +48,142 @@ pub enum SendError {
 #[error("outbound transport: {0}")]
 pub struct TransportError(String);
 
-/// The configured way out.
-pub enum Transport {
+/// The configured way out, with the time budget of one mail.
+pub struct Transport {
+    way: Way,
+    budget: Duration,
+}
+
+enum Way {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
     Sendmail(AsyncSendmailTransport<Tokio1Executor>),
-    File(AsyncFileTransport<Tokio1Executor>),
+    /// `.eml` files in this directory, written by [`write_eml`] (mode 0600).
+    File(PathBuf),
 }
 
 impl Transport {
     pub fn from_config(config: &OutboundConfig) -> Result<Transport, TransportError> {
+        Ok(Transport {
+            way: Way::from_config(config)?,
+            budget: config.send_timeout.0,
+        })
+    }
+
+    /// The time budget of one mail (`[outbound] send_timeout`).
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Send one mail: built on a thread of its own, then handed to the transport, each under the budget.
+    pub async fn send(&self, item: &OutboxItem, files: &[Vec<u8>]) -> Result<(), SendError> {
+        let (item, files) = (item.clone(), files.to_vec());
+        let dir = match &self.way {
+            Way::File(dir) => Some(dir.clone()),
+            _ => None,
+        };
+        let built = off_thread(self.budget, move || {
+            let message = build_message_with(&item, &files)?;
+            let raw = message.formatted();
+            match dir {
+                // Writing the file is part of the same blocking work.
+                Some(dir) => write_eml(&dir, &raw).map(|()| None),
+                None => Ok(Some((message.envelope().clone(), raw))),
+            }
+        })
+        .await??;
+        let Some((envelope, raw)) = built else {
+            return Ok(());
+        };
+        let fut = async {
+            match &self.way {
+                Way::Smtp(t) => t.send_raw(&envelope, &raw).await.map(|_| ()).map_err(|e| {
+                    if e.is_permanent() {
+                        SendError::Permanent(e.to_string())
+                    } else {
+                        SendError::Temporary(e.to_string())
+                    }
+                }),
+                Way::Sendmail(t) => t
+                    .send_raw(&envelope, &raw)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| SendError::Temporary(e.to_string())),
+                Way::File(_) => Ok(()),
+            }
+        };
+        match tokio::time::timeout(self.budget, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError::Temporary(format!(
+                "no answer within {}s (`[outbound] send_timeout`)",
+                self.budget.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Run CPU-bound `f` on a thread of its own and wait for it at most `budget`. A plain thread, not tokio's
+/// blocking pool: one that overruns is left to finish on its own, and neither the runtime's shutdown nor
+/// the process's exit waits for it.
+async fn off_thread<R: Send + 'static>(
+    budget: Duration,
+    f: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, SendError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("postdesk-mail".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| {
+            SendError::Temporary(format!("cannot start a thread to build the mail: {e}"))
+        })?;
+    match tokio::time::timeout(budget, rx).await {
+        Ok(Ok(r)) => Ok(r),
+        // The thread ended without an answer: building the mail panicked. It would again.
+        Ok(Err(_)) => Err(SendError::Permanent(
+            "building the mail failed (a bug: please report it)".into(),
+        )),
+        Err(_) => Err(SendError::OverBudget(budget)),
+    }
+}
+
+/// Write one `.eml` file as lettre's file transport names them (`<uuid>.eml`), but private: mode 0600
+/// whatever the umask (it holds a customer's mail), and on disk (fsync) before the row is marked sent.
+fn write_eml(dir: &Path, raw: &[u8]) -> Result<(), SendError> {
+    let temporary = |what: &str, path: &Path, e: std::io::Error| {
+        SendError::Temporary(format!("cannot {what} {}: {e}", path.display()))
+    };
+    let path = dir.join(format!("{}.eml", uuid_v4().map_err(SendError::Temporary)?));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| temporary("create", &path, e))?;
+    file.write_all(raw)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| temporary("write", &path, e))
+}
+
+/// A random (version 4) UUID, hyphenated, as lettre names its files.
+fn uuid_v4() -> Result<String, String> {
+    let mut b = [0u8; 16];
+    getrandom::getrandom(&mut b).map_err(|e| format!("no random numbers for a file name: {e}"))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
+impl Way {
+    fn from_config(config: &OutboundConfig) -> Result<Way, TransportError> {
         match config.transport {
             TransportKind::File => {
                 let dir = config
@@ -56,9 +196,9 @@ impl Transport {
                         dir.display()
                     ))
                 })?;
-                Ok(Transport::File(AsyncFileTransport::new(dir)))
+                Ok(Way::File(dir.clone()))
             }
-            TransportKind::Sendmail => Ok(Transport::Sendmail(match &config.sendmail_command {
+            TransportKind::Sendmail => Ok(Way::Sendmail(match &config.sendmail_command {
                 Some(cmd) => AsyncSendmailTransport::new_with_command(cmd.as_os_str()),
                 None => AsyncSendmailTransport::new(),
             })),
@@ -95,41 +235,8 @@ impl Transport {
                     builder = builder
                         .credentials(Credentials::new(user.clone(), pw.expose().to_string()));
                 }
-                Ok(Transport::Smtp(builder.build()))
+                Ok(Way::Smtp(builder.build()))
             }
-        }
-    }
-
-    /// Send one mail, under [`SEND_TIMEOUT`].
-    pub async fn send(&self, item: &OutboxItem, files: &[Vec<u8>]) -> Result<(), SendError> {
-        let message = build_message_with(item, files)?;
-        let fut = async {
-            match self {
-                Transport::Smtp(t) => t.send(message).await.map(|_| ()).map_err(|e| {
-                    if e.is_permanent() {
-                        SendError::Permanent(e.to_string())
-                    } else {
-                        SendError::Temporary(e.to_string())
-                    }
-                }),
-                Transport::Sendmail(t) => t
-                    .send(message)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| SendError::Temporary(e.to_string())),
-                Transport::File(t) => t
-                    .send(message)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| SendError::Temporary(e.to_string())),
-            }
-        };
-        match tokio::time::timeout(SEND_TIMEOUT, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(SendError::Temporary(format!(
-                "no answer within {}s",
-                SEND_TIMEOUT.as_secs()
-            ))),
         }
     }
 }
@@ -162,7 +269,7 @@ pub fn build_message_with(
     let mut b = lettre::Message::builder()
         .from(from.clone())
         .reply_to(from)
-        .subject(item.subject.replace(['\r', '\n'], " "))
+        .raw_header(subject_header(&item.subject))
         .message_id(Some(angle(&item.message_id)))
         .date(item.created_at.into())
         .raw_header(header("X-Auto-Response-Suppress", "All"))
@@ -172,31 +279,40 @@ pub fn build_message_with(
         b = b.raw_header(header("Auto-Submitted", &item.auto_submitted));
     }
     for to in &item.to {
+        // RFC 5321's limit: a longer one cannot be delivered, nor fit a header line.
+        if to.len() > 254 {
+            return Err(SendError::Permanent(format!(
+                "recipient address of {} octets (at most 254 can be delivered)",
+                to.len()
+            )));
+        }
         let mb: Mailbox = to
             .parse()
             .map_err(|e| SendError::Permanent(format!("bad recipient {to:?}: {e}")))?;
         b = b.to(mb);
     }
-    if let Some(irt) = &item.in_reply_to {
+    if let Some(irt) = item.in_reply_to.as_deref().filter(|i| usable_id(i)) {
         b = b.in_reply_to(angle(irt));
     }
-    if !item.references.is_empty() {
-        b = b.references(
-            item.references
-                .iter()
-                .map(|r| angle(r))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
+    let references: Vec<String> = item
+        .references
+        .iter()
+        .filter(|r| usable_id(r))
+        .map(|r| angle(r))
+        .collect();
+    if !references.is_empty() {
+        // lettre folds between the ids.
+        b = b.references(references.join(" "));
     }
+    let plain = crlf(&item.text);
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
-        .body(item.text.clone());
+        .body(plain.clone());
     let body = match &item.html {
         Some(html) => MultiPart::alternative().singlepart(text).singlepart(
             SinglePart::builder()
                 .header(ContentType::TEXT_HTML)
-                .body(html.clone()),
+                .body(crlf(html)),
         ),
         None => MultiPart::alternative().singlepart(text),
     };
@@ -206,7 +322,7 @@ pub fn build_message_with(
             None => b.singlepart(
                 SinglePart::builder()
                     .header(ContentType::TEXT_PLAIN)
-                    .body(item.text.clone()),
+                    .body(plain),
             ),
         }
     } else {
@@ -230,4 +346,85 @@ fn sanitize_display_name(name: &str) -> String {
         .filter(|c| !c.is_control() && !matches!(c, '<' | '>' | '"' | '\\'))
         .collect();
     format!("\"{}\"", cleaned.trim())
+}
+
+/// `text` with every bare LF made CRLF, in one pass. lettre converts too, but by inserting one CR at a
+/// time into the string (moving the rest of it each time: quadratic, minutes for a few megabytes); text
+/// that is CRLF already it leaves as it is after a linear scan. Lone CRs are kept, as lettre keeps them.
+pub fn crlf(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 32 + 2);
+    let mut rest = text;
+    while let Some(i) = rest.find('\n') {
+        out.push_str(&rest[..i]);
+        if !rest[..i].ends_with('\r') {
+            out.push('\r');
+        }
+        out.push('\n');
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A Message-ID that can go into In-Reply-To/References: printable ASCII without spaces or angle brackets,
+/// short enough for one header line (a msg-id cannot be folded). Others are left out, not mangled.
+fn usable_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_WORD
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+}
+
+/// The longest word lettre is left to write as it is: with the header's name and a fold, it still fits
+/// RFC 5322's 998 octets a line.
+const MAX_WORD: usize = 900;
+
+/// Bytes of subject text per encoded-word: 60 characters of base64, 72 with `=?utf-8?b?…?=`.
+const ENCODED_CHUNK: usize = 45;
+
+/// The Subject header, one line of text. lettre folds between words and encodes non-ASCII words, but
+/// writes an ASCII word as it is however long (a 100,000-character subject was one 100,010-octet line).
+/// A subject with such a word is encoded here instead: RFC 2047 encoded-words of at most
+/// [`ENCODED_CHUNK`] bytes, one per folded line, which a reader joins back into the same text.
+fn subject_header(subject: &str) -> HeaderValue {
+    let name = || HeaderName::new_from_ascii_str("Subject");
+    let subject = subject.replace(['\r', '\n'], " ");
+    if subject.split(' ').all(|w| w.len() <= MAX_WORD) {
+        return HeaderValue::new(name(), subject);
+    }
+    let mut encoded = String::with_capacity(subject.len() * 2);
+    let mut rest = subject.as_str();
+    while !rest.is_empty() {
+        let mut end = rest.len().min(ENCODED_CHUNK);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        if !encoded.is_empty() {
+            encoded.push_str("\r\n ");
+        }
+        encoded.push_str("=?utf-8?b?");
+        base64(&rest.as_bytes()[..end], &mut encoded);
+        encoded.push_str("?=");
+        rest = &rest[end..];
+    }
+    HeaderValue::dangerous_new_pre_encoded(name(), subject, encoded)
+}
+
+/// Standard base64 with padding (RFC 4648), appended to `out`.
+fn base64(bytes: &[u8], out: &mut String) {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
 }

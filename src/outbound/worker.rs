@@ -76,6 +76,15 @@ pub fn after_attempt(
             item.status = OutboxStatus::Failed;
             item.last_error = Some(e);
         }
+        // Set aside (quarantined): left queued, it would stall the outbox again after every restart.
+        Err(e @ SendError::OverBudget(_)) => {
+            item.status = OutboxStatus::Failed;
+            item.last_error = Some(format!(
+                "{e}; set aside so that it does not hold up the other mail. Raise send_timeout (or shorten \
+                 the template's text), then `postdesk outbox retry {}`",
+                item.id
+            ));
+        }
         Err(SendError::Temporary(e)) => {
             let age = (now - item.requeued_at.unwrap_or(item.created_at))
                 .to_std()
@@ -138,8 +147,8 @@ pub async fn send_due(
 }
 
 /// [`send_due`], counting outcomes and send latency in `telemetry`, and taking no new send once `stop` is
-/// cancelled: the sends already under way finish and are recorded, the rest of the round stays queued for
-/// the next start (a stop must not wait for a whole round of slow SMTP sends).
+/// cancelled: the sends already under way get [`SHUTDOWN_GRACE`] to finish and be recorded, the rest of the
+/// round stays queued for the next start (a stop must not wait for a whole round of slow SMTP sends).
 pub async fn send_due_until(
     store: &Store,
     transport: &Transport,
@@ -154,43 +163,7 @@ pub async fn send_due_until(
     let due = store.outbox_due(Utc::now(), BATCH)?;
     let results = futures_util::stream::iter(due)
         .take_until(stop.cancelled())
-        .map(|item| async move {
-            let began = std::time::Instant::now();
-            let outcome = match attachment_bytes(store, &item) {
-                // A row whose template failed is never sent as it is (empty): `outbox retry` renders it.
-                _ if item.unrendered.is_some() => Err(SendError::Permanent(
-                    "not rendered (its template failed); fix it and run `postdesk outbox retry`".into(),
-                )),
-                Ok(files) => transport.send(&item, &files).await,
-                Err(e) => Err(e),
-            };
-            if let Some(t) = telemetry {
-                t.observe_send(began.elapsed());
-            }
-            match &outcome {
-                Ok(()) => {
-                    tracing::info!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, "sent")
-                }
-                Err(e) => {
-                    tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
-                    "could not send: {}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)",
-                    crate::logging::redact_addresses(&e.to_string()))
-                }
-            }
-            // Each outcome is made durable before the next round: a crash must not forget that a mail
-            // went out, or it is sent again (tests/crash.rs found one duplicate per unflushed send).
-            let item = after_attempt(item, outcome, Utc::now(), policy);
-            store.outbox_update(item.clone())?;
-            store.flush_async().await?;
-            if let Some(t) = telemetry {
-                match item.status {
-                    OutboxStatus::Sent => t.outbox_sent(),
-                    OutboxStatus::Failed => t.outbox_failed(),
-                    OutboxStatus::Queued | OutboxStatus::Bounced => {}
-                }
-            }
-            Ok::<(), crate::store::StoreError>(())
-        })
+        .map(|item| attempt(store, transport, policy, telemetry, stop, item))
         .buffer_unordered(concurrency.max(1));
     futures_util::pin_mut!(results);
     let mut n = 0;
@@ -207,7 +180,84 @@ pub async fn send_due_until(
     }
 }
 
-/// Run until `shutdown`: the send in progress is finished before it returns.
+/// How long a send under way may still take once the daemon is asked to stop: the daemon exits within
+/// 10 s. A send cut short stays queued and goes out after the restart.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// One send attempt of `item`, its outcome recorded and made durable.
+///
+/// Each send records its outcome and makes it durable (flush) itself, at once, while the other sends go on:
+/// a crash between the server's "250 OK" and that flush sends the mail again after the restart, so the
+/// window must be as short as the disk allows, for every mail in flight.
+async fn attempt(
+    store: &Store,
+    transport: &Transport,
+    policy: &RetryPolicy,
+    telemetry: Option<&Telemetry>,
+    stop: &CancellationToken,
+    item: OutboxItem,
+) -> Result<(), crate::store::StoreError> {
+    let began = std::time::Instant::now();
+    let send = async {
+        match attachment_bytes(store, &item) {
+            // A row whose template failed is never sent as it is (empty): `outbox retry` renders it.
+            _ if item.unrendered.is_some() => Err(SendError::Permanent(
+                "not rendered (its template failed); fix it and run `postdesk outbox retry`".into(),
+            )),
+            Ok(files) => transport.send(&item, &files).await,
+            Err(e) => Err(e),
+        }
+    };
+    let grace = async {
+        stop.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let outcome = tokio::select! {
+        outcome = send => outcome,
+        () = grace => {
+            tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind,
+                "stopping: a send still under way after {}s is cut short; the mail stays queued and is sent \
+                 after the restart", SHUTDOWN_GRACE.as_secs());
+            return Ok(());
+        }
+    };
+    if let Some(t) = telemetry {
+        t.observe_send(began.elapsed());
+    }
+    match &outcome {
+        Ok(()) => {
+            tracing::info!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, "sent")
+        }
+        Err(e @ SendError::OverBudget(_)) => {
+            tracing::error!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, text_bytes = item.text.len(),
+                "{e}: the mail is marked failed so that it does not hold up the rest of the outbox. Raise \
+                 [outbound] send_timeout (or shorten the template's text), then `postdesk outbox retry {}`",
+                item.id)
+        }
+        Err(e) => {
+            tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
+            "could not send: {}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)",
+            crate::logging::redact_addresses(&e.to_string()))
+        }
+    }
+    // Each outcome is made durable before the next round: a crash must not forget that a mail
+    // went out, or it is sent again (tests/crash.rs found one duplicate per unflushed send).
+    let item = after_attempt(item, outcome, Utc::now(), policy);
+    store.outbox_update(item.clone())?;
+    store.flush_async().await?;
+    if let Some(t) = telemetry {
+        match item.status {
+            OutboxStatus::Sent => t.outbox_sent(),
+            OutboxStatus::Failed => t.outbox_failed(),
+            OutboxStatus::Queued | OutboxStatus::Bounced => {}
+        }
+    }
+    Ok(())
+}
+
+/// Run until `shutdown`, `concurrency` sends in flight. Not in rounds: a slot that frees up takes the next
+/// due row at once, so one slow mail (up to its budget, `[outbound] send_timeout`) holds up only its own
+/// slot, never the rows queued after it. On shutdown the sends under way get [`SHUTDOWN_GRACE`].
 pub async fn run(
     store: Arc<Store>,
     transport: Arc<Transport>,
@@ -217,48 +267,84 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let wake: Arc<Notify> = store.wake().outbox.clone();
+    let concurrency = concurrency.max(1);
+    // Rows being sent, by the task sending them.
+    let mut in_flight: std::collections::HashMap<tokio::task::Id, u64> =
+        std::collections::HashMap::new();
+    let mut sends = tokio::task::JoinSet::new();
     loop {
-        let sent = match send_due_until(
-            &store,
-            &transport,
-            &policy,
-            concurrency,
-            Some(&telemetry),
-            &shutdown,
-        )
-        .await
-        {
-            Ok(n) => n,
-            Err(e) => {
-                // Really wait: the rows are still due, and going round at once would hammer a failing store
-                // (and, before `Storage::writable`, re-sent the same mails in a loop: tests/faults.rs).
-                tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        let mut failing_store = false;
+        if sends.len() < concurrency {
+            let due = store
+                .writable()
+                .and_then(|()| store.outbox_due(Utc::now(), BATCH));
+            match due {
+                Ok(due) => {
+                    let busy: std::collections::HashSet<u64> =
+                        in_flight.values().copied().collect();
+                    for item in due.into_iter().filter(|i| !busy.contains(&i.id)) {
+                        if sends.len() >= concurrency {
+                            break;
+                        }
+                        let (s, t, m, stop) = (
+                            store.clone(),
+                            transport.clone(),
+                            telemetry.clone(),
+                            shutdown.clone(),
+                        );
+                        let id = item.id;
+                        let task = sends.spawn(async move {
+                            attempt(&s, &t, &policy, Some(&m), &stop, item).await
+                        });
+                        in_flight.insert(task.id(), id);
+                    }
                 }
-                continue;
+                Err(e) => {
+                    // Really wait: the rows are still due, and going round at once would hammer a failing
+                    // store (and, before `Storage::writable`, re-sent the same mails in a loop: tests/faults.rs).
+                    tracing::error!("outbox: cannot read or update the store: {e}; retrying in 5s");
+                    failing_store = true;
+                }
             }
-        };
-        if sent > 0 {
-            if shutdown.is_cancelled() {
-                break;
-            }
-            continue;
         }
-        let sleep = match store.outbox_next_due() {
-            Ok(Some(at)) => (at - Utc::now())
-                .to_std()
-                .unwrap_or_default()
-                .min(Duration::from_secs(60)),
-            _ => Duration::from_secs(60),
+        let sleep = if failing_store {
+            Duration::from_secs(5)
+        } else if sends.len() >= concurrency {
+            // Every slot is busy: only a finished send frees one.
+            Duration::from_secs(60)
+        } else {
+            let until = match store.outbox_next_due() {
+                Ok(Some(at)) => (at - Utc::now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(Duration::from_secs(60)),
+                _ => Duration::from_secs(60),
+            };
+            // What is due now and not taken is being sent: look again when a send ends, or each second.
+            if sends.is_empty() {
+                until
+            } else {
+                until.max(Duration::from_secs(1))
+            }
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = wake.notified() => {}
+            Some(done) = sends.join_next_with_id(), if !sends.is_empty() => {
+                let (task, result) = match done {
+                    Ok((task, result)) => (task, result.map_err(|e| e.to_string())),
+                    Err(e) => (e.id(), Err(format!("the send failed: {e}"))),
+                };
+                let id = in_flight.remove(&task);
+                if let Err(e) = result {
+                    tracing::error!(outbox = ?id, "outbox: cannot record the outcome of a send: {e}; it is tried again");
+                }
+            }
+            _ = wake.notified(), if !failing_store => {}
             _ = tokio::time::sleep(sleep.max(Duration::from_millis(10))) => {}
         }
     }
+    // The sends under way finish within their grace (see `attempt`) and are recorded.
+    while sends.join_next().await.is_some() {}
 }
 
 #[cfg(test)]
