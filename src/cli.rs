@@ -349,7 +349,15 @@ async fn restore(
         return EX_FAILURE;
     }
     let (dir, storage) = (dir.to_path_buf(), config.storage.path.clone());
-    match tokio::task::spawn_blocking(move || crate::store::backup::restore(&dir, &storage)).await {
+    let key_file = config.storage.backup_key_file.clone();
+    let restore = move || {
+        let key = key_file
+            .as_deref()
+            .map(crate::store::backup::BackupKey::read)
+            .transpose()?;
+        crate::store::backup::restore(&dir, &storage, key.as_ref())
+    };
+    match tokio::task::spawn_blocking(restore).await {
         Ok(Ok(m)) => {
             let records: u64 = m.trees.iter().map(|t| t.records).sum();
             let _ = writeln!(

@@ -210,6 +210,11 @@ pub struct AgentsConfig {
 pub struct StorageConfig {
     /// Directory holding the sled database and attachment blobs (created if missing).
     pub path: PathBuf,
+    /// A file holding a secret (at least 16 bytes, kept away from the backups): `postdesk backup` signs the
+    /// manifest with an HMAC under it, and `postdesk restore` refuses a backup whose manifest does not carry
+    /// a valid HMAC under it (sha256 sums alone catch damage, not tampering). Leave out: unsigned backups.
+    #[serde(default)]
+    pub backup_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
