@@ -397,6 +397,10 @@ fn check_config(
         }
     };
     drop(renderer);
+    // Not fatal: the admin is told what to fix.
+    for w in config.warnings() {
+        let _ = writeln!(err, "postdesk: warning: {w}");
+    }
     let regions: Vec<String> = config
         .region
         .iter()
