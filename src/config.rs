@@ -557,6 +557,8 @@ pub struct RegionConfig {
     pub first_number: u64,
     /// Where this region's mail comes from, its password loaded.
     pub intake: Option<IntakeConfig>,
+    /// The largest mail `postdesk ingest` stores whole for this region (see `RegionFile`).
+    pub max_message_bytes: u64,
     /// The effective timers: `[region.timers]` over the global `[timers]`, merged once at load, with the
     /// business-hours calendar (the region's own or the global one) in the region's zone.
     pub timers: TimersConfig,
@@ -591,6 +593,12 @@ struct RegionFile {
     /// Where this region's mail comes from (leave out when mail arrives only through `postdesk ingest`).
     #[serde(default)]
     intake: Option<IntakeConfig>,
+    /// Mail delivered by `postdesk ingest` larger than this is stored from its headers and the start of
+    /// its text (the customer gets the `oversize` notice), and what the store accepts of the original (this
+    /// many bytes) is kept in quarantine. Default: the intake's `max_message_bytes`, else 25 MiB; at most
+    /// 64 MiB (what `ingest` reads).
+    #[serde(default)]
+    max_message_bytes: Option<u64>,
     /// Overrides of `[timers]` for this region.
     #[serde(default)]
     timers: Option<TimersOverride>,
@@ -662,6 +670,11 @@ pub struct MaildirIntake {
     /// How often `new/` is scanned.
     #[serde(default = "default_maildir_poll")]
     pub poll_interval: HumanDuration,
+    /// Larger mail is stored from its headers and the start of its text (the customer gets the
+    /// `oversize` notice) and the file itself moves, whole, to the Maildir++ folder
+    /// `.postdesk-quarantine/` of this Maildir; it is never read whole into memory.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
 }
 
 fn default_maildir_poll() -> HumanDuration {
@@ -756,6 +769,10 @@ fn default_ack_max_age() -> HumanDuration {
 fn default_max_message_bytes() -> u64 {
     25 * 1024 * 1024
 }
+/// The smallest `max_message_bytes`: below it even the headers of ordinary mail would not fit.
+pub const MIN_MESSAGE_BYTES: u64 = 10_000;
+/// The most `postdesk ingest` reads from its standard input (and a control request carries).
+pub const MAX_INGEST_BYTES: u64 = 64 * 1024 * 1024;
 
 /// First-response targets per priority.
 #[derive(Debug, Clone, Deserialize)]
@@ -1302,6 +1319,7 @@ impl RegionFile {
             agent_notify,
             first_number,
             mut intake,
+            max_message_bytes,
             timers,
         } = self;
         let code_ok = (2..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase());
@@ -1363,6 +1381,21 @@ impl RegionFile {
         if let Some(intake) = intake.as_mut() {
             intake.validate(&key("intake"), secrets)?;
         }
+        let intake_cap = match &intake {
+            Some(IntakeConfig::Imap(imap)) => Some(imap.max_message_bytes),
+            Some(IntakeConfig::Maildir(m)) => Some(m.max_message_bytes),
+            None => None,
+        };
+        if max_message_bytes.is_some_and(|n| !(MIN_MESSAGE_BYTES..=MAX_INGEST_BYTES).contains(&n)) {
+            return Err(ConfigError::invalid(
+                key("max_message_bytes"),
+                format!("must be between {MIN_MESSAGE_BYTES} and {MAX_INGEST_BYTES} bytes (64 MiB, what `postdesk ingest` reads)"),
+            ));
+        }
+        let max_message_bytes = max_message_bytes
+            .or(intake_cap)
+            .unwrap_or_else(default_max_message_bytes)
+            .min(MAX_INGEST_BYTES);
         Ok(RegionConfig {
             code,
             locale,
@@ -1373,6 +1406,7 @@ impl RegionFile {
             agent_notify,
             first_number,
             intake,
+            max_message_bytes,
             timers,
         })
     }
@@ -1434,6 +1468,12 @@ impl IntakeConfig {
                 return Err(ConfigError::invalid(
                     format!("{prefix}.path"),
                     "must not be empty",
+                ));
+            }
+            IntakeConfig::Maildir(m) if m.max_message_bytes < MIN_MESSAGE_BYTES => {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.max_message_bytes"),
+                    format!("must be at least {MIN_MESSAGE_BYTES} bytes"),
                 ));
             }
             IntakeConfig::Maildir(_) => {}
