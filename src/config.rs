@@ -98,7 +98,7 @@ fn secret_values(line: &str) -> (Vec<(usize, usize)>, Option<&'static str>) {
         }
         // The key before `=`: bare or quoted, possibly dotted.
         let mut k = i;
-        while k > 0 && bytes[k - 1] == b' ' || k > 0 && bytes[k - 1] == b'\t' {
+        while k > 0 && (bytes[k - 1] == b' ' || bytes[k - 1] == b'\t') {
             k -= 1;
         }
         let end_key = k;
