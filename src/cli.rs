@@ -196,8 +196,19 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
             };
             let is_ingest = matches!(op, Op::Ingest { .. });
             let input = if is_ingest {
-                match pipe::read_input(&mut std::io::stdin().lock()) {
-                    Ok(r) => r,
+                // Through the region's cap only: an oversized mail is stored truncated anyway.
+                let limit = match &op {
+                    Op::Ingest { region } => config.region(region).map(|r| r.max_message_bytes),
+                    _ => None,
+                };
+                let limit = limit.unwrap_or(pipe::MAX_PIPE_BYTES);
+                let mut stdin = std::io::stdin().lock();
+                match pipe::read_input(&mut stdin, limit) {
+                    Ok(r) => {
+                        // The rest is not kept, but read, so the MTA's write never breaks its pipe.
+                        let _ = std::io::copy(&mut stdin, &mut std::io::sink());
+                        r
+                    }
                     Err(e) => {
                         let _ = writeln!(err, "postdesk: cannot read stdin: {e}");
                         return pipe::EX_TEMPFAIL;
@@ -349,7 +360,15 @@ async fn restore(
         return EX_FAILURE;
     }
     let (dir, storage) = (dir.to_path_buf(), config.storage.path.clone());
-    match tokio::task::spawn_blocking(move || crate::store::backup::restore(&dir, &storage)).await {
+    let key_file = config.storage.backup_key_file.clone();
+    let restore = move || {
+        let key = key_file
+            .as_deref()
+            .map(crate::store::backup::BackupKey::read)
+            .transpose()?;
+        crate::store::backup::restore(&dir, &storage, key.as_ref())
+    };
+    match tokio::task::spawn_blocking(restore).await {
         Ok(Ok(m)) => {
             let records: u64 = m.trees.iter().map(|t| t.records).sum();
             let _ = writeln!(
@@ -389,6 +408,10 @@ fn check_config(
         }
     };
     drop(renderer);
+    // Not fatal: the admin is told what to fix.
+    for w in config.warnings() {
+        let _ = writeln!(err, "postdesk: warning: {w}");
+    }
     let regions: Vec<String> = config
         .region
         .iter()

@@ -46,6 +46,170 @@ impl ConfigError {
             reason: reason.into(),
         }
     }
+
+    /// The same error with every value of a secret-like key of `source` (see [`redact_secrets`]) hidden:
+    /// toml's messages quote the offending lines, and a syntax error next to `password = "…"` would
+    /// otherwise print the password to a terminal, a CI log or the journal.
+    fn redacted(self, source: &str) -> Self {
+        match self {
+            ConfigError::Syntax { path, message } => ConfigError::Syntax {
+                path,
+                message: redact_secrets(&message, source),
+            },
+            ConfigError::Invalid { key, reason } => ConfigError::Invalid {
+                key,
+                reason: redact_secrets(&reason, source),
+            },
+            e @ ConfigError::Read { .. } => e,
+        }
+    }
+}
+
+/// Words that make a key's value a secret (`password`, `message_id_secret`, `api_token`, `backup_key`…).
+const SECRET_WORDS: &[&str] = &["password", "passwd", "secret", "token", "key", "credential"];
+
+/// What replaces a secret in a message.
+const REDACTED: &str = "<redacted>";
+
+/// A key whose value is a secret. `password_file`, `password_env`, `backup_key_file` name where a secret
+/// is, not the secret: their values stay in messages, which must say which file is wrong.
+fn is_secret_key(key: &str) -> bool {
+    let key = key
+        .trim_matches(|c| c == '"' || c == '\'')
+        .to_ascii_lowercase();
+    let names_a_place = ["_file", "_env", "_path", "_dir"]
+        .iter()
+        .any(|s| key.ends_with(s));
+    !names_a_place && SECRET_WORDS.iter().any(|w| key.contains(w))
+}
+
+/// The byte ranges of the values of secret-like keys on one line of TOML (or of toml's snippet of it):
+/// `password = "x"`, `{ token = 'x', … }`, an unterminated `"x`, an array; and whether a multi-line string
+/// (`"""`/`'''`) was opened and not closed on the line.
+fn secret_values(line: &str) -> (Vec<(usize, usize)>, Option<&'static str>) {
+    let bytes = line.as_bytes();
+    let mut ranges = Vec::new();
+    let mut open = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'=' {
+            i += 1;
+            continue;
+        }
+        // The key before `=`: bare or quoted, possibly dotted.
+        let mut k = i;
+        while k > 0 && (bytes[k - 1] == b' ' || bytes[k - 1] == b'\t') {
+            k -= 1;
+        }
+        let end_key = k;
+        while k > 0 && (bytes[k - 1].is_ascii_alphanumeric() || b"_-.\"'".contains(&bytes[k - 1])) {
+            k -= 1;
+        }
+        let key = &line[k..end_key];
+        let mut v = i + 1;
+        while v < bytes.len() && (bytes[v] == b' ' || bytes[v] == b'\t') {
+            v += 1;
+        }
+        if !is_secret_key(key) || v >= bytes.len() {
+            i += 1;
+            continue;
+        }
+        let rest = &line[v..];
+        let end = if rest.starts_with("\"\"\"") || rest.starts_with("'''") {
+            let delim = &rest[..3];
+            match rest[3..].find(delim) {
+                Some(e) => v + 3 + e + 3,
+                None => {
+                    open = Some(if delim == "'''" { "'''" } else { "\"\"\"" });
+                    bytes.len()
+                }
+            }
+        } else if let Some(q) = rest.chars().next().filter(|c| *c == '"' || *c == '\'') {
+            // To the closing quote (a backslash escapes in basic strings), or the end of an unterminated one.
+            let mut e = v + 1;
+            let mut closed = false;
+            while e < bytes.len() {
+                if q == '"' && bytes[e] == b'\\' {
+                    e += 2;
+                    continue;
+                }
+                if bytes[e] == q as u8 {
+                    closed = true;
+                    break;
+                }
+                e += 1;
+            }
+            if closed {
+                e + 1
+            } else {
+                bytes.len()
+            }
+        } else if rest.starts_with('[') {
+            rest.find(']').map(|e| v + e + 1).unwrap_or(bytes.len())
+        } else {
+            rest.find([',', '}', '#'])
+                .map(|e| v + e)
+                .unwrap_or(bytes.len())
+        };
+        let end = end.min(bytes.len());
+        if end > v {
+            ranges.push((v, end));
+        }
+        i = end.max(i + 1);
+    }
+    (ranges, open)
+}
+
+/// `message` with the values of secret-like keys hidden: on every line of `message` that assigns one
+/// (toml's snippet), and everywhere a value of such a key in `source` appears in it.
+pub fn redact_secrets(message: &str, source: &str) -> String {
+    // The secret values of the file, longest first (a shorter one may be part of a longer one).
+    let mut values: Vec<String> = Vec::new();
+    let mut open: Option<&str> = None;
+    for line in source.lines() {
+        if let Some(delim) = open {
+            // Inside a multi-line secret: the whole line is secret, up to the closing delimiter.
+            let (inner, closed) = match line.find(delim) {
+                Some(e) => (&line[..e], true),
+                None => (line, false),
+            };
+            values.push(inner.trim().to_string());
+            if closed {
+                open = None;
+            }
+            continue;
+        }
+        let (ranges, opened) = secret_values(line);
+        for (a, b) in ranges {
+            let raw = line[a..b].trim();
+            values.push(raw.to_string());
+            values.push(raw.trim_matches(|c| c == '"' || c == '\'').to_string());
+        }
+        open = opened;
+    }
+    // Values too short to find safely elsewhere (`1` would hit line numbers) are still hidden on their
+    // own lines below.
+    values.retain(|v| v.chars().count() >= 4);
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.dedup();
+    let mut out = String::with_capacity(message.len());
+    for (n, line) in message.split_inclusive('\n').enumerate() {
+        if n > 0 && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        let (ranges, _) = secret_values(line.trim_end_matches('\n'));
+        let mut line = line.to_string();
+        for (a, b) in ranges.into_iter().rev() {
+            line.replace_range(a..b, REDACTED);
+        }
+        out.push_str(&line);
+    }
+    for v in &values {
+        if out.contains(v.as_str()) {
+            out = out.replace(v.as_str(), REDACTED);
+        }
+    }
+    out
 }
 
 /// A duration written as a humantime string (`90s`, `48h`, `7d`).
@@ -212,6 +376,11 @@ pub struct AgentsConfig {
 pub struct StorageConfig {
     /// Directory holding the sled database and attachment blobs (created if missing).
     pub path: PathBuf,
+    /// A file holding a secret (at least 16 bytes, kept away from the backups): `postdesk backup` signs the
+    /// manifest with an HMAC under it, and `postdesk restore` refuses a backup whose manifest does not carry
+    /// a valid HMAC under it (sha256 sums alone catch damage, not tampering). Leave out: unsigned backups.
+    #[serde(default)]
+    pub backup_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -408,6 +577,8 @@ pub struct RegionConfig {
     pub first_number: u64,
     /// Where this region's mail comes from, its password loaded.
     pub intake: Option<IntakeConfig>,
+    /// The largest mail `postdesk ingest` stores whole for this region (see `RegionFile`).
+    pub max_message_bytes: u64,
     /// The effective timers: `[region.timers]` over the global `[timers]`, merged once at load, with the
     /// business-hours calendar (the region's own or the global one) in the region's zone.
     pub timers: TimersConfig,
@@ -442,6 +613,12 @@ struct RegionFile {
     /// Where this region's mail comes from (leave out when mail arrives only through `postdesk ingest`).
     #[serde(default)]
     intake: Option<IntakeConfig>,
+    /// Mail delivered by `postdesk ingest` larger than this is stored from its headers and the start of
+    /// its text (the customer gets the `oversize` notice), and what the store accepts of the original (this
+    /// many bytes) is kept in quarantine. Default: the intake's `max_message_bytes`, else 25 MiB; at most
+    /// 64 MiB (what `ingest` reads).
+    #[serde(default)]
+    max_message_bytes: Option<u64>,
     /// Overrides of `[timers]` for this region.
     #[serde(default)]
     timers: Option<TimersOverride>,
@@ -513,6 +690,11 @@ pub struct MaildirIntake {
     /// How often `new/` is scanned.
     #[serde(default = "default_maildir_poll")]
     pub poll_interval: HumanDuration,
+    /// Larger mail is stored from its headers and the start of its text (the customer gets the
+    /// `oversize` notice) and the file itself moves, whole, to the Maildir++ folder
+    /// `.postdesk-quarantine/` of this Maildir; it is never read whole into memory.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
 }
 
 fn default_maildir_poll() -> HumanDuration {
@@ -607,6 +789,10 @@ fn default_ack_max_age() -> HumanDuration {
 fn default_max_message_bytes() -> u64 {
     25 * 1024 * 1024
 }
+/// The smallest `max_message_bytes`: below it even the headers of ordinary mail would not fit.
+pub const MIN_MESSAGE_BYTES: u64 = 10_000;
+/// The most `postdesk ingest` reads from its standard input (and a control request carries).
+pub const MAX_INGEST_BYTES: u64 = 64 * 1024 * 1024;
 
 /// First-response targets per priority.
 #[derive(Debug, Clone, Deserialize)]
@@ -892,11 +1078,39 @@ impl Config {
         origin: &Path,
         secrets: Secrets,
     ) -> Result<Config, ConfigError> {
-        let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: origin.to_path_buf(),
-            message: e.to_string(),
+        let file: ConfigFile = toml::from_str(text).map_err(|e| {
+            ConfigError::Syntax {
+                path: origin.to_path_buf(),
+                message: e.to_string(),
+            }
+            .redacted(text)
         })?;
-        file.validate(secrets)
+        file.validate(secrets).map_err(|e| e.redacted(text))
+    }
+
+    /// What is wrong but does not stop postdesk, one line each naming the key and what to do: a password
+    /// file that users other than postdesk's can read. `check-config` prints them, `run` logs them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut files = Vec::new();
+        if let Some(file) = self
+            .outbound
+            .smtp
+            .as_ref()
+            .and_then(|s| s.password_file.as_ref())
+        {
+            files.push(("outbound.smtp.password_file".to_string(), file));
+        }
+        for (i, r) in self.region.iter().enumerate() {
+            if let Some(IntakeConfig::Imap(imap)) = &r.intake {
+                if let Some(file) = &imap.password_file {
+                    files.push((format!("region[{i}].intake.password_file"), file));
+                }
+            }
+        }
+        files
+            .into_iter()
+            .filter_map(|(key, file)| readable_by_others(&key, &resolve_password_file(file)))
+            .collect()
     }
 
     /// The region with this code.
@@ -1156,6 +1370,7 @@ impl RegionFile {
             agent_notify,
             first_number,
             mut intake,
+            max_message_bytes,
             timers,
         } = self;
         let code_ok = (2..=8).contains(&code.len()) && code.bytes().all(|b| b.is_ascii_uppercase());
@@ -1217,6 +1432,21 @@ impl RegionFile {
         if let Some(intake) = intake.as_mut() {
             intake.validate(&key("intake"), secrets)?;
         }
+        let intake_cap = match &intake {
+            Some(IntakeConfig::Imap(imap)) => Some(imap.max_message_bytes),
+            Some(IntakeConfig::Maildir(m)) => Some(m.max_message_bytes),
+            None => None,
+        };
+        if max_message_bytes.is_some_and(|n| !(MIN_MESSAGE_BYTES..=MAX_INGEST_BYTES).contains(&n)) {
+            return Err(ConfigError::invalid(
+                key("max_message_bytes"),
+                format!("must be between {MIN_MESSAGE_BYTES} and {MAX_INGEST_BYTES} bytes (64 MiB, what `postdesk ingest` reads)"),
+            ));
+        }
+        let max_message_bytes = max_message_bytes
+            .or(intake_cap)
+            .unwrap_or_else(default_max_message_bytes)
+            .min(MAX_INGEST_BYTES);
         Ok(RegionConfig {
             code,
             locale,
@@ -1227,6 +1457,7 @@ impl RegionFile {
             agent_notify,
             first_number,
             intake,
+            max_message_bytes,
             timers,
         })
     }
@@ -1290,6 +1521,12 @@ impl IntakeConfig {
                     "must not be empty",
                 ));
             }
+            IntakeConfig::Maildir(m) if m.max_message_bytes < MIN_MESSAGE_BYTES => {
+                return Err(ConfigError::invalid(
+                    format!("{prefix}.max_message_bytes"),
+                    format!("must be at least {MIN_MESSAGE_BYTES} bytes"),
+                ));
+            }
             IntakeConfig::Maildir(_) => {}
         }
         Ok(())
@@ -1304,10 +1541,7 @@ fn read_password(
     env: Option<&str>,
 ) -> Result<Option<Secret>, ConfigError> {
     if let Some(file) = file {
-        let resolved = match std::env::var_os("CREDENTIALS_DIRECTORY") {
-            Some(dir) if file.is_relative() => credential_path(Path::new(&dir), file),
-            _ => file.to_path_buf(),
-        };
+        let resolved = resolve_password_file(file);
         let text = std::fs::read_to_string(&resolved).map_err(|e| {
             ConfigError::invalid(
                 format!("{key}.password_file"),
@@ -1333,6 +1567,41 @@ fn read_password(
         };
     }
     Ok(None)
+}
+
+/// The file a `password_file` names: in `$CREDENTIALS_DIRECTORY` when relative and that is set.
+fn resolve_password_file(file: &Path) -> PathBuf {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) if file.is_relative() => credential_path(Path::new(&dir), file),
+        _ => file.to_path_buf(),
+    }
+}
+
+/// A warning when users other than the file's owner (and postdesk's own group) can read `file`.
+fn readable_by_others(key: &str, file: &Path) -> Option<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(file).ok()?;
+        let mode = meta.mode() & 0o777;
+        // SAFETY: getegid has no preconditions and cannot fail.
+        let own_group = meta.gid() == unsafe { libc::getegid() };
+        let others = mode & 0o007 != 0;
+        let group = mode & 0o070 != 0 && !own_group;
+        if others || group {
+            let who = if others {
+                "any local user"
+            } else {
+                "its group"
+            };
+            let f = file.display();
+            return Some(format!(
+                "config key `{key}`: {f} can be read by {who} (mode {mode:04o}); run `chmod 600 {f}` (or `chgrp postdesk {f}; chmod 640 {f}` to share it with group postdesk)"
+            ));
+        }
+    }
+    let _ = (key, file);
+    None
 }
 
 /// Where a relative `password_file` is in a credentials directory: `<dir>/<file>`, or else
@@ -1371,7 +1640,7 @@ pub fn is_plausible_address(s: &str) -> bool {
 mod tests {
     use super::*;
 
-    const BASE: &str = r#"
+    pub(super) const BASE: &str = r#"
 [storage]
 path = "/tmp/x"
 [outbound]
@@ -1796,6 +2065,36 @@ mod example_tests {
             Some(90 * 86400)
         );
         assert!(c.retention.closed_tickets_after.is_some());
+    }
+
+    #[test]
+    fn a_toml_error_never_echoes_a_password() {
+        use super::tests::BASE;
+        let load = |t: &str| Config::from_toml(t, Path::new("test.toml"));
+        for tail in [
+            "[outbound.smtp]\nhost = \"h\"\npassword = \"pw-hunter2\n",
+            "[outbound.smtp]\nhost = \"h\"\npassword = \"pw-hunter2\" x\n",
+            "[outbound.smtp]\nhost = \"h\"\npassword = \"pw-hunter2\"\n",
+            "[outbound.smtp]\nhost = \"h\"\npassword = \"\"\"pw-hunter2\nmore-hunter2\n",
+            "[outbound.smtp]\nhost = 5\napi_token = 'pw-hunter2'\n",
+            "[[region]]\ncode = \"KR\"\naddress = \"k@example.com\"\nintake = { kind = \"imap\", password = \"pw-hunter2\", }\n",
+        ] {
+            let e = load(&format!("{BASE}{tail}")).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{tail:?}: {e}");
+        }
+        // Other values still show, so the message stays useful.
+        let e = load(&format!("{BASE}[outbound.smtp]\nhost = \"relay\" x\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("relay"), "{e}");
+    }
+
+    #[test]
+    fn redaction_keeps_the_key_and_hides_the_value() {
+        let src = "password = \"abc\"\nmessage_id_secret = \"long-secret-value\"\n";
+        let msg = "2 | password = \"abc\"\nsaw long-secret-value here, line 1";
+        let r = redact_secrets(msg, src);
+        assert_eq!(r, "2 | password = <redacted>\nsaw <redacted> here, line 1");
     }
 }
 

@@ -107,6 +107,9 @@ struct Generation {
 impl Daemon {
     /// Open the store, compile templates, set up the transport and start the first generation.
     pub fn start(config: Config, shutdown: CancellationToken) -> Result<Daemon, StartError> {
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
         let transport = Transport::from_config(&config.outbound)?;
         let store = Arc::new(Store::open_waiting(
             &config.storage.path,
@@ -149,6 +152,9 @@ impl Daemon {
     /// nothing has changed.
     pub async fn reload(&mut self, path: &Path) -> Result<(), ReloadError> {
         let config = Config::load(path)?;
+        for w in config.warnings() {
+            tracing::warn!("{w}");
+        }
         let old_path = &self.desk.config.storage.path;
         if config.storage.path.components().ne(old_path.components()) {
             return Err(ReloadError::StorageMoved {

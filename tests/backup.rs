@@ -224,3 +224,225 @@ fn a_backup_taken_while_the_daemon_runs_restores_to_the_same_tickets() {
     assert!(err.contains("damaged") && err.contains("sha256"), "{err}");
     assert!(!dir.path().join("c-data").exists(), "nothing written");
 }
+
+/// A store of `e` with one ticket, backed up (no daemon) into `root/<name>`.
+fn backed_up(e: &Env, name: &str) -> PathBuf {
+    assert_eq!(
+        postdesk(
+            e,
+            &["ingest", "--region", "JP"],
+            &mail(0, "taro@example.jp", "")
+        )
+        .0,
+        0
+    );
+    let (code, _, err) = postdesk(e, &["backup", name], b"");
+    assert_eq!(code, 0, "{err}");
+    e.root.join(name)
+}
+
+/// A copy of the backup `from` into `root/<name>` (tree files, then the manifest and its signature).
+fn copy_backup(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to.join("trees")).unwrap();
+    for entry in std::fs::read_dir(from.join("trees")).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, to.join("trees").join(p.file_name().unwrap())).unwrap();
+    }
+    for f in ["manifest.json", "manifest.hmac"] {
+        if from.join(f).exists() {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+}
+
+/// The manifest's entry of the `tickets` tree.
+fn tickets_entry(manifest: &Value) -> Value {
+    manifest["trees"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "tickets")
+        .unwrap()
+        .clone()
+}
+
+fn read_manifest(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn backup_refuses_a_symlinked_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = env(dir.path(), "a");
+    assert_eq!(
+        postdesk(
+            &e,
+            &["ingest", "--region", "JP"],
+            &mail(0, "taro@example.jp", "")
+        )
+        .0,
+        0
+    );
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dir.path().join("link")).unwrap();
+    let (code, _, err) = postdesk(&e, &["backup", "link"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    // A dangling link is refused too, and not created through.
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("dangling")).unwrap();
+    let (code, _, err) = postdesk(&e, &["backup", "dangling"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(!dir.path().join("nowhere").exists());
+}
+
+#[test]
+fn backup_refuses_a_directory_owned_by_another_user() {
+    if unsafe { libc::geteuid() } != 0 {
+        return support::skipped("needs root to make a directory owned by another user");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let e = env(dir.path(), "a");
+    assert_eq!(
+        postdesk(
+            &e,
+            &["ingest", "--region", "JP"],
+            &mail(0, "taro@example.jp", "")
+        )
+        .0,
+        0
+    );
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let (code, _, err) = postdesk(&e, &["backup", "theirs"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("belongs to user id 65534") && err.contains("new directory"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+    // An empty directory of our own is still fine.
+    std::fs::create_dir(dir.path().join("mine")).unwrap();
+    let (code, _, err) = postdesk(&e, &["backup", "mine"], b"");
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn restore_refuses_a_symlink_inside_the_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = env(dir.path(), "a");
+    let snap = backed_up(&a, "snap");
+    let entry = tickets_entry(&read_manifest(&snap));
+    let rel = entry["file"].as_str().unwrap();
+
+    // A tree file replaced by a link to /dev/zero: refused at once, nothing written.
+    let evil = dir.path().join("evil");
+    copy_backup(&snap, &evil);
+    std::fs::remove_file(evil.join(rel)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", evil.join(rel)).unwrap();
+    let b = env(dir.path(), "b");
+    let (code, _, err) = postdesk(&b, &["restore", "evil"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!dir.path().join("b-data").exists(), "nothing written");
+
+    // A FIFO in its place does not block the restore.
+    std::fs::remove_file(evil.join(rel)).unwrap();
+    let path = std::ffi::CString::new(evil.join(rel).to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    let (code, _, err) = postdesk(&b, &["restore", "evil"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+
+    // A file longer than the manifest says (its sum recomputed over the original bytes) is refused by size.
+    std::fs::remove_file(evil.join(rel)).unwrap();
+    let mut bytes = std::fs::read(snap.join(rel)).unwrap();
+    bytes.extend_from_slice(&[0; 4096]);
+    std::fs::write(evil.join(rel), bytes).unwrap();
+    let (code, _, err) = postdesk(&b, &["restore", "evil"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("the manifest says"), "{err}");
+
+    // The manifest itself as a link is refused as well.
+    let linked = dir.path().join("linked");
+    copy_backup(&snap, &linked);
+    std::fs::remove_file(linked.join("manifest.json")).unwrap();
+    std::os::unix::fs::symlink(snap.join("manifest.json"), linked.join("manifest.json")).unwrap();
+    let (code, _, err) = postdesk(&b, &["restore", "linked"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert!(!dir.path().join("b-data").exists(), "nothing written");
+
+    // The untouched backup restores.
+    let (code, _, err) = postdesk(&b, &["restore", "snap"], b"");
+    assert_eq!(code, 0, "{err}");
+}
+
+/// `e`'s config with `[storage] backup_key_file = KEY`.
+fn with_key(e: &Env, key: &Path) {
+    let text = std::fs::read_to_string(&e.config).unwrap();
+    let line = format!(
+        "[storage]\nbackup_key_file = {}\n",
+        toml::Value::String(key.display().to_string())
+    );
+    std::fs::write(&e.config, text.replacen("[storage]\n", &line, 1)).unwrap();
+}
+
+#[test]
+fn restore_refuses_a_manifest_tampered_without_the_key() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("backup.key");
+    std::fs::write(&key, "k3y-only-the-admin-knows-0123456789\n").unwrap();
+    let a = env(dir.path(), "a");
+    with_key(&a, &key);
+    let snap = backed_up(&a, "snap");
+    assert!(snap.join("manifest.hmac").exists());
+
+    // Someone without the key changes a tree file and recomputes its sha256 and size in the manifest.
+    let evil = dir.path().join("evil");
+    copy_backup(&snap, &evil);
+    let mut manifest = read_manifest(&snap);
+    let entry = tickets_entry(&manifest);
+    let rel = entry["file"].as_str().unwrap().to_string();
+    let mut bytes = std::fs::read(snap.join(&rel)).unwrap();
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0x01;
+    std::fs::write(evil.join(&rel), &bytes).unwrap();
+    for t in manifest["trees"].as_array_mut().unwrap() {
+        if t["name"] == "tickets" {
+            t["sha256"] = Value::String(hex::encode(Sha256::digest(&bytes)));
+        }
+    }
+    std::fs::write(
+        evil.join("manifest.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    )
+    .unwrap();
+    let b = env(dir.path(), "b");
+    with_key(&b, &key);
+    let (code, _, err) = postdesk(&b, &["restore", "evil"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HMAC does not match"), "{err}");
+    assert!(!dir.path().join("b-data").exists(), "nothing written");
+
+    // Without its signature, a backup is refused while a key is set.
+    std::fs::remove_file(evil.join("manifest.hmac")).unwrap();
+    let (code, _, err) = postdesk(&b, &["restore", "evil"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("not signed"), "{err}");
+
+    // Another key does not verify the real backup either; the right one does.
+    let other = dir.path().join("other.key");
+    std::fs::write(&other, "another-key-of-enough-length-42\n").unwrap();
+    let c = env(dir.path(), "c");
+    with_key(&c, &other);
+    let (code, _, err) = postdesk(&c, &["restore", "snap"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("HMAC does not match"), "{err}");
+    let (code, out, err) = postdesk(&b, &["restore", "snap"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("restored"), "{out}");
+}

@@ -568,3 +568,184 @@ fn run_refuses_to_start_with_an_override_using_another_events_variable() {
     let file = templates.join("en/ack.txt.hbs").display().to_string();
     assert!(err.contains(&file) && err.contains("`body`"), "{err}");
 }
+
+/// `e`'s config sending through an SMTP relay that logs in with the password in `pw`.
+fn env_with_smtp_password(pw: &Path) -> Env {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), |r| r)
+        .smtp_server(&format!(
+            "host = \"127.0.0.1\"\nport = 1\ntls = \"none\"\nusername = \"desk\"\npassword_file = {}\n",
+            toml::Value::String(pw.display().to_string())
+        ))
+        .write_to(&dir.path().join("config.toml"));
+    Env { dir, config }
+}
+
+#[test]
+fn check_config_warns_of_a_readable_password_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = tmp.path().join("smtp.pass");
+    std::fs::write(&pw, "s3cret-relay-password\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = env_with_smtp_password(&pw);
+    // A warning, not a failure: it names the file and the chmod to run.
+    let (code, out, err) = postdesk(&e, &["check-config"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("OK"), "{out}");
+    let warning = format!("chmod 600 {}", pw.display());
+    assert!(
+        err.contains("warning")
+            && err.contains("outbound.smtp.password_file")
+            && err.contains(&warning),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+    // `run` logs the same warning.
+    let mut daemon = Cli::new(&e.config).daemon();
+    wait_for("the warning in the log", Duration::from_secs(20), || {
+        daemon.logged(&["password_file", &warning])
+    });
+    assert!(daemon.stop());
+    // Owner-only: no warning.
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, err) = postdesk(&e, &["check-config"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
+
+#[test]
+fn a_toml_error_never_echoes_a_password() {
+    let e = env();
+    let good = std::fs::read_to_string(&e.config).unwrap();
+    let secret = "hunter2-Very-Secret";
+    let cases = [
+        // A syntax error on the secret's own line (an unterminated string).
+        format!("[outbound.smtp]\nhost = \"relay\"\npassword = \"{secret}\n"),
+        // A syntax error right after it: toml's snippet shows the lines around.
+        format!("[outbound.smtp]\nhost = \"relay\"\npassword = \"{secret}\" oops\n"),
+        // Valid TOML, but a key postdesk does not know.
+        format!("[outbound.smtp]\nhost = \"relay\"\npassword = \"{secret}\"\n"),
+        // An inline table.
+        format!("[outbound.smtp]\nhost = \"relay\"\nauth = {{ token = '{secret}', x = }}\n"),
+        // A secret of the right key but the wrong type.
+        format!("[outbound]\nmessage_id_secret = [\"{secret}\"]\n"),
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let text = if case.starts_with("[outbound]\n") {
+            good.replacen("[outbound]\n", case, 1)
+        } else {
+            format!("{good}{case}")
+        };
+        std::fs::write(&e.config, &text).unwrap();
+        let (code, _, err) = postdesk(&e, &["check-config"], b"");
+        assert_eq!(code, 2, "case {i}: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "case {i} echoes the secret: {err}"
+        );
+        assert!(err.contains("redacted"), "case {i}: {err}");
+    }
+}
+
+/// A mail of about `bytes` bytes of text.
+fn large_mail(message_id: &str, bytes: usize) -> Vec<u8> {
+    let mut raw = format!(
+        "From: hanako@example.jp\r\nTo: support-jp@example.com\r\nSubject: big\r\nMessage-ID: <{message_id}>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    .into_bytes();
+    let line = b"0123456789 the same long line of text, again and again and again.\r\n";
+    while raw.len() < bytes {
+        raw.extend_from_slice(line);
+    }
+    raw
+}
+
+/// The kinds of the outbox rows of `ticket`.
+fn outbox_kinds(e: &Env, ticket: &str) -> Vec<String> {
+    json(e, &["outbox", "list", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["ticket"] == ticket)
+        .map(|r| r["kind"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn pipe_applies_max_message_bytes() {
+    let e = env_with(|jp| jp.line("max_message_bytes = 100000"));
+    let raw = large_mail("big@example.jp", 1_000_000);
+    let (code, out, err) = postdesk(&e, &["ingest", "--region", "JP"], &raw);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("JP-1000"), "{out}");
+    let t = json(&e, &["tickets", "show", "JP-1000", "--json"]);
+    let m = &inbound_messages(&t)[0];
+    assert!(
+        m["damage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("oversized")),
+        "{m}"
+    );
+    // Stored truncated: the ticket holds the headers and the start of the text, not the whole mail.
+    assert!(m["text"].as_str().unwrap().len() < 300_000, "stored whole");
+    assert_eq!(outbox_kinds(&e, "JP-1000"), vec!["oversize"]);
+    // What the store accepts of the original is kept in quarantine.
+    let stats = json(&e, &["stats", "--json"]);
+    assert_eq!(stats[0]["quarantined"], 1, "{stats}");
+    // A mail within the limit is stored whole, as before.
+    let small = large_mail("small@example.jp", 50_000);
+    assert_eq!(postdesk(&e, &["ingest", "--region", "JP"], &small).0, 0);
+    assert_eq!(outbox_kinds(&e, "JP-1001"), vec!["ack"]);
+}
+
+#[test]
+fn maildir_applies_max_message_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let maildir = tmp.path().join("maildir");
+    let e = env_with(|jp| {
+        jp.maildir(&maildir, "100ms")
+            .intake("max_message_bytes = 100000")
+    });
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    // Generated here and deleted with the tempdir: a mail ten times the configured cap.
+    let raw = large_mail("big@example.jp", 1_000_000);
+    std::fs::write(maildir.join("new/1700000000.1.host"), &raw).unwrap();
+    std::fs::write(maildir.join("new/1700000001.2.host"), FIRST).unwrap();
+    let mut daemon = Cli::new(&e.config).daemon();
+    wait_for("both files to leave new/", Duration::from_secs(20), || {
+        count_files(&maildir.join("new")) == 0
+    });
+    assert!(daemon.stop());
+    // The original, whole, in the quarantine folder (Maildir++ `.postdesk-quarantine`); the other in cur/.
+    let quarantine = maildir.join(".postdesk-quarantine/cur");
+    let kept: Vec<_> = std::fs::read_dir(&quarantine).unwrap().collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        std::fs::read(kept[0].as_ref().unwrap().path()).unwrap(),
+        raw
+    );
+    assert_eq!(count_files(&maildir.join("cur")), 1);
+    let list = tickets(&e);
+    let big = list
+        .iter()
+        .find(|t| t["subject"] == "big")
+        .expect("the big mail's ticket");
+    let id = big["id"].as_str().unwrap();
+    let t = json(&e, &["tickets", "show", id, "--json"]);
+    let m = &inbound_messages(&t)[0];
+    assert!(
+        m["damage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d.as_str().unwrap().contains("oversized")),
+        "{m}"
+    );
+    assert!(m["text"].as_str().unwrap().len() < 300_000, "stored whole");
+    assert_eq!(outbox_kinds(&e, id), vec!["oversize"]);
+}

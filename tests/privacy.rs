@@ -501,3 +501,40 @@ fn the_daemon_carries_out_retention_and_stats_show_it() {
         "{table}"
     );
 }
+
+/// A desk holding one ticket of Kim's.
+fn env_with_kim() -> Env {
+    let e = env("");
+    let raw = with_attachment(KIM, "", "k1@example.com", "help", "text", "a.txt", "bytes");
+    assert_eq!(postdesk(&e, &["ingest", "--region", "JP"], &raw).0, 0);
+    e
+}
+
+#[test]
+fn export_refuses_a_symlinked_directory() {
+    let e = env_with_kim();
+    let elsewhere = e.root.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, e.root.join("link")).unwrap();
+    let (code, _, err) = postdesk(&e, &["customer", "export", KIM, "--out", "link"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("symbolic link"), "{err}");
+    assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0);
+    let (code, _, err) = postdesk(&e, &["customer", "export", KIM, "--out", "real"], b"");
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn export_refuses_a_directory_owned_by_another_user() {
+    if unsafe { libc::geteuid() } != 0 {
+        return support::skipped("needs root to make a directory owned by another user");
+    }
+    let e = env_with_kim();
+    let theirs = e.root.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let (code, _, err) = postdesk(&e, &["customer", "export", KIM, "--out", "theirs"], b"");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("belongs to user id 65534"), "{err}");
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+}

@@ -384,7 +384,13 @@ pub fn stats(desk: &Desk) -> Result<Vec<RegionStats>, CommandError> {
 /// Write a consistent snapshot of the store into `dir` (new or empty).
 pub fn backup(desk: &Desk, dir: &std::path::Path) -> Result<Manifest, CommandError> {
     let store = desk.store.clone();
-    Ok(crate::service::blocking(|| store.backup(dir))?)
+    let key = match &desk.config.storage.backup_key_file {
+        Some(path) => Some(crate::store::backup::BackupKey::read(path)?),
+        None => None,
+    };
+    Ok(crate::service::blocking(|| {
+        store.backup(dir, key.as_ref())
+    })?)
 }
 
 /// Write everything stored about `email` into `dir` (new or empty).

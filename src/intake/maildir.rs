@@ -1,7 +1,13 @@
 //! A Maildir as a mail source: files in `new/` are ingested in batches; once the batch is durably in the
 //! store, each file is renamed into `cur/` with the Seen flag (`:2,S`). A file that could not be stored
 //! stays in `new/` and is tried again on the next scan: nothing is deleted, nothing is acknowledged early.
+//!
+//! Memory is bounded whatever lands in `new/`: a file larger than `max_message_bytes` is read only as far as
+//! its headers and the first 256 KiB of its text ([`super::oversize`]), stored so, and then moved whole to the
+//! Maildir++ folder `.postdesk-quarantine/` (as IMAP moves it to `postdesk-quarantine`); and a batch stops
+//! taking files once it holds [`BATCH_BYTES`].
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +22,13 @@ use crate::store::Storage;
 
 /// Files taken per batch (one flush per batch).
 const BATCH: usize = 256;
+/// Bytes of mail read per batch: the batch is held in memory (and parsed) at once, so 256 files of up to
+/// `max_message_bytes` each could hold gigabytes. 64 MiB keeps the flush per batch for ordinary mail
+/// (thousands of messages of a few KiB) while bounding memory; one file is always taken, and none is
+/// larger than the cap.
+pub const BATCH_BYTES: u64 = 64 * 1024 * 1024;
+/// The Maildir++ folder oversized originals move to (shown as `postdesk-quarantine` by IMAP servers).
+pub const QUARANTINE_DIR: &str = ".postdesk-quarantine";
 
 /// Create `new/`, `cur/` and `tmp/` if missing.
 pub fn ensure_layout(root: &Path) -> std::io::Result<()> {
@@ -43,29 +56,102 @@ fn pending(root: &Path) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// One file of a batch: its name in `new/`, the bytes to store, and its size when it was oversized.
+pub struct Taken {
+    pub name: String,
+    pub raw: Vec<u8>,
+    pub oversized: Option<u64>,
+}
+
+/// Read the next batch of `names` (in `root/new/`): at most [`BATCH`] files and, after the first, no more
+/// than `max_bytes` in all; files larger than `cap` are read truncated.
+pub fn read_batch(
+    root: &Path,
+    names: Vec<String>,
+    cap: u64,
+    max_bytes: u64,
+) -> Result<Vec<Taken>, String> {
+    let mut files: Vec<Taken> = Vec::new();
+    let mut held = 0u64;
+    for name in names.into_iter().take(BATCH) {
+        let path = root.join("new").join(&name);
+        let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // taken by someone else
+            Err(e) => return Err(cannot(e)),
+        };
+        let size = file.metadata().map_err(cannot)?.len();
+        let oversized = size > cap;
+        let expected = if oversized {
+            cap.min(super::oversize::TEXT_BYTES * 2)
+        } else {
+            size
+        };
+        if !files.is_empty() && held + expected > max_bytes {
+            break; // the next batch takes it
+        }
+        let (raw, oversized) = if oversized {
+            (
+                super::oversize::truncated(file, cap).map_err(cannot)?,
+                Some(size),
+            )
+        } else {
+            // Read through the cap only: a file still being written may have grown since.
+            let mut raw = Vec::with_capacity(size as usize);
+            file.take(cap + 1).read_to_end(&mut raw).map_err(cannot)?;
+            if raw.len() as u64 > cap {
+                let size = raw.len() as u64;
+                (
+                    super::oversize::truncated(&raw[..], cap).map_err(cannot)?,
+                    Some(size),
+                )
+            } else {
+                (raw, None)
+            }
+        };
+        held += raw.len() as u64;
+        files.push(Taken {
+            name,
+            raw,
+            oversized,
+        });
+    }
+    Ok(files)
+}
+
 /// Ingest one batch from `new/`; returns how many files were taken (stored, duplicate or quarantined).
-pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Result<usize, String> {
+pub async fn scan_once(
+    desk: &Desk,
+    region: &RegionConfig,
+    root: &Path,
+    cap: u64,
+) -> Result<usize, String> {
     let began = std::time::Instant::now();
     let names =
         pending(root).map_err(|e| format!("cannot list {}: {e}", root.join("new").display()))?;
-    let mut files = Vec::new();
-    for name in names.into_iter().take(BATCH) {
-        let path = root.join("new").join(&name);
-        match std::fs::read(&path) {
-            Ok(raw) => files.push((name, raw)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue, // taken by someone else
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        }
-    }
+    let files = read_batch(root, names, cap, BATCH_BYTES)?;
     if files.is_empty() {
         return Ok(0);
     }
+    let quarantine = root.join(QUARANTINE_DIR);
     let items = files
         .iter()
-        .map(|(name, raw)| Incoming {
-            raw,
-            source: format!("maildir:{}", root.join("new").join(name).display()),
-            delivery: Delivery::normal(),
+        .map(|f| Incoming {
+            raw: &f.raw,
+            source: format!("maildir:{}", root.join("new").join(&f.name).display()),
+            delivery: match f.oversized {
+                Some(size) => {
+                    tracing::warn!(region = %region.code, file = %f.name, size, limit = cap,
+                        "oversized mail stored truncated; the file moves to {}", quarantine.display());
+                    super::oversize::delivery(
+                        size,
+                        cap,
+                        &format!("the original is in the Maildir folder {}", quarantine.display()),
+                    )
+                }
+                None => Delivery::normal(),
+            },
             state: None,
         })
         .collect();
@@ -77,7 +163,8 @@ pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Resul
                 files.len()
             )
         })?;
-    for ((name, _), outcome) in files.iter().zip(&outcomes) {
+    for (f, outcome) in files.iter().zip(&outcomes) {
+        let name = &f.name;
         match outcome {
             Outcome::Stored {
                 ticket,
@@ -99,9 +186,18 @@ pub async fn scan_once(desk: &Desk, region: &RegionConfig, root: &Path) -> Resul
         .await
         .map_err(|e| format!("cannot flush the store: {e}"))?;
     desk.telemetry.observe_ingest(&region.code, began.elapsed());
-    for (name, _) in &files {
+    for f in &files {
+        let name = &f.name;
         let from = root.join("new").join(name);
-        if let Err(e) = std::fs::rename(&from, cur_path(root, name)) {
+        let to = if f.oversized.is_some() {
+            if let Err(e) = ensure_layout(&quarantine) {
+                tracing::warn!(path = %quarantine.display(), "cannot create the quarantine folder: {e}");
+            }
+            cur_path(&quarantine, name)
+        } else {
+            cur_path(root, name)
+        };
+        if let Err(e) = std::fs::rename(&from, to) {
             // Stored but not moved: the next scan sees a duplicate and moves it then.
             tracing::warn!(file = %from.display(), "stored, but could not move to cur/: {e}");
         }
@@ -127,7 +223,7 @@ pub async fn run(
     tracing::info!(region = %region.code, path = %intake.path.display(), "watching Maildir");
     let mut failing = false;
     loop {
-        let wait = match scan_once(&desk, &region, &intake.path).await {
+        let wait = match scan_once(&desk, &region, &intake.path, intake.max_message_bytes).await {
             Ok(n) => {
                 desk.telemetry.intake_ok(&region.code, &mailbox, Utc::now());
                 if failing {
@@ -153,5 +249,60 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail(n: usize, text_bytes: usize) -> Vec<u8> {
+        let mut raw = format!("From: a{n}@example.com\r\nSubject: {n}\r\n\r\n").into_bytes();
+        raw.resize(raw.len() + text_bytes, b'x');
+        raw
+    }
+
+    #[test]
+    fn maildir_batch_bytes_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_layout(dir.path()).unwrap();
+        for n in 0..10 {
+            std::fs::write(dir.path().join(format!("new/{n:02}")), mail(n, 100_000)).unwrap();
+        }
+        let names = pending(dir.path()).unwrap();
+        // 250 kB a batch: two files of 100 kB, not ten.
+        let batch = read_batch(dir.path(), names.clone(), 1_000_000, 250_000).unwrap();
+        assert_eq!(batch.len(), 2);
+        let held: usize = batch.iter().map(|t| t.raw.len()).sum();
+        assert!(held <= 250_000, "{held}");
+        // One file is always taken, even one larger than the batch limit.
+        let one = read_batch(dir.path(), names.clone(), 1_000_000, 1_000).unwrap();
+        assert_eq!(one.len(), 1);
+        // Without a byte bound the file count alone limits it.
+        assert_eq!(
+            read_batch(dir.path(), names, 1_000_000, u64::MAX)
+                .unwrap()
+                .len(),
+            10
+        );
+    }
+
+    #[test]
+    fn an_oversized_file_is_read_truncated_not_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure_layout(dir.path()).unwrap();
+        // Ten times the cap; reading it costs the cap at most.
+        std::fs::write(dir.path().join("new/big"), mail(0, 2_000_000)).unwrap();
+        let batch = read_batch(
+            dir.path(),
+            pending(dir.path()).unwrap(),
+            200_000,
+            BATCH_BYTES,
+        )
+        .unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(batch[0].raw.len() <= 200_000, "{}", batch[0].raw.len());
+        assert!(batch[0].oversized.is_some_and(|s| s > 2_000_000));
+        assert!(batch[0].raw.starts_with(b"From: a0@example.com\r\n"));
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod imap;
 pub mod maildir;
+pub mod oversize;
 pub mod pipe;
 
 // The service's types under their old paths, for callers from before it had a module of its own.

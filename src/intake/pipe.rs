@@ -3,6 +3,11 @@
 //! The exit code is the contract with the MTA (sysexits.h): 0 once the mail is durably stored (or was
 //! already), 75 (EX_TEMPFAIL, "try again later") when it could not be stored, 65 (EX_DATAERR, "bounce it")
 //! only when the input is not a mail at all.
+//!
+//! A mail larger than the region's `max_message_bytes` is handled as IMAP handles one: stored from its
+//! headers and the first 256 KiB of its text, with the `oversize` notice to the customer; the original
+//! cannot stay in its source (the MTA forgets it on exit 0), so its first `max_message_bytes` are kept in
+//! the store's quarantine.
 
 use std::io::Read;
 
@@ -16,13 +21,16 @@ pub const EX_OK: i32 = 0;
 pub const EX_DATAERR: i32 = 65;
 pub const EX_TEMPFAIL: i32 = 75;
 
-/// Most bytes read from stdin; anything beyond is not a mail a helpdesk should take whole.
-pub const MAX_PIPE_BYTES: u64 = 64 * 1024 * 1024;
+/// Most bytes read from stdin; no region's `max_message_bytes` is larger.
+pub const MAX_PIPE_BYTES: u64 = crate::config::MAX_INGEST_BYTES;
 
-/// Read the whole of `input`, bounded.
-pub fn read_input(input: &mut impl Read) -> std::io::Result<Vec<u8>> {
+/// Read `input` through `limit + 1` bytes at most (one more than a region stores whole, so that an
+/// oversized mail is known as one).
+pub fn read_input(input: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut raw = Vec::new();
-    input.take(MAX_PIPE_BYTES + 1).read_to_end(&mut raw)?;
+    input
+        .take(limit.min(MAX_PIPE_BYTES) + 1)
+        .read_to_end(&mut raw)?;
     Ok(raw)
 }
 
@@ -35,14 +43,39 @@ pub async fn deliver(desk: &Desk, region_code: &str, raw: &[u8]) -> (i32, String
             format!("postdesk: no region {region_code:?} in the config (configured: {}); fix the MTA's --region argument", known.join(", ")),
         );
     };
-    if raw.len() as u64 > MAX_PIPE_BYTES {
-        return (
-            EX_DATAERR,
-            format!("postdesk: message larger than {MAX_PIPE_BYTES} bytes"),
-        );
-    }
     let began = std::time::Instant::now();
-    let result = desk.ingest(region, raw, "pipe", &Delivery::normal(), false, Utc::now());
+    let cap = region.max_message_bytes;
+    let truncated;
+    let (raw, delivery) = if raw.len() as u64 > cap {
+        // What the store accepts of the original, kept; the ticket gets the truncated form.
+        let kept = &raw[..raw.len().min(cap as usize)];
+        let reason = format!("oversized mail (more than {cap} bytes): its first {cap} bytes, as delivered by the MTA");
+        let q = match desk.store.quarantine(&region.code, "pipe", &reason, kept) {
+            Ok(q) => q,
+            Err(e) => {
+                return (
+                    EX_TEMPFAIL,
+                    format!("postdesk: could not store the mail, the MTA should retry: {e}"),
+                )
+            }
+        };
+        tracing::warn!(region = %region.code, quarantine = q.id, limit = cap, "oversized mail stored truncated; its first {cap} bytes are in quarantine");
+        truncated = match super::oversize::truncated(raw, cap) {
+            Ok(t) => t,
+            Err(e) => return (EX_TEMPFAIL, format!("postdesk: cannot read the mail: {e}")),
+        };
+        // Only `cap + 1` bytes were read: the size is "more than the cap".
+        let mut delivery = super::oversize::delivery(raw.len() as u64, cap, "");
+        delivery.damage = Some(format!(
+            "oversized mail (more than {cap} bytes): stored from its headers and first {} KiB of text; its first {cap} bytes are in quarantine (id {})",
+            super::oversize::TEXT_BYTES / 1024,
+            q.id
+        ));
+        (&truncated[..], delivery)
+    } else {
+        (raw, Delivery::normal())
+    };
+    let result = desk.ingest(region, raw, "pipe", &delivery, false, Utc::now());
     let outcome = match result {
         Ok(Ok(o)) => o,
         Ok(Err(not_mail)) => {

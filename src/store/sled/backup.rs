@@ -13,17 +13,28 @@
 //!                                    "records": N, "bytes": N, "sha256": "…"}, …]}
 //! DIR/trees/NNN.bin      records, each: key length (u32 big-endian), key, value length (u32 BE), value
 //! ```
+//! DIR/manifest.hmac     only with `[storage] backup_key_file`: HMAC-SHA256 of manifest.json's bytes, hex
+//! ```
 //! `next_id` is above every id the store handed out (outbox rows, blobs); a restored store continues there
 //! so no id repeats. The manifest is written last: a directory without one is an unfinished backup.
 //!
+//! DIR must be new, or an empty real directory (not a symbolic link) owned by the user writing it: a
+//! directory someone else prepared could be read by them, or swapped under us.
+//!
 //! [`restore`] refuses a storage path that holds anything, checks the manifest's version and every file's
-//! sha256 and record count before it writes a single record, then imports tree by tree and flushes.
+//! sha256 and record count before it writes a single record, then imports tree by tree and flushes. A
+//! backup is untrusted input: its files are opened without following symbolic links (`O_NOFOLLOW`) and
+//! without blocking (a FIFO), must be regular files of exactly the size the manifest gives, and are read
+//! through that size only, so a link to `/dev/zero` or a growing file cannot hang the restore. sha256 sums
+//! catch damage, not tampering (anyone can recompute them): with a [`BackupKey`] the manifest must carry
+//! the HMAC under that key, so a manifest changed by someone without the key is refused.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -35,6 +46,14 @@ use crate::store::StoreError;
 pub const FORMAT: &str = "postdesk-backup";
 /// The format version this postdesk writes and reads.
 pub const VERSION: u32 = 1;
+/// The largest manifest read: a real one is a few KiB (one entry per tree).
+const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;
+/// The largest key file read: a key is a line of random text.
+const MAX_KEY_BYTES: u64 = 4096;
+/// The shortest key accepted: below this an HMAC is guessable.
+const MIN_KEY_BYTES: usize = 16;
+/// The signature file next to the manifest.
+const HMAC_FILE: &str = "manifest.hmac";
 
 /// Why a backup or restore failed. Each says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +66,18 @@ pub enum BackupError {
     },
     #[error("{0} is not empty: a backup goes into a new or empty directory, and a restore into a new or empty storage.path")]
     NotEmpty(PathBuf),
+    #[error("{0} is a symbolic link: name the real directory (a new one, or an empty one this user owns)")]
+    Symlink(PathBuf),
+    #[error(
+        "{0} exists and is not a directory: name a new directory, or an empty one this user owns"
+    )]
+    NotADirectory(PathBuf),
+    #[error("{path} belongs to user id {owner}, not to this user (id {me}): name a new directory, or an empty one this user owns (files written into another user's directory can be read or replaced by them)")]
+    NotOwned { path: PathBuf, owner: u32, me: u32 },
+    #[error("backup key {path}: {reason}; `[storage] backup_key_file` names a file of at least 16 bytes (e.g. `head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE`)")]
+    Key { path: PathBuf, reason: String },
+    #[error("{path}: {reason}; nothing was restored — use a backup written with this `[storage] backup_key_file`, or restore without the key only if you trust where the backup has been")]
+    Unsigned { path: PathBuf, reason: String },
     #[error("{path} is not a postdesk backup: {reason}")]
     Manifest { path: PathBuf, reason: String },
     #[error("backup file {file} is damaged ({reason}); nothing was restored — use another backup")]
@@ -92,41 +123,184 @@ pub struct Manifest {
     pub trees: Vec<TreeEntry>,
 }
 
-/// Create `path` as a directory only its owner can enter (0700 whatever the umask); it may exist if empty.
+/// Create `path` as a directory only its owner can enter (0700 whatever the umask). It may exist if it is
+/// an empty real directory owned by this user; a symbolic link, another user's directory or one holding
+/// anything is refused.
 pub fn create_private_dir(path: &Path) -> Result<(), BackupError> {
-    if path.exists() {
-        let mut entries = std::fs::read_dir(path).map_err(io(path))?;
-        if entries.next().is_some() {
-            return Err(BackupError::NotEmpty(path.to_path_buf()));
-        }
-    } else {
-        std::fs::create_dir_all(path).map_err(io(path))?;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
     }
-    set_mode(path, 0o700)
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    match builder.create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // lstat: the link itself, never where it points.
+            let meta = std::fs::symlink_metadata(path).map_err(io(path))?;
+            if meta.file_type().is_symlink() {
+                return Err(BackupError::Symlink(path.to_path_buf()));
+            }
+            if !meta.is_dir() {
+                return Err(BackupError::NotADirectory(path.to_path_buf()));
+            }
+            check_owner(path, &meta)?;
+            let mut entries = std::fs::read_dir(path).map_err(io(path))?;
+            if entries.next().is_some() {
+                return Err(BackupError::NotEmpty(path.to_path_buf()));
+            }
+        }
+        Err(e) => return Err(io(path)(e)),
+    }
+    // chmod through a descriptor opened without following a link, so a directory swapped for a link
+    // since the check above is refused rather than followed.
+    let dir = open_nofollow(path, true).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => BackupError::Symlink(path.to_path_buf()),
+        _ => io(path)(e),
+    })?;
+    let meta = dir.metadata().map_err(io(path))?;
+    check_owner(path, &meta)?;
+    set_file_mode(&dir, path, 0o700)
 }
 
-/// Create a new file only its owner can read (0600 whatever the umask).
+/// The running user must own `meta`'s file.
+fn check_owner(path: &Path, meta: &std::fs::Metadata) -> Result<(), BackupError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(BackupError::NotOwned {
+                path: path.to_path_buf(),
+                owner: meta.uid(),
+                me,
+            });
+        }
+    }
+    let _ = (path, meta);
+    Ok(())
+}
+
+/// Open `path` read-only without following a final symbolic link and without blocking on a FIFO.
+fn open_nofollow(path: &Path, directory: bool) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut flags = libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        if directory {
+            flags |= libc::O_DIRECTORY;
+        }
+        options.custom_flags(flags);
+    }
+    let _ = directory;
+    options.open(path)
+}
+
+/// Create a new file only its owner can read (0600 whatever the umask). An existing name, a symbolic link
+/// included, is refused (`O_EXCL`).
 pub fn create_private_file(path: &Path) -> Result<File, BackupError> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW);
     }
     let file = options.open(path).map_err(io(path))?;
-    set_mode(path, 0o600)?;
+    set_file_mode(&file, path, 0o600)?;
     Ok(file)
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), BackupError> {
+fn set_file_mode(file: &File, path: &Path, mode: u32) -> Result<(), BackupError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io(path))?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io(path))?;
     }
-    let _ = (path, mode);
+    let _ = (file, path, mode);
     Ok(())
+}
+
+/// The admin's secret for signing and checking backups (`[storage] backup_key_file`).
+pub struct BackupKey(Vec<u8>);
+
+impl std::fmt::Debug for BackupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackupKey(…)")
+    }
+}
+
+impl BackupKey {
+    /// Read the key from `path`: the file's bytes, a trailing newline removed, at least 16 bytes.
+    pub fn read(path: &Path) -> Result<BackupKey, BackupError> {
+        let bad = |reason: String| BackupError::Key {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = read_regular(path, MAX_KEY_BYTES).map_err(|e| bad(e.to_string()))?;
+        let mut bytes = bytes;
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        if bytes.len() < MIN_KEY_BYTES {
+            return Err(bad(format!("{} bytes, too short", bytes.len())));
+        }
+        Ok(BackupKey(bytes))
+    }
+
+    /// A key from bytes (tests, tools).
+    pub fn from_bytes(bytes: &[u8]) -> BackupKey {
+        BackupKey(bytes.to_vec())
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes a key of any length.
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC accepts any key length")
+    }
+}
+
+/// Why a file of a backup cannot be read as one.
+#[derive(Debug, thiserror::Error)]
+enum Untrusted {
+    #[error("a symbolic link; a backup holds regular files only")]
+    Symlink,
+    #[error("not a regular file")]
+    NotRegular,
+    #[error("larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Open a file of an untrusted directory: no link followed, no FIFO waited on, regular files only.
+fn open_regular(path: &Path) -> Result<(File, u64), Untrusted> {
+    let file = open_nofollow(path, false).map_err(|e| match e.raw_os_error() {
+        Some(libc::ELOOP) => Untrusted::Symlink,
+        _ => Untrusted::Io(e),
+    })?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(Untrusted::NotRegular);
+    }
+    Ok((file, meta.len()))
+}
+
+/// The whole of a small regular file, read through at most `max` bytes.
+fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, Untrusted> {
+    let (file, _) = open_regular(path)?;
+    let mut bytes = Vec::new();
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(Untrusted::TooLarge(max));
+    }
+    Ok(bytes)
 }
 
 /// A writer that hashes and counts what passes through.
@@ -190,8 +364,9 @@ fn read_record(r: &mut impl Read) -> std::io::Result<Option<(Vec<u8>, Vec<u8>)>>
 }
 
 impl Store {
-    /// Write a consistent copy of every tree into `dir` (new or empty). Writes wait meanwhile.
-    pub fn backup(&self, dir: &Path) -> Result<Manifest, BackupError> {
+    /// Write a consistent copy of every tree into `dir` (new, or empty and ours). Writes wait meanwhile.
+    /// With `key`, the manifest is signed (`manifest.hmac`).
+    pub fn backup(&self, dir: &Path, key: Option<&BackupKey>) -> Result<Manifest, BackupError> {
         create_private_dir(dir)?;
         let trees_dir = dir.join("trees");
         create_private_dir(&trees_dir)?;
@@ -247,6 +422,15 @@ impl Store {
         })?;
         f.write_all(&text).map_err(io(&tmp))?;
         f.sync_all().map_err(io(&tmp))?;
+        if let Some(key) = key {
+            let mut mac = key.mac();
+            mac.update(&text);
+            let path = dir.join(HMAC_FILE);
+            let mut h = create_private_file(&path)?;
+            h.write_all(format!("{}\n", hex::encode(mac.finalize().into_bytes())).as_bytes())
+                .and_then(|_| h.sync_all())
+                .map_err(io(&path))?;
+        }
         let final_path = dir.join("manifest.json");
         std::fs::rename(&tmp, &final_path).map_err(io(&final_path))?;
         if let Ok(d) = File::open(dir) {
@@ -256,14 +440,48 @@ impl Store {
     }
 }
 
-/// Read and check a backup's manifest and every file's checksum and records, writing nothing.
-pub fn verify(dir: &Path) -> Result<Manifest, BackupError> {
+/// Read and check a backup's manifest and every file's size, checksum and records, writing nothing. With
+/// `key`, the manifest's HMAC must verify under it.
+pub fn verify(dir: &Path, key: Option<&BackupKey>) -> Result<Manifest, BackupError> {
+    verify_open(dir, key).map(|(m, _)| m)
+}
+
+/// [`verify`], returning the opened tree files too: the restore reads the very files it checked.
+fn verify_open(dir: &Path, key: Option<&BackupKey>) -> Result<(Manifest, Vec<File>), BackupError> {
     let path = dir.join("manifest.json");
     let bad = |reason: String| BackupError::Manifest {
         path: path.clone(),
         reason,
     };
-    let text = std::fs::read(&path).map_err(io(&path))?;
+    let text = read_regular(&path, MAX_MANIFEST_BYTES).map_err(|e| match e {
+        Untrusted::Io(e) => io(&path)(e),
+        e => bad(e.to_string()),
+    })?;
+    if let Some(key) = key {
+        let hmac_path = dir.join(HMAC_FILE);
+        let unsigned = |reason: String| BackupError::Unsigned {
+            path: hmac_path.clone(),
+            reason,
+        };
+        let sig = match read_regular(&hmac_path, 1024) {
+            Ok(sig) => sig,
+            Err(Untrusted::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(unsigned(
+                    "missing: the backup is not signed, and `[storage] backup_key_file` is set"
+                        .into(),
+                ))
+            }
+            Err(e) => return Err(unsigned(e.to_string())),
+        };
+        let sig = hex::decode(String::from_utf8_lossy(&sig).trim())
+            .map_err(|_| unsigned("not a hex HMAC".into()))?;
+        let mut mac = key.mac();
+        mac.update(&text);
+        // Constant-time comparison.
+        mac.verify_slice(&sig).map_err(|_| {
+            unsigned("the manifest's HMAC does not match: the manifest was changed, or signed with another key".into())
+        })?;
+    }
     let manifest: Manifest =
         serde_json::from_slice(&text).map_err(|e| bad(format!("unreadable manifest: {e}")))?;
     if manifest.format != FORMAT {
@@ -276,6 +494,20 @@ pub fn verify(dir: &Path) -> Result<Manifest, BackupError> {
             env!("CARGO_PKG_VERSION")
         )));
     }
+    // `trees/` itself must be a real directory: a link would lead every file elsewhere.
+    let trees = dir.join("trees");
+    match std::fs::symlink_metadata(&trees) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(BackupError::Damaged {
+                file: trees,
+                reason: "not a real directory (a symbolic link?)".into(),
+            })
+        }
+        Err(e) if manifest.trees.is_empty() && e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&trees)(e)),
+    }
+    let mut files = Vec::with_capacity(manifest.trees.len());
     for entry in &manifest.trees {
         // Only files of the backup itself: a manifest naming `../x` is refused.
         let safe = entry.file.starts_with("trees/")
@@ -290,13 +522,22 @@ pub fn verify(dir: &Path) -> Result<Manifest, BackupError> {
             file: file.clone(),
             reason,
         };
-        let mut hash = Sha256::new();
-        let mut f = File::open(&file).map_err(io(&file))?;
-        std::io::copy(&mut f, &mut hash).map_err(io(&file))?;
-        if hex::encode(hash.finalize()) != entry.sha256 {
-            return Err(damaged("sha256 differs from the manifest".into()));
+        let (mut f, size) = open_regular(&file).map_err(|e| match e {
+            Untrusted::Io(e) => io(&file)(e),
+            e => damaged(e.to_string()),
+        })?;
+        if size != entry.bytes {
+            return Err(damaged(format!(
+                "{size} bytes, the manifest says {}",
+                entry.bytes
+            )));
         }
-        let mut r = BufReader::new(File::open(&file).map_err(io(&file))?);
+        // One pass: hash and count records, reading at most one byte more than the manifest's size.
+        let mut r = HashingReader {
+            inner: BufReader::new((&mut f).take(entry.bytes + 1)),
+            hash: Sha256::new(),
+            bytes: 0,
+        };
         let mut records = 0u64;
         while read_record(&mut r)
             .map_err(|e| damaged(e.to_string()))?
@@ -304,19 +545,51 @@ pub fn verify(dir: &Path) -> Result<Manifest, BackupError> {
         {
             records += 1;
         }
+        if r.bytes != entry.bytes {
+            return Err(damaged(format!(
+                "{} bytes read, the manifest says {}",
+                r.bytes, entry.bytes
+            )));
+        }
+        if hex::encode(r.hash.finalize()) != entry.sha256 {
+            return Err(damaged("sha256 differs from the manifest".into()));
+        }
         if records != entry.records {
             return Err(damaged(format!(
                 "{records} records, the manifest says {}",
                 entry.records
             )));
         }
+        f.rewind().map_err(io(&file))?;
+        files.push(f);
     }
-    Ok(manifest)
+    Ok((manifest, files))
 }
 
-/// Restore the backup in `dir` into `storage` (absent or empty). Returns the manifest.
-pub fn restore(dir: &Path, storage: &Path) -> Result<Manifest, BackupError> {
-    let manifest = verify(dir)?;
+/// A reader that hashes and counts what passes through.
+struct HashingReader<R> {
+    inner: R,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Restore the backup in `dir` into `storage` (absent or empty). Returns the manifest. With `key`, only a
+/// backup signed under it is restored.
+pub fn restore(
+    dir: &Path,
+    storage: &Path,
+    key: Option<&BackupKey>,
+) -> Result<Manifest, BackupError> {
+    let (manifest, files) = verify_open(dir, key)?;
     if storage.exists() {
         let mut entries = std::fs::read_dir(storage).map_err(io(storage))?;
         if entries.next().is_some() {
@@ -324,11 +597,11 @@ pub fn restore(dir: &Path, storage: &Path) -> Result<Manifest, BackupError> {
         }
     }
     let store = Store::open(storage)?;
-    for entry in &manifest.trees {
+    for (entry, f) in manifest.trees.iter().zip(files) {
         let name = hex::decode(&entry.name_hex).unwrap_or_default();
         let tree = store.db.open_tree(name).map_err(db)?;
         let file = dir.join(&entry.file);
-        let mut r = BufReader::new(File::open(&file).map_err(io(&file))?);
+        let mut r = BufReader::new(f.take(entry.bytes));
         let mut batch = sled::Batch::default();
         let mut in_batch = 0;
         while let Some((k, v)) = read_record(&mut r).map_err(|e| BackupError::Damaged {
