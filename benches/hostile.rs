@@ -33,7 +33,7 @@
 //! Environment: `POSTDESK_BENCH_HOSTILE_BUDGET` (seconds per step, 60), `POSTDESK_BENCH_HOSTILE_SIZES`
 //! (`250000,2500000`), `POSTDESK_BENCH_HOSTILE_ONLY` (comma-separated kinds), `POSTDESK_BENCH_HOSTILE_REPS`
 //! (3), `POSTDESK_BENCH_HOSTILE_SAVE=DIR` (write the corpus there as `KIND-SIZE.eml`, for the fuzzer's
-//! seeds). Prints a Markdown table and `RESULT name=value unit` lines (scripts/bench.sh).
+//! seeds; with `POSTDESK_BENCH_HOSTILE_CORPUS_ONLY=1` nothing else is done). Prints a Markdown table and `RESULT name=value unit` lines (scripts/bench.sh).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -571,6 +571,9 @@ fn main() {
             }
         }
         eprintln!("hostile: corpus written to {}", dir.display());
+        if std::env::var_os("POSTDESK_BENCH_HOSTILE_CORPUS_ONLY").is_some() {
+            return;
+        }
     }
     eprintln!(
         "hostile: {} kinds × {} sizes, {reps} repetitions, {} s budget per step",
