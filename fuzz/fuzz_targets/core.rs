@@ -226,7 +226,7 @@ impl Desk {
         }
         if plan.is_new {
             assert!(
-                plan.replies.iter().all(|r| r.kind != "agent_reply"),
+                plan.replies.iter().all(|r| r.event().as_str() != "agent_reply"),
                 "a new ticket relays nothing"
             );
             if automatic.is_some() {
@@ -249,7 +249,6 @@ impl Desk {
                 reply,
                 &plan.ticket,
                 ticket_region,
-                config,
                 composer,
                 self.outbox,
                 now(),
@@ -260,8 +259,9 @@ impl Desk {
             let _ = build_message(&item);
         }
         let id = plan.ticket.id.clone();
-        if let Some(into) = &plan.merge_into {
-            plan.ticket.merged_into = Some(into.clone());
+        if let Some(merge) = plan.merge.take() {
+            plan.ticket.merged_into = Some(merge.survivor.id.clone());
+            self.tickets.insert(merge.survivor.id.clone(), merge.survivor);
         }
         let ids = self
             .by_message_id
