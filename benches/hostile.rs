@@ -672,7 +672,7 @@ fn main() {
     println!("| mail | size | wall time | ÷ benign | exit |");
     println!("| --- | ---: | ---: | ---: | --- |");
     let mut benign_cost = Cost::NotRun;
-    // A first run warms the page cache and the binary (the first process was 8× slower than the next).
+    // A first run warms the page cache and the binary: the first process of a run is the slowest.
     let _ = binary_ingest(&generate("benign", large), budget);
     for kind in &kinds {
         let raw = generate(kind, large);

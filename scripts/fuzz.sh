@@ -9,7 +9,7 @@
 # The same by hand: cargo +nightly fuzz run core fuzz/corpus/core -- -timeout=2 -max_total_time=600
 #
 # Seeds: tests/fixtures/*.eml, small versions of the hostile benchmark's mails (benches/hostile.rs, when
-# the bench is built) and `#amp` storm seeds (the target repeats their middle part to 64 KiB, see
+# the bench is built) and `#amp` storm seeds (the target repeats their middle part to 256 KiB, see
 # fuzz/fuzz_targets/core.rs). A slow input is saved by libFuzzer as fuzz/artifacts/core/timeout-…; this
 # script copies every failure (crash, timeout, oom) to fuzz/regressions/ and fails. Reproduce one with
 #   cargo +nightly fuzz run core fuzz/regressions/timeout-… -- -timeout=2
@@ -36,7 +36,7 @@ mkdir -p "$corpus"
 for f in tests/fixtures/*.eml; do
     cp -n "$f" "$corpus/seed-$(basename "$f")"
 done
-# Storm seeds: `#amp` PREFIX NUL UNIT NUL SUFFIX (UNIT is repeated to 64 KiB by the target).
+# Storm seeds: `#amp` PREFIX NUL UNIT NUL SUFFIX (UNIT is repeated to 256 KiB by the target).
 H=$'From: Customer <c@example.net>\r\nTo: support-jp@example.com\r\nMessage-ID: <amp@example.net>\r\n'
 printf '#amp%sSubject: Re: order\r\n\r\nOn Friday you wrote:\r\n\0> q\r\n\0new text at the end\r\n' "$H" >"$corpus/amp-quote-storm"
 printf '#amp%sSubject: \0[\0\r\n\r\nWhere is my order?\r\n' "$H" >"$corpus/amp-bracket-subject"

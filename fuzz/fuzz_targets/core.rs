@@ -9,7 +9,7 @@
 //!
 //! Repetition storms (issue 13): an input that starts with `#amp` is `#amp` PREFIX NUL UNIT NUL SUFFIX and
 //! stands for PREFIX, UNIT repeated up to [`AMPLIFIED`] bytes, SUFFIX — so a few bytes the fuzzer mutates
-//! become a 64 KiB storm of `> q` lines, `[` in a subject, nested tags or parts anywhere in a mail. Run with a
+//! become a 256 KiB storm of `> q` lines, `[` in a subject, nested tags or parts anywhere in a mail. Run with a
 //! per-input time limit (`scripts/fuzz.sh` passes `-timeout=2`): an input whose cost is not linear in its
 //! size is then a failure like a crash (libFuzzer's `timeout-…` artifact).
 //!
@@ -279,7 +279,7 @@ impl Desk {
 }
 
 /// The size an amplified input grows to.
-const AMPLIFIED: usize = 64 * 1024;
+const AMPLIFIED: usize = 256 * 1024;
 
 /// `#amp` PREFIX NUL UNIT NUL SUFFIX → PREFIX + UNIT × n + SUFFIX, about [`AMPLIFIED`] bytes; anything else
 /// as it is.
