@@ -53,6 +53,8 @@ if [ -n "$bench" ]; then
         POSTDESK_BENCH_HOSTILE_SIZES=16000 "$bench" 2>/dev/null || true
 fi
 
+# Failures of earlier runs were copied to fuzz/regressions/ at their end: count this run's only.
+rm -rf fuzz/artifacts/core
 jobs="$(nproc)"
 log="fuzz/fuzz-core.log"
 echo "fuzzing core for ${SECONDS_TO_RUN}s with ${jobs} worker(s); log in $log"
