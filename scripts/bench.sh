@@ -13,6 +13,9 @@
 #   ingest_core   the intake's core without servers (parse; batches of 500)
 #   pipe          `postdesk ingest` per mail (process per mail, with and without a daemon; in-process)
 #   scheduler     one timer tick with 10k vs 1M tickets in the store
+#   hostile       hostile mails (quote, bracket and prefix storms, deep HTML, many parts, long headers, LF-only
+#                 text, base64, nested message/rfc822) at 250 KB and 2.5 MB: ingest and send vs a benign mail
+#                 of the same size, each step under a 60 s budget; the built binary's ingest of the large ones
 #   roundup       the peer: Roundup's mail gateway on the same 1,000 mails (scripts/bench-roundup.sh)
 #
 # It starts the project's real mail stack once (scripts/mailstack.sh, needs root and the packages of
@@ -26,7 +29,7 @@
 # ROUNDUP_REPS (3), and each bench's own POSTDESK_BENCH_* counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL=(imap_ingest e2e_latency outbound ingest_core pipe scheduler roundup)
+ALL=(imap_ingest e2e_latency outbound ingest_core pipe scheduler hostile roundup)
 if [ "${1:-}" = report ]; then
     SELECTED=() # only rewrite BENCHMARKS.md from the kept results
 elif [ $# -gt 0 ]; then SELECTED=("$@"); else SELECTED=("${ALL[@]}"); fi
@@ -198,10 +201,20 @@ add("postdesk pipe (daemon running) / Roundup, both one process per mail", "x_pi
 add("postdesk pipe (no daemon) / Roundup, both one process per mail", "x_pipe_process", "×", 0, "≥ 500×", lambda v: v >= 500, "pipe, roundup")
 add("postdesk IMAP intake / Roundup's faster mode", "x_imap", "×", 0, "≥ 500×", lambda v: v >= 500, "imap_ingest, roundup")
 add("postdesk in-process pipe / Roundup's faster mode", "x_inprocess", "×", 0, "≥ 500×", lambda v: v >= 500, "pipe, roundup")
+wr, wg = g("hostile_worst_ratio"), g("hostile_worst_growth")
+if isinstance(wr, float):
+    add("Hostile mail: worst ratio to a benign mail of the same size (ingest or send)", "hostile_worst_ratio", "×", 1, "≤ 3×", lambda v: v <= 3, "hostile")
+if isinstance(wg, float):
+    add("Hostile mail: worst growth from 250 KB to 2.5 MB", "hostile_worst_growth", "×", 1, "≤ about 10× (15)", lambda v: v <= 15, "hostile")
 if g("fuzz_core_execs") is not None:
     crashes = g("fuzz_core_artifacts")
-    row(f"Fuzzing `core` for {fmt(g('fuzz_core_seconds'))} s", f"{fmt(g('fuzz_core_execs'))} executions, {fmt(crashes)} crashes",
-        "no crash", crashes == 0, "fuzz")
+    slow = g("fuzz_core_slow")
+    limit = g("fuzz_core_timeout")
+    what = f"{fmt(g('fuzz_core_execs'))} executions, {fmt(crashes)} crashes"
+    if slow is not None:
+        what += f", {fmt(slow)} slow inputs (> {fmt(limit)} s)"
+    row(f"Fuzzing `core` for {fmt(g('fuzz_core_seconds'))} s", what,
+        "no crash, no slow input", crashes == 0 and (slow or 0) == 0, "fuzz")
 
 runs = []
 for bench, meta in sorted(when.items()):
@@ -228,7 +241,7 @@ block += [
     *runs,
     "",
     "Reproduce: `sudo scripts/bench.sh` (all, about 1 h 30), or `sudo scripts/bench.sh NAME…` for some",
-    "(imap_ingest e2e_latency outbound ingest_core pipe scheduler roundup); `scripts/fuzz.sh [SECONDS]` for the",
+    "(imap_ingest e2e_latency outbound ingest_core pipe scheduler hostile roundup); `scripts/fuzz.sh [SECONDS]` for the",
     "fuzzer. Raw output of the last run of each bench: `target/bench/NAME.out`.",
     "<!-- bench.sh:end -->",
 ]

@@ -7,6 +7,12 @@
 //! `<seed-jp@example.net>` in a seed finds something). Each decision is then applied to the in-memory desk,
 //! and its replies are rendered and built into MIME messages exactly as the outbox would.
 //!
+//! Repetition storms (issue 13): an input that starts with `#amp` is `#amp` PREFIX NUL UNIT NUL SUFFIX and
+//! stands for PREFIX, UNIT repeated up to [`AMPLIFIED`] bytes, SUFFIX — so a few bytes the fuzzer mutates
+//! become a 256 KiB storm of `> q` lines, `[` in a subject, nested tags or parts anywhere in a mail. Run with a
+//! per-input time limit (`scripts/fuzz.sh` passes `-timeout=2`): an input whose cost is not linear in its
+//! size is then a failure like a crash (libFuzzer's `timeout-…` artifact).
+//!
 //! What counts as a crash: any panic outside mail-parser (postdesk catches mail-parser's own panics and
 //! quarantines the mail — `NotMail::ParserPanic` — which is the behaviour under test, not a crash), an
 //! arithmetic overflow (cargo-fuzz builds with overflow checks), or a broken invariant asserted below.
@@ -223,7 +229,9 @@ impl Desk {
         }
         if plan.is_new {
             assert!(
-                plan.replies.iter().all(|r| r.kind != "agent_reply"),
+                plan.replies
+                    .iter()
+                    .all(|r| r.event().as_str() != "agent_reply"),
                 "a new ticket relays nothing"
             );
             if automatic.is_some() {
@@ -246,7 +254,6 @@ impl Desk {
                 reply,
                 &plan.ticket,
                 ticket_region,
-                config,
                 composer,
                 self.outbox,
                 now(),
@@ -257,8 +264,10 @@ impl Desk {
             let _ = build_message(&item);
         }
         let id = plan.ticket.id.clone();
-        if let Some(into) = &plan.merge_into {
-            plan.ticket.merged_into = Some(into.clone());
+        if let Some(merge) = plan.merge.take() {
+            plan.ticket.merged_into = Some(merge.survivor.id.clone());
+            self.tickets
+                .insert(merge.survivor.id.clone(), merge.survivor);
         }
         let ids = self
             .by_message_id
@@ -275,17 +284,52 @@ impl Desk {
     }
 }
 
-fuzz_target!(|data: &[u8]| {
+/// The size an amplified input grows to.
+const AMPLIFIED: usize = 256 * 1024;
+
+/// `#amp` PREFIX NUL UNIT NUL SUFFIX → PREFIX + UNIT × n + SUFFIX, about [`AMPLIFIED`] bytes; anything else
+/// as it is.
+fn amplify(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let Some(rest) = data.strip_prefix(b"#amp") else {
+        return data.into();
+    };
+    let mut parts = rest.splitn(3, |&b| b == 0);
+    let (prefix, unit, suffix) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    if unit.is_empty() {
+        return data.into();
+    }
+    let mut out = Vec::with_capacity(AMPLIFIED + prefix.len() + suffix.len());
+    out.extend_from_slice(prefix);
+    while out.len() < AMPLIFIED {
+        out.extend_from_slice(unit);
+    }
+    out.extend_from_slice(suffix);
+    out.into()
+}
+
+fuzz_target!(
+    // Config, templates and the starting desk once, before any input: under `-timeout=2` their cost (over
+    // a second under AddressSanitizer) must not be charged to the first input of every fork job.
+    init: {
+        fixed();
+    },
+    |data: &[u8]| {
     let fixed = fixed();
     let mut desk = fixed.start.clone();
-    for (i, raw) in split_mails(data).into_iter().take(4).enumerate() {
+    let data = amplify(data);
+    for (i, raw) in split_mails(&data[..]).into_iter().take(4).enumerate() {
         let region = i % fixed.config.region.len();
         let Ok(mail) = parse(raw, fixed.config.region[region].locale) else {
             continue;
         };
         desk.ingest(&fixed.config, &fixed.composer, region, &mail);
     }
-});
+    }
+);
 
 /// Split at two NUL bytes.
 fn split_mails(data: &[u8]) -> Vec<&[u8]> {
