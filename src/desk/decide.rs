@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 
 use super::agent;
 use super::lifecycle::{self, Event};
-pub use super::reply::{AttachmentNote, Audience, Content, Event as ReplyEvent, Needs, Reply};
+pub use super::reply::{
+    AttachmentNote, Audience, Content, EarlierTicket, Event as ReplyEvent, Needs, Reply,
+};
 use super::thread::{self, Thread};
 use super::ticket::{
     AttachmentRef, Direction, Locale, Message, Priority, Status, Ticket, TicketId, MAX_THREAD_IDS,
@@ -41,6 +43,9 @@ pub struct Known {
     /// The mail's In-Reply-To names staff mail postdesk sent (an agent notification, an SLA reminder, an
     /// escalation, a command error): the ticket that mail was about (after merges).
     pub staff_mail_answered: Option<Ticket>,
+    /// For each closed ticket among `tagged` and `referenced`: the text of the last answer an agent sent
+    /// on it, which the notification of the new ticket a late reply opens quotes.
+    pub last_answers: Vec<(TicketId, String)>,
 }
 
 /// Options of the intake path that delivered the mail.
@@ -90,6 +95,9 @@ pub struct Plan {
     pub bounced_outbox: Option<u64>,
     /// An agent's `#merge`: move this ticket's messages into the survivor (which exists: see [`Known`]).
     pub merge: Option<Merge>,
+    /// Other tickets this change updates, stored in the same transaction: the closed ticket a late reply
+    /// opened this one from, now linked back to it.
+    pub linked: Vec<Ticket>,
 }
 
 impl Plan {
@@ -102,6 +110,7 @@ impl Plan {
             replies,
             bounced_outbox: None,
             merge: None,
+            linked: Vec::new(),
         }))
     }
 }
@@ -130,6 +139,9 @@ pub fn decide(
         super::timers::reschedule(&mut plan.ticket, config);
         if let Some(merge) = &mut plan.merge {
             super::timers::reschedule(&mut merge.survivor, config);
+        }
+        for other in &mut plan.linked {
+            super::timers::reschedule(other, config);
         }
     }
     decision
@@ -197,6 +209,7 @@ fn decide_change(
                 replies: Vec::new(),
                 bounced_outbox: Some(*outbox_id),
                 merge: None,
+                linked: Vec::new(),
             }));
         }
     }
@@ -297,17 +310,48 @@ fn decide_change(
             ticket.updated_at = now;
             Plan::update(ticket, message, replies)
         }
-        Thread::New { links } => new_ticket(
-            mail,
-            region,
-            config,
-            message,
-            links,
-            automatic.is_some(),
-            delivery,
-            known.next_number,
-            now,
-        ),
+        Thread::New { links } => {
+            // A late reply to a closed ticket: the new ticket links to it, it links back, and the agents
+            // are told which ticket it was and what they last answered there.
+            let earlier = links
+                .first()
+                .and_then(|id| known.tagged.iter().chain(&known.referenced).find(|t| t.id == *id));
+            let mut decision = new_ticket(
+                mail,
+                region,
+                config,
+                message,
+                links.clone(),
+                automatic.is_some(),
+                delivery,
+                known.next_number,
+                now,
+            );
+            if let (Decision::Store(plan), Some(old)) = (&mut decision, earlier) {
+                let last_answer = known
+                    .last_answers
+                    .iter()
+                    .find(|(id, _)| *id == old.id)
+                    .map(|(_, text)| {
+                        embedded_text(text, config.outbound.embed_max_bytes, region.locale, &old.id)
+                    })
+                    .unwrap_or_default();
+                for reply in &mut plan.replies {
+                    if let Content::AgentNotify { earlier, .. } = &mut reply.content {
+                        *earlier = Some(EarlierTicket {
+                            id: old.id.clone(),
+                            last_answer: last_answer.clone(),
+                        });
+                    }
+                }
+                let mut old = old.clone();
+                if !old.links.contains(&plan.ticket.id) {
+                    old.links.push(plan.ticket.id.clone());
+                }
+                plan.linked.push(old);
+            }
+            decision
+        }
     }
 }
 
@@ -385,6 +429,7 @@ fn new_ticket(
         replies,
         bounced_outbox: None,
         merge: None,
+        linked: Vec::new(),
     }))
 }
 
@@ -483,6 +528,7 @@ fn notify_agents(
             ),
             attachments,
             not_added,
+            earlier: None,
         },
     ))
 }
@@ -544,22 +590,31 @@ fn agent_mail(
         (Some(m), true) => m.name.clone(),
         _ => String::new(),
     };
-    let parsed = agent::parse(&strip_quoted(&mail.text));
+    let parsed_text = strip_quoted(&mail.text);
+    let parsed = agent::parse(&parsed_text);
     // The agent's own Message-ID is not remembered for References: it names the agent's host, and what the
     // desk sends customers carries only their ids and ours. The mail still leads to the ticket: its id is
     // indexed with the message.
     ticket.updated_at = now;
     // What the ticket stays if a command is bad: none of the mail's commands apply then.
     let unchanged = ticket.clone();
-    let mut errors: Vec<String> = parsed
-        .errors
-        .iter()
-        .map(|e| format!("line {}: {}  ({})", e.line, e.text, e.reason))
-        .collect();
+    let mut errors: Vec<agent::BadLine> = parsed.errors.clone();
     let previous = ticket.status;
     let mut status_set = false;
     let mut merge_into: Option<&Ticket> = None;
-    for command in &parsed.commands {
+    let text_lines: Vec<&str> = parsed_text.lines().collect();
+    for (command, &line) in parsed.commands.iter().zip(&parsed.lines) {
+        // A refused command is reported like a bad line: its line, as the agent typed it, and why.
+        let mut refuse = |reason: agent::Problem| {
+            errors.push(agent::BadLine {
+                line,
+                text: text_lines
+                    .get(line.saturating_sub(1))
+                    .map(|l| l.trim().to_string())
+                    .unwrap_or_default(),
+                reason,
+            })
+        };
         match command {
             agent::Command::Status(s) => match lifecycle::next(ticket.status, Event::Set(*s)) {
                 Ok(next) => {
@@ -567,7 +622,7 @@ fn agent_mail(
                     status_set = true;
                 }
                 Err(lifecycle::LifecycleError::Unchanged(_)) => status_set = true,
-                Err(e) => errors.push(format!("#status {s}: {e}")),
+                Err(lifecycle::LifecycleError::BackToNew) => refuse(agent::Problem::BackToNew),
             },
             agent::Command::Priority(p) => ticket.priority = *p,
             agent::Command::Category(c) => ticket.category = c.clone(),
@@ -575,52 +630,46 @@ fn agent_mail(
             agent::Command::Assign(Some(a)) if region.is_agent(a) => {
                 ticket.assignee = Some(a.clone())
             }
-            agent::Command::Assign(Some(a)) => errors.push(format!(
-                "#assign {a}: not an agent of region {}",
-                region.code
-            )),
+            agent::Command::Assign(Some(_)) => refuse(agent::Problem::NotAnAgent {
+                region: region.code.clone(),
+            }),
             agent::Command::Note => {}
             agent::Command::CcAdd(a) if config.is_own_address(a) => {
-                errors.push(format!("#cc add {a}: that is a postdesk address"))
+                refuse(agent::Problem::OwnAddress)
             }
-            agent::Command::CcAdd(a) if region.is_agent(a) => errors.push(format!(
-                "#cc add {a}: an agent of region {} (agents are notified, not copied)",
-                region.code
-            )),
+            agent::Command::CcAdd(a) if region.is_agent(a) => {
+                refuse(agent::Problem::AgentNotCopied {
+                    region: region.code.clone(),
+                })
+            }
             agent::Command::CcAdd(a) => {
                 if *a != ticket.requester && !ticket.participants.contains(a) {
                     ticket.participants.push(a.clone());
                 }
             }
-            agent::Command::CcRemove(a) if *a == ticket.requester => errors.push(format!(
-                "#cc remove {a}: the requester of {} cannot be removed",
-                ticket.id
-            )),
+            agent::Command::CcRemove(a) if *a == ticket.requester => {
+                refuse(agent::Problem::RequesterNotRemovable)
+            }
             agent::Command::CcRemove(a) => match ticket.participants.iter().position(|p| p == a) {
                 Some(i) => {
                     ticket.participants.remove(i);
                 }
-                None => errors.push(format!(
-                    "#cc remove {a}: not a participant of {}",
-                    ticket.id
-                )),
+                None => refuse(agent::Problem::NotAParticipant),
             },
             agent::Command::Merge(id) => match merge_target.filter(|t| t.id == *id) {
-                _ if *id == ticket.id => errors.push(format!(
-                    "#merge {id}: a ticket cannot be merged into itself"
-                )),
-                Some(t) if t.merged_into.is_some() || t.status == Status::Closed => errors.push(
-                    format!("#merge {id}: that ticket is closed or merged already"),
-                ),
-                Some(t) if t.region != ticket.region => errors.push(format!(
-                    "#merge {id}: that ticket belongs to region {}",
-                    t.region
-                )),
+                _ if *id == ticket.id => refuse(agent::Problem::MergeIntoItself),
+                Some(t) if t.merged_into.is_some() || t.status == Status::Closed => {
+                    refuse(agent::Problem::MergeTargetClosed)
+                }
+                Some(t) if t.region != ticket.region => refuse(agent::Problem::MergeOtherRegion {
+                    region: t.region.clone(),
+                }),
                 Some(t) => merge_into = Some(t),
-                None => errors.push(format!("#merge {id}: no such ticket")),
+                None => refuse(agent::Problem::NoSuchTicket),
             },
         }
     }
+    errors.sort_by_key(|e| e.line);
     message.direction = Direction::Note;
     if !errors.is_empty() {
         // Nothing reaches the customer; the agent learns which line was wrong. The mail is kept as a note.
@@ -631,7 +680,12 @@ fn agent_mail(
                 vec![sender],
                 region.locale,
                 Content::CommandError {
-                    errors: errors.join("\n"),
+                    // In the region's language, like the rest of the error mail, each with its line.
+                    errors: errors
+                        .iter()
+                        .map(|e| e.describe(region.locale))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                 },
             )],
         );
@@ -646,16 +700,24 @@ fn agent_mail(
             replies: Vec::new(),
             bounced_outbox: None,
             merge: Some(merge),
+            linked: Vec::new(),
         }));
     }
     let customers = ticket.customers();
     let mut replies = Vec::new();
     let relay = !parsed.is_note() && !parsed.body.trim().is_empty() && !customers.is_empty();
+    if relay && !status_set {
+        // A plain answer asks for nothing: the ticket is in progress, waiting for nobody (no reminders).
+        // The agent makes it wait for the customer with `#ask` or `#status pending`.
+        let next = lifecycle::next(ticket.status, Event::AgentAnswer).unwrap_or(ticket.status);
+        ticket.change_status(next, now);
+    }
+    // Resolving sends the survey inside the one mail that says so (the answer or the notice), never as a
+    // mail of its own.
+    let survey = ticket.status == Status::Resolved
+        && previous != Status::Resolved
+        && super::timers::survey(&mut ticket, &region.timers);
     if relay {
-        // An answer waits for the customer unless the agent said otherwise.
-        if !status_set {
-            ticket.change_status(Status::Pending, now);
-        }
         message.direction = Direction::Out;
         message.text = parsed.body.clone();
         ticket.first_response_at.get_or_insert(now);
@@ -667,19 +729,31 @@ fn agent_mail(
                 previous,
                 body: parsed.body.clone(),
                 agent_name,
+                asks: status_set && ticket.status == Status::Pending,
+                survey,
             },
         });
     } else if ticket.status != previous && !customers.is_empty() {
         replies.push(Reply::new(
             customers,
             ticket.locale,
-            Content::StatusChanged { previous },
+            status_content(ticket.status, previous, survey),
         ));
     }
-    if ticket.status == Status::Resolved && previous != Status::Resolved {
-        replies.extend(super::timers::survey(&mut ticket, &region.timers));
-    }
     Plan::update(ticket, message, replies)
+}
+
+/// The mail that tells customers of a status change: the resolved notice (with the survey, when it goes
+/// out) for a resolved ticket, else the status update.
+fn status_content(status: Status, previous: Status, survey: bool) -> Content {
+    if status == Status::Resolved {
+        Content::Resolved {
+            auto_resolved: false,
+            survey,
+        }
+    } else {
+        Content::StatusChanged { previous }
+    }
 }
 
 /// Close `ticket` into `survivor` (an agent's `#merge`, checked by the caller): both conversations continue
@@ -839,21 +913,20 @@ pub fn set_status(
     let previous = t.status;
     t.change_status(next, now);
     t.updated_at = now;
+    let survey = t.status == Status::Resolved
+        && config
+            .region(&t.region)
+            .is_some_and(|region| super::timers::survey(&mut t, &region.timers));
     let to = t.customers();
-    let mut replies = if to.is_empty() {
+    let replies = if to.is_empty() {
         Vec::new()
     } else {
         vec![Reply::new(
             to,
             t.locale,
-            Content::StatusChanged { previous },
+            status_content(t.status, previous, survey),
         )]
     };
-    if t.status == Status::Resolved {
-        if let Some(region) = config.region(&t.region) {
-            replies.extend(super::timers::survey(&mut t, &region.timers));
-        }
-    }
     super::timers::reschedule(&mut t, config);
     Ok((t, replies))
 }

@@ -88,17 +88,15 @@ fn local_time(t: DateTime<Utc>, region: &RegionConfig) -> String {
         .to_string()
 }
 
-/// The satisfaction survey to send when a ticket becomes resolved, if the config asks for it.
-pub fn survey(ticket: &mut Ticket, timers: &TimersConfig) -> Option<Reply> {
+/// Whether the mail that tells the customer a ticket is resolved carries the satisfaction survey: when the
+/// config asks for it and it has not gone out for this ticket (it is marked sent). The survey is never a
+/// mail of its own: one state change, one automatic mail.
+pub fn survey(ticket: &mut Ticket, timers: &TimersConfig) -> bool {
     if !timers.survey || ticket.survey_sent || ticket.customers().is_empty() {
-        return None;
+        return false;
     }
     ticket.survey_sent = true;
-    Some(Reply::new(
-        ticket.customers(),
-        ticket.locale,
-        Content::Survey,
-    ))
+    true
 }
 
 /// What a due timer does: the changed ticket, timers rescheduled, and the mail to send; `None` when it no
@@ -134,16 +132,17 @@ pub fn on_timer(
             replies.push(Reply::new(t.customers(), t.locale, content));
         }
         TimerKind::CustomerReminder => {
-            // No answer to the last reminder: resolved, with a notice (and the survey).
+            // No answer to the last reminder: resolved, with one notice (the survey inside it).
             t.change_status(Status::Resolved, now);
+            let survey = survey(&mut t, timers);
             replies.push(Reply::new(
                 t.customers(),
                 t.locale,
                 Content::Resolved {
                     auto_resolved: true,
+                    survey,
                 },
             ));
-            replies.extend(survey(&mut t, timers));
         }
         TimerKind::SlaReminder => {
             t.sla_warned = true;

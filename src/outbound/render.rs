@@ -322,6 +322,43 @@ pub fn status_label(status: Status, locale: Locale) -> &'static str {
     }
 }
 
+/// A category in the template's language: the built-in categories (`mail::classify::DEFAULT_CATEGORIES`,
+/// and `other`) by name; any other name (a `[categories]` rule of the config) as it is configured.
+pub fn category_label(category: &str, locale: Locale) -> String {
+    let label = match (locale, category) {
+        (Locale::En, "payment") => "payment",
+        (Locale::En, "order") => "order and delivery",
+        (Locale::En, "account") => "account",
+        (Locale::En, "fault") => "technical problem",
+        (Locale::En, "privacy") => "privacy and security",
+        (Locale::En, "content") => "content report",
+        (Locale::En, "other") => "other",
+        (Locale::Ja, "payment") => "お支払い",
+        (Locale::Ja, "order") => "ご注文・配送",
+        (Locale::Ja, "account") => "アカウント",
+        (Locale::Ja, "fault") => "不具合",
+        (Locale::Ja, "privacy") => "個人情報・セキュリティ",
+        (Locale::Ja, "content") => "コンテンツの報告",
+        (Locale::Ja, "other") => "その他",
+        (Locale::Ko, "payment") => "결제",
+        (Locale::Ko, "order") => "주문·배송",
+        (Locale::Ko, "account") => "계정",
+        (Locale::Ko, "fault") => "오류",
+        (Locale::Ko, "privacy") => "개인정보·보안",
+        (Locale::Ko, "content") => "콘텐츠 신고",
+        (Locale::Ko, "other") => "기타",
+        (Locale::Zh, "payment") => "支付",
+        (Locale::Zh, "order") => "订单与配送",
+        (Locale::Zh, "account") => "账户",
+        (Locale::Zh, "fault") => "故障",
+        (Locale::Zh, "privacy") => "隐私与安全",
+        (Locale::Zh, "content") => "内容举报",
+        (Locale::Zh, "other") => "其他",
+        (_, custom) => custom,
+    };
+    label.to_string()
+}
+
 /// A priority in the customer's language.
 pub fn priority_label(priority: Priority, locale: Locale) -> &'static str {
     use Priority::*;
@@ -370,6 +407,7 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
         priority: ticket.priority.as_str().into(),
         priority_label: priority_label(ticket.priority, locale).into(),
         category: ticket.category.clone(),
+        category_label: category_label(&ticket.category, locale),
         status: ticket.status.as_str().into(),
         status_label: status_label(ticket.status, locale).into(),
         previous_status: previous.as_str().into(),
@@ -394,10 +432,16 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
         Content::Closed => EventVars::Closed {},
         Content::Survey => EventVars::Survey {},
         Content::AgentReply {
-            body, agent_name, ..
+            body,
+            agent_name,
+            asks,
+            survey,
+            ..
         } => EventVars::AgentReply(AgentReplyVars {
             body: body.clone(),
             agent_name: agent_name.clone(),
+            asks: *asks,
+            survey: *survey,
         }),
         Content::CustomerReminder {
             number,
@@ -410,15 +454,28 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
             last_reminder: *last,
             waiting_days: *waiting_days,
         }),
-        Content::Resolved { auto_resolved } => EventVars::Resolved(ResolvedVars {
+        Content::Resolved {
+            auto_resolved,
+            survey,
+        } => EventVars::Resolved(ResolvedVars {
             auto_resolved: *auto_resolved,
+            survey: *survey,
         }),
         Content::AgentNotify {
             is_new,
             customer_text,
             attachments,
             not_added,
+            earlier,
         } => EventVars::AgentNotify(AgentNotifyVars {
+            earlier_ticket: earlier
+                .as_ref()
+                .map(|e| e.id.to_string())
+                .unwrap_or_default(),
+            earlier_answer: earlier
+                .as_ref()
+                .map(|e| e.last_answer.clone())
+                .unwrap_or_default(),
             is_new: *is_new,
             customer_text: customer_text.clone(),
             attachments: attachments
