@@ -97,7 +97,10 @@ pub enum Problem {
     /// `#status open now`: more than one word.
     OneWord(String, Argument),
     /// `#status done`: not one of the allowed values.
-    NotOneOf { value: String, allowed: String },
+    NotOneOf {
+        value: String,
+        allowed: String,
+    },
     NotATicketId(String),
     NoteTakesNoWords,
     AskTakesNoWords,
@@ -107,14 +110,20 @@ pub enum Problem {
     Unknown(String),
     /// `#status new`.
     BackToNew,
-    NotAnAgent { region: String },
+    NotAnAgent {
+        region: String,
+    },
     OwnAddress,
-    AgentNotCopied { region: String },
+    AgentNotCopied {
+        region: String,
+    },
     RequesterNotRemovable,
     NotAParticipant,
     MergeIntoItself,
     MergeTargetClosed,
-    MergeOtherRegion { region: String },
+    MergeOtherRegion {
+        region: String,
+    },
     NoSuchTicket,
 }
 
@@ -303,8 +312,10 @@ fn parse_line(line: &str) -> Option<Result<Command, Problem>> {
             _ => Err(Problem::OneWord(name.clone(), what)),
         }
     };
-    let statuses: Vec<&dyn std::fmt::Display> =
-        Status::ALL.iter().map(|s| s as &dyn std::fmt::Display).collect();
+    let statuses: Vec<&dyn std::fmt::Display> = Status::ALL
+        .iter()
+        .map(|s| s as &dyn std::fmt::Display)
+        .collect();
     let priorities: Vec<&dyn std::fmt::Display> = Priority::ALL
         .iter()
         .map(|p| p as &dyn std::fmt::Display)
@@ -332,9 +343,7 @@ fn parse_line(line: &str) -> Option<Result<Command, Problem>> {
         }),
         "note" if args.is_empty() => Ok(Command::Note),
         "note" => Err(Problem::NoteTakesNoWords),
-        "category" => {
-            one(Argument::Category).map(|a| Command::Category(a.to_ascii_lowercase()))
-        }
+        "category" => one(Argument::Category).map(|a| Command::Category(a.to_ascii_lowercase())),
         "merge" => one(Argument::TicketId).and_then(|a| {
             a.parse()
                 .map(Command::Merge)

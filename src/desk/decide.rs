@@ -313,9 +313,13 @@ fn decide_change(
         Thread::New { links } => {
             // A late reply to a closed ticket: the new ticket links to it, it links back, and the agents
             // are told which ticket it was and what they last answered there.
-            let earlier = links
-                .first()
-                .and_then(|id| known.tagged.iter().chain(&known.referenced).find(|t| t.id == *id));
+            let earlier = links.first().and_then(|id| {
+                known
+                    .tagged
+                    .iter()
+                    .chain(&known.referenced)
+                    .find(|t| t.id == *id)
+            });
             let mut decision = new_ticket(
                 mail,
                 region,
@@ -333,7 +337,12 @@ fn decide_change(
                     .iter()
                     .find(|(id, _)| *id == old.id)
                     .map(|(_, text)| {
-                        embedded_text(text, config.outbound.embed_max_bytes, region.locale, &old.id)
+                        embedded_text(
+                            text,
+                            config.outbound.embed_max_bytes,
+                            region.locale,
+                            &old.id,
+                        )
                     })
                     .unwrap_or_default();
                 for reply in &mut plan.replies {
@@ -748,6 +757,7 @@ fn agent_mail(
 fn status_content(status: Status, previous: Status, survey: bool) -> Content {
     if status == Status::Resolved {
         Content::Resolved {
+            previous,
             auto_resolved: false,
             survey,
         }
@@ -1218,9 +1228,11 @@ mod tests {
     #[test]
     fn an_agent_reply_is_relayed_and_waits_for_the_customer() {
         let t = existing(Status::New);
+        // Issue 14: waiting for the customer is the agent's choice (`#ask`); a plain answer asks nothing
+        // (see `a_plain_answer_asks_for_nothing_and_sends_no_reminder`).
         let plan = agent_says(
             &t,
-            "Could you send the order number?\r\n\r\nOn Mon, Customer wrote:\r\n> help",
+            "#ask\r\nCould you send the order number?\r\n\r\nOn Mon, Customer wrote:\r\n> help",
         );
         assert_eq!(plan.ticket.status, Status::Pending);
         assert_eq!(plan.message.direction, Direction::Out);
@@ -1342,9 +1354,15 @@ mod tests {
         assert_eq!(replies[0].to, vec!["a@example.com", "cc@example.com"]);
         assert_eq!(replies[0].content.previous_status(), Some(Status::Open));
         assert!(set_status(&t2, Status::Resolved, &config(), Utc::now()).is_err());
+        // Issue 14: one mail, the resolved notice with the survey inside (before: a status update and a
+        // survey of its own).
         assert_eq!(
-            replies.iter().map(|r| r.event()).collect::<Vec<_>>(),
-            vec![ReplyEvent::StatusChanged, ReplyEvent::Survey],
+            replies.iter().map(|r| &r.content).collect::<Vec<_>>(),
+            vec![&Content::Resolved {
+                previous: Status::Open,
+                auto_resolved: false,
+                survey: true
+            }],
             "resolving sends the survey"
         );
     }
@@ -1610,5 +1628,211 @@ mod tests {
             .message_ids
             .iter()
             .any(|id| id.contains("merge@agent-laptop")));
+    }
+
+    // Issue 14, item 3: answers must read right.
+
+    /// `reply` rendered as the customer (or agent) reads it: the text part.
+    fn rendered(reply: &Reply, ticket: &Ticket, c: &Config) -> String {
+        let r = crate::outbound::render::Renderer::load(None).unwrap();
+        let ctx = crate::outbound::render::context(reply, ticket, &c.region[0]);
+        r.render(reply.event().as_str(), reply.locale, &ctx)
+            .unwrap()
+            .text
+    }
+
+    #[test]
+    fn a_plain_answer_asks_for_nothing_and_sends_no_reminder() {
+        let c = config();
+        let t = existing(Status::New);
+        let plan = agent_says(&t, "We shipped a replacement today.");
+        // In progress, answered (the SLA timers stop), waiting for nobody: no reminder is scheduled.
+        assert_eq!(plan.ticket.status, Status::Open);
+        assert!(plan.ticket.first_response_at.is_some());
+        assert!(
+            plan.ticket.timers.iter().all(|t| !matches!(
+                t.kind,
+                crate::desk::ticket::TimerKind::CustomerReminder
+                    | crate::desk::ticket::TimerKind::SlaReminder
+                    | crate::desk::ticket::TimerKind::SlaBreach
+            )),
+            "{:?}",
+            plan.ticket.timers
+        );
+        assert_eq!(plan.replies.len(), 1);
+        let Content::AgentReply { asks, survey, .. } = &plan.replies[0].content else {
+            panic!()
+        };
+        assert!(!asks && !survey);
+        let text = rendered(&plan.replies[0], &plan.ticket, &c);
+        assert!(text.contains("replacement today"), "{text}");
+        assert!(!text.contains("information requested above"), "{text}");
+        // An answer to a ticket already waiting for the customer does not ask again.
+        let waiting = existing(Status::Pending);
+        let plan = agent_says(&waiting, "Also: the warehouse is closed on Monday.");
+        assert_eq!(plan.ticket.status, Status::Pending);
+        assert!(
+            !rendered(&plan.replies[0], &plan.ticket, &c).contains("information requested above")
+        );
+        // The agent marks a question: then it waits for the customer, and the mail asks for the reply.
+        for marker in ["#ask", "#status pending"] {
+            let plan = agent_says(&t, &format!("{marker}\r\nCould you send the order number?"));
+            assert_eq!(plan.ticket.status, Status::Pending, "{marker}");
+            assert!(plan
+                .ticket
+                .timers
+                .iter()
+                .any(|t| t.kind == crate::desk::ticket::TimerKind::CustomerReminder));
+            let text = rendered(&plan.replies[0], &plan.ticket, &c);
+            assert!(
+                text.contains("information requested above"),
+                "{marker}: {text}"
+            );
+        }
+        assert!(agent::HELP.contains("#ask"));
+    }
+
+    #[test]
+    fn resolving_sends_one_mail_with_the_survey() {
+        let c = config();
+        let automatic = |r: &[Reply]| r.iter().filter(|r| r.event().is_automatic()).count();
+        // An agent's answer that resolves: the answer carries the survey.
+        let plan = agent_says(&existing(Status::Open), "#status resolved\r\nRefund done.");
+        assert_eq!(plan.replies.len(), 1, "{:?}", plan.replies);
+        assert!(matches!(
+            plan.replies[0].content,
+            Content::AgentReply { survey: true, .. }
+        ));
+        assert!(plan.ticket.survey_sent);
+        let text = rendered(&plan.replies[0], &plan.ticket, &c);
+        assert!(
+            text.contains("Refund done.") && text.contains("from 1 to 5"),
+            "{text}"
+        );
+        // `#status resolved` alone, and the CLI: the resolved notice, with the survey inside.
+        let plan = agent_says(&existing(Status::Open), "#status resolved");
+        assert_eq!(plan.replies.len(), 1, "{:?}", plan.replies);
+        assert!(matches!(
+            plan.replies[0].content,
+            Content::Resolved { survey: true, .. }
+        ));
+        let text = rendered(&plan.replies[0], &plan.ticket, &c);
+        assert!(text.contains("from 1 to 5"), "{text}");
+        let (_, replies) =
+            set_status(&existing(Status::Open), Status::Resolved, &c, Utc::now()).unwrap();
+        assert_eq!((replies.len(), automatic(&replies)), (1, 1));
+        // The survey goes out once: resolving again later sends the notice without it.
+        let mut t = existing(Status::Open);
+        t.survey_sent = true;
+        let (_, replies) = set_status(&t, Status::Resolved, &c, Utc::now()).unwrap();
+        assert!(matches!(
+            replies[..],
+            [Reply {
+                content: Content::Resolved { survey: false, .. },
+                ..
+            }]
+        ));
+        assert!(!rendered(&replies[0], &t, &c).contains("from 1 to 5"));
+    }
+
+    #[test]
+    fn a_reply_to_a_closed_ticket_links_both_ways_and_names_the_old_one() {
+        let c = TestConfig::new(Path::new("/tmp/x"))
+            .region(
+                TestRegion::jp()
+                    .agents(&["agent@example.com"])
+                    .agent_notify("jp-agents@example.com"),
+            )
+            .parse();
+        let old = existing(Status::Closed);
+        let m = mail("From: a@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <late@a>\r\n\r\nThe replacement broke too.\r\n");
+        let known = Known {
+            tagged: vec![old.clone()],
+            next_number: Some(1001),
+            last_answers: vec![(old.id.clone(), "We shipped a replacement today.".into())],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        assert!(plan.is_new);
+        assert_eq!(plan.ticket.id, TicketId::new("JP", 1001));
+        assert_eq!(plan.ticket.links, vec![old.id.clone()]);
+        // The closed ticket links back, in the same change.
+        assert_eq!(plan.linked.len(), 1);
+        assert_eq!(plan.linked[0].id, old.id);
+        assert_eq!(plan.linked[0].links, vec![plan.ticket.id.clone()]);
+        assert_eq!(plan.linked[0].status, Status::Closed);
+        // The agents are told which ticket it was and what they last answered.
+        let notify = plan
+            .replies
+            .iter()
+            .find(|r| r.event() == ReplyEvent::AgentNotify)
+            .expect("the agents' notification");
+        let Content::AgentNotify { earlier, .. } = &notify.content else {
+            panic!()
+        };
+        assert_eq!(
+            earlier,
+            &Some(EarlierTicket {
+                id: old.id.clone(),
+                last_answer: "We shipped a replacement today.".into()
+            })
+        );
+        let text = rendered(notify, &plan.ticket, &c);
+        assert!(text.contains("完了済みのチケット JP-1000"), "{text}");
+        assert!(text.contains("We shipped a replacement today."), "{text}");
+    }
+
+    #[test]
+    fn a_refused_merge_is_explained_in_the_agents_language_with_its_line() {
+        let t = existing(Status::Open);
+        for (body, line, reason) in [
+            (
+                "#priority high\r\n#merge JP-4242",
+                "2行目",
+                "そのチケットはありません",
+            ),
+            ("#merge JP-1000", "1行目", "自分自身に統合"),
+            (
+                "#assign me\r\n#priority high\r\n#assign nobody@example.com",
+                "3行目",
+                "担当者ではありません",
+            ),
+            ("#status done", "1行目", "指定できません"),
+            ("#status new", "1行目", "`new` に戻す"),
+        ] {
+            let plan = agent_says(&t, body);
+            assert_eq!(plan.replies.len(), 1, "{body}");
+            let Content::CommandError { errors } = &plan.replies[0].content else {
+                panic!("{body}: {:?}", plan.replies)
+            };
+            assert!(errors.starts_with(line), "{body}: {errors}");
+            assert!(errors.contains(reason), "{body}: {errors}");
+            assert!(
+                !errors.contains("no such ticket") && !errors.contains("line "),
+                "{errors}"
+            );
+        }
+        // An English region gets it in English, with the line too.
+        let en = TestConfig::new(Path::new("/tmp/x"))
+            .region(
+                TestRegion::new("JP", "support-jp@example.com")
+                    .line("locale = \"en\"")
+                    .agents(&["agent@example.com"]),
+            )
+            .parse();
+        let m = mail("From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#priority high\r\n#merge JP-4242\r\n");
+        let known = Known {
+            tagged: vec![t],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &en.region[0], &en, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        let Content::CommandError { errors } = &plan.replies[0].content else {
+            panic!()
+        };
+        assert_eq!(errors, "line 2: #merge JP-4242  (no such ticket)");
     }
 }

@@ -196,6 +196,8 @@ pub enum Content {
         waiting_days: i64,
     },
     Resolved {
+        /// The status before it was resolved.
+        previous: Status,
         /// Resolved by the desk after the last unanswered reminder (not by an agent).
         auto_resolved: bool,
         /// The notice carries the satisfaction survey (`[timers] survey`): one mail, not two.
@@ -253,9 +255,9 @@ impl Content {
     /// ticket's current one.
     pub fn previous_status(&self) -> Option<Status> {
         match self {
-            Content::StatusChanged { previous } | Content::AgentReply { previous, .. } => {
-                Some(*previous)
-            }
+            Content::StatusChanged { previous }
+            | Content::AgentReply { previous, .. }
+            | Content::Resolved { previous, .. } => Some(*previous),
             _ => None,
         }
     }

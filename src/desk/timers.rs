@@ -133,12 +133,14 @@ pub fn on_timer(
         }
         TimerKind::CustomerReminder => {
             // No answer to the last reminder: resolved, with one notice (the survey inside it).
+            let previous = t.status;
             t.change_status(Status::Resolved, now);
             let survey = survey(&mut t, timers);
             replies.push(Reply::new(
                 t.customers(),
                 t.locale,
                 Content::Resolved {
+                    previous,
                     auto_resolved: true,
                     survey,
                 },
@@ -380,9 +382,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t3.status, Status::Resolved);
+        // Issue 14: one mail, the survey inside the resolved notice (before: two).
         assert_eq!(
-            r3.iter().map(|r| r.event()).collect::<Vec<_>>(),
-            vec![Event::Resolved, Event::Survey]
+            r3.iter().map(|r| &r.content).collect::<Vec<_>>(),
+            vec![&Content::Resolved {
+                previous: Status::Pending,
+                auto_resolved: true,
+                survey: true
+            }]
         );
         assert!(t3.survey_sent);
         let close_at = t0() + Duration::hours(144) + Duration::days(7);

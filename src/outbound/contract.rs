@@ -1124,6 +1124,8 @@ mod tests {
             vec![
                 "attachments (each: filename, size_kb)",
                 "customer_text",
+                "earlier_answer",
+                "earlier_ticket",
                 "is_new",
                 "not_added",
                 "reply_marker"

@@ -457,6 +457,7 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
         Content::Resolved {
             auto_resolved,
             survey,
+            ..
         } => EventVars::Resolved(ResolvedVars {
             auto_resolved: *auto_resolved,
             survey: *survey,
@@ -709,5 +710,105 @@ mod tests {
         ctx["subject"] = json!("a\r\nBcc: evil@example.com");
         let s = r.render("ack", Locale::En, &ctx).unwrap().subject;
         assert!(!s.contains('\n') && !s.contains('\r'), "{s:?}");
+    }
+
+    #[test]
+    fn categories_are_translated() {
+        let r = Renderer::load(None).unwrap();
+        for (locale, label) in [
+            (Locale::Ja, "カテゴリ：ご注文・配送"),
+            (Locale::Ko, "주문·배송"),
+            (Locale::Zh, "订单与配送"),
+            (Locale::En, "order and delivery"),
+        ] {
+            let mut ctx = TemplateEvent::AgentNotify.sample(locale);
+            ctx["category"] = json!("order");
+            ctx["category_label"] = json!(category_label("order", locale));
+            let out = r.render("agent_notify", locale, &ctx).unwrap();
+            assert!(out.text.contains(label), "{locale}: {}", out.text);
+            assert!(!out.text.contains("：order"), "{}", out.text);
+            assert!(out.html.unwrap().contains(&category_label("order", locale)));
+        }
+        for event in [TemplateEvent::SlaReminder, TemplateEvent::Escalation] {
+            let text = r
+                .render(event.as_str(), Locale::Ja, &event.sample(Locale::Ja))
+                .unwrap()
+                .text;
+            assert!(text.contains("カテゴリ：お支払い"), "{text}");
+        }
+        // Every built-in category has a label in every locale; a configured one keeps its name.
+        for name in crate::mail::classify::DEFAULT_CATEGORIES
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(["other"])
+        {
+            for &locale in &[Locale::Ja, Locale::Ko, Locale::Zh] {
+                assert_ne!(category_label(name, locale), name, "{name} in {locale}");
+            }
+        }
+        assert_eq!(category_label("wholesale", Locale::Ja), "wholesale");
+    }
+
+    #[test]
+    fn one_hour_is_singular() {
+        let r = Renderer::load(None).unwrap();
+        let text = |event: TemplateEvent, locale: Locale, set: &[(&str, serde_json::Value)]| {
+            let mut ctx = event.sample(locale);
+            for (k, v) in set {
+                ctx[*k] = v.clone();
+            }
+            let out = r.render(event.as_str(), locale, &ctx).unwrap();
+            format!("{}\n{}", out.text, out.html.unwrap_or_default())
+        };
+        let one = text(
+            TemplateEvent::Ack,
+            Locale::En,
+            &[("response_hours", json!(1))],
+        );
+        assert!(one.contains("within 1 hour."), "{one}");
+        assert!(!one.contains("1 hours"), "{one}");
+        let many = text(
+            TemplateEvent::Ack,
+            Locale::En,
+            &[("response_hours", json!(24))],
+        );
+        assert!(many.contains("within 24 hours."), "{many}");
+        let business = text(
+            TemplateEvent::Ack,
+            Locale::En,
+            &[
+                ("response_hours", json!(1)),
+                ("business_hours", json!(true)),
+            ],
+        );
+        assert!(business.contains("1 business hour."), "{business}");
+        let day = text(
+            TemplateEvent::CustomerReminder,
+            Locale::En,
+            &[("waiting_days", json!(1))],
+        );
+        assert!(
+            day.contains("1 day ago") && !day.contains("1 days"),
+            "{day}"
+        );
+        let minute = text(
+            TemplateEvent::SlaReminder,
+            Locale::En,
+            &[("minutes_left", json!(1))],
+        );
+        assert!(!minute.contains("1 minutes"), "{minute}");
+        let minute = text(
+            TemplateEvent::Escalation,
+            Locale::En,
+            &[("overdue_minutes", json!(1))],
+        );
+        assert!(!minute.contains("1 minutes"), "{minute}");
+        // Japanese, Korean and Chinese have no plural: one form for every number.
+        let ja = text(
+            TemplateEvent::Ack,
+            Locale::Ja,
+            &[("response_hours", json!(1))],
+        );
+        assert!(ja.contains("1時間以内"), "{ja}");
     }
 }

@@ -422,7 +422,7 @@ mod regressions {
                 "Re: [JP-1001] Same order",
                 "ag1@x",
                 "",
-                "Which order number?",
+                "#ask\r\nWhich order number?",
             ),
             asked,
         );
