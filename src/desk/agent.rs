@@ -282,7 +282,7 @@ impl Parsed {
 }
 
 /// The commands, for the help text of error replies.
-pub const HELP: &str = "#status open|pending|resolved|closed\n#ask          (the answer asks the customer something: the ticket waits for them)\n#priority low|normal|high|urgent\n#assign me|<agent address>\n#note\n#category <name>\n#merge <ticket id>\n#cc add|remove <address>";
+pub const HELP: &str = "#status open|pending|resolved|closed\n#ask\n#priority low|normal|high|urgent\n#assign me|<agent address>\n#note\n#category <name>\n#merge <ticket id>\n#cc add|remove <address>";
 
 /// A value of an enum's `FromStr` that is not one of its words: the words, for the agent.
 fn not_one_of(value: &str, allowed: &[&dyn std::fmt::Display]) -> Problem {
