@@ -88,8 +88,8 @@ fn reminders_then_auto_resolve_survey_auto_close_and_the_rating_recorded() {
             "status_changed",
             "customer_reminder",
             "customer_reminder",
-            "resolved",
-            "survey"
+            // Issue 14: the survey is inside the resolved notice (before: a mail of its own).
+            "resolved"
         ]
     );
     // The customer rates us: recorded, and the ticket stays resolved.
@@ -196,4 +196,53 @@ fn overdue_timers_fire_once_after_a_restart() {
         .filter(|k| *k == "customer_reminder")
         .count();
     assert_eq!(reminders, 1, "fired once, late, not once per start");
+}
+
+/// Issue 14: one plain answer used to set `pending` and bring a reminder, a "resolved because you did not
+/// reply" notice, the survey and a "closed" notice. Through the real binary and scheduler: a plain answer
+/// asks for nothing and nothing follows; an answer the agent marks with `#ask` waits for the customer,
+/// and then each change of state sends one mail, the survey inside the resolved notice.
+#[test]
+fn a_plain_answer_asks_for_nothing_and_sends_no_reminder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig::new(dir.path())
+        .timers("customer_reminder_after = \"1s\"\ncustomer_reminders = 1\nautoclose_after = \"1s\"\nsurvey = true\n")
+        .region(
+            Region::jp()
+                .agent_notify("jp-agents@example.com")
+                .agents(&["agent@example.com"]),
+        )
+        .write_to(&dir.path().join("config.toml"));
+    let e = Env { _dir: dir, config };
+    assert_eq!(cli(&e, &["ingest", "--region", "JP"], MAIL).0, 0);
+    let answer = b"From: agent@example.com\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1000] question\r\nMessage-ID: <a1@example.com>\r\n\r\nWe shipped a replacement today.\r\n";
+    assert_eq!(cli(&e, &["ingest", "--region", "JP"], answer).0, 0);
+    let t = json(&e, &["tickets", "show", "JP-1000", "--json"]);
+    assert_eq!(t["status"], "open");
+    let daemon = run(&e);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(kinds(&e), vec!["ack", "agent_notify", "agent_reply"]);
+    assert_eq!(
+        json(&e, &["tickets", "show", "JP-1000", "--json"])["status"],
+        "open"
+    );
+    // A question the agent marks: reminders, then resolved (one mail, the survey inside), then closed.
+    let ask = b"From: agent@example.com\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1000] question\r\nMessage-ID: <a2@example.com>\r\n\r\n#ask\r\nCould you send the order number?\r\n";
+    assert_eq!(cli(&e, &["ingest", "--region", "JP"], ask).0, 0);
+    wait_for("the auto-close", Duration::from_secs(20), || {
+        json(&e, &["tickets", "show", "JP-1000", "--json"])["status"] == "closed"
+    });
+    stop(daemon);
+    assert_eq!(
+        kinds(&e),
+        vec![
+            "ack",
+            "agent_notify",
+            "agent_reply",
+            "agent_reply",
+            "customer_reminder",
+            "resolved",
+            "closed"
+        ]
+    );
 }

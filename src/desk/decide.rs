@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 
 use super::agent;
 use super::lifecycle::{self, Event};
-pub use super::reply::{AttachmentNote, Audience, Content, Event as ReplyEvent, Needs, Reply};
+pub use super::reply::{
+    AttachmentNote, Audience, Content, EarlierTicket, Event as ReplyEvent, Needs, Reply,
+};
 use super::thread::{self, Thread};
 use super::ticket::{
     AttachmentRef, Direction, Locale, Message, Priority, Status, Ticket, TicketId, MAX_THREAD_IDS,
@@ -41,6 +43,9 @@ pub struct Known {
     /// The mail's In-Reply-To names staff mail postdesk sent (an agent notification, an SLA reminder, an
     /// escalation, a command error): the ticket that mail was about (after merges).
     pub staff_mail_answered: Option<Ticket>,
+    /// For each closed ticket among `tagged` and `referenced`: the text of the last answer an agent sent
+    /// on it, which the notification of the new ticket a late reply opens quotes.
+    pub last_answers: Vec<(TicketId, String)>,
 }
 
 /// Options of the intake path that delivered the mail.
@@ -90,6 +95,9 @@ pub struct Plan {
     pub bounced_outbox: Option<u64>,
     /// An agent's `#merge`: move this ticket's messages into the survivor (which exists: see [`Known`]).
     pub merge: Option<Merge>,
+    /// Other tickets this change updates, stored in the same transaction: the closed ticket a late reply
+    /// opened this one from, now linked back to it.
+    pub linked: Vec<Ticket>,
 }
 
 impl Plan {
@@ -102,6 +110,7 @@ impl Plan {
             replies,
             bounced_outbox: None,
             merge: None,
+            linked: Vec::new(),
         }))
     }
 }
@@ -130,6 +139,9 @@ pub fn decide(
         super::timers::reschedule(&mut plan.ticket, config);
         if let Some(merge) = &mut plan.merge {
             super::timers::reschedule(&mut merge.survivor, config);
+        }
+        for other in &mut plan.linked {
+            super::timers::reschedule(other, config);
         }
     }
     decision
@@ -197,6 +209,7 @@ fn decide_change(
                 replies: Vec::new(),
                 bounced_outbox: Some(*outbox_id),
                 merge: None,
+                linked: Vec::new(),
             }));
         }
     }
@@ -297,17 +310,57 @@ fn decide_change(
             ticket.updated_at = now;
             Plan::update(ticket, message, replies)
         }
-        Thread::New { links } => new_ticket(
-            mail,
-            region,
-            config,
-            message,
-            links,
-            automatic.is_some(),
-            delivery,
-            known.next_number,
-            now,
-        ),
+        Thread::New { links } => {
+            // A late reply to a closed ticket: the new ticket links to it, it links back, and the agents
+            // are told which ticket it was and what they last answered there.
+            let earlier = links.first().and_then(|id| {
+                known
+                    .tagged
+                    .iter()
+                    .chain(&known.referenced)
+                    .find(|t| t.id == *id)
+            });
+            let mut decision = new_ticket(
+                mail,
+                region,
+                config,
+                message,
+                links.clone(),
+                automatic.is_some(),
+                delivery,
+                known.next_number,
+                now,
+            );
+            if let (Decision::Store(plan), Some(old)) = (&mut decision, earlier) {
+                let last_answer = known
+                    .last_answers
+                    .iter()
+                    .find(|(id, _)| *id == old.id)
+                    .map(|(_, text)| {
+                        embedded_text(
+                            text,
+                            config.outbound.embed_max_bytes,
+                            region.locale,
+                            &old.id,
+                        )
+                    })
+                    .unwrap_or_default();
+                for reply in &mut plan.replies {
+                    if let Content::AgentNotify { earlier, .. } = &mut reply.content {
+                        *earlier = Some(EarlierTicket {
+                            id: old.id.clone(),
+                            last_answer: last_answer.clone(),
+                        });
+                    }
+                }
+                let mut old = old.clone();
+                if !old.links.contains(&plan.ticket.id) {
+                    old.links.push(plan.ticket.id.clone());
+                }
+                plan.linked.push(old);
+            }
+            decision
+        }
     }
 }
 
@@ -385,6 +438,7 @@ fn new_ticket(
         replies,
         bounced_outbox: None,
         merge: None,
+        linked: Vec::new(),
     }))
 }
 
@@ -483,6 +537,7 @@ fn notify_agents(
             ),
             attachments,
             not_added,
+            earlier: None,
         },
     ))
 }
@@ -544,22 +599,31 @@ fn agent_mail(
         (Some(m), true) => m.name.clone(),
         _ => String::new(),
     };
-    let parsed = agent::parse(&strip_quoted(&mail.text));
+    let parsed_text = strip_quoted(&mail.text);
+    let parsed = agent::parse(&parsed_text);
     // The agent's own Message-ID is not remembered for References: it names the agent's host, and what the
     // desk sends customers carries only their ids and ours. The mail still leads to the ticket: its id is
     // indexed with the message.
     ticket.updated_at = now;
     // What the ticket stays if a command is bad: none of the mail's commands apply then.
     let unchanged = ticket.clone();
-    let mut errors: Vec<String> = parsed
-        .errors
-        .iter()
-        .map(|e| format!("line {}: {}  ({})", e.line, e.text, e.reason))
-        .collect();
+    let mut errors: Vec<agent::BadLine> = parsed.errors.clone();
     let previous = ticket.status;
     let mut status_set = false;
     let mut merge_into: Option<&Ticket> = None;
-    for command in &parsed.commands {
+    let text_lines: Vec<&str> = parsed_text.lines().collect();
+    for (command, &line) in parsed.commands.iter().zip(&parsed.lines) {
+        // A refused command is reported like a bad line: its line, as the agent typed it, and why.
+        let mut refuse = |reason: agent::Problem| {
+            errors.push(agent::BadLine {
+                line,
+                text: text_lines
+                    .get(line.saturating_sub(1))
+                    .map(|l| l.trim().to_string())
+                    .unwrap_or_default(),
+                reason,
+            })
+        };
         match command {
             agent::Command::Status(s) => match lifecycle::next(ticket.status, Event::Set(*s)) {
                 Ok(next) => {
@@ -567,7 +631,7 @@ fn agent_mail(
                     status_set = true;
                 }
                 Err(lifecycle::LifecycleError::Unchanged(_)) => status_set = true,
-                Err(e) => errors.push(format!("#status {s}: {e}")),
+                Err(lifecycle::LifecycleError::BackToNew) => refuse(agent::Problem::BackToNew),
             },
             agent::Command::Priority(p) => ticket.priority = *p,
             agent::Command::Category(c) => ticket.category = c.clone(),
@@ -575,52 +639,46 @@ fn agent_mail(
             agent::Command::Assign(Some(a)) if region.is_agent(a) => {
                 ticket.assignee = Some(a.clone())
             }
-            agent::Command::Assign(Some(a)) => errors.push(format!(
-                "#assign {a}: not an agent of region {}",
-                region.code
-            )),
+            agent::Command::Assign(Some(_)) => refuse(agent::Problem::NotAnAgent {
+                region: region.code.clone(),
+            }),
             agent::Command::Note => {}
             agent::Command::CcAdd(a) if config.is_own_address(a) => {
-                errors.push(format!("#cc add {a}: that is a postdesk address"))
+                refuse(agent::Problem::OwnAddress)
             }
-            agent::Command::CcAdd(a) if region.is_agent(a) => errors.push(format!(
-                "#cc add {a}: an agent of region {} (agents are notified, not copied)",
-                region.code
-            )),
+            agent::Command::CcAdd(a) if region.is_agent(a) => {
+                refuse(agent::Problem::AgentNotCopied {
+                    region: region.code.clone(),
+                })
+            }
             agent::Command::CcAdd(a) => {
                 if *a != ticket.requester && !ticket.participants.contains(a) {
                     ticket.participants.push(a.clone());
                 }
             }
-            agent::Command::CcRemove(a) if *a == ticket.requester => errors.push(format!(
-                "#cc remove {a}: the requester of {} cannot be removed",
-                ticket.id
-            )),
+            agent::Command::CcRemove(a) if *a == ticket.requester => {
+                refuse(agent::Problem::RequesterNotRemovable)
+            }
             agent::Command::CcRemove(a) => match ticket.participants.iter().position(|p| p == a) {
                 Some(i) => {
                     ticket.participants.remove(i);
                 }
-                None => errors.push(format!(
-                    "#cc remove {a}: not a participant of {}",
-                    ticket.id
-                )),
+                None => refuse(agent::Problem::NotAParticipant),
             },
             agent::Command::Merge(id) => match merge_target.filter(|t| t.id == *id) {
-                _ if *id == ticket.id => errors.push(format!(
-                    "#merge {id}: a ticket cannot be merged into itself"
-                )),
-                Some(t) if t.merged_into.is_some() || t.status == Status::Closed => errors.push(
-                    format!("#merge {id}: that ticket is closed or merged already"),
-                ),
-                Some(t) if t.region != ticket.region => errors.push(format!(
-                    "#merge {id}: that ticket belongs to region {}",
-                    t.region
-                )),
+                _ if *id == ticket.id => refuse(agent::Problem::MergeIntoItself),
+                Some(t) if t.merged_into.is_some() || t.status == Status::Closed => {
+                    refuse(agent::Problem::MergeTargetClosed)
+                }
+                Some(t) if t.region != ticket.region => refuse(agent::Problem::MergeOtherRegion {
+                    region: t.region.clone(),
+                }),
                 Some(t) => merge_into = Some(t),
-                None => errors.push(format!("#merge {id}: no such ticket")),
+                None => refuse(agent::Problem::NoSuchTicket),
             },
         }
     }
+    errors.sort_by_key(|e| e.line);
     message.direction = Direction::Note;
     if !errors.is_empty() {
         // Nothing reaches the customer; the agent learns which line was wrong. The mail is kept as a note.
@@ -631,7 +689,12 @@ fn agent_mail(
                 vec![sender],
                 region.locale,
                 Content::CommandError {
-                    errors: errors.join("\n"),
+                    // In the region's language, like the rest of the error mail, each with its line.
+                    errors: errors
+                        .iter()
+                        .map(|e| e.describe(region.locale))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                 },
             )],
         );
@@ -646,16 +709,24 @@ fn agent_mail(
             replies: Vec::new(),
             bounced_outbox: None,
             merge: Some(merge),
+            linked: Vec::new(),
         }));
     }
     let customers = ticket.customers();
     let mut replies = Vec::new();
     let relay = !parsed.is_note() && !parsed.body.trim().is_empty() && !customers.is_empty();
+    if relay && !status_set {
+        // A plain answer asks for nothing: the ticket is in progress, waiting for nobody (no reminders).
+        // The agent makes it wait for the customer with `#ask` or `#status pending`.
+        let next = lifecycle::next(ticket.status, Event::AgentAnswer).unwrap_or(ticket.status);
+        ticket.change_status(next, now);
+    }
+    // Resolving sends the survey inside the one mail that says so (the answer or the notice), never as a
+    // mail of its own.
+    let survey = ticket.status == Status::Resolved
+        && previous != Status::Resolved
+        && super::timers::survey(&mut ticket, &region.timers);
     if relay {
-        // An answer waits for the customer unless the agent said otherwise.
-        if !status_set {
-            ticket.change_status(Status::Pending, now);
-        }
         message.direction = Direction::Out;
         message.text = parsed.body.clone();
         ticket.first_response_at.get_or_insert(now);
@@ -667,19 +738,32 @@ fn agent_mail(
                 previous,
                 body: parsed.body.clone(),
                 agent_name,
+                asks: status_set && ticket.status == Status::Pending,
+                survey,
             },
         });
     } else if ticket.status != previous && !customers.is_empty() {
         replies.push(Reply::new(
             customers,
             ticket.locale,
-            Content::StatusChanged { previous },
+            status_content(ticket.status, previous, survey),
         ));
     }
-    if ticket.status == Status::Resolved && previous != Status::Resolved {
-        replies.extend(super::timers::survey(&mut ticket, &region.timers));
-    }
     Plan::update(ticket, message, replies)
+}
+
+/// The mail that tells customers of a status change: the resolved notice (with the survey, when it goes
+/// out) for a resolved ticket, else the status update.
+fn status_content(status: Status, previous: Status, survey: bool) -> Content {
+    if status == Status::Resolved {
+        Content::Resolved {
+            previous,
+            auto_resolved: false,
+            survey,
+        }
+    } else {
+        Content::StatusChanged { previous }
+    }
 }
 
 /// Close `ticket` into `survivor` (an agent's `#merge`, checked by the caller): both conversations continue
@@ -839,21 +923,20 @@ pub fn set_status(
     let previous = t.status;
     t.change_status(next, now);
     t.updated_at = now;
+    let survey = t.status == Status::Resolved
+        && config
+            .region(&t.region)
+            .is_some_and(|region| super::timers::survey(&mut t, &region.timers));
     let to = t.customers();
-    let mut replies = if to.is_empty() {
+    let replies = if to.is_empty() {
         Vec::new()
     } else {
         vec![Reply::new(
             to,
             t.locale,
-            Content::StatusChanged { previous },
+            status_content(t.status, previous, survey),
         )]
     };
-    if t.status == Status::Resolved {
-        if let Some(region) = config.region(&t.region) {
-            replies.extend(super::timers::survey(&mut t, &region.timers));
-        }
-    }
     super::timers::reschedule(&mut t, config);
     Ok((t, replies))
 }
@@ -1145,9 +1228,11 @@ mod tests {
     #[test]
     fn an_agent_reply_is_relayed_and_waits_for_the_customer() {
         let t = existing(Status::New);
+        // Issue 14: waiting for the customer is the agent's choice (`#ask`); a plain answer asks nothing
+        // (see `a_plain_answer_asks_for_nothing_and_sends_no_reminder`).
         let plan = agent_says(
             &t,
-            "Could you send the order number?\r\n\r\nOn Mon, Customer wrote:\r\n> help",
+            "#ask\r\nCould you send the order number?\r\n\r\nOn Mon, Customer wrote:\r\n> help",
         );
         assert_eq!(plan.ticket.status, Status::Pending);
         assert_eq!(plan.message.direction, Direction::Out);
@@ -1269,9 +1354,15 @@ mod tests {
         assert_eq!(replies[0].to, vec!["a@example.com", "cc@example.com"]);
         assert_eq!(replies[0].content.previous_status(), Some(Status::Open));
         assert!(set_status(&t2, Status::Resolved, &config(), Utc::now()).is_err());
+        // Issue 14: one mail, the resolved notice with the survey inside (before: a status update and a
+        // survey of its own).
         assert_eq!(
-            replies.iter().map(|r| r.event()).collect::<Vec<_>>(),
-            vec![ReplyEvent::StatusChanged, ReplyEvent::Survey],
+            replies.iter().map(|r| &r.content).collect::<Vec<_>>(),
+            vec![&Content::Resolved {
+                previous: Status::Open,
+                auto_resolved: false,
+                survey: true
+            }],
             "resolving sends the survey"
         );
     }
@@ -1537,5 +1628,211 @@ mod tests {
             .message_ids
             .iter()
             .any(|id| id.contains("merge@agent-laptop")));
+    }
+
+    // Issue 14, item 3: answers must read right.
+
+    /// `reply` rendered as the customer (or agent) reads it: the text part.
+    fn rendered(reply: &Reply, ticket: &Ticket, c: &Config) -> String {
+        let r = crate::outbound::render::Renderer::load(None).unwrap();
+        let ctx = crate::outbound::render::context(reply, ticket, &c.region[0]);
+        r.render(reply.event().as_str(), reply.locale, &ctx)
+            .unwrap()
+            .text
+    }
+
+    #[test]
+    fn a_plain_answer_asks_for_nothing_and_sends_no_reminder() {
+        let c = config();
+        let t = existing(Status::New);
+        let plan = agent_says(&t, "We shipped a replacement today.");
+        // In progress, answered (the SLA timers stop), waiting for nobody: no reminder is scheduled.
+        assert_eq!(plan.ticket.status, Status::Open);
+        assert!(plan.ticket.first_response_at.is_some());
+        assert!(
+            plan.ticket.timers.iter().all(|t| !matches!(
+                t.kind,
+                crate::desk::ticket::TimerKind::CustomerReminder
+                    | crate::desk::ticket::TimerKind::SlaReminder
+                    | crate::desk::ticket::TimerKind::SlaBreach
+            )),
+            "{:?}",
+            plan.ticket.timers
+        );
+        assert_eq!(plan.replies.len(), 1);
+        let Content::AgentReply { asks, survey, .. } = &plan.replies[0].content else {
+            panic!()
+        };
+        assert!(!asks && !survey);
+        let text = rendered(&plan.replies[0], &plan.ticket, &c);
+        assert!(text.contains("replacement today"), "{text}");
+        assert!(!text.contains("information requested above"), "{text}");
+        // An answer to a ticket already waiting for the customer does not ask again.
+        let waiting = existing(Status::Pending);
+        let plan = agent_says(&waiting, "Also: the warehouse is closed on Monday.");
+        assert_eq!(plan.ticket.status, Status::Pending);
+        assert!(
+            !rendered(&plan.replies[0], &plan.ticket, &c).contains("information requested above")
+        );
+        // The agent marks a question: then it waits for the customer, and the mail asks for the reply.
+        for marker in ["#ask", "#status pending"] {
+            let plan = agent_says(&t, &format!("{marker}\r\nCould you send the order number?"));
+            assert_eq!(plan.ticket.status, Status::Pending, "{marker}");
+            assert!(plan
+                .ticket
+                .timers
+                .iter()
+                .any(|t| t.kind == crate::desk::ticket::TimerKind::CustomerReminder));
+            let text = rendered(&plan.replies[0], &plan.ticket, &c);
+            assert!(
+                text.contains("information requested above"),
+                "{marker}: {text}"
+            );
+        }
+        assert!(agent::HELP.contains("#ask"));
+    }
+
+    #[test]
+    fn resolving_sends_one_mail_with_the_survey() {
+        let c = config();
+        let automatic = |r: &[Reply]| r.iter().filter(|r| r.event().is_automatic()).count();
+        // An agent's answer that resolves: the answer carries the survey.
+        let plan = agent_says(&existing(Status::Open), "#status resolved\r\nRefund done.");
+        assert_eq!(plan.replies.len(), 1, "{:?}", plan.replies);
+        assert!(matches!(
+            plan.replies[0].content,
+            Content::AgentReply { survey: true, .. }
+        ));
+        assert!(plan.ticket.survey_sent);
+        let text = rendered(&plan.replies[0], &plan.ticket, &c);
+        assert!(
+            text.contains("Refund done.") && text.contains("from 1 to 5"),
+            "{text}"
+        );
+        // `#status resolved` alone, and the CLI: the resolved notice, with the survey inside.
+        let plan = agent_says(&existing(Status::Open), "#status resolved");
+        assert_eq!(plan.replies.len(), 1, "{:?}", plan.replies);
+        assert!(matches!(
+            plan.replies[0].content,
+            Content::Resolved { survey: true, .. }
+        ));
+        let text = rendered(&plan.replies[0], &plan.ticket, &c);
+        assert!(text.contains("from 1 to 5"), "{text}");
+        let (_, replies) =
+            set_status(&existing(Status::Open), Status::Resolved, &c, Utc::now()).unwrap();
+        assert_eq!((replies.len(), automatic(&replies)), (1, 1));
+        // The survey goes out once: resolving again later sends the notice without it.
+        let mut t = existing(Status::Open);
+        t.survey_sent = true;
+        let (_, replies) = set_status(&t, Status::Resolved, &c, Utc::now()).unwrap();
+        assert!(matches!(
+            replies[..],
+            [Reply {
+                content: Content::Resolved { survey: false, .. },
+                ..
+            }]
+        ));
+        assert!(!rendered(&replies[0], &t, &c).contains("from 1 to 5"));
+    }
+
+    #[test]
+    fn a_reply_to_a_closed_ticket_links_both_ways_and_names_the_old_one() {
+        let c = TestConfig::new(Path::new("/tmp/x"))
+            .region(
+                TestRegion::jp()
+                    .agents(&["agent@example.com"])
+                    .agent_notify("jp-agents@example.com"),
+            )
+            .parse();
+        let old = existing(Status::Closed);
+        let m = mail("From: a@example.com\r\nSubject: Re: [JP-1000] x\r\nMessage-ID: <late@a>\r\n\r\nThe replacement broke too.\r\n");
+        let known = Known {
+            tagged: vec![old.clone()],
+            next_number: Some(1001),
+            last_answers: vec![(old.id.clone(), "We shipped a replacement today.".into())],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &c.region[0], &c, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        assert!(plan.is_new);
+        assert_eq!(plan.ticket.id, TicketId::new("JP", 1001));
+        assert_eq!(plan.ticket.links, vec![old.id.clone()]);
+        // The closed ticket links back, in the same change.
+        assert_eq!(plan.linked.len(), 1);
+        assert_eq!(plan.linked[0].id, old.id);
+        assert_eq!(plan.linked[0].links, vec![plan.ticket.id.clone()]);
+        assert_eq!(plan.linked[0].status, Status::Closed);
+        // The agents are told which ticket it was and what they last answered.
+        let notify = plan
+            .replies
+            .iter()
+            .find(|r| r.event() == ReplyEvent::AgentNotify)
+            .expect("the agents' notification");
+        let Content::AgentNotify { earlier, .. } = &notify.content else {
+            panic!()
+        };
+        assert_eq!(
+            earlier,
+            &Some(EarlierTicket {
+                id: old.id.clone(),
+                last_answer: "We shipped a replacement today.".into()
+            })
+        );
+        let text = rendered(notify, &plan.ticket, &c);
+        assert!(text.contains("完了済みのチケット JP-1000"), "{text}");
+        assert!(text.contains("We shipped a replacement today."), "{text}");
+    }
+
+    #[test]
+    fn a_refused_merge_is_explained_in_the_agents_language_with_its_line() {
+        let t = existing(Status::Open);
+        for (body, line, reason) in [
+            (
+                "#priority high\r\n#merge JP-4242",
+                "2行目",
+                "そのチケットはありません",
+            ),
+            ("#merge JP-1000", "1行目", "自分自身に統合"),
+            (
+                "#assign me\r\n#priority high\r\n#assign nobody@example.com",
+                "3行目",
+                "担当者ではありません",
+            ),
+            ("#status done", "1行目", "指定できません"),
+            ("#status new", "1行目", "`new` に戻す"),
+        ] {
+            let plan = agent_says(&t, body);
+            assert_eq!(plan.replies.len(), 1, "{body}");
+            let Content::CommandError { errors } = &plan.replies[0].content else {
+                panic!("{body}: {:?}", plan.replies)
+            };
+            assert!(errors.starts_with(line), "{body}: {errors}");
+            assert!(errors.contains(reason), "{body}: {errors}");
+            assert!(
+                !errors.contains("no such ticket") && !errors.contains("line "),
+                "{errors}"
+            );
+        }
+        // An English region gets it in English, with the line too.
+        let en = TestConfig::new(Path::new("/tmp/x"))
+            .region(
+                TestRegion::new("JP", "support-jp@example.com")
+                    .line("locale = \"en\"")
+                    .agents(&["agent@example.com"]),
+            )
+            .parse();
+        let m = mail("From: agent@example.com\r\nSubject: Re: [JP-1000] x\r\n\r\n#priority high\r\n#merge JP-4242\r\n");
+        let known = Known {
+            tagged: vec![t],
+            ..Known::default()
+        };
+        let Decision::Store(plan) = decide(&m, &en.region[0], &en, &known, ACK, Utc::now()) else {
+            panic!()
+        };
+        let Content::CommandError { errors } = &plan.replies[0].content else {
+            panic!()
+        };
+        assert_eq!(errors, "line 2: #merge JP-4242  (no such ticket)");
     }
 }

@@ -15,6 +15,11 @@ pub enum Event {
     Set(Status),
     /// An agent merged the ticket into another: its conversation continues there.
     Merged,
+    /// An agent answered the customer without setting a status: the answer asks for nothing, so the ticket
+    /// is in progress (`new` → `open`) and waits for nobody; any other status stays (a ticket already
+    /// waiting for the customer keeps waiting, a resolved one stays resolved). Only `#ask` or
+    /// `#status pending` make a ticket wait for the customer (and only then do reminders run).
+    AgentAnswer,
 }
 
 /// Why a transition is refused.
@@ -38,6 +43,10 @@ pub fn next(status: Status, event: Event) -> Result<Status, LifecycleError> {
         Event::Set(Status::New) => Err(LifecycleError::BackToNew),
         Event::Set(target) => Ok(target),
         Event::Merged => Ok(Status::Closed),
+        Event::AgentAnswer => Ok(match status {
+            Status::New => Status::Open,
+            other => other,
+        }),
     }
 }
 
@@ -57,6 +66,19 @@ mod tests {
         for (from, to) in expect {
             assert_eq!(next(from, Event::CustomerReply), Ok(to), "{from}");
         }
+    }
+
+    #[test]
+    fn a_plain_answer_never_makes_a_ticket_wait() {
+        for &from in Status::ALL {
+            let to = next(from, Event::AgentAnswer).unwrap();
+            assert_ne!(
+                (from != Status::Pending, to),
+                (true, Status::Pending),
+                "{from}"
+            );
+        }
+        assert_eq!(next(Status::New, Event::AgentAnswer), Ok(Status::Open));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use super::ticket::{AttachmentRef, Locale, Status};
+use super::ticket::{AttachmentRef, Locale, Status, TicketId};
 
 /// The template event of a mail postdesk sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,17 +20,20 @@ pub enum Event {
     Ack,
     /// The acknowledgement of a mail stored truncated because it was too large.
     Oversize,
-    /// The ticket's status changed (an agent's command, the CLI).
+    /// The ticket's status changed (an agent's command, the CLI); to `resolved`, it is [`Event::Resolved`].
     StatusChanged,
     /// An agent's answer, relayed to the customer.
     AgentReply,
     /// The ticket waits for the customer: a reminder.
     CustomerReminder,
-    /// No answer to the last reminder: resolved, with a notice.
+    /// The ticket was resolved (by an agent's `#status resolved` without an answer, the CLI, or the desk
+    /// after the last unanswered reminder): the notice, with the survey when it goes out.
     Resolved,
     /// Resolved long enough: closed, with a notice.
     Closed,
-    /// The satisfaction survey when a ticket is resolved.
+    /// The satisfaction survey on its own. The desk no longer decides it: the survey goes out inside the
+    /// mail that says the ticket is resolved (`resolved`, `agent_reply`). Kept so that rows and template
+    /// overrides of earlier versions still parse and render.
     Survey,
     /// The agents are told of a new ticket or a customer's reply.
     AgentNotify,
@@ -148,6 +151,15 @@ pub struct AttachmentNote {
     pub size_kb: u64,
 }
 
+/// The closed ticket a customer's late reply was about, as the new ticket's notification names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EarlierTicket {
+    pub id: TicketId,
+    /// The last answer an agent sent the customer on it (bounded like the customer's text); empty when it
+    /// had none.
+    pub last_answer: String,
+}
+
 /// What one mail says, by event: the values its templates need beyond the ticket's own fields.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Content {
@@ -169,6 +181,11 @@ pub enum Content {
         body: String,
         /// Empty unless `[agents] show_name` is set.
         agent_name: String,
+        /// The agent marked the answer as asking the customer something (`#ask`, `#status pending`): the
+        /// mail asks for a reply, and the ticket waits for it. A plain answer asks for nothing.
+        asks: bool,
+        /// The answer resolves the ticket and carries the satisfaction survey (one mail, not two).
+        survey: bool,
     },
     CustomerReminder {
         /// 1 for the first reminder.
@@ -179,8 +196,12 @@ pub enum Content {
         waiting_days: i64,
     },
     Resolved {
+        /// The status before it was resolved.
+        previous: Status,
         /// Resolved by the desk after the last unanswered reminder (not by an agent).
         auto_resolved: bool,
+        /// The notice carries the satisfaction survey (`[timers] survey`): one mail, not two.
+        survey: bool,
     },
     Closed,
     Survey,
@@ -193,6 +214,8 @@ pub enum Content {
         /// Cc/To addresses of a customer's reply that did not become participants: the reply was not
         /// authenticated. An agent adds them with `#cc add`.
         not_added: Vec<String>,
+        /// A new ticket opened by a reply to a closed one: that ticket and its last answer.
+        earlier: Option<EarlierTicket>,
     },
     SlaReminder {
         /// The first-response deadline in the region's time (`2026-11-23 17:00 JST`).
@@ -232,9 +255,9 @@ impl Content {
     /// ticket's current one.
     pub fn previous_status(&self) -> Option<Status> {
         match self {
-            Content::StatusChanged { previous } | Content::AgentReply { previous, .. } => {
-                Some(*previous)
-            }
+            Content::StatusChanged { previous }
+            | Content::AgentReply { previous, .. }
+            | Content::Resolved { previous, .. } => Some(*previous),
             _ => None,
         }
     }

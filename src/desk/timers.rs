@@ -88,17 +88,15 @@ fn local_time(t: DateTime<Utc>, region: &RegionConfig) -> String {
         .to_string()
 }
 
-/// The satisfaction survey to send when a ticket becomes resolved, if the config asks for it.
-pub fn survey(ticket: &mut Ticket, timers: &TimersConfig) -> Option<Reply> {
+/// Whether the mail that tells the customer a ticket is resolved carries the satisfaction survey: when the
+/// config asks for it and it has not gone out for this ticket (it is marked sent). The survey is never a
+/// mail of its own: one state change, one automatic mail.
+pub fn survey(ticket: &mut Ticket, timers: &TimersConfig) -> bool {
     if !timers.survey || ticket.survey_sent || ticket.customers().is_empty() {
-        return None;
+        return false;
     }
     ticket.survey_sent = true;
-    Some(Reply::new(
-        ticket.customers(),
-        ticket.locale,
-        Content::Survey,
-    ))
+    true
 }
 
 /// What a due timer does: the changed ticket, timers rescheduled, and the mail to send; `None` when it no
@@ -134,16 +132,19 @@ pub fn on_timer(
             replies.push(Reply::new(t.customers(), t.locale, content));
         }
         TimerKind::CustomerReminder => {
-            // No answer to the last reminder: resolved, with a notice (and the survey).
+            // No answer to the last reminder: resolved, with one notice (the survey inside it).
+            let previous = t.status;
             t.change_status(Status::Resolved, now);
+            let survey = survey(&mut t, timers);
             replies.push(Reply::new(
                 t.customers(),
                 t.locale,
                 Content::Resolved {
+                    previous,
                     auto_resolved: true,
+                    survey,
                 },
             ));
-            replies.extend(survey(&mut t, timers));
         }
         TimerKind::SlaReminder => {
             t.sla_warned = true;
@@ -381,9 +382,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t3.status, Status::Resolved);
+        // Issue 14: one mail, the survey inside the resolved notice (before: two).
         assert_eq!(
-            r3.iter().map(|r| r.event()).collect::<Vec<_>>(),
-            vec![Event::Resolved, Event::Survey]
+            r3.iter().map(|r| &r.content).collect::<Vec<_>>(),
+            vec![&Content::Resolved {
+                previous: Status::Pending,
+                auto_resolved: true,
+                survey: true
+            }]
         );
         assert!(t3.survey_sent);
         let close_at = t0() + Duration::hours(144) + Duration::days(7);

@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use crate::desk::ticket::{Locale, Priority, Status};
 
-use super::render::{priority_label, status_label, REPLY_MARKER};
+use super::render::{category_label, priority_label, status_label, REPLY_MARKER};
 
 /// A template event: the `<event>` of `<locale>/<event>.<subject|txt|html>.hbs`. It is the desk's own
 /// [`crate::desk::reply::Event`] (one enum for the decision, the outbox row's `kind` and the templates);
@@ -55,6 +55,8 @@ impl TemplateEvent {
             TemplateEvent::AgentReply => EventVars::AgentReply(AgentReplyVars {
                 body: "Thank you for waiting.\nPlease send us the order number.".into(),
                 agent_name: "Sample Agent".into(),
+                asks: true,
+                survey: true,
             }),
             TemplateEvent::CustomerReminder => EventVars::CustomerReminder(CustomerReminderVars {
                 reminder_number: 1,
@@ -64,6 +66,7 @@ impl TemplateEvent {
             }),
             TemplateEvent::Resolved => EventVars::Resolved(ResolvedVars {
                 auto_resolved: true,
+                survey: true,
             }),
             TemplateEvent::Closed => EventVars::Closed {},
             TemplateEvent::Survey => EventVars::Survey {},
@@ -82,6 +85,8 @@ impl TemplateEvent {
                     },
                 ],
                 not_added: vec!["colleague@example.net".into()],
+                earlier_ticket: "JP-998".into(),
+                earlier_answer: "The replacement left our warehouse today.".into(),
                 reply_marker: REPLY_MARKER.into(),
             }),
             TemplateEvent::SlaReminder => EventVars::SlaReminder(SlaReminderVars {
@@ -143,7 +148,10 @@ pub struct CommonVars {
     pub priority: String,
     /// `緊急`: the priority in the template's language.
     pub priority_label: String,
+    /// The category's name (`payment`, or a configured one).
     pub category: String,
+    /// `お支払い`: a built-in category in the template's language; a configured one as it is named.
+    pub category_label: String,
     /// `pending`.
     pub status: String,
     /// The status in the template's language.
@@ -172,6 +180,7 @@ impl CommonVars {
             priority: Priority::Normal.as_str().into(),
             priority_label: priority_label(Priority::Normal, locale).into(),
             category: "payment".into(),
+            category_label: category_label("payment", locale),
             status: Status::Pending.as_str().into(),
             status_label: status_label(Status::Pending, locale).into(),
             previous_status: Status::Open.as_str().into(),
@@ -209,6 +218,10 @@ pub struct OversizeVars {
 pub struct AgentReplyVars {
     pub body: String,
     pub agent_name: String,
+    /// The agent marked the answer as a question (`#ask`, `#status pending`): ask the customer to reply.
+    pub asks: bool,
+    /// The answer resolves the ticket: include the satisfaction survey.
+    pub survey: bool,
 }
 
 /// `customer_reminder`: which reminder this is, of how many, and how long the ticket has waited.
@@ -220,10 +233,12 @@ pub struct CustomerReminderVars {
     pub waiting_days: i64,
 }
 
-/// `resolved`: whether postdesk resolved it (no answer to the last reminder).
+/// `resolved`: whether postdesk resolved it (no answer to the last reminder), and whether the notice
+/// carries the satisfaction survey.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ResolvedVars {
     pub auto_resolved: bool,
+    pub survey: bool,
 }
 
 /// `agent_notify`: the customer's mail for the agents.
@@ -237,6 +252,10 @@ pub struct AgentNotifyVars {
     /// Cc/To addresses of the customer's reply that were not made participants (the reply was not
     /// authenticated); an agent adds one with `#cc add <address>`.
     pub not_added: Vec<String>,
+    /// A new ticket opened by a reply to a closed one: that ticket's id (empty otherwise).
+    pub earlier_ticket: String,
+    /// The last answer an agent sent on `earlier_ticket` (empty when none).
+    pub earlier_answer: String,
     /// The line above which agents answer.
     pub reply_marker: String,
 }
@@ -1105,6 +1124,8 @@ mod tests {
             vec![
                 "attachments (each: filename, size_kb)",
                 "customer_text",
+                "earlier_answer",
+                "earlier_ticket",
                 "is_new",
                 "not_added",
                 "reply_marker"

@@ -322,6 +322,43 @@ pub fn status_label(status: Status, locale: Locale) -> &'static str {
     }
 }
 
+/// A category in the template's language: the built-in categories (`mail::classify::DEFAULT_CATEGORIES`,
+/// and `other`) by name; any other name (a `[categories]` rule of the config) as it is configured.
+pub fn category_label(category: &str, locale: Locale) -> String {
+    let label = match (locale, category) {
+        (Locale::En, "payment") => "payment",
+        (Locale::En, "order") => "order and delivery",
+        (Locale::En, "account") => "account",
+        (Locale::En, "fault") => "technical problem",
+        (Locale::En, "privacy") => "privacy and security",
+        (Locale::En, "content") => "content report",
+        (Locale::En, "other") => "other",
+        (Locale::Ja, "payment") => "お支払い",
+        (Locale::Ja, "order") => "ご注文・配送",
+        (Locale::Ja, "account") => "アカウント",
+        (Locale::Ja, "fault") => "不具合",
+        (Locale::Ja, "privacy") => "個人情報・セキュリティ",
+        (Locale::Ja, "content") => "コンテンツの報告",
+        (Locale::Ja, "other") => "その他",
+        (Locale::Ko, "payment") => "결제",
+        (Locale::Ko, "order") => "주문·배송",
+        (Locale::Ko, "account") => "계정",
+        (Locale::Ko, "fault") => "오류",
+        (Locale::Ko, "privacy") => "개인정보·보안",
+        (Locale::Ko, "content") => "콘텐츠 신고",
+        (Locale::Ko, "other") => "기타",
+        (Locale::Zh, "payment") => "支付",
+        (Locale::Zh, "order") => "订单与配送",
+        (Locale::Zh, "account") => "账户",
+        (Locale::Zh, "fault") => "故障",
+        (Locale::Zh, "privacy") => "隐私与安全",
+        (Locale::Zh, "content") => "内容举报",
+        (Locale::Zh, "other") => "其他",
+        (_, custom) => custom,
+    };
+    label.to_string()
+}
+
 /// A priority in the customer's language.
 pub fn priority_label(priority: Priority, locale: Locale) -> &'static str {
     use Priority::*;
@@ -370,6 +407,7 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
         priority: ticket.priority.as_str().into(),
         priority_label: priority_label(ticket.priority, locale).into(),
         category: ticket.category.clone(),
+        category_label: category_label(&ticket.category, locale),
         status: ticket.status.as_str().into(),
         status_label: status_label(ticket.status, locale).into(),
         previous_status: previous.as_str().into(),
@@ -394,10 +432,16 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
         Content::Closed => EventVars::Closed {},
         Content::Survey => EventVars::Survey {},
         Content::AgentReply {
-            body, agent_name, ..
+            body,
+            agent_name,
+            asks,
+            survey,
+            ..
         } => EventVars::AgentReply(AgentReplyVars {
             body: body.clone(),
             agent_name: agent_name.clone(),
+            asks: *asks,
+            survey: *survey,
         }),
         Content::CustomerReminder {
             number,
@@ -410,15 +454,29 @@ pub fn context(reply: &Reply, ticket: &Ticket, region: &RegionConfig) -> Value {
             last_reminder: *last,
             waiting_days: *waiting_days,
         }),
-        Content::Resolved { auto_resolved } => EventVars::Resolved(ResolvedVars {
+        Content::Resolved {
+            auto_resolved,
+            survey,
+            ..
+        } => EventVars::Resolved(ResolvedVars {
             auto_resolved: *auto_resolved,
+            survey: *survey,
         }),
         Content::AgentNotify {
             is_new,
             customer_text,
             attachments,
             not_added,
+            earlier,
         } => EventVars::AgentNotify(AgentNotifyVars {
+            earlier_ticket: earlier
+                .as_ref()
+                .map(|e| e.id.to_string())
+                .unwrap_or_default(),
+            earlier_answer: earlier
+                .as_ref()
+                .map(|e| e.last_answer.clone())
+                .unwrap_or_default(),
             is_new: *is_new,
             customer_text: customer_text.clone(),
             attachments: attachments
@@ -652,5 +710,105 @@ mod tests {
         ctx["subject"] = json!("a\r\nBcc: evil@example.com");
         let s = r.render("ack", Locale::En, &ctx).unwrap().subject;
         assert!(!s.contains('\n') && !s.contains('\r'), "{s:?}");
+    }
+
+    #[test]
+    fn categories_are_translated() {
+        let r = Renderer::load(None).unwrap();
+        for (locale, label) in [
+            (Locale::Ja, "カテゴリ：ご注文・配送"),
+            (Locale::Ko, "주문·배송"),
+            (Locale::Zh, "订单与配送"),
+            (Locale::En, "order and delivery"),
+        ] {
+            let mut ctx = TemplateEvent::AgentNotify.sample(locale);
+            ctx["category"] = json!("order");
+            ctx["category_label"] = json!(category_label("order", locale));
+            let out = r.render("agent_notify", locale, &ctx).unwrap();
+            assert!(out.text.contains(label), "{locale}: {}", out.text);
+            assert!(!out.text.contains("：order"), "{}", out.text);
+            assert!(out.html.unwrap().contains(&category_label("order", locale)));
+        }
+        for event in [TemplateEvent::SlaReminder, TemplateEvent::Escalation] {
+            let text = r
+                .render(event.as_str(), Locale::Ja, &event.sample(Locale::Ja))
+                .unwrap()
+                .text;
+            assert!(text.contains("カテゴリ：お支払い"), "{text}");
+        }
+        // Every built-in category has a label in every locale; a configured one keeps its name.
+        for name in crate::mail::classify::DEFAULT_CATEGORIES
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(["other"])
+        {
+            for &locale in &[Locale::Ja, Locale::Ko, Locale::Zh] {
+                assert_ne!(category_label(name, locale), name, "{name} in {locale}");
+            }
+        }
+        assert_eq!(category_label("wholesale", Locale::Ja), "wholesale");
+    }
+
+    #[test]
+    fn one_hour_is_singular() {
+        let r = Renderer::load(None).unwrap();
+        let text = |event: TemplateEvent, locale: Locale, set: &[(&str, serde_json::Value)]| {
+            let mut ctx = event.sample(locale);
+            for (k, v) in set {
+                ctx[*k] = v.clone();
+            }
+            let out = r.render(event.as_str(), locale, &ctx).unwrap();
+            format!("{}\n{}", out.text, out.html.unwrap_or_default())
+        };
+        let one = text(
+            TemplateEvent::Ack,
+            Locale::En,
+            &[("response_hours", json!(1))],
+        );
+        assert!(one.contains("within 1 hour."), "{one}");
+        assert!(!one.contains("1 hours"), "{one}");
+        let many = text(
+            TemplateEvent::Ack,
+            Locale::En,
+            &[("response_hours", json!(24))],
+        );
+        assert!(many.contains("within 24 hours."), "{many}");
+        let business = text(
+            TemplateEvent::Ack,
+            Locale::En,
+            &[
+                ("response_hours", json!(1)),
+                ("business_hours", json!(true)),
+            ],
+        );
+        assert!(business.contains("1 business hour."), "{business}");
+        let day = text(
+            TemplateEvent::CustomerReminder,
+            Locale::En,
+            &[("waiting_days", json!(1))],
+        );
+        assert!(
+            day.contains("1 day ago") && !day.contains("1 days"),
+            "{day}"
+        );
+        let minute = text(
+            TemplateEvent::SlaReminder,
+            Locale::En,
+            &[("minutes_left", json!(1))],
+        );
+        assert!(!minute.contains("1 minutes"), "{minute}");
+        let minute = text(
+            TemplateEvent::Escalation,
+            Locale::En,
+            &[("overdue_minutes", json!(1))],
+        );
+        assert!(!minute.contains("1 minutes"), "{minute}");
+        // Japanese, Korean and Chinese have no plural: one form for every number.
+        let ja = text(
+            TemplateEvent::Ack,
+            Locale::Ja,
+            &[("response_hours", json!(1))],
+        );
+        assert!(ja.contains("1時間以内"), "{ja}");
     }
 }

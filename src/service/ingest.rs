@@ -271,6 +271,8 @@ impl Desk {
         if let Some(merge) = plan.merge {
             self.move_merged_messages(tx, &mut ticket, merge, &mut change)?;
         }
+        // The closed ticket a late reply opened this one from links back to it, in the same change.
+        change.other_tickets.extend(plan.linked);
         ticket.message_count += change.messages.len() as u32;
         let outcome = Outcome::Stored {
             ticket: ticket.id.clone(),
@@ -417,6 +419,23 @@ impl Desk {
                         known.referenced.push(t);
                     }
                     seen.push(id);
+                }
+            }
+        }
+        // A closed ticket this mail names may be reopened as a new, linked ticket: its last answer, for the
+        // new ticket's notification.
+        for t in known.tagged.iter().chain(&known.referenced) {
+            if t.status == crate::desk::ticket::Status::Closed
+                && !known.last_answers.iter().any(|(id, _)| *id == t.id)
+            {
+                let last = tx
+                    .messages(&t.id)?
+                    .into_iter()
+                    .rev()
+                    .find(|m| m.direction == crate::desk::ticket::Direction::Out)
+                    .map(|m| m.text);
+                if let Some(text) = last {
+                    known.last_answers.push((t.id.clone(), text));
                 }
             }
         }

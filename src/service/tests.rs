@@ -173,6 +173,82 @@ mod merge {
     }
 }
 
+/// Issue 14: a late reply to a closed ticket, through the store: both tickets link each other, and the
+/// new ticket's notification names the old one and its last answer.
+mod late_reply {
+    use super::*;
+
+    #[test]
+    fn a_reply_to_a_closed_ticket_links_both_ways_and_names_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = desk_with(dir.path(), "", "");
+        let jp = |n| TicketId::new("JP", n);
+        ingest_at(
+            &d,
+            &mail(
+                "a@example.net",
+                "Broken kettle",
+                "k1@x",
+                "",
+                "It does not heat.",
+            ),
+            t0(),
+        );
+        ingest_at(
+            &d,
+            &mail(
+                "agent@example.com",
+                "Re: [JP-1000] Broken kettle",
+                "ag@x",
+                "",
+                "We shipped a replacement today.",
+            ),
+            t0() + Duration::minutes(5),
+        );
+        // A plain answer: open, nothing asked.
+        assert_eq!(
+            d.store.ticket(&jp(1000)).unwrap().unwrap().status,
+            Status::Open
+        );
+        d.set_status(&jp(1000), Status::Closed, t0() + Duration::hours(1))
+            .unwrap()
+            .unwrap();
+        let late = ingest_at(
+            &d,
+            &mail(
+                "a@example.net",
+                "Re: [JP-1000] Broken kettle",
+                "k2@x",
+                "",
+                "The replacement is broken too.",
+            ),
+            t0() + Duration::days(3),
+        );
+        assert!(matches!(late, Outcome::Stored { ticket, new: true, .. } if ticket == jp(1001)));
+        assert_eq!(
+            d.store.ticket(&jp(1001)).unwrap().unwrap().links,
+            vec![jp(1000)]
+        );
+        let old = d.store.ticket(&jp(1000)).unwrap().unwrap();
+        assert_eq!(old.links, vec![jp(1001)], "the closed ticket links back");
+        assert_eq!(old.status, Status::Closed);
+        let notify = rows(&d, crate::desk::reply::Event::AgentNotify)
+            .into_iter()
+            .find(|r| r.ticket == jp(1001))
+            .expect("the new ticket's notification");
+        assert!(
+            notify.text.contains("closed ticket JP-1000"),
+            "{}",
+            notify.text
+        );
+        assert!(
+            notify.text.contains("We shipped a replacement today."),
+            "{}",
+            notify.text
+        );
+    }
+}
+
 mod telemetry {
     use super::*;
 
@@ -422,7 +498,7 @@ mod regressions {
                 "Re: [JP-1001] Same order",
                 "ag1@x",
                 "",
-                "Which order number?",
+                "#ask\r\nWhich order number?",
             ),
             asked,
         );
