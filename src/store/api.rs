@@ -55,6 +55,13 @@ pub enum StoreError {
         free_mib: u64,
         need_mib: u64,
     },
+    /// [`Storage::compact`] needs room for a copy of the store; nothing was changed.
+    #[error("rewriting the store needs {need_mib} MiB free at {path} (a copy of it and a margin), but {free_mib} MiB are free; free space and run the command again (what it erased from the tickets stays erased)")]
+    NoRoomToCompact {
+        path: String,
+        free_mib: u64,
+        need_mib: u64,
+    },
     #[error("a write to the store failed earlier ({0}); what is in memory may not be on disk, so postdesk stores, sends and acknowledges nothing more: restart it (it resumes from what is on disk; mail not acknowledged is fetched again)")]
     Failed(String),
 }

@@ -121,6 +121,18 @@ pub(super) fn compact(store: &Store) -> Result<Compacted, StoreError> {
     let started = Instant::now();
     let dir = &store.dir;
     let bytes_before = disk_bytes(&dir.join(DB));
+    // The copy needs about as much room as the database holds live, and the usual margin after it; a
+    // full disk would stop the copy half-way anyway (and the old database keeps working then).
+    if let Ok(free) = fs2::available_space(dir) {
+        let need = bytes_before.saturating_add(super::MIN_FREE_BYTES);
+        if free < need {
+            return Err(StoreError::NoRoomToCompact {
+                path: dir.display().to_string(),
+                free_mib: free / (1024 * 1024),
+                need_mib: need / (1024 * 1024),
+            });
+        }
+    }
     let fresh = dir.join(FRESH);
     if fresh.exists() {
         std::fs::remove_dir_all(&fresh).map_err(io)?;

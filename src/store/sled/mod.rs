@@ -27,6 +27,11 @@
 //! serialised by the writer lock that [`crate::store::StorageExt::write`] holds around its closure; every write to the trees
 //! also holds the backup gate shared, so a backup (holding it exclusively) copies one consistent state.
 //!
+//! The database lives behind a swappable handle ([`Handle`] in the store's slot): every operation clones it
+//! for one call, writers after taking the gate, so [`compact`] (erasure's rewrite into a fresh directory,
+//! so that no old version stays in sled's log) can swap it while `Arc<Store>` is shared by every task.
+//! `storage.path/lock` (flock) keeps a second process out for the store's lifetime.
+//!
 //! Engine-specific, outside the trait: [`Store::open`] / [`Store::open_waiting`] (a path), [`Store::flush`]
 //! (blocking), [`Store::backup`]
 //! and [`backup::restore`] (the backup format is a dump of sled's trees; a PostgreSQL engine has its own
