@@ -205,6 +205,12 @@ fn export_then_erase_leaves_no_trace_and_keeps_the_statistics() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("erased 2 ticket(s)"), "{out}");
     assert!(out.contains("1 quarantined input(s) deleted"), "{out}");
+    // Nor in the store's files (the command ran without a daemon: the CLI rewrote the store itself).
+    let hits = traces(
+        &e.root.join("data"),
+        &[KIM, "scan of the receipt", "broken screen"],
+    );
+    assert!(hits.is_empty(), "still in the store's files: {hits:?}");
     assert_eq!(
         json(&e, &["stats", "--json"])[0]["quarantined"],
         1,
