@@ -206,8 +206,25 @@ impl Desk {
 
     /// Erase `address` from the store (see [`crate::desk::privacy`]). With `apply` false, only say what
     /// would be erased.
+    ///
+    /// After the rewrites, the store is compacted ([`Storage::compact`]): the engine keeps old versions of
+    /// what was rewritten in its files (sled's log), and erasure must reach the disk, not only the trees.
     pub fn erase_customer(&self, address: &str, apply: bool) -> Result<EraseSummary, PrivacyError> {
         let address = normalise_address(address)?;
+        let summary = self.erase_in_trees(&address, apply)?;
+        if apply {
+            // Outside the write closure: compaction takes the writer itself. Should it fail, the logical
+            // erasure stands (committed above) and running the same command again compacts.
+            if let Err(e) = self.store.compact() {
+                tracing::error!("customer data erased from the tickets, but the store could not be rewritten, so old copies may remain in its files: {e}; run `postdesk customer erase` for the same address again");
+                return Err(e.into());
+            }
+        }
+        Ok(summary)
+    }
+
+    fn erase_in_trees(&self, address: &str, apply: bool) -> Result<EraseSummary, PrivacyError> {
+        let address = address.to_string();
         self.store.write(|tx| {
             let (tickets, _) = self.customer_data(&address)?;
             let alias = pseudonym(&address, &self.composer.secret);

@@ -205,6 +205,12 @@ fn export_then_erase_leaves_no_trace_and_keeps_the_statistics() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("erased 2 ticket(s)"), "{out}");
     assert!(out.contains("1 quarantined input(s) deleted"), "{out}");
+    // Nor in the store's files (the command ran without a daemon: the CLI rewrote the store itself).
+    let hits = traces(
+        &e.root.join("data"),
+        &[KIM, "scan of the receipt", "broken screen"],
+    );
+    assert!(hits.is_empty(), "still in the store's files: {hits:?}");
     assert_eq!(
         json(&e, &["stats", "--json"])[0]["quarantined"],
         1,
@@ -537,4 +543,112 @@ fn export_refuses_a_directory_owned_by_another_user() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("belongs to user id 65534"), "{err}");
     assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+}
+
+/// Every regular file under `dir`, recursively (sockets and the like skipped).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let t = entry.file_type().unwrap();
+        if t.is_dir() {
+            out.extend(files_under(&entry.path()));
+        } else if t.is_file() {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+/// (file, needle, occurrences) for every needle found (ASCII case-insensitive) in a file under `dir`.
+fn traces(dir: &Path, needles: &[&str]) -> Vec<(String, String, usize)> {
+    let mut hits = Vec::new();
+    for file in files_under(dir) {
+        let bytes = std::fs::read(&file).unwrap().to_ascii_lowercase();
+        for needle in needles {
+            let n = needle.to_ascii_lowercase().into_bytes();
+            let count = bytes
+                .windows(n.len())
+                .filter(|w| *w == n.as_slice())
+                .count();
+            if count > 0 {
+                let rel = file.strip_prefix(dir).unwrap().display().to_string();
+                hits.push((rel, needle.to_string(), count));
+            }
+        }
+    }
+    hits
+}
+
+/// Wait until the daemon answers on its control socket.
+fn wait_for_daemon(e: &Env, daemon: &mut support::DaemonProcess) {
+    let sock = e.root.join("data").join("postdesk.sock");
+    let start = std::time::Instant::now();
+    while !sock.exists() {
+        assert!(daemon.running(), "the daemon exited: {}", daemon.log());
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no control socket: {}",
+            daemon.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Issue 14: after `customer erase --yes` through the running daemon, `tickets show` and a new backup had
+/// no trace, but sled's log files still held the address (106 times) and the message text, also after a
+/// restart. Every file under storage.path is scanned, not the trees.
+#[test]
+fn erase_leaves_no_trace_in_any_store_file() {
+    const TEXT: &str = "zebra-umbrella-4711 my screen cracked";
+    const FILE: &str = "receipt-quokka-9931 for the screen";
+    let e = env("");
+    let mut daemon = Cli::new(&e.config).daemon();
+    wait_for_daemon(&e, &mut daemon);
+    let ingest = |raw: &[u8]| {
+        let (code, _, err) = postdesk(&e, &["ingest", "--region", "JP"], raw);
+        assert_eq!(code, 0, "{err}")
+    };
+    // Kim's ticket, then replies that rewrite it (each an old version in sled's log), and Bob's ticket.
+    ingest(&with_attachment(
+        "Kim <Kim@Example.com>",
+        "",
+        "k1@mail.example.net",
+        "broken screen kim@example.com",
+        TEXT,
+        "receipt.txt",
+        FILE,
+    ));
+    for i in 2..6 {
+        ingest(format!("From: kim@example.com\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1000] broken screen\r\nMessage-ID: <k{i}@mail.example.net>\r\n\r\n{TEXT} again {i}\r\n").as_bytes());
+    }
+    ingest(b"From: agent@example.com\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1000] broken screen\r\nMessage-ID: <a1@mail.example.net>\r\n\r\nWe will replace it.\r\n");
+    ingest(b"From: bob@example.org\r\nTo: support-jp@example.com\r\nSubject: other\r\nMessage-ID: <b1@mail.example.net>\r\n\r\nbob's own question\r\n");
+    let needles = [KIM, "zebra-umbrella-4711", "receipt-quokka-9931"];
+    assert!(
+        !traces(&e.root.join("data"), &needles).is_empty(),
+        "the scan finds the data before the erasure"
+    );
+
+    let (code, out, err) = postdesk(&e, &["customer", "erase", KIM, "--yes"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("erased 1 ticket(s)"), "{out}");
+    let t = json(&e, &["tickets", "show", "JP-1000", "--json"]);
+    assert_eq!(t["erased"], true);
+    // Right after the erasure, the daemon still running.
+    let hits = traces(&e.root.join("data"), &needles);
+    assert!(hits.is_empty(), "after the erasure: {hits:?}");
+
+    // And after a restart (sled replays its log on open).
+    assert!(daemon.stop(), "{}", daemon.log());
+    let mut daemon = Cli::new(&e.config).daemon();
+    wait_for_daemon(&e, &mut daemon);
+    let bob = json(&e, &["tickets", "show", "JP-1001", "--json"]);
+    assert_eq!(bob["messages"][0]["text"], "bob's own question");
+    ingest(b"From: bob@example.org\r\nTo: support-jp@example.com\r\nSubject: Re: [JP-1001] other\r\nMessage-ID: <b2@mail.example.net>\r\n\r\nstill there?\r\n");
+    assert!(daemon.stop(), "{}", daemon.log());
+    let hits = traces(&e.root.join("data"), &needles);
+    assert!(hits.is_empty(), "after erase and restart: {hits:?}");
+    // The store works on: Bob's reply joined his ticket, ids did not repeat.
+    let bob = json(&e, &["tickets", "show", "JP-1001", "--json"]);
+    assert_eq!(bob["messages"].as_array().unwrap().len(), 2);
 }

@@ -12,7 +12,7 @@
 //!   counts. Methods with a body are built from the others; an engine may override them when it can do
 //!   better (sled counts its queued rows from the due index).
 //!
-//! What an engine implements: 8 reads ([`Lookup`]), 3 writes ([`Tx`]), 19 operations ([`Storage`]).
+//! What an engine implements: 8 reads ([`Lookup`]), 3 writes ([`Tx`]), 20 operations ([`Storage`]).
 //!
 //! Nothing here names an engine's types: an engine converts its errors into [`StoreError`] where they
 //! arise, deciding there what they mean (another process holds the database: [`StoreError::Busy`]).
@@ -51,6 +51,13 @@ pub enum StoreError {
     Conflict(String),
     #[error("storage.path {path} has only {free_mib} MiB free (postdesk needs {need_mib} MiB to write safely); nothing more is stored and mail stays at its source until space is freed")]
     DiskFull {
+        path: String,
+        free_mib: u64,
+        need_mib: u64,
+    },
+    /// [`Storage::compact`] needs room for a copy of the store; nothing was changed.
+    #[error("rewriting the store needs {need_mib} MiB free at {path} (a copy of it and a margin), but {free_mib} MiB are free; free space and run the command again (what it erased from the tickets stays erased)")]
+    NoRoomToCompact {
         path: String,
         free_mib: u64,
         need_mib: u64,
@@ -150,6 +157,13 @@ pub struct Rewrite {
 pub struct Removed {
     pub blobs: usize,
     pub bytes: u64,
+}
+
+/// What [`Storage::compact`] did: the size of the database's files before and after.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compacted {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
 }
 
 /// A scheduled timer: (ticket, kind, due).
@@ -312,6 +326,14 @@ pub trait Storage: Lookup + Send + Sync {
 
     /// A named counter (0 when absent): `retention:<what>:<REGION>`, `suppressed:<REGION>`.
     fn counter(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Rewrite the store's files so that nothing deleted or overwritten survives in them: what erasure
+    /// calls after its rewrites, because a log-structured or MVCC engine keeps old versions on disk. It
+    /// takes the writer itself (never call it inside [`StorageExt::write`]); writes wait meanwhile, reads
+    /// go on. sled copies every tree into a fresh database and swaps it in (`store/sled/compact.rs`); an
+    /// engine with a server does the equivalent there (PostgreSQL: `VACUUM FULL` of the tables a rewrite
+    /// touches, whose old row versions stay in the heap files until then).
+    fn compact(&self) -> Result<Compacted, StoreError>;
 
     // Provided: built from the operations above.
 

@@ -309,6 +309,16 @@ pub(crate) fn exercise(store: &dyn Storage) {
         .unwrap()
         .is_empty());
 
+    // Compaction (what erasure calls) changes nothing a caller can read, and ids keep never repeating.
+    let next_before = store.next_ticket_number("JP", 1000).unwrap();
+    let cursor = store.intake_state(b"imap:JP:cursor").unwrap();
+    let id_before = store.generate_id().unwrap();
+    store.compact().unwrap();
+    assert_eq!(store.next_ticket_number("JP", 1000).unwrap(), next_before);
+    assert_eq!(store.intake_state(b"imap:JP:cursor").unwrap(), cursor);
+    assert!(store.generate_id().unwrap() > id_before, "ids never repeat");
+    store.writable().unwrap();
+
     // Durability: a flush returns once everything above is on disk.
     tokio::runtime::Builder::new_current_thread()
         .build()

@@ -10,6 +10,8 @@
 //!   decision needs, deciding and committing see one state. Commits are reachable only through it.
 //! - Nothing is acknowledged at its source (IMAP, Maildir, the MTA) before [`Storage::flush_async`]
 //!   returned after the commit, and no send outcome is reported before its update was flushed.
+//! - What a rewrite deleted is gone from the engine's files after [`Storage::compact`] (erasure calls it):
+//!   an engine that keeps old versions (sled's log, PostgreSQL's dead tuples) rewrites them away there.
 //!
 //! Engine-specific (not on the trait, see [`Store`]): opening, backup and restore, a full scan for tests.
 
@@ -22,7 +24,7 @@ pub(crate) mod conformance;
 
 pub use self::sled::{backup, Store, MIN_FREE_BYTES};
 pub use api::{
-    Change, Committed, Flush, Lookup, Quarantined, Removed, Rewrite, Storage, StorageExt,
-    StoreError, Timer, Tx, Wake,
+    Change, Committed, Compacted, Flush, Lookup, Quarantined, Removed, Rewrite, Storage,
+    StorageExt, StoreError, Timer, Tx, Wake,
 };
 pub use outbox::{OutboxCounts, OutboxFilter};

@@ -61,21 +61,22 @@ pub(super) fn commit_all(store: &Store, changes: &[Change]) -> Result<Committed,
         );
     }
     let _gate = store.write_gate();
+    let h = store.h()?;
     let trees = (
-        &store.tickets,
-        &store.messages,
-        &store.msgid,
-        &store.dedupe,
-        &store.requester,
-        &store.blobs,
-        &store.blob_data,
-        &store.blob_refs,
-        &store.outbox,
-        &store.outbox_due,
-        &store.outbox_ticket,
-        &store.auto_log,
-        &store.timers,
-        &store.meta,
+        &h.tickets,
+        &h.messages,
+        &h.msgid,
+        &h.dedupe,
+        &h.requester,
+        &h.blobs,
+        &h.blob_data,
+        &h.blob_refs,
+        &h.outbox,
+        &h.outbox_due,
+        &h.outbox_ticket,
+        &h.auto_log,
+        &h.timers,
+        &h.meta,
     );
     let result = trees.transaction(
         |(

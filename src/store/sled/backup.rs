@@ -379,10 +379,10 @@ impl Store {
             next_id: self.next_id()?,
             trees: Vec::new(),
         };
-        let mut names = self.db.tree_names();
+        let mut names = self.h()?.db.tree_names();
         names.sort();
         for (i, name) in names.iter().enumerate() {
-            let tree = self.db.open_tree(name).map_err(db)?;
+            let tree = self.h()?.db.open_tree(name).map_err(db)?;
             let rel = format!("trees/{i:03}.bin");
             let path = dir.join(&rel);
             let file = create_private_file(&path)?;
@@ -599,7 +599,7 @@ pub fn restore(
     let store = Store::open(storage)?;
     for (entry, f) in manifest.trees.iter().zip(files) {
         let name = hex::decode(&entry.name_hex).unwrap_or_default();
-        let tree = store.db.open_tree(name).map_err(db)?;
+        let tree = store.h()?.db.open_tree(name).map_err(db)?;
         let file = dir.join(&entry.file);
         let mut r = BufReader::new(f.take(entry.bytes));
         let mut batch = sled::Batch::default();
@@ -619,12 +619,14 @@ pub fn restore(
     }
     // Ids continue above the backup's (see the module docs).
     let current = store
+        .h()?
         .meta
         .get(b"id_offset")
         .map_err(db)?
         .and_then(|v| u64_of(&v))
         .unwrap_or(0);
     store
+        .h()?
         .meta
         .insert(b"id_offset", &current.max(manifest.next_id).to_be_bytes())
         .map_err(db)?;

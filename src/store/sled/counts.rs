@@ -100,7 +100,13 @@ pub(super) fn add_blob_refs<E>(
 
 /// Build the running counts once for a store written before they existed (one pass at start-up).
 pub(super) fn build_row_counts(store: &Store) -> Result<(), StoreError> {
-    if store.meta.get(COUNTS_DONE).map_err(engine_error)?.is_some() {
+    if store
+        .h()?
+        .meta
+        .get(COUNTS_DONE)
+        .map_err(engine_error)?
+        .is_some()
+    {
         return Ok(());
     }
     let mut counts: std::collections::BTreeMap<Vec<u8>, u64> = Default::default();
@@ -109,7 +115,7 @@ pub(super) fn build_row_counts(store: &Store) -> Result<(), StoreError> {
             .entry(ticket_count_key(&t.region, t.status))
             .or_default() += 1;
     }
-    for v in store.outbox.iter().values() {
+    for v in store.h()?.outbox.iter().values() {
         if let Some(status) = outbox_status_of(&v.map_err(engine_error)?) {
             *counts.entry(outbox_count_key(status)).or_default() += 1;
         }
@@ -119,13 +125,14 @@ pub(super) fn build_row_counts(store: &Store) -> Result<(), StoreError> {
         batch.insert(k, &n.to_be_bytes());
     }
     batch.insert(COUNTS_DONE, &[]);
-    store.meta.apply_batch(batch).map_err(engine_error)?;
+    store.h()?.meta.apply_batch(batch).map_err(engine_error)?;
     Ok(())
 }
 
 /// Build `blob_refs` once for a store written before it existed.
 pub(super) fn build_blob_refs(store: &Store) -> Result<(), StoreError> {
     if store
+        .h()?
         .meta
         .get(BLOB_REFS_DONE)
         .map_err(engine_error)?
@@ -134,7 +141,7 @@ pub(super) fn build_blob_refs(store: &Store) -> Result<(), StoreError> {
         return Ok(());
     }
     let mut counts: std::collections::HashMap<String, u64> = Default::default();
-    for kv in store.messages.iter() {
+    for kv in store.h()?.messages.iter() {
         let (_, v) = kv.map_err(engine_error)?;
         let m: Message = from_json("messages", &v)?;
         for sha in crate::desk::retention::blobs_of(&m) {
@@ -145,8 +152,13 @@ pub(super) fn build_blob_refs(store: &Store) -> Result<(), StoreError> {
     for (sha, n) in counts {
         batch.insert(sha.as_bytes(), &n.to_be_bytes());
     }
-    store.blob_refs.apply_batch(batch).map_err(engine_error)?;
     store
+        .h()?
+        .blob_refs
+        .apply_batch(batch)
+        .map_err(engine_error)?;
+    store
+        .h()?
         .meta
         .insert(BLOB_REFS_DONE, &[])
         .map_err(engine_error)?;
@@ -156,7 +168,7 @@ pub(super) fn build_blob_refs(store: &Store) -> Result<(), StoreError> {
 /// [`crate::store::Storage::counts`].
 pub(super) fn tickets(store: &Store) -> Result<Vec<(String, Status, usize)>, StoreError> {
     let mut out = Vec::new();
-    for kv in store.meta.scan_prefix(TICKET_COUNT_PREFIX) {
+    for kv in store.h()?.meta.scan_prefix(TICKET_COUNT_PREFIX) {
         let (k, v) = kv.map_err(engine_error)?;
         let key = String::from_utf8_lossy(&k[TICKET_COUNT_PREFIX.len()..]).into_owned();
         let (Some((region, status)), Some(n)) = (key.rsplit_once(':'), u64_of(&v)) else {
@@ -177,6 +189,7 @@ pub(super) fn tickets(store: &Store) -> Result<Vec<(String, Status, usize)>, Sto
 pub(super) fn outbox(store: &Store) -> Result<OutboxCounts, StoreError> {
     let get = |status| -> Result<u64, StoreError> {
         Ok(store
+            .h()?
             .meta
             .get(outbox_count_key(status))
             .map_err(engine_error)?
@@ -194,6 +207,7 @@ pub(super) fn outbox(store: &Store) -> Result<OutboxCounts, StoreError> {
 /// [`crate::store::Storage::counter`]: a counter in `meta`.
 pub(super) fn counter(store: &Store, name: &str) -> Result<u64, StoreError> {
     Ok(store
+        .h()?
         .meta
         .get(name.as_bytes())
         .map_err(engine_error)?

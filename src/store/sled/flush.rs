@@ -37,7 +37,7 @@ pub(super) async fn flush_async(store: &Store) -> Result<(), StoreError> {
 
 /// sled's blocking flush, for one-shot work outside the daemon's tasks (a restore).
 pub(super) fn flush_blocking(store: &Store) -> Result<(), StoreError> {
-    store.db.flush().map_err(|e| flush_failed(store, e))?;
+    store.h()?.db.flush().map_err(|e| flush_failed(store, e))?;
     Ok(())
 }
 
@@ -58,7 +58,9 @@ pub(super) struct Flusher {
 type FlushRequest = tokio::sync::oneshot::Sender<sled::Result<()>>;
 
 impl Flusher {
-    pub(super) fn start(db: sled::Db) -> Flusher {
+    /// The thread flushes whichever database the slot holds when a request arrives (a compaction may
+    /// have swapped it; the swap itself flushes the new one before it is put in).
+    pub(super) fn start(slot: super::Slot) -> Flusher {
         let (tx, rx) = std::sync::mpsc::channel::<FlushRequest>();
         let thread = std::thread::Builder::new()
             .name("postdesk-flush".into())
@@ -69,7 +71,13 @@ impl Flusher {
                     waiting.extend(rx.try_iter());
                     // sled's own flush runs on sled's threads (its memory stays there); this thread only
                     // waits for it, and being the only caller, never meets the wake-up race.
-                    let result = block_on(db.flush_async()).map(|_| ());
+                    let handle = slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+                    let result = match handle {
+                        Some(h) => block_on(h.db.flush_async()).map(|_| ()),
+                        None => Err(sled::Error::ReportableBug(
+                            "the store could not be reopened after a compaction".into(),
+                        )),
+                    };
                     for w in waiting {
                         let _ = w.send(result.clone());
                     }

@@ -27,6 +27,11 @@
 //! serialised by the writer lock that [`crate::store::StorageExt::write`] holds around its closure; every write to the trees
 //! also holds the backup gate shared, so a backup (holding it exclusively) copies one consistent state.
 //!
+//! The database lives behind a swappable handle ([`Handle`] in the store's slot): every operation clones it
+//! for one call, writers after taking the gate, so [`compact`] (erasure's rewrite into a fresh directory,
+//! so that no old version stays in sled's log) can swap it while `Arc<Store>` is shared by every task.
+//! `storage.path/lock` (flock) keeps a second process out for the store's lifetime.
+//!
 //! Engine-specific, outside the trait: [`Store::open`] / [`Store::open_waiting`] (a path), [`Store::flush`]
 //! (blocking), [`Store::backup`]
 //! and [`backup::restore`] (the backup format is a dump of sled's trees; a PostgreSQL engine has its own
@@ -34,6 +39,7 @@
 
 mod apply;
 pub mod backup;
+mod compact;
 mod counts;
 mod flush;
 mod keys;
@@ -47,20 +53,20 @@ mod timers;
 mod writer;
 
 use std::path::Path;
-use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use chrono::{DateTime, Utc};
 
 use crate::desk::ticket::{Message, Status, Ticket, TicketId};
 use crate::store::outbox::{OutboxCounts, OutboxFilter, OutboxItem};
-use crate::store::{Flush, Lookup, Quarantined, Storage, StoreError, Timer, Tx, Wake};
+use crate::store::{Compacted, Flush, Lookup, Quarantined, Storage, StoreError, Timer, Tx, Wake};
 
 /// Free space below which nothing more is written (see [`Storage::writable`]): room for sled's next log
 /// segments (8 MiB each) and a full IMAP batch (up to 32 MiB) with margin.
 pub const MIN_FREE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The sled database and its trees.
-pub struct Store {
+/// The sled database and its trees: what [`compact`] replaces while the store stays open.
+pub(super) struct Handle {
     db: sled::Db,
     tickets: sled::Tree,
     messages: sled::Tree,
@@ -77,15 +83,28 @@ pub struct Store {
     timers: sled::Tree,
     meta: sled::Tree,
     quarantine: sled::Tree,
+    /// Added to sled's id generator: a restored (or compacted) store continues above every id it had.
+    id_offset: u64,
+}
+
+/// Where the open database lives: swapped by [`compact`], read by every operation and by the flusher.
+type Slot = Arc<RwLock<Option<Arc<Handle>>>>;
+
+/// The store: the database behind a swappable handle, the writer lock, the gate, the flusher.
+pub struct Store {
+    /// The open database. Operations clone the `Arc` for the duration of one call; [`compact`] takes it
+    /// out (with the writer lock and the gate held), closes it, and puts the rewritten one in.
+    slot: Slot,
     /// Held by [`crate::store::StorageExt::write`] around its closure.
     writer: Mutex<()>,
-    /// Every write to the trees holds this shared; a backup holds it exclusively, so the snapshot it
-    /// copies tree by tree is one consistent state.
+    /// Every write to the trees holds this shared; a backup or a compaction holds it exclusively, so the
+    /// snapshot it copies tree by tree is one consistent state. Writers take the gate before the handle.
     gate: RwLock<()>,
-    /// Added to sled's id generator: a restored store continues above every id of the backup.
-    id_offset: u64,
     /// The directory, for the free-space check.
     dir: std::path::PathBuf,
+    /// `storage.path/lock`, locked (flock) for the store's lifetime: the database directory is renamed
+    /// during a compaction, so sled's own lock inside it cannot keep a second process out meanwhile.
+    _lock: std::fs::File,
     /// Set when a flush failed: see [`Store::check_writable`].
     failed: Mutex<Option<String>>,
     /// The flusher thread: see [`flush::flush_async`].
@@ -132,24 +151,34 @@ fn open_error(dir: &Path, e: sled::Error) -> StoreError {
     }
 }
 
-impl Store {
-    /// Open (or create) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let open_err = |e| open_error(dir, e);
-        std::fs::create_dir_all(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
-        // The store holds customers' mail: owner only, whatever the umask.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| open_err(sled::Error::Io(e)))?;
-        }
+/// Lock `dir/lock` for the store's lifetime ([`StoreError::Busy`] when another process holds it).
+fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use fs2::FileExt;
+    let path = dir.join("lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| open_error(dir, sled::Error::Io(e)))?;
+    match file.try_lock_exclusive() {
+        Ok(()) => Ok(file),
+        Err(e) if e.kind() == fs2::lock_contended_error().kind() => Err(StoreError::Busy {
+            path: dir.display().to_string(),
+        }),
+        Err(e) => Err(open_error(dir, sled::Error::Io(e))),
+    }
+}
+
+impl Handle {
+    /// Open (or create) the sled database in `dir/db`.
+    fn open(dir: &Path) -> Result<Handle, StoreError> {
         let db = sled::Config::new()
-            .path(dir.join("db"))
+            .path(dir.join(compact::DB))
             .cache_capacity(32 * 1024 * 1024)
             .segment_size(8 * 1024 * 1024)
             .open()
-            .map_err(open_err)?;
+            .map_err(|e| open_error(dir, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(engine_error);
         let meta = tree("meta")?;
         let id_offset = meta
@@ -157,8 +186,7 @@ impl Store {
             .map_err(engine_error)?
             .and_then(|v| keys::u64_of(&v))
             .unwrap_or(0);
-        let db_for_flusher = db.clone();
-        let store = Store {
+        Ok(Handle {
             tickets: tree("tickets")?,
             messages: tree("messages")?,
             msgid: tree("msgid")?,
@@ -175,12 +203,55 @@ impl Store {
             meta,
             quarantine: tree("quarantine")?,
             db,
+            id_offset,
+        })
+    }
+
+    /// A fresh unique id: sled's generator, above every id of a restored backup.
+    fn next_id(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .generate_id()
+            .map_err(engine_error)?
+            .saturating_add(self.id_offset))
+    }
+}
+
+impl Store {
+    /// The open database, for one operation. Writers take [`Store::write_gate`] first.
+    fn h(&self) -> Result<Arc<Handle>, StoreError> {
+        self.slot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                StoreError::Failed("the store could not be reopened after a compaction".into())
+            })
+    }
+
+    /// Open (or create) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let open_err = |e| open_error(dir, e);
+        std::fs::create_dir_all(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
+        // The store holds customers' mail: owner only, whatever the umask.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| open_err(sled::Error::Io(e)))?;
+        }
+        let lock = lock_dir(dir)?;
+        compact::recover(dir).map_err(|e| open_err(sled::Error::Io(e)))?;
+        let handle = Handle::open(dir)?;
+        let slot: Slot = Arc::new(RwLock::new(Some(Arc::new(handle))));
+        let store = Store {
+            flusher: Some(flush::Flusher::start(slot.clone())),
+            slot,
             writer: Mutex::new(()),
             gate: RwLock::new(()),
-            id_offset,
             dir: dir.to_path_buf(),
+            _lock: lock,
             failed: Mutex::new(None),
-            flusher: Some(flush::Flusher::start(db_for_flusher)),
             wake: Wake::default(),
         };
         counts::build_blob_refs(&store)?;
@@ -210,8 +281,9 @@ impl Store {
 
     /// Every tree's name, keys and values, for tests that prove something is gone from the whole store.
     pub fn scan_all(&self, mut visit: impl FnMut(&str, &[u8], &[u8])) -> Result<(), StoreError> {
-        for name in self.db.tree_names() {
-            let tree = self.db.open_tree(&name).map_err(engine_error)?;
+        let h = self.h()?;
+        for name in h.db.tree_names() {
+            let tree = h.db.open_tree(&name).map_err(engine_error)?;
             let name = String::from_utf8_lossy(&name).into_owned();
             for kv in tree.iter() {
                 let (k, v) = kv.map_err(engine_error)?;
@@ -261,11 +333,7 @@ impl Store {
 
     /// A fresh unique id: sled's generator, above every id of a restored backup.
     fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .db
-            .generate_id()
-            .map_err(engine_error)?
-            .saturating_add(self.id_offset))
+        self.h()?.next_id()
     }
 }
 
@@ -327,7 +395,12 @@ impl Storage for Store {
         if let Some(s) = configured {
             return Ok(s.as_bytes().to_vec());
         }
-        if let Some(v) = self.meta.get(b"message_id_secret").map_err(engine_error)? {
+        if let Some(v) = self
+            .h()?
+            .meta
+            .get(b"message_id_secret")
+            .map_err(engine_error)?
+        {
             return Ok(v.to_vec());
         }
         let mut secret = vec![0u8; 32];
@@ -336,7 +409,8 @@ impl Storage for Store {
         })?;
         // Another process may have raced us: whoever wrote first wins, both use that one.
         let _gate = self.write_gate();
-        match self
+        let h = self.h()?;
+        match h
             .meta
             .compare_and_swap(
                 b"message_id_secret",
@@ -346,7 +420,7 @@ impl Storage for Store {
             .map_err(engine_error)?
         {
             Ok(()) => {
-                self.db.flush().map_err(engine_error)?;
+                h.db.flush().map_err(engine_error)?;
                 Ok(secret)
             }
             Err(cas) => Ok(cas.current.map(|v| v.to_vec()).unwrap_or(secret)),
@@ -386,6 +460,7 @@ impl Storage for Store {
     }
     fn intake_state(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self
+            .h()?
             .meta
             .get(key)
             .map_err(engine_error)?
@@ -393,7 +468,7 @@ impl Storage for Store {
     }
     fn set_intake_state(&self, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         let _gate = self.write_gate();
-        self.meta.insert(key, value).map_err(engine_error)?;
+        self.h()?.meta.insert(key, value).map_err(engine_error)?;
         Ok(())
     }
     fn quarantine(
@@ -416,5 +491,8 @@ impl Storage for Store {
     }
     fn counter(&self, name: &str) -> Result<u64, StoreError> {
         counts::counter(self, name)
+    }
+    fn compact(&self) -> Result<Compacted, StoreError> {
+        compact::compact(self)
     }
 }

@@ -13,6 +13,7 @@ use crate::store::StoreError;
 
 fn item(store: &Store, id: u64) -> Result<Option<OutboxItem>, StoreError> {
     store
+        .h()?
         .outbox
         .get(id.to_be_bytes())
         .map_err(engine_error)?
@@ -24,6 +25,7 @@ pub(super) fn list(store: &Store, filter: OutboxFilter<'_>) -> Result<Vec<Outbox
     match filter {
         OutboxFilter::One(id) => Ok(item(store, id)?.into_iter().collect()),
         OutboxFilter::All => store
+            .h()?
             .outbox
             .iter()
             .values()
@@ -32,7 +34,7 @@ pub(super) fn list(store: &Store, filter: OutboxFilter<'_>) -> Result<Vec<Outbox
         OutboxFilter::Ticket(id) => {
             let prefix = ticket_key(id);
             let mut out = Vec::new();
-            for kv in store.outbox_ticket.scan_prefix(&prefix) {
+            for kv in store.h()?.outbox_ticket.scan_prefix(&prefix) {
                 let (k, _) = kv.map_err(engine_error)?;
                 if let Some(row) = k
                     .get(prefix.len()..)
@@ -56,8 +58,17 @@ pub(super) fn due(
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let end = due_key(now, u64::MAX);
     let mut out = Vec::new();
-    for kv in store.outbox_due.range(..=end).take(limit) {
-        let (k, _) = kv.map_err(engine_error)?;
+    // The keys first: the loop may take the write gate, which must never wait while this call holds
+    // the database handle (a compaction holding the gate waits for every handle to be let go).
+    let keys = store
+        .h()?
+        .outbox_due
+        .range(..=end)
+        .take(limit)
+        .map(|kv| kv.map(|(k, _)| k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(engine_error)?;
+    for k in keys {
         let Some(id) = k.get(8..16).and_then(u64_of) else {
             continue;
         };
@@ -66,7 +77,7 @@ pub(super) fn due(
             // A stale index entry (row gone or no longer queued): drop it.
             _ => {
                 let _gate = store.write_gate();
-                store.outbox_due.remove(&k).map_err(engine_error)?;
+                store.h()?.outbox_due.remove(&k).map_err(engine_error)?;
             }
         }
     }
@@ -75,6 +86,7 @@ pub(super) fn due(
 
 pub(super) fn next_due(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
     Ok(store
+        .h()?
         .outbox_due
         .first()
         .map_err(engine_error)?
@@ -85,13 +97,14 @@ pub(super) fn next_due(store: &Store) -> Result<Option<DateTime<Utc>>, StoreErro
 /// How many rows wait to be sent, from the due index: costs O(queued), not O(outbox). (A rare stale index
 /// entry, dropped at the next send round, counts too.)
 pub(super) fn queued(store: &Store) -> usize {
-    store.outbox_due.len()
+    store.h().map(|h| h.outbox_due.len()).unwrap_or(0)
 }
 
 /// Replace an outbox row, keeping the due index and the counts in step.
 pub(super) fn update(store: &Store, item: OutboxItem) -> Result<(), StoreError> {
     let _gate = store.write_gate();
-    (&store.outbox, &store.outbox_due, &store.meta)
+    let h = store.h()?;
+    (&h.outbox, &h.outbox_due, &h.meta)
         .transaction(|(outbox, due, meta)| {
             let mut old_status = None;
             if let Some(old) = outbox.get(item.id.to_be_bytes())? {

@@ -31,7 +31,8 @@ pub(super) fn add(
     };
     let blob_id = store.next_id()?;
     let _gate = store.write_gate();
-    (&store.blobs, &store.blob_data, &store.quarantine)
+    let h = store.h()?;
+    (&h.blobs, &h.blob_data, &h.quarantine)
         .transaction(|(blobs, blob_data, quarantine)| {
             put_blob::<()>(blobs, blob_data, &sha, raw, blob_id)?;
             quarantine.insert(&q.id.to_be_bytes(), to_json(&q))?;
@@ -46,6 +47,7 @@ pub(super) fn add(
 
 pub(super) fn list(store: &Store) -> Result<Vec<Quarantined>, StoreError> {
     store
+        .h()?
         .quarantine
         .iter()
         .values()

@@ -12,6 +12,7 @@ use crate::store::StoreError;
 
 pub(super) fn ticket(store: &Store, id: &TicketId) -> Result<Option<Ticket>, StoreError> {
     store
+        .h()?
         .tickets
         .get(ticket_key(id))
         .map_err(engine_error)?
@@ -29,7 +30,7 @@ pub(super) fn tickets(
         .map(|r| format!("{r}-").into_bytes())
         .unwrap_or_default();
     let mut out = Vec::new();
-    for kv in store.tickets.scan_prefix(prefix) {
+    for kv in store.h()?.tickets.scan_prefix(prefix) {
         let (_, v) = kv.map_err(engine_error)?;
         let t: Ticket = from_json("tickets", &v)?;
         if status.is_none_or(|s| t.status == s) {
@@ -46,7 +47,7 @@ pub(super) fn messages_indexed(
 ) -> Result<Vec<(u32, Message)>, StoreError> {
     let prefix = ticket_key(id);
     let mut out = Vec::new();
-    for kv in store.messages.scan_prefix(&prefix) {
+    for kv in store.h()?.messages.scan_prefix(&prefix) {
         let (k, v) = kv.map_err(engine_error)?;
         // The prefix of `JP-<8 bytes>` is exact: message keys are 4 bytes longer.
         if let Some(index) = k
@@ -64,6 +65,7 @@ pub(super) fn tickets_for_message_id(
     message_id: &str,
 ) -> Result<Vec<TicketId>, StoreError> {
     match store
+        .h()?
         .msgid
         .get(message_id.as_bytes())
         .map_err(engine_error)?
@@ -79,6 +81,7 @@ pub(super) fn duplicate_of(
     content_hash: &str,
 ) -> Result<Option<TicketId>, StoreError> {
     match store
+        .h()?
         .dedupe
         .get(dedupe_key(message_id, content_hash))
         .map_err(engine_error)?
@@ -95,7 +98,7 @@ pub(super) fn tickets_of_requester(
     let mut prefix = address.to_ascii_lowercase().into_bytes();
     prefix.push(0);
     let mut out = Vec::new();
-    for kv in store.requester.scan_prefix(&prefix) {
+    for kv in store.h()?.requester.scan_prefix(&prefix) {
         let (k, _) = kv.map_err(engine_error)?;
         if let Some(id) = parse_ticket_key(&k[prefix.len()..]) {
             out.push(id);
@@ -110,6 +113,7 @@ pub(super) fn next_ticket_number(
     first: u64,
 ) -> Result<u64, StoreError> {
     Ok(store
+        .h()?
         .meta
         .get(seq_key(region))
         .map_err(engine_error)?
@@ -127,7 +131,7 @@ pub(super) fn auto_mail_since(
     let mut end = recipient.as_bytes().to_vec();
     end.push(1);
     let mut out = Vec::new();
-    for kv in store.auto_log.range(start..end) {
+    for kv in store.h()?.auto_log.range(start..end) {
         let (k, _) = kv.map_err(engine_error)?;
         let ms = k
             .get(recipient.len() + 1..recipient.len() + 9)
@@ -140,10 +144,16 @@ pub(super) fn auto_mail_since(
 }
 
 pub(super) fn blob(store: &Store, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    let Some(id) = store.blobs.get(sha256.as_bytes()).map_err(engine_error)? else {
+    let Some(id) = store
+        .h()?
+        .blobs
+        .get(sha256.as_bytes())
+        .map_err(engine_error)?
+    else {
         return Ok(None);
     };
     Ok(store
+        .h()?
         .blob_data
         .get(id)
         .map_err(engine_error)?

@@ -34,20 +34,21 @@ pub(super) fn rewrite(store: &Store, rewrite: &Rewrite) -> Result<Removed, Store
         .map(|q| q.raw_sha256)
         .collect();
     let _gate = store.write_gate();
+    let h = store.h()?;
     let trees = [
-        &store.tickets,
-        &store.messages,
-        &store.msgid,
-        &store.dedupe,
-        &store.requester,
-        &store.blobs,
-        &store.blob_data,
-        &store.blob_refs,
-        &store.outbox,
-        &store.outbox_due,
-        &store.outbox_ticket,
-        &store.timers,
-        &store.meta,
+        &h.tickets,
+        &h.messages,
+        &h.msgid,
+        &h.dedupe,
+        &h.requester,
+        &h.blobs,
+        &h.blob_data,
+        &h.blob_refs,
+        &h.outbox,
+        &h.outbox_due,
+        &h.outbox_ticket,
+        &h.timers,
+        &h.meta,
     ];
     let result = trees[..].transaction(|t| apply(t, id, rewrite, &keep));
     let removed = match result {
@@ -195,12 +196,13 @@ pub(super) fn forget_address(store: &Store, address: &str) -> Result<usize, Stor
 /// Forget when automatic mail went to `recipient` (the rate-limit log is keyed by address).
 fn forget_auto_log(store: &Store, recipient: &str) -> Result<usize, StoreError> {
     let _gate = store.write_gate();
+    let h = store.h()?;
     let mut prefix = recipient.as_bytes().to_vec();
     prefix.push(0);
     let mut n = 0;
-    for kv in store.auto_log.scan_prefix(&prefix) {
+    for kv in h.auto_log.scan_prefix(&prefix) {
         let (k, _) = kv.map_err(engine_error)?;
-        store.auto_log.remove(k).map_err(engine_error)?;
+        h.auto_log.remove(k).map_err(engine_error)?;
         n += 1;
     }
     Ok(n)
@@ -225,12 +227,8 @@ fn forget_quarantined_containing(store: &Store, needle: &str) -> Result<usize, S
             continue;
         }
         let _gate = store.write_gate();
-        (
-            &store.quarantine,
-            &store.blobs,
-            &store.blob_data,
-            &store.blob_refs,
-        )
+        let h = store.h()?;
+        (&h.quarantine, &h.blobs, &h.blob_data, &h.blob_refs)
             .transaction(|(quarantine, blobs, blob_data, refs)| {
                 quarantine.remove(&q.id.to_be_bytes())?;
                 if refs.get(q.raw_sha256.as_bytes())?.is_none() {
@@ -275,7 +273,13 @@ mod tests {
     }
 
     fn refs(store: &Store, sha: &str) -> Option<u64> {
-        store.blob_refs.get(sha).unwrap().and_then(|v| u64_of(&v))
+        store
+            .h()
+            .unwrap()
+            .blob_refs
+            .get(sha)
+            .unwrap()
+            .and_then(|v| u64_of(&v))
     }
 
     #[test]
@@ -320,8 +324,8 @@ mod tests {
         assert_eq!(store.blob(&shared).unwrap().as_deref(), Some(&b"S"[..]));
         assert!(store.ticket(&TicketId::new("JP", 1)).unwrap().is_none());
         // A store from before the counts: rebuilt on open.
-        store.blob_refs.clear().unwrap();
-        store.meta.remove(b"blob_refs:v1").unwrap();
+        store.h().unwrap().blob_refs.clear().unwrap();
+        store.h().unwrap().meta.remove(b"blob_refs:v1").unwrap();
         drop(store);
         let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(10)).unwrap();
         assert_eq!((refs(&store, &shared), refs(&store, &own)), (Some(1), None));
@@ -426,10 +430,10 @@ mod tests {
             .unwrap();
         scan(&store);
         // A store from before the counts: rebuilt on open.
-        for kv in store.meta.scan_prefix(b"count") {
-            store.meta.remove(kv.unwrap().0).unwrap();
+        for kv in store.h().unwrap().meta.scan_prefix(b"count") {
+            store.h().unwrap().meta.remove(kv.unwrap().0).unwrap();
         }
-        store.meta.remove(b"counts:v1").unwrap();
+        store.h().unwrap().meta.remove(b"counts:v1").unwrap();
         drop(store);
         let store = Store::open_waiting(dir.path(), std::time::Duration::from_secs(10)).unwrap();
         assert!(!store.counts().unwrap().is_empty());

@@ -16,6 +16,7 @@ pub(super) fn due(
 ) -> Result<Vec<Timer>, StoreError> {
     let end = (millis(now) + 1).to_be_bytes();
     store
+        .h()?
         .timers
         .range(..end.as_slice())
         .take(limit)
@@ -27,6 +28,7 @@ pub(super) fn due(
 /// When the earliest timer is due.
 pub(super) fn next(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
     Ok(store
+        .h()?
         .timers
         .first()
         .map_err(engine_error)?
@@ -37,6 +39,7 @@ pub(super) fn next(store: &Store) -> Result<Option<DateTime<Utc>>, StoreError> {
 /// Every scheduled timer, soonest first.
 pub(super) fn all(store: &Store) -> Result<Vec<Timer>, StoreError> {
     store
+        .h()?
         .timers
         .iter()
         .map(|kv| Ok(parse_timer_key(&kv.map_err(engine_error)?.0)))
