@@ -97,14 +97,14 @@ enum Answer {
     /// `#note`: internal, nothing is sent.
     Note,
     /// `#priority urgent` with a `#note`: the ticket's new target has long passed, so it escalates.
-    RaiseToUrgent,
+    UrgentNote,
     /// `#priority urgent` and text for the customer (the first response: no escalation).
-    UrgentAnswer,
+    UrgentReply,
 }
 
 impl Answer {
     fn relayed(self) -> bool {
-        matches!(self, Answer::Plain | Answer::Resolve | Answer::UrgentAnswer)
+        matches!(self, Answer::Plain | Answer::Resolve | Answer::UrgentReply)
     }
 }
 
@@ -157,8 +157,8 @@ fn day() -> Vec<Plan> {
                 0 => Some(Answer::Plain),
                 1 => Some(Answer::Resolve),
                 2 => Some(Answer::Note),
-                3 => Some(Answer::RaiseToUrgent),
-                4 => Some(Answer::UrgentAnswer),
+                3 => Some(Answer::UrgentNote),
+                4 => Some(Answer::UrgentReply),
                 5 => Some(Answer::Plain),
                 _ => None,
             }
@@ -207,12 +207,12 @@ fn expected(p: &Plan, r: &Rules) -> Expected {
     };
     e.notify
         .extend(std::iter::repeat_n("agent_notify", 1 + p.replies.len()));
-    let raised = matches!(p.answer, Some(Answer::RaiseToUrgent | Answer::UrgentAnswer));
+    let raised = matches!(p.answer, Some(Answer::UrgentNote | Answer::UrgentReply));
     if raised {
         e.priority = "urgent";
     }
     // Breached: urgent mail answered only after its target, or a priority raised past its target unanswered.
-    e.breached = p.urgent || p.answer == Some(Answer::RaiseToUrgent);
+    e.breached = p.urgent || p.answer == Some(Answer::UrgentNote);
     if e.breached {
         e.notify.extend(["sla_reminder", "escalation"]);
         e.leads.push("escalation");
@@ -329,6 +329,16 @@ fn customer_mail(
 }
 
 /// An agent's mail about ticket `id`.
+/// What an agent's mail says (after its commands): what the stored message must read.
+fn answer_text(answer: Answer, ja: bool) -> &'static str {
+    match (answer, ja) {
+        (Answer::Note, _) => "Checked with the warehouse: the parcel left on Tuesday.",
+        (Answer::UrgentNote, _) => "A key account: please hurry.",
+        (_, true) => "ご連絡ありがとうございます。交換品を本日発送いたしました。",
+        (_, false) => "연락 주셔서 감사합니다. 교환품을 오늘 발송했습니다.",
+    }
+}
+
 fn agent_mail(
     agent: &str,
     to: &str,
@@ -337,21 +347,13 @@ fn agent_mail(
     answer: Answer,
     ja: bool,
 ) -> Vec<u8> {
-    let text = if ja {
-        "ご連絡ありがとうございます。交換品を本日発送いたしました。"
-    } else {
-        "연락 주셔서 감사합니다. 교환품을 오늘 발송했습니다."
-    };
+    let text = answer_text(answer, ja);
     let body = match answer {
         Answer::Plain => text.to_string(),
         Answer::Resolve => format!("#status resolved\r\n\r\n{text}"),
-        Answer::Note => {
-            "#note\r\nChecked with the warehouse: the parcel left on Tuesday.".to_string()
-        }
-        Answer::RaiseToUrgent => {
-            "#priority urgent\r\n#note\r\nA key account: please hurry.".to_string()
-        }
-        Answer::UrgentAnswer => format!("#priority urgent\r\n\r\n{text}"),
+        Answer::Note => format!("#note\r\n{text}"),
+        Answer::UrgentNote => format!("#priority urgent\r\n#note\r\n{text}"),
+        Answer::UrgentReply => format!("#priority urgent\r\n\r\n{text}"),
     };
     format!(
         "From: Agent <{agent}>\r\nTo: {to}\r\nSubject: Re: [{id}] x\r\nMessage-ID: <{message_id}>\r\nDate: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{body}\r\n",
@@ -516,6 +518,8 @@ async fn a_busy_support_day_loses_doubles_and_delays_nothing() {
 
     // When each mail was delivered (Postfix accepted it), by Message-ID.
     let mut delivered: HashMap<String, SystemTime> = HashMap::new();
+    // What each stored message must read (decoded from its charset, nothing garbled), by Message-ID.
+    let mut reads: HashMap<String, String> = HashMap::new();
     let mut sent_to: [usize; 2] = [0, 0];
 
     // 1. New mail.
@@ -532,6 +536,7 @@ async fn a_busy_support_day_loses_doubles_and_delays_nothing() {
             "",
             &body_text(p, 0),
         );
+        reads.insert(mid.clone(), body_text(p, 0));
         s.smtp_send(from, &desks[p.region], &raw).await;
         delivered.insert(mid, SystemTime::now());
         sent_to[p.region] += 1;
@@ -605,6 +610,7 @@ async fn a_busy_support_day_loses_doubles_and_delays_nothing() {
                 &threading,
                 &body_text(p, 1),
             );
+            reads.insert(mid.clone(), body_text(p, 1));
             s.smtp_send(from, &desks[p.region], &raw).await;
             delivered.insert(mid, SystemTime::now());
             sent_to[p.region] += 1;
@@ -646,6 +652,7 @@ async fn a_busy_support_day_loses_doubles_and_delays_nothing() {
             answer,
             p.region == 0,
         );
+        reads.insert(mid.clone(), answer_text(answer, p.region == 0).to_string());
         s.smtp_send(agent, &desks[p.region], &raw).await;
         delivered.insert(mid, SystemTime::now());
         sent_to[p.region] += 1;
@@ -820,6 +827,17 @@ async fn a_busy_support_day_loses_doubles_and_delays_nothing() {
                 wrong.push(format!("{id}: a message nobody sent: <{}>", m.message_id));
                 continue;
             };
+            if !reads
+                .get(&m.message_id)
+                .is_some_and(|want| m.text.contains(want.as_str()))
+            {
+                wrong.push(format!(
+                    "{id}: <{}> reads {:?}, expected it to contain {:?}",
+                    m.message_id,
+                    m.text,
+                    reads.get(&m.message_id)
+                ));
+            }
             let at: DateTime<Utc> = (*at).into();
             latencies.push((
                 (m.received_at - at).num_milliseconds(),
