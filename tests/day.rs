@@ -554,7 +554,7 @@ async fn a_busy_support_day_loses_doubles_and_delays_nothing() {
         phase.elapsed()
     );
     let mut ids: HashMap<String, String> = HashMap::new();
-    settle("every new mail a ticket", Duration::from_secs(60), || {
+    settle("every new mail a ticket", Duration::from_secs(30), || {
         let t = cli_json(&config, &["tickets", "list", "--json"]);
         let t = t.as_array().cloned().unwrap_or_default();
         ids = t
@@ -568,11 +568,18 @@ async fn a_busy_support_day_loses_doubles_and_delays_nothing() {
         t.len() >= plans.len()
     })
     .await;
-    assert_eq!(
-        ids.len(),
+    let missing: Vec<String> = plans
+        .iter()
+        .filter(|p| !ids.contains_key(&p.token))
+        .map(|p| format!("{} to {}", p.token, REGIONS[p.region]))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} new mails delivered but not stored within 30 s: {missing:?} (a mail at the end of a burst left \
+         waiting until the next one arrives: the intake missed its EXISTS; issue 14, item 1); log, last lines:\n{}",
+        missing.len(),
         plans.len(),
-        "one ticket per new mail; log:\n{}",
-        daemon.log()
+        tail(&daemon.log(), 40)
     );
     let id_of = |p: &Plan| ids[&p.token].clone();
     let ack_of: HashMap<String, String> = rows(&config)
@@ -925,15 +932,14 @@ async fn a_busy_support_day_loses_doubles_and_delays_nothing() {
         "{} things wrong on the day:\n{}\n\ndaemon log (last 60 lines):\n{}",
         wrong.len(),
         wrong.join("\n"),
-        log.lines()
-            .rev()
-            .take(60)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n")
+        tail(&log, 60)
     );
+}
+
+/// The last `n` lines of `log`.
+fn tail(log: &str, n: usize) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// What `a` has that `b` has not (both sorted), counting repeats.
