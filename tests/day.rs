@@ -66,9 +66,11 @@ struct Rules {
 }
 
 const RULES: Rules = Rules {
-    answer_waits_for_customer: true,
+    // Issue 14, item 3: a plain answer asks for nothing; only `#ask` / `#status pending` waits.
+    answer_waits_for_customer: false,
     customer_reminders: 1,
-    survey_mail: true,
+    // Issue 14, item 3: the survey rides in the mail that says the ticket is resolved.
+    survey_mail: false,
     resolved_notice: true,
 };
 
@@ -76,8 +78,8 @@ const RULES: Rules = Rules {
 /// within the test; a waiting ticket is reminded after 4 s and resolved 4 s later.
 fn timers_toml(leads: &str) -> String {
     format!(
-        "customer_reminder_after = \"4s\"\ncustomer_reminders = {}\nautoclose_after = \"1h\"\nsurvey = {}\nescalate_to = \"{leads}\"\n[timers.first_response]\nurgent = \"3s\"\nhigh = \"1h\"\nnormal = \"1h\"\nlow = \"1h\"\n",
-        RULES.customer_reminders, RULES.survey_mail
+        "customer_reminder_after = \"4s\"\ncustomer_reminders = {}\nautoclose_after = \"1h\"\nsurvey = true\nescalate_to = \"{leads}\"\n[timers.first_response]\nurgent = \"3s\"\nhigh = \"1h\"\nnormal = \"1h\"\nlow = \"1h\"\n",
+        RULES.customer_reminders
     )
 }
 
