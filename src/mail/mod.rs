@@ -5,6 +5,7 @@
 pub mod authres;
 pub mod charset;
 pub mod classify;
+pub mod html;
 pub mod parse;
 pub mod quote;
 pub mod redact;

@@ -9,7 +9,6 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, TimeZone, Utc};
 use mail_parser::decoders::base64::base64_decode;
-use mail_parser::decoders::html::html_to_text;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{
     Address, Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
@@ -17,6 +16,7 @@ use mail_parser::{
 use sha2::{Digest, Sha256};
 
 use super::charset;
+use super::html::html_to_text;
 use crate::types::Locale;
 
 /// A name and an address (lower-cased: addresses are compared, never displayed as typed).
@@ -99,6 +99,10 @@ pub const MAX_REFERENCES: usize = 64;
 
 /// The most In-Reply-To ids kept (a reply names one).
 pub const MAX_IN_REPLY_TO: usize = 8;
+
+/// The most HTML of one part turned into text (8 MiB): the converter is linear, and this bounds what one
+/// part costs whatever the intake's `max_message_bytes`. The rest is dropped and the cut recorded.
+pub const MAX_HTML_BYTES: usize = 8 * 1024 * 1024;
 
 /// Input that is not a mail at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -579,7 +583,20 @@ fn part_text(
         }
     }
     let text = if is_html {
-        html_to_text(&text)
+        let mut html: &str = &text;
+        if html.len() > MAX_HTML_BYTES {
+            let mut end = MAX_HTML_BYTES;
+            while !html.is_char_boundary(end) {
+                end -= 1;
+            }
+            damage.push(format!(
+                "HTML part of {} KB: converted the first {} KB",
+                html.len() / 1024,
+                MAX_HTML_BYTES / 1024
+            ));
+            html = &html[..end];
+        }
+        html_to_text(html)
     } else {
         text.into_owned()
     };
