@@ -158,9 +158,14 @@ impl Converter {
         if self.signature.is_some() {
             self.end_signature();
         }
-        let mut out = self.w.out;
-        let end = out.trim_end().len();
-        out.truncate(end);
+        // Trailing white space of every line goes (an `&nbsp;` paragraph is an empty line).
+        let mut out = String::with_capacity(self.w.out.len());
+        for (n, line) in self.w.out.trim_end().split('\n').enumerate() {
+            if n > 0 {
+                out.push('\n');
+            }
+            out.push_str(line.trim_end());
+        }
         out
     }
 

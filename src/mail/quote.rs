@@ -281,13 +281,16 @@ fn contact_block_start(lines: &[&str]) -> Option<usize> {
 pub fn signature_head(text: &str) -> String {
     let mut kept: Vec<&str> = Vec::new();
     for line in text.lines().map(str::trim) {
-        if line.is_empty() || is_signature_delimiter(line) {
-            if kept.is_empty() {
-                continue;
-            }
-            break;
+        if line.is_empty() || (kept.is_empty() && is_signature_delimiter(line)) {
+            continue;
         }
-        if is_mobile_signature(line) || sig_line(line) != SigLine::Short || kept.len() == 3 {
+        // A closing written as a sentence ("よろしくお願いいたします。") is short too.
+        let short = match sig_line(line) {
+            SigLine::Short => true,
+            SigLine::Prose => line.chars().count() <= 40,
+            _ => false,
+        };
+        if is_mobile_signature(line) || !short || kept.len() == 3 {
             break;
         }
         kept.push(line);
