@@ -1137,6 +1137,41 @@ mod tests {
     }
 
     #[test]
+    fn an_html_signature_block_is_stripped_and_the_name_is_kept_or_dropped_consistently() {
+        use crate::mail::quote::strip_quoted;
+        let html_mail = |html: &str| {
+            mail(&format!(
+                "From: a@example.com\r\nSubject: s\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+            ))
+            .text
+        };
+        let lines = |s: &str| -> Vec<String> {
+            s.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        // The same answer as plain text and as HTML from Outlook, Gmail, Thunderbird and Apple Mail:
+        // the closing and the name stay in every one, the card goes in every one.
+        let plain = "We shipped a replacement today.\n\nBest regards,\nJane Doe\nAcme Inc.\nTel: +1 555 010 0100\nhttps://acme.example";
+        let want = "We shipped a replacement today.\n\nBest regards,\nJane Doe";
+        assert_eq!(strip_quoted(plain), want);
+        let card = "<p>Acme Inc.</p><p>Tel: +1 555 010 0100</p><p><a href=\"https://acme.example\">acme.example</a></p>";
+        for html in [
+            format!("<div>We shipped a replacement today.</div><div><br></div><div id=\"Signature\"><p>Best regards,</p><p>Jane Doe</p>{card}</div>"),
+            format!("<div dir=\"ltr\">We shipped a replacement today.<div><br></div><div>Best regards,</div></div><br><span class=\"gmail_signature_prefix\">-- </span><br><div dir=\"ltr\" class=\"gmail_signature\" data-smartmail=\"gmail_signature\"><div>Jane Doe</div>{card}</div>"),
+            format!("<p>We shipped a replacement today.</p><p>Best regards,</p><div class=\"moz-signature\">-- <br>Jane Doe<br>{card}</div>"),
+            format!("<div>We shipped a replacement today.</div><div><br></div><div>Best regards,</div><div id=\"AppleMailSignature\">Jane Doe{card}</div>"),
+        ] {
+            let got = strip_quoted(&html_mail(&html));
+            assert_eq!(lines(&got), lines(want), "{html}");
+        }
+        // A signature element with only a card in it leaves nothing of itself, and the answer above it.
+        let html = "<p>Done.</p><div id=\"Signature\"><p>━━━━━━━━</p><p>鈴木 真理</p><p>TEL: 03-1234-5678</p></div>";
+        assert_eq!(html_mail(html), "Done.");
+    }
+
+    #[test]
     fn undeclared_iso2022jp_body_is_detected() {
         let (jis, _, _) = encoding_rs::ISO_2022_JP.encode("お世話になっております。");
         let mut raw =
