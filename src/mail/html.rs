@@ -40,7 +40,9 @@ enum Kind {
     Other,
     /// Breaks the line before and after (`div`, `li`, `tr`, …); the number is the breaks wanted.
     Block(u8),
-    List { ordered: bool },
+    List {
+        ordered: bool,
+    },
     Item,
     Row,
     Cell,
@@ -210,7 +212,9 @@ impl Converter {
     fn entity(&mut self, html: &str, at: usize) -> usize {
         let b = html.as_bytes();
         let mut end = at + 1;
-        while end < b.len() && end - at <= MAX_ENTITY && (b[end].is_ascii_alphanumeric() || b[end] == b'#')
+        while end < b.len()
+            && end - at <= MAX_ENTITY
+            && (b[end].is_ascii_alphanumeric() || b[end] == b'#')
         {
             end += 1;
         }
@@ -344,7 +348,10 @@ impl Converter {
         }
         let mut kind = kind_of(name, attrs);
         // Implied ends: a new item, paragraph, cell or row closes the open one.
-        if matches!(name, "li" | "p" | "td" | "th" | "tr" | "dt" | "dd" | "option") {
+        if matches!(
+            name,
+            "li" | "p" | "td" | "th" | "tr" | "dt" | "dd" | "option"
+        ) {
             while let Some(top) = self.stack.last() {
                 let implied = top.name == name
                     || (matches!(name, "td" | "th") && matches!(top.name.as_str(), "td" | "th"))
@@ -444,7 +451,14 @@ impl Converter {
                 self.in_head = false;
                 return;
             }
-            "p" | "br" if !self.stack.iter().rev().take(CLOSE_SEARCH).any(|o| o.name == name) => {
+            "p" | "br"
+                if !self
+                    .stack
+                    .iter()
+                    .rev()
+                    .take(CLOSE_SEARCH)
+                    .any(|o| o.name == name) =>
+            {
                 // `</p>` and `</br>` without an open element still break the line, as browsers do.
                 self.block(1);
                 return;
@@ -646,8 +660,8 @@ fn kind_of(name: &str, attrs: &Attrs) -> Kind {
             Kind::Block(2)
         }
         "div" | "section" | "article" | "header" | "footer" | "address" | "center" | "dl"
-        | "dt" | "dd" | "nav" | "aside" | "main" | "form" | "fieldset" | "caption"
-        | "thead" | "tbody" | "tfoot" | "details" | "summary" | "option" => Kind::Block(1),
+        | "dt" | "dd" | "nav" | "aside" | "main" | "form" | "fieldset" | "caption" | "thead"
+        | "tbody" | "tfoot" | "details" | "summary" | "option" => Kind::Block(1),
         _ => Kind::Other,
     }
 }
@@ -723,7 +737,11 @@ mod tests {
 
     #[test]
     fn deep_and_misnested_html_costs_linear_time() {
-        let deep = format!("{}x{}", "<div><b>".repeat(100_000), "</b></div>".repeat(100_000));
+        let deep = format!(
+            "{}x{}",
+            "<div><b>".repeat(100_000),
+            "</b></div>".repeat(100_000)
+        );
         assert_eq!(html_to_text(&deep), "x");
         let stray = format!("a{}b", "</span>".repeat(200_000));
         assert_eq!(html_to_text(&stray), "ab");

@@ -413,7 +413,10 @@ fn is_contact(t: &str) -> bool {
         };
         let rest = rest.trim_start();
         let rest = match rest.strip_prefix(['(', '（']) {
-            Some(r) => r.split_once([')', '）']).map_or(r, |(_, after)| after).trim_start(),
+            Some(r) => r
+                .split_once([')', '）'])
+                .map_or(r, |(_, after)| after)
+                .trim_start(),
             None => rest,
         };
         let single = label.len() == 1;
@@ -455,9 +458,36 @@ fn is_phone(t: &str) -> bool {
 }
 
 const COMPANY_MARKERS: &[&str] = &[
-    "株式会社", "有限会社", "合同会社", "(株)", "（株）", "㈱", "(有)", "㈲", "(주)", "（주）", "㈜",
-    "주식회사", "유한회사", "有限公司", "股份公司", "集团", "集團", "公司", " inc.", " inc", " llc",
-    " ltd", " ltd.", "co., ltd", " corp.", " corporation", " gmbh", " k.k.", " s.a.", " plc",
+    "株式会社",
+    "有限会社",
+    "合同会社",
+    "(株)",
+    "（株）",
+    "㈱",
+    "(有)",
+    "㈲",
+    "(주)",
+    "（주）",
+    "㈜",
+    "주식회사",
+    "유한회사",
+    "有限公司",
+    "股份公司",
+    "集团",
+    "集團",
+    "公司",
+    " inc.",
+    " inc",
+    " llc",
+    " ltd",
+    " ltd.",
+    "co., ltd",
+    " corp.",
+    " corporation",
+    " gmbh",
+    " k.k.",
+    " s.a.",
+    " plc",
 ];
 
 fn is_company(t: &str) -> bool {
@@ -783,9 +813,18 @@ mod tests {
             ("━━━━━━━━━━━━━━━━━━━━", "━━━━━━━━━━━━━━━━━━━━"),
             ("────────────────", "────────────────"),
             ("＝＝＝＝＝＝＝＝＝＝＝＝", "＝＝＝＝＝＝＝＝＝＝＝＝"),
-            ("==============================", "=============================="),
-            ("------------------------------", "------------------------------"),
-            ("******************************", "******************************"),
+            (
+                "==============================",
+                "==============================",
+            ),
+            (
+                "------------------------------",
+                "------------------------------",
+            ),
+            (
+                "******************************",
+                "******************************",
+            ),
             ("■□■□■□■□■□■□■□■□■□■□", "■□■□■□■□■□■□■□■□■□■□"),
         ] {
             let text = format!(
@@ -848,8 +887,14 @@ mod tests {
 
     #[test]
     fn signature_heads_keep_the_sign_off() {
-        assert_eq!(signature_head("-- \nJane Doe\nAcme Inc.\nTel: +1 555 010 0100"), "Jane Doe");
-        assert_eq!(signature_head("\n\nBest regards,\nJane Doe\nhttps://acme.example"), "Best regards,\nJane Doe");
+        assert_eq!(
+            signature_head("-- \nJane Doe\nAcme Inc.\nTel: +1 555 010 0100"),
+            "Jane Doe"
+        );
+        assert_eq!(
+            signature_head("\n\nBest regards,\nJane Doe\nhttps://acme.example"),
+            "Best regards,\nJane Doe"
+        );
         assert_eq!(signature_head("━━━━━━━━\n鈴木 真理\nTEL: 03-1234-5678"), "");
         assert_eq!(signature_head("Sent from my iPhone"), "");
         assert_eq!(signature_head("This e-mail and any attachment is confidential and intended solely for the addressee."), "");
