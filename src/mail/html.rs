@@ -116,6 +116,8 @@ struct Converter {
     lists: Vec<(bool, usize)>,
     /// Cells opened in the current row.
     cells: Vec<usize>,
+    /// Where the text of the last list item starts in the output (just after its marker).
+    item_start: Option<usize>,
     /// Where the text of each open table cell starts in the output.
     cell_starts: Vec<usize>,
     in_pre: usize,
@@ -383,14 +385,24 @@ impl Converter {
                 self.block(1);
                 if !self.suppressed() {
                     let depth = self.lists.len().clamp(1, 4);
-                    let marker = match self.lists.last_mut() {
-                        Some((true, n)) => {
+                    let (ordered, number) = match self.lists.last_mut() {
+                        Some((ordered, n)) => {
                             *n += 1;
-                            format!("{}. ", *n - 1)
+                            (*ordered, *n - 1)
                         }
-                        _ => "- ".to_string(),
+                        None => (false, 1),
+                    };
+                    // Items of one list are lines, even when each holds a paragraph.
+                    if number > 1 {
+                        self.w.breaks = self.w.breaks.min(1);
+                    }
+                    let marker = if ordered {
+                        format!("{number}. ")
+                    } else {
+                        "- ".to_string()
                     };
                     self.w.text(&format!("{}{marker}", "  ".repeat(depth - 1)));
+                    self.item_start = Some(self.w.out.len());
                 }
             }
             Kind::Row => {
@@ -537,8 +549,10 @@ impl Converter {
         if self.suppressed() {
             return;
         }
-        // A block opening a table cell (Outlook's <td><p class=MsoNormal>) does not split the row.
-        if self.cell_starts.last() == Some(&self.w.out.len()) {
+        // A block opening a table cell (Outlook's <td><p class=MsoNormal>) does not split the row, nor one
+        // opening a list item (<li><div>…) separate the item from its marker.
+        let at = Some(self.w.out.len());
+        if self.cell_starts.last().copied() == at || self.item_start == at {
             return;
         }
         self.w.block(n);
@@ -715,13 +729,13 @@ mod tests {
     #[test]
     fn html_lists_and_tables_keep_their_structure() {
         let html = "<p>ご注文の件です。</p><ul><li>注文日: 11/25</li><li>支払: クレジットカード</li></ul>\
-            <ol><li>first</li><li>second</li></ol>\
+            <ol><li>first</li><li><p>second</p></li></ol><ul><li><div>x</div></li><li><div>y</div></li></ul>\
             <table><tr><th>商品</th><th>数量</th></tr><tr><td><p class=MsoNormal>DL-200</p></td><td>2</td></tr></table>\
             <p>See <a href=\"https://example.com/track?id=1\">the tracking page</a> or \
             <a href=\"https://example.com/\">https://example.com/</a>.<br>Line two</p>";
         assert_eq!(
             html_to_text(html),
-            "ご注文の件です。\n\n- 注文日: 11/25\n- 支払: クレジットカード\n\n1. first\n2. second\n\n\
+            "ご注文の件です。\n\n- 注文日: 11/25\n- 支払: クレジットカード\n\n1. first\n2. second\n\n- x\n- y\n\n\
              商品 | 数量\nDL-200 | 2\n\n\
              See the tracking page <https://example.com/track?id=1> or https://example.com/.\nLine two"
         );
@@ -737,6 +751,7 @@ mod tests {
 
     #[test]
     fn deep_and_misnested_html_costs_linear_time() {
+        let started = std::time::Instant::now();
         let deep = format!(
             "{}x{}",
             "<div><b>".repeat(100_000),
@@ -749,6 +764,14 @@ mod tests {
         assert!(html_to_text(&unclosed).ends_with("- z"));
         let lt = "<".repeat(100_000);
         assert_eq!(html_to_text(&lt), lt);
+        let signatures = format!(
+            "a{}b",
+            "<div class=\"gmail_signature\"><a href=\"https://x.example\">".repeat(100_000)
+        );
+        // The signature never closes: it ends with the mail, and its one short line is its sign-off.
+        assert_eq!(html_to_text(&signatures), "a\n\nb");
+        // Minutes if any of these were quadratic.
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
     }
 
     #[test]

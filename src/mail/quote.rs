@@ -14,6 +14,12 @@
 //! its new text, and a cut that would leave nothing returns the whole text instead, unless the mail opens
 //! with the history itself. Pure: no I/O.
 //!
+//! Signatures: the `-- ` delimiter cuts everything below it (RFC 3676); without one, the business cards
+//! that Japanese, Korean, Chinese and Western mail end with (`━━━` frames, `TEL:`/`電話`/`전화`/`手机`,
+//! `株式会社`/`(주)`/`有限公司`, `〒` addresses) are recognised from the end and cut from their first
+//! contact, company or rule line, keeping the closing and the name above. HTML signature elements get the
+//! same rule through [`signature_head`] (see `mail::html`).
+//!
 //! Linear in the text: what every rule asks about the lines below or above one (only history from here?
 //! the next non-blank line?) is computed once, in one pass each way, before the lines are walked.
 
@@ -29,7 +35,9 @@ pub const REPLY_MARKER: &str = "##- reply above this line -##";
 /// block, `-- ` signature delimiter, or `>`-quoted block that runs to the end. `>`-quoted lines between
 /// new text (an inline answer) are removed and the new text kept. A trailing mobile signature ("Sent from
 /// my iPhone", "iPhoneから送信", …) is dropped; so is trailing whitespace on each line and blank lines at
-/// both ends.
+/// both ends. A business card at the end (contact, company and rule lines, see `contact_block_start`)
+/// is dropped from its first such line; the closing and the name written above it stay, as they always
+/// have ("Best,\nJane"): the sign-off is what the person wrote, the card is not.
 pub fn strip_quoted(text: &str) -> String {
     let text = Text::new(text);
     let lines = &text.lines;
@@ -798,6 +806,9 @@ mod tests {
             format!("hi\n{}end", "From: a\n\n\n".repeat(20_000)),
             format!("hi\n{}", "\n> q\n\n".repeat(20_000)),
             format!("hi\n{}end", "________________________\n\n".repeat(20_000)),
+            // The end of a mail read for a business card: contact lines and blank lines.
+            format!("hi\n{}", "TEL: 03-1234-5678\n\n".repeat(20_000)),
+            format!("hi\n\nJane\nTEL: 03-1234-5678{}", "\n".repeat(80_000)),
         ] {
             let started = std::time::Instant::now();
             let (_, checks) = history_checks_for(&text);
