@@ -258,6 +258,10 @@ fn contact_block_start(lines: &[&str]) -> Option<usize> {
         }
         let kind = sig_line(line);
         if kind == SigLine::Prose {
+            // "新しいお届け先：" / "Please ship it to:" introduces the lines below: they are content.
+            if line.trim_end().ends_with([':', '：']) {
+                return None;
+            }
             break;
         }
         seen += 1;
@@ -886,6 +890,9 @@ mod tests {
             "Delivered on\n2025-03-01",
             "Step 1 -- open the app\n---\nStep 2",
             "P.S. the code is 12345",
+            // A customer's new delivery address, introduced as such.
+            "住所が変わりました。新しいお届け先：\n〒150-0001 東京都渋谷区神宮前1-2-3\n山田 太郎\n090-1234-5678",
+            "Please ship the replacement to:\nJane Doe\n1 Main St\nPhone: +1 555 010 0100",
             // Only a card: better too much than nothing.
             "TEL: 03-1234-5678",
         ] {
