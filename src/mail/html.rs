@@ -162,13 +162,20 @@ impl Converter {
         if self.signature.is_some() {
             self.end_signature();
         }
-        // Trailing white space of every line goes (an `&nbsp;` paragraph is an empty line).
+        // Trailing white space of every line goes (an `&nbsp;` paragraph is an empty line), and runs of
+        // empty lines (Outlook's spacer paragraphs next to a block) become one.
         let mut out = String::with_capacity(self.w.out.len());
+        let mut blank_run = 0;
         for (n, line) in self.w.out.trim_end().split('\n').enumerate() {
+            let line = line.trim_end();
+            blank_run = if line.is_empty() { blank_run + 1 } else { 0 };
+            if blank_run > 1 {
+                continue;
+            }
             if n > 0 {
                 out.push('\n');
             }
-            out.push_str(line.trim_end());
+            out.push_str(line);
         }
         out
     }
@@ -739,6 +746,12 @@ mod tests {
              商品 | 数量\nDL-200 | 2\n\n\
              See the tracking page <https://example.com/track?id=1> or https://example.com/.\nLine two"
         );
+    }
+
+    #[test]
+    fn spacer_paragraphs_leave_one_blank_line() {
+        let html = "<p class=MsoNormal>a<o:p></o:p></p><p class=MsoNormal><o:p>&nbsp;</o:p></p><table><tr><td>x</td><td>y</td></tr></table><p class=MsoNormal><o:p>&nbsp;</o:p></p><p class=MsoNormal>b</p>";
+        assert_eq!(html_to_text(html), "a\n\nx | y\n\nb");
     }
 
     #[test]
