@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use postdesk::config::Config;
 use postdesk::desk::ticket::Locale;
-use postdesk::mail::{classify, parse};
+use postdesk::mail::{classify, parse, quote};
 use serde_json::Value;
 use support::{Region, TestConfig};
 
@@ -103,6 +103,17 @@ fn check(name: &str, raw: &[u8], expect: &Value, config: &Config) -> Vec<String>
     {
         if m.text.contains(needle) {
             fail(format!("text contains {needle:?}"));
+        }
+    }
+    // What the desk keeps as the new text (relayed to the customer, shown to agents): quotes and the
+    // contact card stripped, the sign-off kept.
+    if let Some(want) = s("reply_text") {
+        let got = quote::strip_quoted(&m.text);
+        if got != want {
+            fail(format!(
+                "reply_text {got:?}, expected {want:?}; text is {:?}",
+                m.text.chars().take(600).collect::<String>()
+            ));
         }
     }
     if let Some(list) = expect.get("attachments").and_then(Value::as_array) {

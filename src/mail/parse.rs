@@ -9,7 +9,6 @@ use std::borrow::Cow;
 
 use chrono::{DateTime, TimeZone, Utc};
 use mail_parser::decoders::base64::base64_decode;
-use mail_parser::decoders::html::html_to_text;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{
     Address, Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
@@ -17,6 +16,7 @@ use mail_parser::{
 use sha2::{Digest, Sha256};
 
 use super::charset;
+use super::html::html_to_text;
 use crate::types::Locale;
 
 /// A name and an address (lower-cased: addresses are compared, never displayed as typed).
@@ -99,6 +99,10 @@ pub const MAX_REFERENCES: usize = 64;
 
 /// The most In-Reply-To ids kept (a reply names one).
 pub const MAX_IN_REPLY_TO: usize = 8;
+
+/// The most HTML of one part turned into text (8 MiB): the converter is linear, and this bounds what one
+/// part costs whatever the intake's `max_message_bytes`. The rest is dropped and the cut recorded.
+pub const MAX_HTML_BYTES: usize = 8 * 1024 * 1024;
 
 /// Input that is not a mail at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -579,7 +583,20 @@ fn part_text(
         }
     }
     let text = if is_html {
-        html_to_text(&text)
+        let mut html: &str = &text;
+        if html.len() > MAX_HTML_BYTES {
+            let mut end = MAX_HTML_BYTES;
+            while !html.is_char_boundary(end) {
+                end -= 1;
+            }
+            damage.push(format!(
+                "HTML part of {} KB: converted the first {} KB",
+                html.len() / 1024,
+                MAX_HTML_BYTES / 1024
+            ));
+            html = &html[..end];
+        }
+        html_to_text(html)
     } else {
         text.into_owned()
     };
@@ -1117,6 +1134,41 @@ mod tests {
         let started = std::time::Instant::now();
         assert_eq!(mail(&raw).text, "deep");
         assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    }
+
+    #[test]
+    fn an_html_signature_block_is_stripped_and_the_name_is_kept_or_dropped_consistently() {
+        use crate::mail::quote::strip_quoted;
+        let html_mail = |html: &str| {
+            mail(&format!(
+                "From: a@example.com\r\nSubject: s\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+            ))
+            .text
+        };
+        let lines = |s: &str| -> Vec<String> {
+            s.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        // The same answer as plain text and as HTML from Outlook, Gmail, Thunderbird and Apple Mail:
+        // the closing and the name stay in every one, the card goes in every one.
+        let plain = "We shipped a replacement today.\n\nBest regards,\nJane Doe\nAcme Inc.\nTel: +1 555 010 0100\nhttps://acme.example";
+        let want = "We shipped a replacement today.\n\nBest regards,\nJane Doe";
+        assert_eq!(strip_quoted(plain), want);
+        let card = "<p>Acme Inc.</p><p>Tel: +1 555 010 0100</p><p><a href=\"https://acme.example\">acme.example</a></p>";
+        for html in [
+            format!("<div>We shipped a replacement today.</div><div><br></div><div id=\"Signature\"><p>Best regards,</p><p>Jane Doe</p>{card}</div>"),
+            format!("<div dir=\"ltr\">We shipped a replacement today.<div><br></div><div>Best regards,</div></div><br><span class=\"gmail_signature_prefix\">-- </span><br><div dir=\"ltr\" class=\"gmail_signature\" data-smartmail=\"gmail_signature\"><div>Jane Doe</div>{card}</div>"),
+            format!("<p>We shipped a replacement today.</p><p>Best regards,</p><div class=\"moz-signature\">-- <br>Jane Doe<br>{card}</div>"),
+            format!("<div>We shipped a replacement today.</div><div><br></div><div>Best regards,</div><div id=\"AppleMailSignature\">Jane Doe{card}</div>"),
+        ] {
+            let got = strip_quoted(&html_mail(&html));
+            assert_eq!(lines(&got), lines(want), "{html}");
+        }
+        // A signature element with only a card in it leaves nothing of itself, and the answer above it.
+        let html = "<p>Done.</p><div id=\"Signature\"><p>━━━━━━━━</p><p>鈴木 真理</p><p>TEL: 03-1234-5678</p></div>";
+        assert_eq!(html_mail(html), "Done.");
     }
 
     #[test]

@@ -14,6 +14,12 @@
 //! its new text, and a cut that would leave nothing returns the whole text instead, unless the mail opens
 //! with the history itself. Pure: no I/O.
 //!
+//! Signatures: the `-- ` delimiter cuts everything below it (RFC 3676); without one, the business cards
+//! that Japanese, Korean, Chinese and Western mail end with (`━━━` frames, `TEL:`/`電話`/`전화`/`手机`,
+//! `株式会社`/`(주)`/`有限公司`, `〒` addresses) are recognised from the end and cut from their first
+//! contact, company or rule line, keeping the closing and the name above. HTML signature elements get the
+//! same rule through [`signature_head`] (see `mail::html`).
+//!
 //! Linear in the text: what every rule asks about the lines below or above one (only history from here?
 //! the next non-blank line?) is computed once, in one pass each way, before the lines are walked.
 
@@ -29,7 +35,9 @@ pub const REPLY_MARKER: &str = "##- reply above this line -##";
 /// block, `-- ` signature delimiter, or `>`-quoted block that runs to the end. `>`-quoted lines between
 /// new text (an inline answer) are removed and the new text kept. A trailing mobile signature ("Sent from
 /// my iPhone", "iPhoneから送信", …) is dropped; so is trailing whitespace on each line and blank lines at
-/// both ends.
+/// both ends. A business card at the end (contact, company and rule lines, see `contact_block_start`)
+/// is dropped from its first such line; the closing and the name written above it stay, as they always
+/// have ("Best,\nJane"): the sign-off is what the person wrote, the card is not.
 pub fn strip_quoted(text: &str) -> String {
     let text = Text::new(text);
     let lines = &text.lines;
@@ -202,7 +210,313 @@ fn tidy<'a>(lines: impl IntoIterator<Item = Option<&'a str>>, drop_mobile: bool)
             break;
         }
     }
+    if drop_mobile {
+        if let Some(cut) = contact_block_start(&out) {
+            out.truncate(cut);
+            while out.last().is_some_and(|l| l.is_empty()) {
+                out.pop();
+            }
+        }
+    }
     out.join("\n")
+}
+
+/// The most non-blank lines a trailing signature block has: more is a text, not a business card.
+const MAX_SIGNATURE_LINES: usize = 16;
+
+/// What one line of a mail's end can be, read from the end: the business-card shapes of Japanese, Korean,
+/// Chinese and Western mail.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SigLine {
+    /// A phone, fax, e-mail, web or postal line (`TEL: 03-…`, `전화: …`, `手机：…`, `〒100-0001 …`,
+    /// `E-mail: …`, `https://…`, a bare number): the evidence that a block is a signature.
+    Contact,
+    /// A company line (`株式会社…`, `(주)…`, `…有限公司`, `… Inc.`).
+    Company,
+    /// A rule of `━━━`, `───`, `＝＝＝`, `===`, `---`, `***`, `■□■□`, … (three or more).
+    Frame,
+    /// A short line that is not a sentence: a closing ("Best regards,"), a name, a title.
+    Short,
+    /// Anything else: the text the person wrote.
+    Prose,
+}
+
+/// Where the trailing contact block of `lines` starts, if it has one: the last lines of the text are
+/// all contact, company, frame or short lines (at most [`MAX_SIGNATURE_LINES`]), with at least one contact
+/// line or a frame closing a framed block. The block is cut from its first contact, company or frame
+/// line: the short lines above it (the closing and the name, "よろしくお願いいたします" / "Best regards,"
+/// and "鈴木 真理") are what the person signed with and stay; the card below goes. One backward pass.
+fn contact_block_start(lines: &[&str]) -> Option<usize> {
+    let mut first_card_line = None;
+    let mut evidence = false;
+    let mut frames = 0;
+    let mut last_kind = None;
+    let mut seen = 0;
+    for (k, line) in lines.iter().enumerate().rev() {
+        if is_blank(line) {
+            continue;
+        }
+        let kind = sig_line(line);
+        if kind == SigLine::Prose {
+            // "新しいお届け先：" / "Please ship it to:" introduces the lines below: they are content.
+            if line.trim_end().ends_with([':', '：']) {
+                return None;
+            }
+            break;
+        }
+        seen += 1;
+        if seen > MAX_SIGNATURE_LINES {
+            return None;
+        }
+        last_kind.get_or_insert(kind);
+        match kind {
+            SigLine::Contact => evidence = true,
+            SigLine::Frame => frames += 1,
+            _ => {}
+        }
+        if kind != SigLine::Short {
+            first_card_line = Some(k);
+        }
+    }
+    let framed = frames >= 2 && last_kind == Some(SigLine::Frame);
+    if evidence || framed {
+        first_card_line
+    } else {
+        None
+    }
+}
+
+/// The sign-off of a signature element (HTML mail's `gmail_signature`, `Signature`, `moz-signature`
+/// blocks): its first short lines (the closing and the name) before the first contact, company or frame
+/// line, the `-- ` delimiter and mobile signatures ("Sent from my iPhone") dropped. The same rule as a
+/// plain-text signature's, so an HTML-only reply and a plain one keep the same lines.
+pub fn signature_head(text: &str) -> String {
+    let mut kept: Vec<&str> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || (kept.is_empty() && is_signature_delimiter(line)) {
+            continue;
+        }
+        // A closing written as a sentence ("よろしくお願いいたします。") is short too.
+        let short = match sig_line(line) {
+            SigLine::Short => true,
+            SigLine::Prose => line.chars().count() <= 40,
+            _ => false,
+        };
+        if is_mobile_signature(line) || !short || kept.len() == 3 {
+            break;
+        }
+        kept.push(line);
+    }
+    kept.join("\n")
+}
+
+fn sig_line(line: &str) -> SigLine {
+    let t = line.trim();
+    if is_frame(t) {
+        return SigLine::Frame;
+    }
+    // Cards often put a bullet or a bar before each line: "■TEL：…", "│ 鈴木", "・E-mail: …".
+    let t = t
+        .trim_start_matches(|c: char| "■□◆◇●○・*|│┃▼▽►▶-–—".contains(c))
+        .trim_start();
+    if is_contact(t) {
+        return SigLine::Contact;
+    }
+    let sentence_end = t.ends_with(['.', '。', '!', '?', '！', '？', ':', '：']);
+    if is_company(t) && t.chars().count() <= 60 && !t.ends_with(['。', '!', '?', '！', '？']) {
+        return SigLine::Company;
+    }
+    if t.chars().count() <= 40 && !sentence_end {
+        return SigLine::Short;
+    }
+    SigLine::Prose
+}
+
+const FRAME_CHARS: &str = "━─＝=-*■□◆◇●○~～_・★☆―═┅┄┈╍+#◇◆▲△▼▽◎※";
+
+/// A rule: three or more characters, all of them rule characters (spaces between allowed).
+fn is_frame(t: &str) -> bool {
+    let mut n = 0;
+    for c in t.chars() {
+        if c == ' ' || c == '\u{3000}' {
+            continue;
+        }
+        if !FRAME_CHARS.contains(c) {
+            return false;
+        }
+        n += 1;
+    }
+    n >= 3
+}
+
+/// What a contact label's value must hold to count: a phone number, an address, a domain, anything.
+#[derive(Clone, Copy)]
+enum Value {
+    Phone,
+    Mail,
+    Web,
+    Any,
+}
+
+/// Labels of contact lines, matched at the start of a line (ASCII case ignored), then an optional note in
+/// brackets ("(代表)"), then `:`, `：` or `.` (single letters: a colon only) or a space; the value must look
+/// like what the label names, so "Phone: iPhone 15" in a customer's device list is text.
+const CONTACT_LABELS: &[(&str, Value)] = &[
+    ("tel", Value::Phone),
+    ("phone", Value::Phone),
+    ("mobile", Value::Phone),
+    ("mob", Value::Phone),
+    ("cell", Value::Phone),
+    ("fax", Value::Phone),
+    ("direct", Value::Phone),
+    ("office", Value::Phone),
+    ("t", Value::Phone),
+    ("m", Value::Phone),
+    ("p", Value::Phone),
+    ("f", Value::Phone),
+    ("電話", Value::Phone),
+    ("携帯", Value::Phone),
+    ("直通", Value::Phone),
+    ("代表", Value::Phone),
+    ("ファックス", Value::Phone),
+    ("전화", Value::Phone),
+    ("휴대폰", Value::Phone),
+    ("핸드폰", Value::Phone),
+    ("휴대전화", Value::Phone),
+    ("팩스", Value::Phone),
+    ("手机", Value::Phone),
+    ("手機", Value::Phone),
+    ("电话", Value::Phone),
+    ("传真", Value::Phone),
+    ("傳真", Value::Phone),
+    ("e-mail", Value::Mail),
+    ("email", Value::Mail),
+    ("mail", Value::Mail),
+    ("e", Value::Mail),
+    ("メール", Value::Mail),
+    ("메일", Value::Mail),
+    ("이메일", Value::Mail),
+    ("邮箱", Value::Mail),
+    ("郵箱", Value::Mail),
+    ("邮件", Value::Mail),
+    ("web", Value::Web),
+    ("url", Value::Web),
+    ("网址", Value::Web),
+    ("網址", Value::Web),
+    ("address", Value::Any),
+    ("住所", Value::Any),
+    ("所在地", Value::Any),
+    ("주소", Value::Any),
+    ("地址", Value::Any),
+];
+
+/// A phone, fax, mail, web or postal line.
+fn is_contact(t: &str) -> bool {
+    if t.starts_with(['〒', '☎', '📞', '✉', '📧', '☏', '℡']) {
+        return true;
+    }
+    let lower = t.to_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") || lower.starts_with("www.") {
+        return true;
+    }
+    let labelled = CONTACT_LABELS.iter().any(|&(label, value)| {
+        let Some(rest) = lower.strip_prefix(label) else {
+            return false;
+        };
+        let rest = rest.trim_start();
+        let rest = match rest.strip_prefix(['(', '（']) {
+            Some(r) => r
+                .split_once([')', '）'])
+                .map_or(r, |(_, after)| after)
+                .trim_start(),
+            None => rest,
+        };
+        let single = label.len() == 1;
+        let value_text = if let Some(v) = rest.strip_prefix([':', '：']) {
+            v
+        } else if let Some(v) = rest.strip_prefix('.').filter(|_| !single) {
+            v
+        } else if !single && rest.len() < lower.len() - label.len() {
+            // "TEL 03-1234-5678": a space between the label and the value.
+            rest
+        } else {
+            return false;
+        };
+        match value {
+            Value::Phone => is_phone(value_text.trim()),
+            Value::Mail => value_text.contains('@'),
+            Value::Web => value_text.contains('.'),
+            Value::Any => !value_text.trim().is_empty(),
+        }
+    });
+    if labelled || is_phone(t) {
+        return true;
+    }
+    // A bare address on its own line.
+    let w = t.trim_matches(|c: char| "<>()（）[]".contains(c));
+    !w.contains(char::is_whitespace)
+        && w.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.ends_with('.'))
+}
+
+/// A phone number: 9 to 15 digits (a date has 8) with only separators, `+`, brackets and an extension.
+fn is_phone(t: &str) -> bool {
+    let digits = t.chars().filter(char::is_ascii_digit).count();
+    (9..=15).contains(&digits)
+        && t.chars().count() <= 32
+        && t.chars().all(|c| {
+            c.is_ascii_digit() || " +-().\u{2010}\u{2212}\u{ff0d}ext/#\u{3000}".contains(c)
+        })
+}
+
+const COMPANY_MARKERS: &[&str] = &[
+    "株式会社",
+    "有限会社",
+    "合同会社",
+    "(株)",
+    "（株）",
+    "㈱",
+    "(有)",
+    "㈲",
+    "(주)",
+    "（주）",
+    "㈜",
+    "주식회사",
+    "유한회사",
+    "有限公司",
+    "股份公司",
+    "集团",
+    "集團",
+    "公司",
+    " inc.",
+    " inc",
+    " llc",
+    " ltd",
+    " ltd.",
+    "co., ltd",
+    " corp.",
+    " corporation",
+    " gmbh",
+    " k.k.",
+    " s.a.",
+    " plc",
+];
+
+fn is_company(t: &str) -> bool {
+    let lower = format!(" {}", t.to_lowercase());
+    COMPANY_MARKERS.iter().any(|m| {
+        if m.starts_with(' ') {
+            // A Western suffix is a word: " Inc" not "Incoming".
+            lower.match_indices(m).any(|(at, _)| {
+                !lower[at + m.len()..]
+                    .chars()
+                    .next()
+                    .is_some_and(char::is_alphanumeric)
+            })
+        } else {
+            lower.contains(m)
+        }
+    })
 }
 
 fn is_blank(line: &str) -> bool {
@@ -496,12 +810,112 @@ mod tests {
             format!("hi\n{}end", "From: a\n\n\n".repeat(20_000)),
             format!("hi\n{}", "\n> q\n\n".repeat(20_000)),
             format!("hi\n{}end", "________________________\n\n".repeat(20_000)),
+            // The end of a mail read for a business card: contact lines and blank lines.
+            format!("hi\n{}", "TEL: 03-1234-5678\n\n".repeat(20_000)),
+            format!("hi\n\nJane\nTEL: 03-1234-5678{}", "\n".repeat(80_000)),
         ] {
             let started = std::time::Instant::now();
             let (_, checks) = history_checks_for(&text);
             assert!(checks <= 3 * 80_002, "{checks} line checks");
             assert!(started.elapsed() < std::time::Duration::from_secs(20));
         }
+    }
+
+    #[test]
+    fn a_framed_japanese_signature_is_stripped() {
+        let body = "お世話になっております。\n代替品を本日発送いたしました。\n\nよろしくお願いいたします。";
+        for (top, bottom) in [
+            ("━━━━━━━━━━━━━━━━━━━━", "━━━━━━━━━━━━━━━━━━━━"),
+            ("────────────────", "────────────────"),
+            ("＝＝＝＝＝＝＝＝＝＝＝＝", "＝＝＝＝＝＝＝＝＝＝＝＝"),
+            (
+                "==============================",
+                "==============================",
+            ),
+            (
+                "------------------------------",
+                "------------------------------",
+            ),
+            (
+                "******************************",
+                "******************************",
+            ),
+            ("■□■□■□■□■□■□■□■□■□■□", "■□■□■□■□■□■□■□■□■□■□"),
+        ] {
+            let text = format!(
+                "{body}\n\n{top}\n株式会社アクメ　カスタマーサポート部\n鈴木 真理（Mari Suzuki）\n〒100-0001 東京都千代田区千代田1-1\nTEL：03-1234-5678　FAX：03-1234-5679\nE-mail：suzuki@acme.example.jp\n{bottom}\n"
+            );
+            assert_eq!(strip_quoted(&text), body, "{top}");
+        }
+        // A frame with no contact line inside still frames a card.
+        let text = format!("{body}\n\n━━━━━━━━━━\nアクメ サポートセンター\n鈴木 真理\n━━━━━━━━━━");
+        assert_eq!(strip_quoted(&text), body);
+        // Above the quoted history too.
+        let text = format!("{body}\n\n━━━━━━━━━━\n鈴木 真理\nTEL: 03-1234-5678\n━━━━━━━━━━\n\n2025年3月1日(土) 15:00 山田 <taro@example.jp>:\n> 届きません\n");
+        assert_eq!(strip_quoted(&text), body);
+    }
+
+    #[test]
+    fn a_name_and_phone_signature_is_stripped() {
+        // The issue's shape: the closing and the name stay (they are what the agent signed with), the
+        // contact lines go.
+        let text = "代替品を本日発送いたしました。\n\nよろしくお願いいたします。\n\n鈴木 真理\nTEL: 03-1234-5678\nsuzuki@acme.example.jp\n";
+        assert_eq!(
+            strip_quoted(text),
+            "代替品を本日発送いたしました。\n\nよろしくお願いいたします。\n\n鈴木 真理"
+        );
+        let ko = "교체품을 오늘 발송했습니다.\n\n감사합니다.\n\n김민수 대리\n(주)애크미 고객지원팀\n전화: 02-123-4567 | 휴대폰: 010-1234-5678\n이메일: minsu@acme.example.kr\n서울특별시 중구 세종대로 110\n";
+        assert_eq!(
+            strip_quoted(ko),
+            "교체품을 오늘 발송했습니다.\n\n감사합니다.\n\n김민수 대리"
+        );
+        let zh = "替换品今天已经寄出。\n\n谢谢！\n\n王伟\n客户服务部\n艾克米（上海）有限公司\n手机：138-0013-8000\n邮箱：wang.wei@acme.example.cn\n地址：上海市浦东新区世纪大道100号\n";
+        assert_eq!(
+            strip_quoted(zh),
+            "替换品今天已经寄出。\n\n谢谢！\n\n王伟\n客户服务部"
+        );
+        let en = "We shipped a replacement today.\n\nBest regards,\nJane Doe\nCustomer Support Lead\nAcme Inc.\nMobile: +1 (555) 010-0100\nhttps://acme.example\n\nSent from my iPhone\n";
+        assert_eq!(
+            strip_quoted(en),
+            "We shipped a replacement today.\n\nBest regards,\nJane Doe\nCustomer Support Lead"
+        );
+    }
+
+    #[test]
+    fn text_that_only_looks_like_a_card_stays() {
+        for text in [
+            // A customer's device list, an order number, a date, a divider between steps.
+            "The app crashes.\n\nDevice:\nPhone: iPhone 15\nOS: iOS 18",
+            "届いていません。\n\n注文番号\n12345678",
+            "Delivered on\n2025-03-01",
+            "Step 1 -- open the app\n---\nStep 2",
+            "P.S. the code is 12345",
+            // A customer's new delivery address, introduced as such.
+            "住所が変わりました。新しいお届け先：\n〒150-0001 東京都渋谷区神宮前1-2-3\n山田 太郎\n090-1234-5678",
+            "Please ship the replacement to:\nJane Doe\n1 Main St\nPhone: +1 555 010 0100",
+            // Only a card: better too much than nothing.
+            "TEL: 03-1234-5678",
+        ] {
+            assert_eq!(strip_quoted(text), text);
+        }
+        // Contact lines inside the text, with prose after them, stay.
+        let text = "Please call me at\nTEL: 03-1234-5678\nin the afternoon, after three o'clock if possible.";
+        assert_eq!(strip_quoted(text), text);
+    }
+
+    #[test]
+    fn signature_heads_keep_the_sign_off() {
+        assert_eq!(
+            signature_head("-- \nJane Doe\nAcme Inc.\nTel: +1 555 010 0100"),
+            "Jane Doe"
+        );
+        assert_eq!(
+            signature_head("\n\nBest regards,\nJane Doe\nhttps://acme.example"),
+            "Best regards,\nJane Doe"
+        );
+        assert_eq!(signature_head("━━━━━━━━\n鈴木 真理\nTEL: 03-1234-5678"), "");
+        assert_eq!(signature_head("Sent from my iPhone"), "");
+        assert_eq!(signature_head("This e-mail and any attachment is confidential and intended solely for the addressee."), "");
     }
 
     #[test]
