@@ -762,14 +762,14 @@ fn outbox_retry_refuses_a_sent_mail_without_force() {
     }
     std::fs::write(maildir.join("new/1700000000.1.host"), FIRST).unwrap();
     let mut daemon = Cli::new(&e.config).daemon();
-    wait_for("the acknowledgement to be sent", Duration::from_secs(20), || {
-        count_files(&e.dir.path().join("out")) == 1
-    });
+    wait_for(
+        "the acknowledgement to be sent",
+        Duration::from_secs(20),
+        || count_files(&e.dir.path().join("out")) == 1,
+    );
     let (code, _) = daemon.terminate();
     assert!(code.success());
-    let sent = |e: &Env| {
-        json(e, &["outbox", "list", "--kind", "ack", "--json"])[0].clone()
-    };
+    let sent = |e: &Env| json(e, &["outbox", "list", "--kind", "ack", "--json"])[0].clone();
     let ack = sent(&e);
     assert_eq!(ack["status"], "sent", "{ack}");
     let id = ack["id"].as_u64().unwrap().to_string();
@@ -816,7 +816,10 @@ fn outbox_list_filters() {
     assert!(list(&["--status", "sent"]).is_empty());
     assert_eq!(list(&["--since", "1h"]).len(), all.len());
     assert!(list(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
-    assert_eq!(list(&["--since", "2000-01-01T09:00:00+09:00"]).len(), all.len());
+    assert_eq!(
+        list(&["--since", "2000-01-01T09:00:00+09:00"]).len(),
+        all.len()
+    );
     // Newest first when limited: the highest ids.
     let newest = list(&["--limit", "2"]);
     let mut ids: Vec<u64> = all.iter().map(|r| r["id"].as_u64().unwrap()).collect();
@@ -826,7 +829,10 @@ fn outbox_list_filters() {
     // The table has the same filters.
     let (code, out, _) = postdesk(&e, &["outbox", "list", "--kind", "status_changed"], b"");
     assert_eq!(code, 0);
-    assert!(out.contains("status_changed") && !out.contains(" ack "), "{out}");
+    assert!(
+        out.contains("status_changed") && !out.contains(" ack "),
+        "{out}"
+    );
     // Bad values are refused with the reason.
     let (code, _, err) = postdesk(&e, &["outbox", "list", "--since", "yesterday-ish"], b"");
     assert_eq!(code, 2, "{err}");

@@ -403,7 +403,13 @@ async fn idle_never_misses_a_mail_delivered_during_the_sweep() {
     };
     let deliver = async |appender: &mut async_imap::Session<postdesk::intake::imap::ImapStream>,
                          i: usize| {
-        let raw = mail(&sender(i), &jp, "race", &format!("race{i}@example.jp"), "body");
+        let raw = mail(
+            &sender(i),
+            &jp,
+            "race",
+            &format!("race{i}@example.jp"),
+            "body",
+        );
         appender
             .append("INBOX", None, None, &raw)
             .await
@@ -452,4 +458,43 @@ async fn idle_never_misses_a_mail_delivered_during_the_sweep() {
     );
     let _ = appender.logout().await;
     stop(d, token).await;
+}
+
+/// Issue 14, item 4: the log line of a sweep names the tickets the mail went to (the admin looking for
+/// where a mail went greps the log), bounded to the first few.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_imap_stored_log_line_names_the_tickets() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
+    let s = stack();
+    let jp = s.user("support-jp");
+    let raws: Vec<Vec<u8>> = (0..2)
+        .map(|i| {
+            mail(
+                &format!("log{i}@example.jp"),
+                &jp,
+                "q",
+                &format!("log{i}@example.jp"),
+                "body",
+            )
+        })
+        .collect();
+    s.append(&jp, "INBOX", &raws, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = TestConfig::new(dir.path())
+        .regions(jp_region(s, &jp, dir.path(), "none", ""))
+        .write_to(&dir.path().join("config.toml"));
+    let mut daemon = support::Cli::new(&config).daemon();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !daemon.logged(&["IMAP mail stored"]) && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+    let log = daemon.log();
+    assert!(
+        daemon.logged(&["IMAP mail stored", "taken=2", "tickets=JP-1000,JP-1001"]),
+        "{log}"
+    );
 }

@@ -363,7 +363,10 @@ impl OutboxFilter {
 }
 
 /// The outbox rows `filter` selects. A ticket filter reads that ticket's rows only.
-pub fn outbox_filtered(desk: &Desk, filter: &OutboxFilter) -> Result<Vec<OutboxItem>, CommandError> {
+pub fn outbox_filtered(
+    desk: &Desk,
+    filter: &OutboxFilter,
+) -> Result<Vec<OutboxItem>, CommandError> {
     let rows = match &filter.ticket {
         Some(id) => desk.store.outbox_of_ticket(id)?,
         None => desk.store.outbox_all()?,

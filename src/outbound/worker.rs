@@ -408,7 +408,9 @@ mod tests {
         );
         assert_eq!(refused.status, OutboxStatus::Failed);
         let why = refused.last_error.unwrap_or_default();
-        assert!(why.contains("refused the address") && why.contains("check the customer's address"));
+        assert!(
+            why.contains("refused the address") && why.contains("check the customer's address")
+        );
         assert!(!why.contains("[outbound]"), "{why}");
         let retry = after_attempt(
             item(),
