@@ -374,7 +374,7 @@ pub fn outbox_filtered(
     let mut rows: Vec<OutboxItem> = rows.into_iter().filter(|i| filter.matches(i)).collect();
     if let Some(n) = filter.limit {
         // Row ids grow with time: the newest are the highest.
-        rows.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
         rows.truncate(n);
     }
     Ok(rows)
