@@ -136,13 +136,58 @@ pub enum CustomerCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
-    /// List outgoing mail with its delivery state.
+    /// List outgoing mail with its delivery state (every row, oldest first, unless filtered).
     List {
+        /// Only rows in this state: queued, sent, failed, bounced.
+        #[arg(long, value_parser = parse_outbox_status, value_name = "STATUS")]
+        status: Option<crate::outbound::OutboxStatus>,
+        /// Only the mail of this ticket.
+        #[arg(long, value_name = "ID")]
+        ticket: Option<TicketId>,
+        /// Only this kind of mail (the template event: ack, agent_notify, status_changed, …).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Only rows created since then: a duration back from now (`2h`, `30m`, `1d`) or an RFC 3339 time.
+        #[arg(long, value_parser = parse_since, value_name = "DURATION|TIME")]
+        since: Option<chrono::DateTime<Utc>>,
+        /// At most N rows: the newest, newest first.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
         #[arg(long)]
         json: bool,
     },
-    /// Queue a mail again now (after `failed`, or to skip a retry wait).
-    Retry { id: u64 },
+    /// Queue a mail again now (after `failed`, or to skip a retry wait). A mail already sent is refused
+    /// unless `--force`.
+    Retry {
+        id: u64,
+        /// Send it again even though it was sent.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `--status` of `outbox list`.
+fn parse_outbox_status(text: &str) -> Result<crate::outbound::OutboxStatus, String> {
+    use crate::outbound::OutboxStatus as S;
+    [S::Queued, S::Sent, S::Failed, S::Bounced]
+        .into_iter()
+        .find(|s| s.as_str().eq_ignore_ascii_case(text.trim()))
+        .ok_or_else(|| format!("{text:?} is not an outbox status (queued, sent, failed, bounced)"))
+}
+
+/// `--since`: `2h`, `30m`, `1d 12h` (back from now) or an RFC 3339 time (`2026-11-21T09:00:00+09:00`).
+pub fn parse_since(text: &str) -> Result<chrono::DateTime<Utc>, String> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = humantime::parse_duration(text).map_err(|e| {
+        format!("{text:?} is neither a duration (2h, 30m, 1d) nor an RFC 3339 time: {e}")
+    })?;
+    let d = chrono::Duration::from_std(d).map_err(|_| format!("{text:?} is too long ago"))?;
+    Utc::now()
+        .checked_sub_signed(d)
+        .ok_or_else(|| format!("{text:?} is too long ago"))
 }
 
 /// Where the config is: `--config`, else `$POSTDESK_CONFIG`, else the default path.
@@ -297,8 +342,22 @@ pub fn store_op(command: Command) -> std::io::Result<Option<Op>> {
             Op::TicketsSetStatus { id, status }
         }
         Command::Tickets(TicketsCommand::Due { json }) => Op::TicketsDue { json },
-        Command::Outbox(OutboxCommand::List { json }) => Op::OutboxList { json },
-        Command::Outbox(OutboxCommand::Retry { id }) => Op::OutboxRetry { id },
+        Command::Outbox(OutboxCommand::List {
+            status,
+            ticket,
+            kind,
+            since,
+            limit,
+            json,
+        }) => Op::OutboxList {
+            json,
+            status,
+            ticket,
+            kind,
+            since,
+            limit,
+        },
+        Command::Outbox(OutboxCommand::Retry { id, force }) => Op::OutboxRetry { id, force },
         Command::Stats { json } => Op::Stats { json },
         Command::Backup { dir } => Op::Backup {
             dir: std::env::current_dir()?.join(dir),

@@ -337,11 +337,41 @@ mod tests {
                 Op::TicketsDue { json: true },
                 r#"{"tickets_due":{"json":true}}"#,
             ),
+            // The filters and `force` came later, optional and left out when unset: the shapes without
+            // them are unchanged (an older CLI's request means the same), no version bump.
             (
-                Op::OutboxList { json: false },
+                Op::OutboxList {
+                    json: false,
+                    status: None,
+                    ticket: None,
+                    kind: None,
+                    since: None,
+                    limit: None,
+                },
                 r#"{"outbox_list":{"json":false}}"#,
             ),
-            (Op::OutboxRetry { id: 7 }, r#"{"outbox_retry":{"id":7}}"#),
+            (
+                Op::OutboxList {
+                    json: true,
+                    status: Some(crate::outbound::OutboxStatus::Failed),
+                    ticket: Some("JP-1000".parse().unwrap()),
+                    kind: Some("ack".into()),
+                    since: Some("2026-11-21T00:00:00Z".parse().unwrap()),
+                    limit: Some(20),
+                },
+                r#"{"outbox_list":{"json":true,"status":"failed","ticket":"JP-1000","kind":"ack","since":"2026-11-21T00:00:00Z","limit":20}}"#,
+            ),
+            (
+                Op::OutboxRetry {
+                    id: 7,
+                    force: false,
+                },
+                r#"{"outbox_retry":{"id":7}}"#,
+            ),
+            (
+                Op::OutboxRetry { id: 7, force: true },
+                r#"{"outbox_retry":{"id":7,"force":true}}"#,
+            ),
             (Op::Stats { json: true }, r#"{"stats":{"json":true}}"#),
             (
                 Op::Backup {

@@ -749,3 +749,104 @@ fn maildir_applies_max_message_bytes() {
     assert!(m["text"].as_str().unwrap().len() < 300_000, "stored whole");
     assert_eq!(outbox_kinds(&e, id), vec!["oversize"]);
 }
+
+/// Issue 14, item 4: `outbox retry` of a mail already sent sent it again without a word. It is refused
+/// (exit 1, saying when it was sent and about `--force`), and `--force` still queues it again.
+#[test]
+fn outbox_retry_refuses_a_sent_mail_without_force() {
+    let tmp = tempfile::tempdir().unwrap();
+    let maildir = tmp.path().join("maildir");
+    let e = env_with(|jp| jp.maildir(&maildir, "100ms"));
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).unwrap();
+    }
+    std::fs::write(maildir.join("new/1700000000.1.host"), FIRST).unwrap();
+    let mut daemon = Cli::new(&e.config).daemon();
+    wait_for(
+        "the acknowledgement to be sent",
+        Duration::from_secs(20),
+        || count_files(&e.dir.path().join("out")) == 1,
+    );
+    let (code, _) = daemon.terminate();
+    assert!(code.success());
+    // No filter here, so that the test runs on a version without them too.
+    let sent = |e: &Env| {
+        json(e, &["outbox", "list", "--json"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "ack")
+            .cloned()
+            .expect("the ack row")
+    };
+    let ack = sent(&e);
+    assert_eq!(ack["status"], "sent", "{ack}");
+    let id = ack["id"].as_u64().unwrap().to_string();
+    let (code, out, err) = postdesk(&e, &["outbox", "retry", &id], b"");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("already sent at"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(sent(&e)["status"], "sent", "nothing changed");
+    let (code, out, err) = postdesk(&e, &["outbox", "retry", &id, "--force"], b"");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("queued again"), "{out}");
+    assert_eq!(sent(&e)["status"], "queued");
+}
+
+/// Issue 14, item 4: `outbox list` had no filters (1,140 rows after one day). Each filter selects what it
+/// says, they combine, and `--limit` gives the newest rows, newest first.
+#[test]
+fn outbox_list_filters() {
+    let e = env();
+    assert_eq!(ingest(&e, "JP", FIRST).0, 0);
+    let kr = "From: kim@example.co.kr\r\nTo: support-kr@example.com\r\nSubject: hello\r\nMessage-ID: <k1@example.co.kr>\r\n\r\nbody\r\n";
+    assert_eq!(ingest(&e, "KR", kr).0, 0);
+    assert_eq!(
+        postdesk(&e, &["tickets", "set-status", "JP-1000", "pending"], b"").0,
+        0
+    );
+    let list = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["outbox", "list", "--json"];
+        all.extend_from_slice(args);
+        json(&e, &all).as_array().unwrap().clone()
+    };
+    let all = list(&[]);
+    assert!(all.len() >= 3, "{all:?}");
+    let count = |f: &dyn Fn(&Value) -> bool| all.iter().filter(|r| f(r)).count();
+
+    let jp = list(&["--ticket", "JP-1000"]);
+    assert_eq!(jp.len(), count(&|r| r["ticket"] == "JP-1000"));
+    assert!(jp.iter().all(|r| r["ticket"] == "JP-1000"));
+    let acks = list(&["--kind", "ack"]);
+    assert_eq!(acks.len(), 2, "{acks:?}");
+    assert!(acks.iter().all(|r| r["kind"] == "ack"));
+    assert_eq!(list(&["--ticket", "JP-1000", "--kind", "ack"]).len(), 1);
+    assert_eq!(list(&["--status", "queued"]).len(), all.len());
+    assert!(list(&["--status", "sent"]).is_empty());
+    assert_eq!(list(&["--since", "1h"]).len(), all.len());
+    assert!(list(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+    assert_eq!(
+        list(&["--since", "2000-01-01T09:00:00+09:00"]).len(),
+        all.len()
+    );
+    // Newest first when limited: the highest ids.
+    let newest = list(&["--limit", "2"]);
+    let mut ids: Vec<u64> = all.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    let got: Vec<u64> = newest.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(got, ids[..2].to_vec());
+    // The table has the same filters.
+    let (code, out, _) = postdesk(&e, &["outbox", "list", "--kind", "status_changed"], b"");
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("status_changed") && !out.contains(" ack "),
+        "{out}"
+    );
+    // Bad values are refused with the reason.
+    let (code, _, err) = postdesk(&e, &["outbox", "list", "--since", "yesterday-ish"], b"");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("neither a duration"), "{err}");
+    let (code, _, err) = postdesk(&e, &["outbox", "list", "--status", "lost"], b"");
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not an outbox status"), "{err}");
+}

@@ -204,6 +204,50 @@ async fn a_permanent_failure_is_marked_failed_with_the_servers_reply() {
     stop(d, token).await;
 }
 
+/// Issue 14, item 4: a customer's address that their server refuses (`550 5.1.1 … User unknown`, here from
+/// the real Postfix) is a problem of that address, not of `[outbound]`: the row's failure text (what
+/// `outbox list` shows, and what the log line says) says so and what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_recipient_is_not_blamed_on_the_config() {
+    if !support::require_servers(support::MAIL_SERVERS) {
+        return;
+    }
+    let s = stack();
+    let jp = s.user("support-jp");
+    let dir = tempfile::tempdir().unwrap();
+    let (d, token) = start(config(s, dir.path(), &jp, None, ""));
+    let ghost = format!("{}@example.com", support::unique("nobody-here"));
+    ingest_directly(&d, &ghost, &jp, "hello", "rr1@example.com", "body");
+    eventually("the row to fail", Duration::from_secs(20), async || {
+        d.desk
+            .store
+            .outbox_all()
+            .unwrap()
+            .iter()
+            .any(|r| r.status == OutboxStatus::Failed)
+    })
+    .await;
+    let row = d.desk.store.outbox_all().unwrap().remove(0);
+    let reason = row.last_error.unwrap_or_default();
+    assert!(
+        reason.contains("the recipient's mail server refused the address"),
+        "{reason}"
+    );
+    assert!(reason.contains("check the customer's address"), "{reason}");
+    assert!(reason.contains("ticket is kept"), "{reason}");
+    assert!(!reason.contains("[outbound]"), "{reason}");
+    assert!(
+        reason.contains("550") || reason.contains("5.1.1"),
+        "the server's reply is kept: {reason}"
+    );
+    assert_eq!(
+        d.desk.store.tickets(None, None).unwrap().len(),
+        1,
+        "the ticket stays"
+    );
+    stop(d, token).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_down_then_up_delivers_exactly_once() {
     if !support::require_servers(support::MAIL_SERVERS) {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::desk::ticket::{Message, Status, Ticket, TicketId, TimerKind};
 use crate::intake::pipe;
-use crate::outbound::OutboxItem;
+use crate::outbound::{OutboxItem, OutboxStatus};
 use crate::privacy::{EraseSummary, ExportSummary, PrivacyError};
 use crate::service::{Desk, IngestError};
 use crate::store::backup::{BackupError, Manifest};
@@ -56,11 +56,30 @@ pub enum Op {
     TicketsDue {
         json: bool,
     },
+    /// `outbox list`. The filters were added after protocol version 1 shipped: each is optional and left
+    /// out of the request when unset, so a request without filters reads the same to an older daemon, and
+    /// one with a filter is refused by it (unknown field) rather than answered unfiltered.
     OutboxList {
         json: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<OutboxStatus>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ticket: Option<TicketId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kind: Option<String>,
+        /// Rows created at or after this time (the CLI turns `--since 2h` into a time).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<DateTime<Utc>>,
+        /// The newest N rows (after the other filters), newest first.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<usize>,
     },
+    /// `outbox retry`. `force` (send a mail that was already sent) is left out when false, like the
+    /// filters above.
     OutboxRetry {
         id: u64,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     Stats {
         json: bool,
@@ -177,8 +196,22 @@ async fn run_inner(
             }
             Ok(0)
         }
-        Op::OutboxList { json } => {
-            let items = outbox(desk)?;
+        Op::OutboxList {
+            json,
+            status,
+            ticket,
+            kind,
+            since,
+            limit,
+        } => {
+            let filter = OutboxFilter {
+                status,
+                ticket,
+                kind,
+                since,
+                limit,
+            };
+            let items = outbox_filtered(desk, &filter)?;
             if json {
                 let views: Vec<_> = items.iter().map(|i| i.view()).collect();
                 view::print_json(out, &views)?;
@@ -187,8 +220,8 @@ async fn run_inner(
             }
             Ok(0)
         }
-        Op::OutboxRetry { id } => {
-            let item = outbox_retry(desk, id)?;
+        Op::OutboxRetry { id, force } => {
+            let item = outbox_retry(desk, id, force)?;
             let _ = writeln!(
                 out,
                 "outbox {id} ({} for {}) queued again",
@@ -307,9 +340,49 @@ pub fn outbox(desk: &Desk) -> Result<Vec<OutboxItem>, CommandError> {
     Ok(desk.store.outbox_all()?)
 }
 
-/// Queue outbox row `id` again now; returns the row.
-pub fn outbox_retry(desk: &Desk, id: u64) -> Result<OutboxItem, CommandError> {
-    Ok(desk.retry_outbox(id)?)
+/// Which outbox rows `outbox list` shows; every filter set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutboxFilter {
+    pub status: Option<OutboxStatus>,
+    pub ticket: Option<TicketId>,
+    /// The template event (`ack`, `agent_notify`, …).
+    pub kind: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// The newest N matching rows, newest first. Without it, every matching row, oldest first.
+    pub limit: Option<usize>,
+}
+
+impl OutboxFilter {
+    pub fn matches(&self, item: &OutboxItem) -> bool {
+        self.status.is_none_or(|s| item.status == s)
+            && self.ticket.as_ref().is_none_or(|t| &item.ticket == t)
+            && self.kind.as_deref().is_none_or(|k| item.kind == k)
+            && self.since.is_none_or(|t| item.created_at >= t)
+    }
+}
+
+/// The outbox rows `filter` selects. A ticket filter reads that ticket's rows only.
+pub fn outbox_filtered(
+    desk: &Desk,
+    filter: &OutboxFilter,
+) -> Result<Vec<OutboxItem>, CommandError> {
+    let rows = match &filter.ticket {
+        Some(id) => desk.store.outbox_of_ticket(id)?,
+        None => desk.store.outbox_all()?,
+    };
+    let mut rows: Vec<OutboxItem> = rows.into_iter().filter(|i| filter.matches(i)).collect();
+    if let Some(n) = filter.limit {
+        // Row ids grow with time: the newest are the highest.
+        rows.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        rows.truncate(n);
+    }
+    Ok(rows)
+}
+
+/// Queue outbox row `id` again now; returns the row. A mail already sent is refused unless `force`.
+pub fn outbox_retry(desk: &Desk, id: u64, force: bool) -> Result<OutboxItem, CommandError> {
+    Ok(desk.retry_outbox(id, force)?)
 }
 
 /// One region's line of `postdesk stats` (and its `--json` object).

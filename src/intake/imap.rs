@@ -275,6 +275,26 @@ fn encode_state(s: MailboxState) -> Vec<u8> {
     serde_json::to_vec(&s).unwrap_or_default()
 }
 
+/// Most ticket ids one "IMAP mail stored" line names.
+const LOGGED_TICKETS: usize = 5;
+
+/// `JP-1000,JP-1001` for the log line, the first [`LOGGED_TICKETS`] of them and `+N more`; `-` for none
+/// (everything quarantined).
+pub fn ticket_list(ids: &[crate::types::TicketId]) -> String {
+    if ids.is_empty() {
+        return "-".into();
+    }
+    let mut out: Vec<String> = ids
+        .iter()
+        .take(LOGGED_TICKETS)
+        .map(|t| t.to_string())
+        .collect();
+    if ids.len() > LOGGED_TICKETS {
+        out.push(format!("+{} more", ids.len() - LOGGED_TICKETS));
+    }
+    out.join(",")
+}
+
 /// A UID set in IMAP syntax with ranges (`1:5,7,9:12`), from sorted UIDs.
 pub fn uid_set(uids: &[u32]) -> String {
     let mut out = String::new();
@@ -468,6 +488,22 @@ impl MailboxIntake {
                 self.reconcile(&mut session, caps, uid_validity).await?;
                 reconciled = true;
             }
+            // Notices read so far are about mail that exists before the sweep's `UID FETCH n:*`, which takes
+            // it: forget them. From here on, one means "look again" (see `new_mail_reported`).
+            let notices = session.unsolicited_responses.clone();
+            // Whether the server announced new mail (`EXISTS`, `RECENT`) since the last call; empties the
+            // queue. async-imap's queue holds 100 notices and drops the rest silently (a MOVE of 500 mails
+            // answers with 500 `EXPUNGE`s), so a full queue counts as an announcement too: one more sweep
+            // costs a `UID FETCH` that finds nothing.
+            let new_mail_reported = || {
+                use async_imap::types::UnsolicitedResponse as U;
+                let mut reported = notices.is_full();
+                while let Ok(notice) = notices.try_recv() {
+                    reported |= matches!(notice, U::Exists(_) | U::Recent(_));
+                }
+                reported
+            };
+            new_mail_reported();
             self.sweep(&mut session, caps, uid_validity, shutdown)
                 .await?;
             self.desk
@@ -478,8 +514,26 @@ impl MailboxIntake {
                 return Ok(());
             }
             if caps.idle && self.cfg.idle {
+                // No window between the sweep and IDLE (issue 14): mail that lands while a sweep runs is
+                // announced by an untagged `* n EXISTS` in the answer to whichever command comes next (the
+                // body FETCH, the MOVE or STORE of the acknowledgement, the IDLE command itself, before its
+                // `+ idling`). async-imap puts those on `unsolicited_responses`, and the server, having told
+                // us, says nothing more once we idle: waiting then lasts until a third mail or the 25-minute
+                // renewal. So a notice that arrived during the sweep means "sweep again" instead of idling,
+                // checked twice: before sending IDLE, and once IDLE is accepted (everything the server sent
+                // before `+ idling` has been read by then; anything after it ends the wait). Mail that
+                // arrives after the server's last answer is announced during IDLE itself.
+                if new_mail_reported() {
+                    tracing::debug!(intake = %self, "new mail announced during the sweep: sweeping again");
+                    continue;
+                }
                 let mut idle = session.idle();
                 timed(idle.init()).await?;
+                if new_mail_reported() {
+                    tracing::debug!(intake = %self, "new mail announced as IDLE began: sweeping again");
+                    session = timed(idle.done()).await?;
+                    continue;
+                }
                 {
                     let (wait, _stop) = idle.wait_with_timeout(IDLE_RENEW);
                     tokio::select! {
@@ -542,6 +596,8 @@ impl MailboxIntake {
         metas.sort_unstable_by_key(|m| m.uid);
         metas.dedup_by_key(|m| m.uid);
         let mut taken = 0;
+        // The tickets the mail went to, for the log line (an admin looking for a mail's ticket greps it).
+        let mut stored_in: Vec<crate::types::TicketId> = Vec::new();
         // Pipelined: while one batch is parsed and stored (on the blocking pool), the next is fetched.
         let chunks = batches(&metas);
         // Each batch carries the time its fetch began: ingest latency runs from there to the flush.
@@ -595,6 +651,11 @@ impl MailboxIntake {
             let mut done = Vec::new();
             let mut quarantine = Vec::new();
             for (uid, outcome) in uids.iter().zip(&outcomes) {
+                if let Outcome::Stored { ticket, .. } | Outcome::Duplicate(ticket) = outcome {
+                    if !stored_in.contains(ticket) {
+                        stored_in.push(ticket.clone());
+                    }
+                }
                 if matches!(outcome, Outcome::Quarantined { .. }) || oversized.contains(uid) {
                     quarantine.push(*uid);
                 } else {
@@ -641,7 +702,8 @@ impl MailboxIntake {
                 .map_err(|e| ImapError::Store(e.to_string()))?;
         }
         if taken > 0 {
-            tracing::info!(intake = %self, taken, "IMAP mail stored");
+            let tickets = ticket_list(&stored_in);
+            tracing::info!(intake = %self, taken, tickets = %tickets, "IMAP mail stored");
         }
         Ok(taken)
     }
@@ -942,6 +1004,19 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stored_log_line_names_a_bounded_list_of_tickets() {
+        let ids: Vec<crate::types::TicketId> = (1000..1008)
+            .map(|n| format!("JP-{n}").parse().unwrap())
+            .collect();
+        assert_eq!(ticket_list(&ids[..2]), "JP-1000,JP-1001");
+        assert_eq!(
+            ticket_list(&ids),
+            "JP-1000,JP-1001,JP-1002,JP-1003,JP-1004,+3 more"
+        );
+        assert_eq!(ticket_list(&[]), "-");
+    }
 
     #[test]
     fn uid_sets_compress_ranges() {

@@ -37,6 +37,10 @@ pub enum SendError {
     /// Will never work (5xx, a malformed address).
     #[error("permanent failure: {0}")]
     Permanent(String),
+    /// The recipient's mail server refused this address (`550 5.1.1 … User unknown`): the customer's
+    /// address is wrong or gone. Permanent, and not a problem of postdesk's settings.
+    #[error("the recipient's mail server refused the address: {0}")]
+    RecipientRefused(String),
     /// The mail could not be built within its time budget (this long): trying again would only stall the
     /// outbox again, so it is given up (the row is kept, `failed`, for `outbox retry`).
     #[error("the mail could not be built within {}s (`[outbound] send_timeout`)", .0.as_secs_f64())]
@@ -97,7 +101,9 @@ impl Transport {
         let fut = async {
             match &self.way {
                 Way::Smtp(t) => t.send_raw(&envelope, &raw).await.map(|_| ()).map_err(|e| {
-                    if e.is_permanent() {
+                    if e.is_permanent() && recipient_refused(&e.to_string()) {
+                        SendError::RecipientRefused(e.to_string())
+                    } else if e.is_permanent() {
                         SendError::Permanent(e.to_string())
                     } else {
                         SendError::Temporary(e.to_string())
@@ -119,6 +125,35 @@ impl Transport {
             ))),
         }
     }
+}
+
+/// Whether a permanent SMTP reply says the recipient's address is refused, rather than the sender, the
+/// relay or the content: the RFC 3463 addressing codes for the destination (`5.1.1` bad mailbox, `5.1.2`
+/// bad system, `5.1.3` bad syntax, `5.1.6` moved, `5.1.10` null MX) or the wording servers use for them
+/// (Postfix's "Recipient address rejected", "User unknown", Exchange's "mailbox unavailable", …). A
+/// reply about the sender ("Sender address rejected") is not one: that is postdesk's own address.
+pub fn recipient_refused(reply: &str) -> bool {
+    let reply = reply.to_ascii_lowercase();
+    if reply.contains("sender address") || reply.contains("relay") {
+        return false;
+    }
+    let code = reply
+        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .any(|w| matches!(w, "5.1.1" | "5.1.2" | "5.1.3" | "5.1.6" | "5.1.10"));
+    code || [
+        "recipient address rejected",
+        "user unknown",
+        "unknown user",
+        "no such user",
+        "mailbox unavailable",
+        "mailbox not found",
+        "no mailbox",
+        "does not exist",
+        "invalid recipient",
+        "recipient rejected",
+    ]
+    .iter()
+    .any(|w| reply.contains(w))
 }
 
 /// Run CPU-bound `f` on a thread of its own and wait for it at most `budget`. A plain thread, not tokio's
@@ -425,6 +460,31 @@ fn base64(bytes: &[u8], out: &mut String) {
             } else {
                 out.push('=');
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recipient_refused;
+
+    #[test]
+    fn a_refused_recipient_is_told_apart_from_other_permanent_failures() {
+        for refused in [
+            "permanent error (550): 5.1.1 <x@example.jp>: Recipient address rejected: User unknown in virtual mailbox table",
+            "permanent error (550): No such user here",
+            "permanent error (550): 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup",
+            "permanent error (550): Requested action not taken: mailbox unavailable",
+        ] {
+            assert!(recipient_refused(refused), "{refused}");
+        }
+        for other in [
+            "permanent error (554): 5.7.1 <x@example.jp>: Relay access denied",
+            "permanent error (553): 5.1.8 <desk@example.jp>: Sender address rejected: Domain not found",
+            "permanent error (535): 5.7.8 Error: authentication failed",
+            "permanent error (552): 5.3.4 Message size exceeds fixed limit",
+        ] {
+            assert!(!recipient_refused(other), "{other}");
         }
     }
 }

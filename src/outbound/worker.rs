@@ -76,6 +76,10 @@ pub fn after_attempt(
             item.status = OutboxStatus::Failed;
             item.last_error = Some(e);
         }
+        Err(e @ SendError::RecipientRefused(_)) => {
+            item.status = OutboxStatus::Failed;
+            item.last_error = Some(format!("{e}; {RECIPIENT_ADVICE}"));
+        }
         // Set aside (quarantined): left queued, it would stall the outbox again after every restart.
         Err(e @ SendError::OverBudget(_)) => {
             item.status = OutboxStatus::Failed;
@@ -180,6 +184,11 @@ pub async fn send_due_until(
     }
 }
 
+/// What to do about a recipient the customer's mail server refused (log line and the row's `last_error`).
+pub const RECIPIENT_ADVICE: &str = "check the customer's address (a typo, or a mailbox that no longer \
+    exists); this is not a problem of postdesk's settings. The ticket is kept: reach the customer another \
+    way, or answer when they write from a working address";
+
 /// How long a send under way may still take once the daemon is asked to stop: the daemon exits within
 /// 10 s. A send cut short stays queued and goes out after the restart.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -233,6 +242,12 @@ async fn attempt(
                 "{e}: the mail is marked failed so that it does not hold up the rest of the outbox. Raise \
                  [outbound] send_timeout (or shorten the template's text), then `postdesk outbox retry {}`",
                 item.id)
+        }
+        // Not a settings problem: blaming `[outbound]` sent admins looking in the wrong place (issue 14).
+        Err(e @ SendError::RecipientRefused(_)) => {
+            tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind,
+                "could not send: {}; {RECIPIENT_ADVICE}",
+                crate::logging::redact_addresses(&e.to_string()))
         }
         Err(e) => {
             tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
@@ -385,6 +400,18 @@ mod tests {
         );
         assert_eq!(failed.status, OutboxStatus::Failed);
         assert_eq!(failed.last_error.as_deref(), Some("550 no such user"));
+        let refused = after_attempt(
+            item(),
+            Err(SendError::RecipientRefused("550 5.1.1 no such user".into())),
+            now,
+            &RetryPolicy::default(),
+        );
+        assert_eq!(refused.status, OutboxStatus::Failed);
+        let why = refused.last_error.unwrap_or_default();
+        assert!(
+            why.contains("refused the address") && why.contains("check the customer's address")
+        );
+        assert!(!why.contains("[outbound]"), "{why}");
         let retry = after_attempt(
             item(),
             Err(SendError::Temporary("421".into())),

@@ -26,6 +26,8 @@ mod tests;
 use crate::store::{Change, Storage, Store, StoreError};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use crate::config::Config;
 use crate::desk::ticket::{Message, Ticket, TicketId};
 use crate::outbound::{self, render::Renderer, Composer, OutboxItem};
@@ -53,6 +55,9 @@ pub enum Outcome {
 pub enum IngestError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `outbox retry` of a row already sent, without `--force`.
+    #[error("outbox {id} was already sent at {}; pass --force to send it again", sent_at.format("%Y-%m-%d %H:%M:%S UTC"))]
+    AlreadySent { id: u64, sent_at: DateTime<Utc> },
     /// `outbox retry` of a row whose template still fails.
     #[error("cannot render the mail: {0}")]
     Render(#[from] outbound::RerenderError),

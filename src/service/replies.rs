@@ -195,13 +195,20 @@ impl Desk {
 
     /// Queue outbox row `id` again now (`postdesk outbox retry`). A row whose template failed is rendered
     /// first, with the templates as they are now: if that still fails, it stays `failed` with the new
-    /// reason, and the error says why.
-    pub fn retry_outbox(&self, id: u64) -> Result<OutboxItem, IngestError> {
+    /// reason, and the error says why. A row already `sent` is refused unless `force`: the customer has
+    /// it, and a second copy is rarely what the admin meant.
+    pub fn retry_outbox(&self, id: u64, force: bool) -> Result<OutboxItem, IngestError> {
         self.store.write(|_tx| {
             let mut item = self
                 .store
                 .outbox_item(id)?
                 .ok_or(StoreError::NoOutboxRow(id))?;
+            if item.status == outbound::OutboxStatus::Sent && !force {
+                return Err(IngestError::AlreadySent {
+                    id,
+                    sent_at: item.sent_at.unwrap_or(item.created_at),
+                });
+            }
             if item.unrendered.is_some() {
                 if let Err(e) = outbound::rerender(&mut item, &self.composer) {
                     item.last_error = Some(format!(

@@ -683,7 +683,7 @@ mod regressions {
             Some(1.0)
         );
         // Retried while still broken: still failed, and it says why.
-        assert!(d.retry_outbox(ack.id).is_err());
+        assert!(d.retry_outbox(ack.id, false).is_err());
         let row = d.store.outbox_item(ack.id).unwrap().unwrap();
         assert_eq!(row.status, OutboxStatus::Failed);
         // Fixed and reloaded: the retry renders it with the context it was decided with, and queues it.
@@ -694,7 +694,7 @@ mod regressions {
         .unwrap();
         drop(d);
         let d = Desk::new(config, store).unwrap();
-        let row = d.retry_outbox(ack.id).unwrap();
+        let row = d.retry_outbox(ack.id, false).unwrap();
         assert_eq!(row.status, OutboxStatus::Queued);
         assert!(row.unrendered.is_none());
         assert_eq!(row.text, "Thanks. Your ticket is JP-1000.\n");
