@@ -51,7 +51,7 @@ impl Parsed {
 }
 
 /// The commands, for the help text of error replies.
-pub const HELP: &str = "#status open|pending|resolved|closed\n#priority low|normal|high|urgent\n#assign me|<agent address>\n#note\n#category <name>\n#merge <ticket id>\n#cc add|remove <address>";
+pub const HELP: &str = "#status open|pending|resolved|closed|spam\n#spam\n#priority low|normal|high|urgent\n#assign me|<agent address>\n#note\n#category <name>\n#merge <ticket id>\n#cc add|remove <address>";
 
 fn parse_line(line: &str) -> Option<Result<Command, String>> {
     let rest = line.trim().strip_prefix('#')?;
@@ -79,6 +79,9 @@ fn parse_line(line: &str) -> Option<Result<Command, String>> {
                 Command::Assign(Some(a.to_ascii_lowercase()))
             }
         }),
+        // `#spam`: the ticket is set aside as spam (`#status open` releases it).
+        "spam" if args.is_empty() => Ok(Command::Status(Status::Spam)),
+        "spam" => Err("#spam takes no words".into()),
         "note" if args.is_empty() => Ok(Command::Note),
         "note" => Err("#note takes no words (the whole mail becomes the note)".into()),
         "category" => one("a category name").map(|a| Command::Category(a.to_ascii_lowercase())),

@@ -4,8 +4,9 @@
 //! One classifier is used everywhere postdesk decides whether to answer, so the loop protection cannot
 //! differ between intake paths.
 
+use super::authres;
 use super::parse::Inbound;
-use crate::config::Config;
+use crate::config::{Config, SpamSource};
 use crate::types::{Locale, Priority};
 
 /// Why postdesk must not answer a mail automatically.
@@ -19,6 +20,8 @@ pub enum Automatic {
     List,
     /// From one of postdesk's own addresses, or carrying our own `X-Loop`.
     Loop,
+    /// The receiving mail system's spam filter (or DMARC) says it is spam: see [`spam`].
+    Spam,
 }
 
 impl Automatic {
@@ -28,6 +31,7 @@ impl Automatic {
             Automatic::Bounce => "bounce",
             Automatic::List => "list",
             Automatic::Loop => "loop",
+            Automatic::Spam => "spam",
         }
     }
 }
@@ -74,6 +78,89 @@ pub fn automatic(mail: &Inbound, config: &Config) -> Option<Automatic> {
         return Some(Automatic::List);
     }
     None
+}
+
+/// Which verdict made a mail spam.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpamVerdict {
+    SpamAssassin,
+    Rspamd,
+    /// `dmarc=fail` for the From domain in the trusted `Authentication-Results`.
+    Dmarc,
+}
+
+/// Whether the receiving mail system marked the mail as spam, by the filters `[spam] trust` names: its
+/// verdict is the best signal there is, and a spam mail must not be answered (the acknowledgement would be
+/// backscatter to a forged sender). With `score_threshold`, a filter's score decides instead of its yes/no.
+pub fn spam(mail: &Inbound, config: &Config) -> Option<SpamVerdict> {
+    let settings = &config.spam;
+    if !settings.enabled {
+        return None;
+    }
+    let h = &mail.auto.spam;
+    let trusts = |s: SpamSource| settings.trust.contains(&s);
+    let yes = |v: &Option<String>| {
+        v.as_deref().is_some_and(|v| {
+            v.trim_start()
+                .get(..3)
+                .is_some_and(|w| w.eq_ignore_ascii_case("yes"))
+        })
+    };
+    // A score, when the threshold asks for one and the filter wrote one, decides; else its own yes/no.
+    let decide = |score: Option<f64>, said_yes: bool| match (settings.score_threshold, score) {
+        (Some(t), Some(s)) => s >= t,
+        _ => said_yes,
+    };
+    if trusts(SpamSource::Spamassassin) && (h.spam_flag.is_some() || h.spam_status.is_some()) {
+        let score = h.spam_status.as_deref().and_then(|v| number_after(v, "score="));
+        let said_yes = yes(&h.spam_flag) || yes(&h.spam_status);
+        if decide(score, said_yes) {
+            return Some(SpamVerdict::SpamAssassin);
+        }
+    }
+    let rspamd = [&h.spamd_result, &h.rspamd_action, &h.rspamd_score, &h.x_spam];
+    if trusts(SpamSource::Rspamd) && rspamd.iter().any(|v| v.is_some()) {
+        // `X-Spamd-Result: default: True [12.30 / 15.00]; …`: the flag, then [score / required].
+        let result = h.spamd_result.as_deref().unwrap_or("");
+        let score = h
+            .rspamd_score
+            .as_deref()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .or_else(|| number_after(result, "["));
+        let flagged = result
+            .split_once(':')
+            .map(|(_, rest)| rest.trim_start())
+            .and_then(|rest| rest.get(..4))
+            .is_some_and(|w| w.eq_ignore_ascii_case("true"));
+        let action = h.rspamd_action.as_deref().unwrap_or("").to_ascii_lowercase();
+        let acted = matches!(
+            action.trim(),
+            "reject" | "add header" | "rewrite subject" | "soft reject"
+        );
+        if decide(score, flagged || acted || yes(&h.x_spam)) {
+            return Some(SpamVerdict::Rspamd);
+        }
+    }
+    if trusts(SpamSource::Dmarc) {
+        if let (Some(server), Some(from)) = (&config.agents.trust_authserv_id, &mail.from) {
+            let domain = from.address.rsplit_once('@').map_or("", |(_, d)| d);
+            if !domain.is_empty() && authres::dmarc_fails(&mail.auto.authentication_results, server, domain) {
+                return Some(SpamVerdict::Dmarc);
+            }
+        }
+    }
+    None
+}
+
+/// The number right after `key` in `text` (`score=` in `Yes, score=6.2 required=5.0`), if one is there.
+fn number_after(text: &str, key: &str) -> Option<f64> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find(key)? + key.len();
+    let rest = text[start..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// The language a text is written in, by script: Hangul → ko, kana → ja, Han without kana → zh, Latin
