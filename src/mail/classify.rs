@@ -573,4 +573,83 @@ mod tests {
         );
         assert_eq!(p("Subject: hello"), Priority::Normal);
     }
+
+    fn spam_of(headers: &str, c: &Config) -> Option<SpamVerdict> {
+        let raw = format!("{headers}From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n");
+        spam(&parse(raw.as_bytes(), Locale::En).unwrap(), c)
+    }
+
+    #[test]
+    fn spam_filters_verdicts_are_read() {
+        let c = config();
+        let sa = Some(SpamVerdict::SpamAssassin);
+        let rs = Some(SpamVerdict::Rspamd);
+        assert_eq!(spam_of("X-Spam-Flag: YES\r\n", &c), sa);
+        assert_eq!(
+            spam_of("X-Spam-Status: Yes, score=6.2 required=5.0 tests=X\r\n", &c),
+            sa
+        );
+        assert_eq!(
+            spam_of(
+                "X-Spam-Flag: NO\r\nX-Spam-Status: No, score=1.2 required=5.0\r\n",
+                &c
+            ),
+            None
+        );
+        assert_eq!(
+            spam_of("X-Spamd-Result: default: True [15.00 / 15.00]; GTUBE(0.00)[]\r\n", &c),
+            rs
+        );
+        assert_eq!(spam_of("X-Spamd-Result: default: False [1.00 / 15.00]\r\n", &c), None);
+        assert_eq!(spam_of("X-Rspamd-Action: add header\r\n", &c), rs);
+        assert_eq!(spam_of("X-Rspamd-Action: no action\r\n", &c), None);
+        assert_eq!(spam_of("X-Spam: Yes\r\n", &c), rs);
+        assert_eq!(spam_of("X-Mailer: yes\r\n", &c), None);
+    }
+
+    #[test]
+    fn a_score_threshold_decides_instead_of_the_filters_yes() {
+        let mut c = config();
+        c.spam.score_threshold = Some(8.0);
+        assert_eq!(
+            spam_of("X-Spam-Status: Yes, score=6.2 required=5.0\r\n", &c),
+            None
+        );
+        assert_eq!(
+            spam_of("X-Spam-Status: No, score=9.0 required=10.0\r\n", &c),
+            Some(SpamVerdict::SpamAssassin)
+        );
+        assert_eq!(
+            spam_of("X-Spamd-Result: default: False [8.50 / 15.00]\r\n", &c),
+            Some(SpamVerdict::Rspamd)
+        );
+        // Without a score, the filter's own word still counts.
+        assert_eq!(spam_of("X-Spam-Flag: YES\r\n", &c), Some(SpamVerdict::SpamAssassin));
+    }
+
+    #[test]
+    fn only_trusted_filters_count() {
+        let mut c = config();
+        c.spam.trust = vec![SpamSource::Rspamd];
+        assert_eq!(spam_of("X-Spam-Flag: YES\r\n", &c), None);
+        c.spam.enabled = false;
+        assert_eq!(spam_of("X-Spam: yes\r\n", &c), None);
+    }
+
+    #[test]
+    fn a_dmarc_fail_of_the_trusted_server_is_spam() {
+        let mut c = config();
+        let fail = "Authentication-Results: mx.example.com; dmarc=fail (p=reject) header.from=example.com\r\n";
+        // Without a trusted server nothing of Authentication-Results is read.
+        assert_eq!(spam_of(fail, &c), None);
+        c.agents.trust_authserv_id = Some("mx.example.com".into());
+        assert_eq!(spam_of(fail, &c), Some(SpamVerdict::Dmarc));
+        // Another server's header, or a fail about another domain, is not.
+        let other = "Authentication-Results: evil.example; dmarc=fail header.from=example.com\r\n";
+        assert_eq!(spam_of(other, &c), None);
+        let elsewhere = "Authentication-Results: mx.example.com; dmarc=fail header.from=example.org\r\n";
+        assert_eq!(spam_of(elsewhere, &c), None);
+        let pass = "Authentication-Results: mx.example.com; dmarc=pass header.from=example.com\r\n";
+        assert_eq!(spam_of(pass, &c), None);
+    }
 }
