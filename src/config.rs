@@ -372,7 +372,11 @@ pub struct SpamConfig {
 }
 
 fn default_spam_trust() -> Vec<SpamSource> {
-    vec![SpamSource::Spamassassin, SpamSource::Rspamd, SpamSource::Dmarc]
+    vec![
+        SpamSource::Spamassassin,
+        SpamSource::Rspamd,
+        SpamSource::Dmarc,
+    ]
 }
 
 fn default_spam_keep() -> HumanDuration {

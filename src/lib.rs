@@ -31,6 +31,7 @@
 //! ARCHITECTURE.md in the repository holds the contracts (ids, statuses, threading, CLI, JSON, config, exit
 //! codes) and the reasons behind this shape.
 
+pub mod alerts;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -24,14 +24,10 @@ pub fn schedule(ticket: &Ticket, retention: &RetentionConfig) -> Vec<Timer> {
         // Spam is kept for a while (an agent may release a false positive), then deleted whole.
         let since = ticket.status_since.unwrap_or(ticket.updated_at);
         if let Some(after) = retention.spam_after {
-            out.extend(
-                since
-                    .checked_add_signed(dur(after.0))
-                    .map(|due| Timer {
-                        kind: TimerKind::PurgeTicket,
-                        due,
-                    }),
-            );
+            out.extend(since.checked_add_signed(dur(after.0)).map(|due| Timer {
+                kind: TimerKind::PurgeTicket,
+                due,
+            }));
         }
         return out;
     }

@@ -34,7 +34,8 @@ fn run(c: &Config, raw: &str, known: &Known) -> Plan {
     *plan
 }
 
-const SA_SPAM: &str = "X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=1000.0 required=5.0 tests=GTUBE\r\n";
+const SA_SPAM: &str =
+    "X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=1000.0 required=5.0 tests=GTUBE\r\n";
 
 #[test]
 fn spam_is_stored_aside_unanswered_and_unnotified() {

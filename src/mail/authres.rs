@@ -310,7 +310,8 @@ pub fn dmarc_fails(headers: &[String], authserv_id: &str, domain: &str) -> bool 
             .any(|r| {
                 r.method == "dmarc"
                     && r.result == "fail"
-                    && r.property("header", "from").is_some_and(|d| norm(d) == domain)
+                    && r.property("header", "from")
+                        .is_some_and(|d| norm(d) == domain)
             })
 }
 

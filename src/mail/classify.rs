@@ -112,13 +112,21 @@ pub fn spam(mail: &Inbound, config: &Config) -> Option<SpamVerdict> {
         _ => said_yes,
     };
     if trusts(SpamSource::Spamassassin) && (h.spam_flag.is_some() || h.spam_status.is_some()) {
-        let score = h.spam_status.as_deref().and_then(|v| number_after(v, "score="));
+        let score = h
+            .spam_status
+            .as_deref()
+            .and_then(|v| number_after(v, "score="));
         let said_yes = yes(&h.spam_flag) || yes(&h.spam_status);
         if decide(score, said_yes) {
             return Some(SpamVerdict::SpamAssassin);
         }
     }
-    let rspamd = [&h.spamd_result, &h.rspamd_action, &h.rspamd_score, &h.x_spam];
+    let rspamd = [
+        &h.spamd_result,
+        &h.rspamd_action,
+        &h.rspamd_score,
+        &h.x_spam,
+    ];
     if trusts(SpamSource::Rspamd) && rspamd.iter().any(|v| v.is_some()) {
         // `X-Spamd-Result: default: True [12.30 / 15.00]; …`: the flag, then [score / required].
         let result = h.spamd_result.as_deref().unwrap_or("");
@@ -132,7 +140,11 @@ pub fn spam(mail: &Inbound, config: &Config) -> Option<SpamVerdict> {
             .map(|(_, rest)| rest.trim_start())
             .and_then(|rest| rest.get(..4))
             .is_some_and(|w| w.eq_ignore_ascii_case("true"));
-        let action = h.rspamd_action.as_deref().unwrap_or("").to_ascii_lowercase();
+        let action = h
+            .rspamd_action
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let acted = matches!(
             action.trim(),
             "reject" | "add header" | "rewrite subject" | "soft reject"
@@ -144,7 +156,9 @@ pub fn spam(mail: &Inbound, config: &Config) -> Option<SpamVerdict> {
     if trusts(SpamSource::Dmarc) {
         if let (Some(server), Some(from)) = (&config.agents.trust_authserv_id, &mail.from) {
             let domain = from.address.rsplit_once('@').map_or("", |(_, d)| d);
-            if !domain.is_empty() && authres::dmarc_fails(&mail.auto.authentication_results, server, domain) {
+            if !domain.is_empty()
+                && authres::dmarc_fails(&mail.auto.authentication_results, server, domain)
+            {
                 return Some(SpamVerdict::Dmarc);
             }
         }
@@ -597,10 +611,16 @@ mod tests {
             None
         );
         assert_eq!(
-            spam_of("X-Spamd-Result: default: True [15.00 / 15.00]; GTUBE(0.00)[]\r\n", &c),
+            spam_of(
+                "X-Spamd-Result: default: True [15.00 / 15.00]; GTUBE(0.00)[]\r\n",
+                &c
+            ),
             rs
         );
-        assert_eq!(spam_of("X-Spamd-Result: default: False [1.00 / 15.00]\r\n", &c), None);
+        assert_eq!(
+            spam_of("X-Spamd-Result: default: False [1.00 / 15.00]\r\n", &c),
+            None
+        );
         assert_eq!(spam_of("X-Rspamd-Action: add header\r\n", &c), rs);
         assert_eq!(spam_of("X-Rspamd-Action: no action\r\n", &c), None);
         assert_eq!(spam_of("X-Spam: Yes\r\n", &c), rs);
@@ -624,7 +644,10 @@ mod tests {
             Some(SpamVerdict::Rspamd)
         );
         // Without a score, the filter's own word still counts.
-        assert_eq!(spam_of("X-Spam-Flag: YES\r\n", &c), Some(SpamVerdict::SpamAssassin));
+        assert_eq!(
+            spam_of("X-Spam-Flag: YES\r\n", &c),
+            Some(SpamVerdict::SpamAssassin)
+        );
     }
 
     #[test]
@@ -647,7 +670,8 @@ mod tests {
         // Another server's header, or a fail about another domain, is not.
         let other = "Authentication-Results: evil.example; dmarc=fail header.from=example.com\r\n";
         assert_eq!(spam_of(other, &c), None);
-        let elsewhere = "Authentication-Results: mx.example.com; dmarc=fail header.from=example.org\r\n";
+        let elsewhere =
+            "Authentication-Results: mx.example.com; dmarc=fail header.from=example.org\r\n";
         assert_eq!(spam_of(elsewhere, &c), None);
         let pass = "Authentication-Results: mx.example.com; dmarc=pass header.from=example.com\r\n";
         assert_eq!(spam_of(pass, &c), None);
