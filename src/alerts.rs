@@ -430,4 +430,54 @@ mod tests {
         assert!(s.detail.contains("disk full"));
         assert!(store_signal(Ok(())).trouble.is_none());
     }
+
+    #[test]
+    fn bad_alerts_and_spam_keys_are_named() {
+        use crate::config::testing::{TestConfig, TestRegion};
+        let err = |table: &str| {
+            let text = TestConfig::new(std::path::Path::new("/tmp/x"))
+                .table(table)
+                .region(TestRegion::jp())
+                .toml();
+            Config::from_toml(&text, std::path::Path::new("config.toml"))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(err("[alerts]\nto = \"not an address\"").contains("alerts.to"));
+        assert!(
+            err("[alerts]\nto = \"ops@example.com\"\nunhealthy_after = \"0s\"")
+                .contains("alerts.unhealthy_after")
+        );
+        assert!(err("[spam]\nkeep = \"0s\"").contains("spam.keep"));
+        assert!(err("[spam]\ntrust = [\"bogofilter\"]").contains("bogofilter"));
+        assert_eq!(
+            err("[alerts]\nto = \"ops@example.com\"\n[spam]\nenabled = false"),
+            ""
+        );
+        let c = TestConfig::new(std::path::Path::new("/tmp/x"))
+            .table("[alerts]\nto = \"ops@example.com\"")
+            .region(TestRegion::jp())
+            .parse();
+        let a = c.alerts.clone().unwrap();
+        assert_eq!(threshold(&c, &a), Duration::from_secs(300));
+        assert!(c.spam.enabled, "spam verdicts are honoured by default");
+        assert_eq!(
+            c.retention.spam_after.map(|d| d.0),
+            Some(Duration::from_secs(30 * 86400))
+        );
+        let m = mail(
+            &c,
+            &a,
+            &Notice {
+                key: "store".into(),
+                trouble: true,
+                subject: "s".into(),
+                text: "t".into(),
+            },
+            Utc::now(),
+        );
+        assert_eq!(m.to, vec!["ops@example.com"]);
+        assert_eq!(m.from, "support-jp@example.com");
+    }
 }
