@@ -24,7 +24,7 @@
 //! - [`telemetry`]: intake health and the Prometheus counters.
 //! - [`outbound`]: templates and their typed contract, transports, the outbox worker, limits, Message-IDs.
 //! - [`service`]: the one application service (read → decide → render → commit).
-//! - [`intake`] (sources only), [`schedule`], [`privacy`], [`stats`], [`http`]: the shell around the service.
+//! - [`intake`] (sources only), [`schedule`], [`privacy`], [`stats`], [`http`], [`alerts`]: the shell around the service.
 //! - [`commands`]: what the CLI and the control socket both execute; [`control`]: the versioned socket.
 //! - [`daemon`]: runs, reloads and stops it all; [`demo`]: the embedded default; [`cli`]: the command line.
 //!
