@@ -480,4 +480,35 @@ mod tests {
         assert_eq!(m.to, vec!["ops@example.com"]);
         assert_eq!(m.from, "support-jp@example.com");
     }
+
+    #[test]
+    fn outgoing_mail_failing_for_the_threshold_and_failed_mail_are_signals() {
+        use crate::config::testing::{TestConfig, TestRegion};
+        let c = TestConfig::new(std::path::Path::new("/tmp/x"))
+            .region(TestRegion::jp())
+            .parse();
+        let t = Telemetry::new();
+        t.configure(&c);
+        let threshold = Duration::from_secs(60);
+        let trouble = |t: &Telemetry, failed_new: u64, now: DateTime<Utc>| -> Vec<String> {
+            signals(&c, t, threshold, failed_new, now)
+                .into_iter()
+                .filter_map(|s| s.trouble)
+                .collect()
+        };
+        assert!(trouble(&t, 0, t0()).is_empty());
+        t.outbound_error(t0());
+        t.outbound_error(t0() + chrono::Duration::seconds(30));
+        assert!(trouble(&t, 0, t0() + chrono::Duration::seconds(59)).is_empty());
+        assert_eq!(
+            trouble(&t, 0, t0() + chrono::Duration::seconds(60)),
+            vec!["outgoing mail is failing"]
+        );
+        t.outbound_ok();
+        assert!(trouble(&t, 0, t0() + chrono::Duration::seconds(61)).is_empty());
+        assert_eq!(
+            trouble(&t, 2, t0()),
+            vec!["2 outgoing mail(s) marked failed"]
+        );
+    }
 }
