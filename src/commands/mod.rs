@@ -339,6 +339,8 @@ pub struct RegionStats {
     pub retention_purged_tickets: u64,
     /// Attachments deleted by `[retention] closed_attachments_after`.
     pub retention_removed_attachments: u64,
+    /// Spam tickets deleted after `[spam] keep`.
+    pub retention_purged_spam: u64,
 }
 
 /// Per configured region: tickets by status, quarantined mail, held-back mail, breaches, satisfaction,
@@ -387,6 +389,10 @@ pub fn stats(desk: &Desk) -> Result<Vec<RegionStats>, CommandError> {
                 retention_removed_attachments: desk
                     .store
                     .counter(&format!("retention:attachments:{}", r.code))
+                    .unwrap_or(0),
+                retention_purged_spam: desk
+                    .store
+                    .counter(&format!("retention:spam:{}", r.code))
                     .unwrap_or(0),
             }
         })
