@@ -30,12 +30,14 @@ export DEBIAN_FRONTEND=noninteractive
 # postfix: the SMTP server (multi-instance capable: each stack has its own
 #          config + queue directory, unlike OpenSMTPD's fixed spool/socket).
 # openssl: generates the per-stack test CA and server certificate.
+# spamassassin: tests/spam.rs has it score a GTUBE mail in local mode (`spamassassin -L`), so the
+#               spam headers postdesk reads are the ones a real install writes.
 # systemd: provides systemd-analyze, with which tests/systemd.rs checks the shipped unit
 #          (`verify`, `security --offline=yes`); systemd need not run as PID 1.
 # mailstack.sh also uses flock, runuser, script (util-linux, bsdutils) and
 # timeout (coreutils): Essential packages, always present on Debian.
-PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd)
-SERVICES=(dovecot postfix opensmtpd exim4)
+PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd spamassassin)
+SERVICES=(dovecot postfix opensmtpd exim4 spamd spamassassin)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -289,6 +289,10 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     /// `[retention]`.
     pub retention: RetentionConfig,
+    /// `[spam]`.
+    pub spam: SpamConfig,
+    /// `[alerts]`, if the admin is to be told about trouble by mail.
+    pub alerts: Option<AlertsConfig>,
 }
 
 /// The whole configuration file, as written: the TOML contract. Validation turns it into a [`Config`].
@@ -322,6 +326,143 @@ struct ConfigFile {
     /// When closed tickets' attachments, and closed tickets themselves, are deleted.
     #[serde(default)]
     retention: RetentionConfig,
+    /// Which spam verdicts of the receiving mail system are honoured.
+    #[serde(default)]
+    spam: SpamConfig,
+    /// Mail to the admin about trouble.
+    #[serde(default)]
+    alerts: Option<AlertsConfig>,
+}
+
+/// A spam filter's verdict postdesk may honour (`[spam] trust`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SpamSource {
+    /// `X-Spam-Flag`, `X-Spam-Status`.
+    Spamassassin,
+    /// `X-Spamd-Result`, `X-Rspamd-Action`, `X-Rspamd-Score`, `X-Spam`.
+    Rspamd,
+    /// `dmarc=fail` for the From domain in the trusted `Authentication-Results` (`[agents]
+    /// trust_authserv_id`; without it no DMARC result is read).
+    Dmarc,
+}
+
+/// `[spam]`: mail the receiving system marked as spam is stored with status `spam`, never acknowledged,
+/// never notified, and purged after `keep`. The receiving system's verdict is the best signal there is, so
+/// this is on unless `enabled = false`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpamConfig {
+    /// Honour the verdicts at all (default true).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Which filters' headers to believe (default all three). Headers are text any sender can write: list
+    /// only filters your receiving server runs *and* whose headers it removes from incoming mail before
+    /// adding its own (SpamAssassin and Rspamd do for their own headers), like `[agents] trust_authserv_id`.
+    #[serde(default = "default_spam_trust")]
+    pub trust: Vec<SpamSource>,
+    /// When set, a SpamAssassin or Rspamd score at or above this is spam and one below is not, whatever the
+    /// filter's own yes/no (its `required` threshold). Unset: the filter's own verdict decides.
+    #[serde(default)]
+    pub score_threshold: Option<f64>,
+    /// How long a spam ticket is kept (counted from when it became spam) before retention deletes it
+    /// (default "30d").
+    #[serde(default = "default_spam_keep")]
+    pub keep: HumanDuration,
+}
+
+fn default_spam_trust() -> Vec<SpamSource> {
+    vec![
+        SpamSource::Spamassassin,
+        SpamSource::Rspamd,
+        SpamSource::Dmarc,
+    ]
+}
+
+fn default_spam_keep() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 86400))
+}
+
+impl Default for SpamConfig {
+    fn default() -> Self {
+        SpamConfig {
+            enabled: true,
+            trust: default_spam_trust(),
+            score_threshold: None,
+            keep: default_spam_keep(),
+        }
+    }
+}
+
+impl SpamConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.score_threshold.is_some_and(|t| !t.is_finite()) {
+            return Err(ConfigError::invalid(
+                "spam.score_threshold",
+                "must be a number, like 5.0",
+            ));
+        }
+        if self.keep.0.is_zero() {
+            return Err(ConfigError::invalid(
+                "spam.keep",
+                "must be longer than 0s (e.g. \"30d\")",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[alerts]`: one mail to the admin when something keeps failing (an intake, outgoing mail, the disk
+/// floor), and one when it recovers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Who is told (e.g. "ops@example.com").
+    pub to: String,
+    /// The From of alert mail (default: the first region's address).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// A condition must last this long before it is reported (default: `[http] unhealthy_after`, else
+    /// "5m").
+    #[serde(default)]
+    pub unhealthy_after: Option<HumanDuration>,
+    /// At most one alert mail per condition in this time (default "1h"); a recovery is always told.
+    #[serde(default = "default_alert_interval")]
+    pub min_interval: HumanDuration,
+}
+
+fn default_alert_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3600))
+}
+
+impl AlertsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let to = self.to.trim();
+        let plain = |a: &str| {
+            a.split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+                && !a.contains(|c: char| c.is_whitespace() || c.is_control() || ",<>".contains(c))
+        };
+        if !plain(to) {
+            return Err(ConfigError::invalid(
+                "alerts.to",
+                "must be one mail address, like \"ops@example.com\"",
+            ));
+        }
+        if self.from.as_deref().is_some_and(|f| !plain(f.trim())) {
+            return Err(ConfigError::invalid(
+                "alerts.from",
+                "must be one mail address, like \"postdesk@example.com\"",
+            ));
+        }
+        if self.unhealthy_after.is_some_and(|d| d.0.is_zero()) {
+            return Err(ConfigError::invalid(
+                "alerts.unhealthy_after",
+                "must be longer than 0s",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[privacy]`: data minimisation in what is stored.
@@ -353,6 +494,9 @@ pub struct RetentionConfig {
     /// closed (e.g. "3y"); `postdesk stats` keeps counting it as purged.
     #[serde(default)]
     pub closed_tickets_after: Option<HumanDuration>,
+    /// Delete a ticket this long after it became `spam`: `[spam] keep`, copied here by validation.
+    #[serde(skip)]
+    pub spam_after: Option<HumanDuration>,
 }
 
 /// Agents acting by mail.
@@ -1168,7 +1312,9 @@ impl ConfigFile {
             agents,
             categories,
             privacy,
-            retention,
+            mut retention,
+            spam,
+            alerts,
         } = self;
         if storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
@@ -1177,6 +1323,12 @@ impl ConfigFile {
             b.validate("timers.business_hours")?;
         }
         retention.validate()?;
+        spam.validate()?;
+        // Spam is purged by retention like closed tickets, whether a filter or an agent marked it.
+        retention.spam_after = Some(spam.keep);
+        if let Some(a) = &alerts {
+            a.validate()?;
+        }
         outbound.validate(secrets)?;
         let category_rules = match &categories {
             Some(table) => category_rules(table)?,
@@ -1207,6 +1359,8 @@ impl ConfigFile {
             category_rules,
             privacy,
             retention,
+            spam,
+            alerts,
         })
     }
 }

@@ -290,9 +290,15 @@ fn spawn_generation(
         crate::control::socket_path(&desk.config),
         stop.clone(),
     ));
+    let transport = Arc::new(transport);
+    tracker.spawn(crate::alerts::run(
+        desk.clone(),
+        transport.clone(),
+        stop.clone(),
+    ));
     tracker.spawn(worker::run(
         desk.store.clone(),
-        Arc::new(transport),
+        transport,
         worker::RetryPolicy::from_config(&desk.config.outbound),
         desk.config.outbound.concurrency,
         desk.telemetry.clone(),

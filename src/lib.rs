@@ -24,13 +24,14 @@
 //! - [`telemetry`]: intake health and the Prometheus counters.
 //! - [`outbound`]: templates and their typed contract, transports, the outbox worker, limits, Message-IDs.
 //! - [`service`]: the one application service (read → decide → render → commit).
-//! - [`intake`] (sources only), [`schedule`], [`privacy`], [`stats`], [`http`]: the shell around the service.
+//! - [`intake`] (sources only), [`schedule`], [`privacy`], [`stats`], [`http`], [`alerts`]: the shell around the service.
 //! - [`commands`]: what the CLI and the control socket both execute; [`control`]: the versioned socket.
 //! - [`daemon`]: runs, reloads and stops it all; [`demo`]: the embedded default; [`cli`]: the command line.
 //!
 //! ARCHITECTURE.md in the repository holds the contracts (ids, statuses, threading, CLI, JSON, config, exit
 //! codes) and the reasons behind this shape.
 
+pub mod alerts;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -106,6 +106,9 @@ fn ingest_histogram() -> Histogram {
 /// Health registry and metrics of one daemon process. Share it as `Arc<Telemetry>`.
 pub struct Telemetry {
     intakes: Mutex<BTreeMap<(String, String), IntakeHealth>>,
+    /// Since when sending has been failing temporarily (the relay down, refusing, timing out), cleared by
+    /// the next mail that goes out: what `[alerts]` tells the admin about.
+    outbound_failing_since: Mutex<Option<DateTime<Utc>>>,
     /// Configured region codes, so every region shows its series (at zero) from the start.
     regions: Mutex<Vec<String>>,
     registry: Registry,
@@ -151,6 +154,7 @@ impl Telemetry {
     pub fn new() -> Telemetry {
         let mut t = Telemetry {
             intakes: Mutex::new(BTreeMap::new()),
+            outbound_failing_since: Mutex::new(None),
             regions: Mutex::new(Vec::new()),
             registry: Registry::with_prefix(PREFIX),
             scrape: Mutex::new(()),
@@ -404,6 +408,27 @@ impl Telemetry {
 
     pub fn outbox_failed(&self) {
         self.outbox_failed.inc();
+    }
+
+    /// How many outbox rows were marked failed since the process started.
+    pub fn outbox_failed_total(&self) -> u64 {
+        self.outbox_failed.get()
+    }
+
+    /// A mail went out at `now`: sending works (again).
+    pub fn outbound_ok(&self) {
+        *lock(&self.outbound_failing_since) = None;
+    }
+
+    /// A send failed temporarily at `now` (it will be retried): the first one since the last success
+    /// starts the failure streak.
+    pub fn outbound_error(&self, now: DateTime<Utc>) {
+        lock(&self.outbound_failing_since).get_or_insert(now);
+    }
+
+    /// Since when sending has been failing, if it is.
+    pub fn outbound_failing_since(&self) -> Option<DateTime<Utc>> {
+        *lock(&self.outbound_failing_since)
     }
 
     pub fn outbox_bounced(&self) {

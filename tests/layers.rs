@@ -28,7 +28,7 @@ const LAYERS: &[&[&str]] = &[
     &["telemetry"],
     &["outbound"],
     &["service"],
-    &["intake", "schedule", "privacy", "stats", "http"],
+    &["intake", "schedule", "privacy", "stats", "http", "alerts"],
     &["commands"],
     &["control"],
     &["daemon"],

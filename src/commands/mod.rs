@@ -282,13 +282,18 @@ pub async fn ingest(desk: &Desk, region: &str, input: &[u8]) -> (i32, String) {
     pipe::deliver(desk, region, input).await
 }
 
-/// Tickets, optionally of one region and one status.
+/// Tickets, optionally of one region and one status. Without a status, spam is left out (`--status spam`
+/// lists it).
 pub fn tickets(
     desk: &Desk,
     region: Option<&str>,
     status: Option<Status>,
 ) -> Result<Vec<Ticket>, CommandError> {
-    Ok(desk.store.tickets(region, status)?)
+    let mut tickets = desk.store.tickets(region, status)?;
+    if status.is_none() {
+        tickets.retain(|t| t.status != Status::Spam);
+    }
+    Ok(tickets)
 }
 
 /// One ticket with what `tickets show` prints of it.
@@ -389,7 +394,10 @@ pub fn outbox_retry(desk: &Desk, id: u64, force: bool) -> Result<OutboxItem, Com
 #[derive(Debug, Serialize)]
 pub struct RegionStats {
     pub region: String,
+    /// Tickets by status, spam left out (it is counted in `spam`).
     pub by_status: std::collections::BTreeMap<&'static str, usize>,
+    /// Tickets set aside as spam (not counted anywhere else: breaches, ratings, response times).
+    pub spam: usize,
     pub quarantined: usize,
     /// Automatic mails the per-recipient rate limits held back (a sign of a mail loop).
     pub suppressed_auto_mail: u64,
@@ -404,6 +412,8 @@ pub struct RegionStats {
     pub retention_purged_tickets: u64,
     /// Attachments deleted by `[retention] closed_attachments_after`.
     pub retention_removed_attachments: u64,
+    /// Spam tickets deleted after `[spam] keep`.
+    pub retention_purged_spam: u64,
 }
 
 /// Per configured region: tickets by status, quarantined mail, held-back mail, breaches, satisfaction,
@@ -417,23 +427,27 @@ pub fn stats(desk: &Desk) -> Result<Vec<RegionStats>, CommandError> {
         .region
         .iter()
         .map(|r| {
-            let mine = || tickets.iter().filter(|t| t.region == r.code);
+            let mine = || {
+                tickets
+                    .iter()
+                    .filter(|t| t.region == r.code && t.status != Status::Spam)
+            };
+            let count = |s: &Status| -> usize {
+                counts
+                    .iter()
+                    .filter(|(rc, st, _)| *rc == r.code && st == s)
+                    .map(|c| c.2)
+                    .sum()
+            };
             let (satisfaction, satisfaction_by_month) = crate::stats::satisfaction(mine());
             RegionStats {
                 region: r.code.clone(),
                 by_status: Status::ALL
                     .iter()
-                    .map(|s| {
-                        (
-                            s.as_str(),
-                            counts
-                                .iter()
-                                .filter(|(rc, st, _)| *rc == r.code && st == s)
-                                .map(|c| c.2)
-                                .sum(),
-                        )
-                    })
+                    .filter(|s| **s != Status::Spam)
+                    .map(|s| (s.as_str(), count(s)))
                     .collect(),
+                spam: count(&Status::Spam),
                 quarantined: quarantined.iter().filter(|q| q.region == r.code).count(),
                 // Counters are informative: a failed read shows 0 rather than failing the command.
                 suppressed_auto_mail: desk.store.suppressed(&r.code).unwrap_or(0),
@@ -448,6 +462,10 @@ pub fn stats(desk: &Desk) -> Result<Vec<RegionStats>, CommandError> {
                 retention_removed_attachments: desk
                     .store
                     .counter(&format!("retention:attachments:{}", r.code))
+                    .unwrap_or(0),
+                retention_purged_spam: desk
+                    .store
+                    .counter(&format!("retention:spam:{}", r.code))
                     .unwrap_or(0),
             }
         })

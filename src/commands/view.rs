@@ -287,6 +287,14 @@ pub fn print_stats(out: &mut (dyn Write + Send), stats: &[RegionStats]) {
             }
         );
     }
+    // Spam is not part of the figures above; how much was set aside is still worth a line.
+    for s in stats.iter().filter(|s| s.spam > 0) {
+        let _ = writeln!(
+            out,
+            "{} {} spam ticket(s) set aside (`tickets list --status spam`)",
+            s.region, s.spam
+        );
+    }
     let retention: Vec<String> = stats
         .iter()
         .filter(|s| s.retention_purged_tickets + s.retention_removed_attachments > 0)

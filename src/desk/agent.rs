@@ -104,6 +104,7 @@ pub enum Problem {
     NotATicketId(String),
     NoteTakesNoWords,
     AskTakesNoWords,
+    SpamTakesNoWords,
     NotAnAddress(String),
     CcOperation(String),
     CcUsage,
@@ -168,6 +169,12 @@ impl Problem {
                 Locale::Ja => "#ask の後には何も書きません（質問はその下の行に書きます）".into(),
                 Locale::Ko => "#ask 뒤에는 아무것도 적지 않습니다 (질문은 그 아래 줄에 적습니다)".into(),
                 Locale::Zh => "#ask 后面不跟任何内容（问题写在下面几行）".into(),
+            },
+            SpamTakesNoWords => match l {
+                Locale::En => "#spam takes no words".into(),
+                Locale::Ja => "#spam の後には何も書きません".into(),
+                Locale::Ko => "#spam 뒤에는 아무것도 적지 않습니다".into(),
+                Locale::Zh => "#spam 后面不跟任何内容".into(),
             },
             NotAnAddress(a) => match l {
                 Locale::En => format!("{a}: not a mail address"),
@@ -282,7 +289,7 @@ impl Parsed {
 }
 
 /// The commands, for the help text of error replies.
-pub const HELP: &str = "#status open|pending|resolved|closed\n#ask\n#priority low|normal|high|urgent\n#assign me|<agent address>\n#note\n#category <name>\n#merge <ticket id>\n#cc add|remove <address>";
+pub const HELP: &str = "#status open|pending|resolved|closed|spam\n#ask\n#spam\n#priority low|normal|high|urgent\n#assign me|<agent address>\n#note\n#category <name>\n#merge <ticket id>\n#cc add|remove <address>";
 
 /// A value of an enum's `FromStr` that is not one of its words: the words, for the agent.
 fn not_one_of(value: &str, allowed: &[&dyn std::fmt::Display]) -> Problem {
@@ -341,6 +348,9 @@ fn parse_line(line: &str) -> Option<Result<Command, Problem>> {
                 Command::Assign(Some(a.to_ascii_lowercase()))
             }
         }),
+        // `#spam`: the ticket is set aside as spam (`#status open` releases it).
+        "spam" if args.is_empty() => Ok(Command::Status(Status::Spam)),
+        "spam" => Err(Problem::SpamTakesNoWords),
         "note" if args.is_empty() => Ok(Command::Note),
         "note" => Err(Problem::NoteTakesNoWords),
         "category" => one(Argument::Category).map(|a| Command::Category(a.to_ascii_lowercase())),

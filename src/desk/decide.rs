@@ -175,6 +175,14 @@ fn decide_change(
     let sender = mail.from.as_ref().map(|m| m.address.as_str());
     let automatic = classify::automatic(mail, config)
         .or(known.own_message.then_some(classify::Automatic::Loop));
+    // The receiving system's spam verdict outranks every other kind but our own mail and a bounce of it.
+    let automatic = match automatic {
+        Some(classify::Automatic::Loop) => automatic,
+        Some(classify::Automatic::Bounce) if known.bounced.is_some() => automatic,
+        other => classify::spam(mail, config)
+            .map(|_| classify::Automatic::Spam)
+            .or(other),
+    };
     let mut message = inbound_message(mail, automatic.map(|a| a.as_str()), now);
     message.damage.extend(delivery.damage.iter().cloned());
     // More than one From field: who wrote it is uncertain (mail-parser reads the last), so it joins no
@@ -292,7 +300,8 @@ fn decide_change(
             } else {
                 joining(&ticket, mail, config)
             };
-            if automatic.is_none() {
+            // A spam ticket stays quiet until an agent releases it.
+            if automatic.is_none() && ticket.status != Status::Spam {
                 let next =
                     lifecycle::next(ticket.status, Event::CustomerReply).unwrap_or(ticket.status);
                 ticket.change_status(next, now);
@@ -402,6 +411,11 @@ fn new_ticket(
     };
     add_participants(&mut ticket, mail, config);
     remember_thread_id(&mut ticket, &mail.message_id);
+    // Spam is stored aside: no acknowledgement (backscatter to a forged sender), no notification.
+    if message.auto.as_deref() == Some(classify::Automatic::Spam.as_str()) {
+        let spam = lifecycle::next(ticket.status, Event::Set(Status::Spam)).unwrap_or(Status::Spam);
+        ticket.change_status(spam, now);
+    }
     let mut replies = Vec::new();
     let answerable = !automatic
         && delivery.may_acknowledge
@@ -714,7 +728,11 @@ fn agent_mail(
     }
     let customers = ticket.customers();
     let mut replies = Vec::new();
-    let relay = !parsed.is_note() && !parsed.body.trim().is_empty() && !customers.is_empty();
+    // Nothing is sent about a spam ticket (an agent's `#spam`, or one not released yet).
+    let relay = !parsed.is_note()
+        && !parsed.body.trim().is_empty()
+        && !customers.is_empty()
+        && ticket.status != Status::Spam;
     if relay && !status_set {
         // A plain answer asks for nothing: the ticket is in progress, waiting for nobody (no reminders).
         // The agent makes it wait for the customer with `#ask` or `#status pending`.
@@ -742,7 +760,7 @@ fn agent_mail(
                 survey,
             },
         });
-    } else if ticket.status != previous && !customers.is_empty() {
+    } else if lifecycle::tells_customer(previous, ticket.status) && !customers.is_empty() {
         replies.push(Reply::new(
             customers,
             ticket.locale,
@@ -928,7 +946,7 @@ pub fn set_status(
             .region(&t.region)
             .is_some_and(|region| super::timers::survey(&mut t, &region.timers));
     let to = t.customers();
-    let replies = if to.is_empty() {
+    let replies = if to.is_empty() || !lifecycle::tells_customer(previous, t.status) {
         Vec::new()
     } else {
         vec![Reply::new(

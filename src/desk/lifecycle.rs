@@ -32,7 +32,8 @@ pub enum LifecycleError {
 }
 
 /// The status after `event`. A customer reply moves a ticket that waited for them (`pending`) or was
-/// `resolved` back to `open`; `closed` tickets never receive replies (threading opens a new linked ticket).
+/// `resolved` back to `open`; `closed` tickets never receive replies (threading opens a new linked ticket);
+/// a `spam` ticket stays spam until an agent releases it (`#status open`).
 pub fn next(status: Status, event: Event) -> Result<Status, LifecycleError> {
     match event {
         Event::CustomerReply => Ok(match status {
@@ -50,6 +51,12 @@ pub fn next(status: Status, event: Event) -> Result<Status, LifecycleError> {
     }
 }
 
+/// Whether the customers hear of a change from `previous` to `next`: never when either is `spam` (the
+/// sender of spam is told nothing, and a released false positive was never told it was spam).
+pub fn tells_customer(previous: Status, next: Status) -> bool {
+    previous != next && previous != Status::Spam && next != Status::Spam
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +69,7 @@ mod tests {
             (Status::Pending, Status::Open),
             (Status::Resolved, Status::Open),
             (Status::Closed, Status::Closed),
+            (Status::Spam, Status::Spam),
         ];
         for (from, to) in expect {
             assert_eq!(next(from, Event::CustomerReply), Ok(to), "{from}");

@@ -16,3 +16,6 @@ pub mod retention;
 pub mod thread;
 pub mod ticket;
 pub mod timers;
+
+#[cfg(test)]
+mod spam_tests;

@@ -1,4 +1,4 @@
-//! Retention: how long a closed ticket's data is kept (`[retention]`).
+//! Retention: how long a closed ticket's data is kept (`[retention]`), and a spam ticket (`[spam] keep`).
 //!
 //! Two deadlines count from the moment a ticket was closed: `closed_attachments_after` deletes its
 //! attachments (the conversation stays readable), `closed_tickets_after` deletes the whole ticket. Both are
@@ -20,6 +20,17 @@ fn dur(d: std::time::Duration) -> Duration {
 /// The retention timers a ticket in its current state should have.
 pub fn schedule(ticket: &Ticket, retention: &RetentionConfig) -> Vec<Timer> {
     let mut out = Vec::new();
+    if ticket.status == Status::Spam {
+        // Spam is kept for a while (an agent may release a false positive), then deleted whole.
+        let since = ticket.status_since.unwrap_or(ticket.updated_at);
+        if let Some(after) = retention.spam_after {
+            out.extend(since.checked_add_signed(dur(after.0)).map(|due| Timer {
+                kind: TimerKind::PurgeTicket,
+                due,
+            }));
+        }
+        return out;
+    }
     if ticket.status != Status::Closed {
         return out;
     }
@@ -94,6 +105,7 @@ mod tests {
                 attachments,
             ))),
             closed_tickets_after: Some(HumanDuration(std::time::Duration::from_secs(tickets))),
+            spam_after: None,
         }
     }
 

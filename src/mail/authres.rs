@@ -298,6 +298,23 @@ pub fn authenticated(headers: &[String], authserv_id: &str, domain: &str) -> boo
         })
 }
 
+/// Whether the receiving server `authserv_id` says DMARC failed for `domain` (the From address's domain):
+/// a trusted `dmarc=fail` whose `header.from` is that domain.
+pub fn dmarc_fails(headers: &[String], authserv_id: &str, domain: &str) -> bool {
+    let norm = |d: &str| d.trim().trim_end_matches('.').to_ascii_lowercase();
+    let domain = norm(domain);
+    !domain.is_empty()
+        && trusted(headers, authserv_id)
+            .iter()
+            .flat_map(|h| &h.results)
+            .any(|r| {
+                r.method == "dmarc"
+                    && r.result == "fail"
+                    && r.property("header", "from")
+                        .is_some_and(|d| norm(d) == domain)
+            })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

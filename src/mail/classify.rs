@@ -4,8 +4,9 @@
 //! One classifier is used everywhere postdesk decides whether to answer, so the loop protection cannot
 //! differ between intake paths.
 
+use super::authres;
 use super::parse::Inbound;
-use crate::config::Config;
+use crate::config::{Config, SpamSource};
 use crate::types::{Locale, Priority};
 
 /// Why postdesk must not answer a mail automatically.
@@ -19,6 +20,8 @@ pub enum Automatic {
     List,
     /// From one of postdesk's own addresses, or carrying our own `X-Loop`.
     Loop,
+    /// The receiving mail system's spam filter (or DMARC) says it is spam: see [`spam`].
+    Spam,
 }
 
 impl Automatic {
@@ -28,6 +31,7 @@ impl Automatic {
             Automatic::Bounce => "bounce",
             Automatic::List => "list",
             Automatic::Loop => "loop",
+            Automatic::Spam => "spam",
         }
     }
 }
@@ -74,6 +78,103 @@ pub fn automatic(mail: &Inbound, config: &Config) -> Option<Automatic> {
         return Some(Automatic::List);
     }
     None
+}
+
+/// Which verdict made a mail spam.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpamVerdict {
+    SpamAssassin,
+    Rspamd,
+    /// `dmarc=fail` for the From domain in the trusted `Authentication-Results`.
+    Dmarc,
+}
+
+/// Whether the receiving mail system marked the mail as spam, by the filters `[spam] trust` names: its
+/// verdict is the best signal there is, and a spam mail must not be answered (the acknowledgement would be
+/// backscatter to a forged sender). With `score_threshold`, a filter's score decides instead of its yes/no.
+pub fn spam(mail: &Inbound, config: &Config) -> Option<SpamVerdict> {
+    let settings = &config.spam;
+    if !settings.enabled {
+        return None;
+    }
+    let h = &mail.auto.spam;
+    let trusts = |s: SpamSource| settings.trust.contains(&s);
+    let yes = |v: &Option<String>| {
+        v.as_deref().is_some_and(|v| {
+            v.trim_start()
+                .get(..3)
+                .is_some_and(|w| w.eq_ignore_ascii_case("yes"))
+        })
+    };
+    // A score, when the threshold asks for one and the filter wrote one, decides; else its own yes/no.
+    let decide = |score: Option<f64>, said_yes: bool| match (settings.score_threshold, score) {
+        (Some(t), Some(s)) => s >= t,
+        _ => said_yes,
+    };
+    if trusts(SpamSource::Spamassassin) && (h.spam_flag.is_some() || h.spam_status.is_some()) {
+        let score = h
+            .spam_status
+            .as_deref()
+            .and_then(|v| number_after(v, "score="));
+        let said_yes = yes(&h.spam_flag) || yes(&h.spam_status);
+        if decide(score, said_yes) {
+            return Some(SpamVerdict::SpamAssassin);
+        }
+    }
+    let rspamd = [
+        &h.spamd_result,
+        &h.rspamd_action,
+        &h.rspamd_score,
+        &h.x_spam,
+    ];
+    if trusts(SpamSource::Rspamd) && rspamd.iter().any(|v| v.is_some()) {
+        // `X-Spamd-Result: default: True [12.30 / 15.00]; …`: the flag, then [score / required].
+        let result = h.spamd_result.as_deref().unwrap_or("");
+        let score = h
+            .rspamd_score
+            .as_deref()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .or_else(|| number_after(result, "["));
+        let flagged = result
+            .split_once(':')
+            .map(|(_, rest)| rest.trim_start())
+            .and_then(|rest| rest.get(..4))
+            .is_some_and(|w| w.eq_ignore_ascii_case("true"));
+        let action = h
+            .rspamd_action
+            .as_deref()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let acted = matches!(
+            action.trim(),
+            "reject" | "add header" | "rewrite subject" | "soft reject"
+        );
+        if decide(score, flagged || acted || yes(&h.x_spam)) {
+            return Some(SpamVerdict::Rspamd);
+        }
+    }
+    if trusts(SpamSource::Dmarc) {
+        if let (Some(server), Some(from)) = (&config.agents.trust_authserv_id, &mail.from) {
+            let domain = from.address.rsplit_once('@').map_or("", |(_, d)| d);
+            if !domain.is_empty()
+                && authres::dmarc_fails(&mail.auto.authentication_results, server, domain)
+            {
+                return Some(SpamVerdict::Dmarc);
+            }
+        }
+    }
+    None
+}
+
+/// The number right after `key` in `text` (`score=` in `Yes, score=6.2 required=5.0`), if one is there.
+fn number_after(text: &str, key: &str) -> Option<f64> {
+    let lower = text.to_ascii_lowercase();
+    let start = lower.find(key)? + key.len();
+    let rest = text[start..].trim_start();
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// The language a text is written in, by script: Hangul → ko, kana → ja, Han without kana → zh, Latin
@@ -485,5 +586,94 @@ mod tests {
             Priority::High
         );
         assert_eq!(p("Subject: hello"), Priority::Normal);
+    }
+
+    fn spam_of(headers: &str, c: &Config) -> Option<SpamVerdict> {
+        let raw = format!("{headers}From: a@example.com\r\nSubject: s\r\n\r\nbody\r\n");
+        spam(&parse(raw.as_bytes(), Locale::En).unwrap(), c)
+    }
+
+    #[test]
+    fn spam_filters_verdicts_are_read() {
+        let c = config();
+        let sa = Some(SpamVerdict::SpamAssassin);
+        let rs = Some(SpamVerdict::Rspamd);
+        assert_eq!(spam_of("X-Spam-Flag: YES\r\n", &c), sa);
+        assert_eq!(
+            spam_of("X-Spam-Status: Yes, score=6.2 required=5.0 tests=X\r\n", &c),
+            sa
+        );
+        assert_eq!(
+            spam_of(
+                "X-Spam-Flag: NO\r\nX-Spam-Status: No, score=1.2 required=5.0\r\n",
+                &c
+            ),
+            None
+        );
+        assert_eq!(
+            spam_of(
+                "X-Spamd-Result: default: True [15.00 / 15.00]; GTUBE(0.00)[]\r\n",
+                &c
+            ),
+            rs
+        );
+        assert_eq!(
+            spam_of("X-Spamd-Result: default: False [1.00 / 15.00]\r\n", &c),
+            None
+        );
+        assert_eq!(spam_of("X-Rspamd-Action: add header\r\n", &c), rs);
+        assert_eq!(spam_of("X-Rspamd-Action: no action\r\n", &c), None);
+        assert_eq!(spam_of("X-Spam: Yes\r\n", &c), rs);
+        assert_eq!(spam_of("X-Mailer: yes\r\n", &c), None);
+    }
+
+    #[test]
+    fn a_score_threshold_decides_instead_of_the_filters_yes() {
+        let mut c = config();
+        c.spam.score_threshold = Some(8.0);
+        assert_eq!(
+            spam_of("X-Spam-Status: Yes, score=6.2 required=5.0\r\n", &c),
+            None
+        );
+        assert_eq!(
+            spam_of("X-Spam-Status: No, score=9.0 required=10.0\r\n", &c),
+            Some(SpamVerdict::SpamAssassin)
+        );
+        assert_eq!(
+            spam_of("X-Spamd-Result: default: False [8.50 / 15.00]\r\n", &c),
+            Some(SpamVerdict::Rspamd)
+        );
+        // Without a score, the filter's own word still counts.
+        assert_eq!(
+            spam_of("X-Spam-Flag: YES\r\n", &c),
+            Some(SpamVerdict::SpamAssassin)
+        );
+    }
+
+    #[test]
+    fn only_trusted_filters_count() {
+        let mut c = config();
+        c.spam.trust = vec![SpamSource::Rspamd];
+        assert_eq!(spam_of("X-Spam-Flag: YES\r\n", &c), None);
+        c.spam.enabled = false;
+        assert_eq!(spam_of("X-Spam: yes\r\n", &c), None);
+    }
+
+    #[test]
+    fn a_dmarc_fail_of_the_trusted_server_is_spam() {
+        let mut c = config();
+        let fail = "Authentication-Results: mx.example.com; dmarc=fail (p=reject) header.from=example.com\r\n";
+        // Without a trusted server nothing of Authentication-Results is read.
+        assert_eq!(spam_of(fail, &c), None);
+        c.agents.trust_authserv_id = Some("mx.example.com".into());
+        assert_eq!(spam_of(fail, &c), Some(SpamVerdict::Dmarc));
+        // Another server's header, or a fail about another domain, is not.
+        let other = "Authentication-Results: evil.example; dmarc=fail header.from=example.com\r\n";
+        assert_eq!(spam_of(other, &c), None);
+        let elsewhere =
+            "Authentication-Results: mx.example.com; dmarc=fail header.from=example.org\r\n";
+        assert_eq!(spam_of(elsewhere, &c), None);
+        let pass = "Authentication-Results: mx.example.com; dmarc=pass header.from=example.com\r\n";
+        assert_eq!(spam_of(pass, &c), None);
     }
 }

@@ -48,7 +48,30 @@ pub struct AutoHeaders {
     pub x_priority: Option<String>,
     /// `Authentication-Results` header values, as written (topmost first).
     pub authentication_results: Vec<String>,
+    /// The spam filters' verdicts the receiving system wrote (see `mail::classify::spam`).
+    pub spam: SpamHeaders,
 }
+
+/// The topmost value of each header a spam filter writes, white space folded, each cut at
+/// [`MAX_SPAM_HEADER_BYTES`] (a filter writes a line or two; a sender's forged novel is not read whole).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpamHeaders {
+    /// SpamAssassin: `X-Spam-Flag: YES`.
+    pub spam_flag: Option<String>,
+    /// SpamAssassin: `X-Spam-Status: Yes, score=1000.0 required=5.0 tests=GTUBE …`.
+    pub spam_status: Option<String>,
+    /// Rspamd: `X-Spamd-Result: default: True [15.00 / 15.00]; GTUBE(0.00)[] …`.
+    pub spamd_result: Option<String>,
+    /// Rspamd: `X-Rspamd-Action: add header` (or `reject`, `rewrite subject`, `no action`, …).
+    pub rspamd_action: Option<String>,
+    /// Rspamd: `X-Rspamd-Score: 12.30`.
+    pub rspamd_score: Option<String>,
+    /// Rspamd's milter headers: `X-Spam: Yes`.
+    pub x_spam: Option<String>,
+}
+
+/// The most of one spam filter header read.
+pub const MAX_SPAM_HEADER_BYTES: usize = 4096;
 
 /// An attachment, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -339,6 +362,25 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
             })
             .collect(),
         x_priority: header_text("X-Priority"),
+        spam: {
+            let spam_header = |name: &str| {
+                message.header_raw(name).map(|v| {
+                    let mut end = v.len().min(MAX_SPAM_HEADER_BYTES);
+                    while !v.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    v[..end].split_whitespace().collect::<Vec<_>>().join(" ")
+                })
+            };
+            SpamHeaders {
+                spam_flag: spam_header("X-Spam-Flag"),
+                spam_status: spam_header("X-Spam-Status"),
+                spamd_result: spam_header("X-Spamd-Result"),
+                rspamd_action: spam_header("X-Rspamd-Action"),
+                rspamd_score: spam_header("X-Rspamd-Score"),
+                x_spam: spam_header("X-Spam"),
+            }
+        },
     };
 
     Ok(Inbound {

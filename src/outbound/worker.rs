@@ -232,6 +232,12 @@ async fn attempt(
     };
     if let Some(t) = telemetry {
         t.observe_send(began.elapsed());
+        // What `[alerts]` watches: temporary failures in a row mean the way out is broken.
+        match &outcome {
+            Ok(()) => t.outbound_ok(),
+            Err(SendError::Temporary(_)) => t.outbound_error(Utc::now()),
+            Err(_) => {}
+        }
     }
     match &outcome {
         Ok(()) => {

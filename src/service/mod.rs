@@ -21,6 +21,8 @@ mod replies;
 mod timers;
 
 #[cfg(test)]
+mod spam_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::store::{Change, Storage, Store, StoreError};

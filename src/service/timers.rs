@@ -125,10 +125,11 @@ impl Desk {
                         .collect(),
                     message_ids: message_ids(&ticket, messages.iter().map(|(_, m)| m), &rows),
                     outbox: rows.iter().map(|r| (r.id, None)).collect(),
-                    counter: Some((format!("retention:tickets:{}", id.region), 1)),
+                    // Spam (`[spam] keep`) is counted apart: it is not a closed conversation.
+                    counter: Some((format!("{}:{}", purge_counter(ticket.status), id.region), 1)),
                 };
                 let removed = tx.rewrite(&rw)?;
-                tracing::info!(ticket = %id, messages = messages.len(), outbox_rows = rows.len(), blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: closed ticket deleted");
+                tracing::info!(ticket = %id, status = %ticket.status, messages = messages.len(), outbox_rows = rows.len(), blobs_deleted = removed.blobs, bytes = removed.bytes, "retention: ticket deleted");
             }
             _ => {}
         }
@@ -176,5 +177,13 @@ impl Desk {
             self.count_committed(&change, tally);
             Ok(Ok(queued))
         })
+    }
+}
+
+/// The store counter a ticket deleted by retention counts in: spam apart from closed tickets.
+fn purge_counter(status: crate::desk::ticket::Status) -> &'static str {
+    match status {
+        crate::desk::ticket::Status::Spam => "retention:spam",
+        _ => "retention:tickets",
     }
 }

@@ -114,8 +114,9 @@ macro_rules! string_enum {
 }
 
 string_enum!(
-    /// Where a ticket is in its life: received → in progress → waiting for the customer → resolved → closed.
-    Status { New => "new", Open => "open", Pending => "pending", Resolved => "resolved", Closed => "closed" }
+    /// Where a ticket is in its life: received → in progress → waiting for the customer → resolved → closed;
+    /// or `spam`: the receiving mail system's verdict (or an agent's `#spam`), kept aside, never answered.
+    Status { New => "new", Open => "open", Pending => "pending", Resolved => "resolved", Closed => "closed", Spam => "spam" }
 );
 string_enum!(
     /// How soon the first response is due.
