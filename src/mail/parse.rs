@@ -127,6 +127,12 @@ pub const MAX_IN_REPLY_TO: usize = 8;
 /// part costs whatever the intake's `max_message_bytes`. The rest is dropped and the cut recorded.
 pub const MAX_HTML_BYTES: usize = 8 * 1024 * 1024;
 
+/// The attachments kept of one mail. Real mail has a handful; a sender who sends thousands of tiny parts
+/// would make every later step (blobs, indexes, the agents' notification) pay per part. Beyond this many the
+/// parts are not kept as attachments, the damage says so, and the raw mail is kept whole (damaged mail
+/// keeps its raw bytes), so nothing is lost.
+pub const MAX_ATTACHMENTS: usize = 256;
+
 /// Input that is not a mail at all.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum NotMail {
@@ -263,7 +269,12 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
     }
 
     let mut attachments = Vec::new();
+    let mut dropped = 0usize;
     for part in message.attachments() {
+        if attachments.len() == MAX_ATTACHMENTS {
+            dropped += 1;
+            continue;
+        }
         let data: Vec<u8> = match &part.body {
             PartType::Text(_) | PartType::Html(_) => {
                 part_transfer_decoded(&message, part).into_owned()
@@ -285,6 +296,11 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
             data,
             sha256,
         });
+    }
+    if dropped > 0 {
+        damage.push(format!(
+            "{dropped} more attachments not kept (at most {MAX_ATTACHMENTS} per mail); the raw mail is kept"
+        ));
     }
     if text.trim().is_empty() && message.text_body.is_empty() && message.html_body.is_empty() {
         // A body with no MIME structure mail-parser recognised: keep its bytes as text rather than nothing.
@@ -904,6 +920,28 @@ mod tests {
 
     fn mail(s: &str) -> Inbound {
         parse(s.as_bytes(), Locale::En).expect("a mail")
+    }
+
+    /// Issue 13 (hostile mail, the bench's `many_parts`): 10,000 tiny attachments made every later step pay
+    /// per part; at most [`MAX_ATTACHMENTS`] are kept, and the damage keeps the raw mail.
+    #[test]
+    fn a_mail_of_thousands_of_parts_keeps_at_most_the_attachment_limit() {
+        let mut raw = String::from("From: a@example.com\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n");
+        for i in 0..10_000 {
+            raw.push_str(&format!("--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"f{i}.bin\"\r\n\r\nx{i}\r\n"));
+        }
+        raw.push_str("--b--\r\n");
+        let m = mail(&raw);
+        assert_eq!(m.attachments.len(), MAX_ATTACHMENTS);
+        assert_eq!(m.attachments[0].filename, "f0.bin");
+        assert!(
+            m.damage
+                .iter()
+                .any(|d| d.contains("9744 more attachments not kept")),
+            "{:?}",
+            m.damage
+        );
+        assert!(m.text.contains("hello"));
     }
 
     #[test]
