@@ -12,8 +12,7 @@
 //!                         "trees": [{"name": "tickets", "name_hex": "…", "file": "trees/000.bin",
 //!                                    "records": N, "bytes": N, "sha256": "…"}, …]}
 //! DIR/trees/NNN.bin      records, each: key length (u32 big-endian), key, value length (u32 BE), value
-//! ```
-//! DIR/manifest.hmac     only with `[storage] backup_key_file`: HMAC-SHA256 of manifest.json's bytes, hex
+//! DIR/manifest.hmac      only with `[storage] backup_key_file`: HMAC-SHA256 of manifest.json's bytes, hex
 //! ```
 //! `next_id` is above every id the store handed out (outbox rows, blobs); a restored store continues there
 //! so no id repeats. The manifest is written last: a directory without one is an unfinished backup.
