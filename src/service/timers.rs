@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 
 use super::ingest::Pending;
 use super::{message_ids, Desk, IngestError};
+use crate::config::RegionConfig;
 use crate::desk::lifecycle::LifecycleError;
+use crate::desk::reply::Reply;
 use crate::desk::ticket::{Status, Ticket, TicketId, TimerKind};
 use crate::desk::{decide, retention, timers};
 
@@ -39,7 +41,7 @@ impl Desk {
                 return Ok(0);
             };
             let was_breached = ticket.breached;
-            let (mut ticket, replies) = match timers::on_timer(&ticket, kind, region, &self.config, now)
+            let (ticket, replies) = match timers::on_timer(&ticket, kind, region, &self.config, now)
             {
                 Some(x) => x,
                 None => {
@@ -48,24 +50,12 @@ impl Desk {
                     (t, Vec::new())
                 }
             };
-            let mut change = Change::default();
-            let tally = self.queue_replies(
-                tx,
-                &replies,
-                &mut ticket,
-                region,
-                &mut change,
-                &Pending::default(),
-                now,
-            )?;
-            let queued = super::queued(&change);
-            if queued > 0 || !replies.is_empty() {
+            let breached = ticket.breached && !was_breached;
+            let decided = replies.len();
+            let queued = self.commit_with_replies(tx, ticket, &replies, region, now)?;
+            if queued > 0 || decided > 0 {
                 tracing::info!(ticket = %id, timer = kind.as_str(), queued, "timer fired");
             }
-            let breached = ticket.breached && !was_breached;
-            change.ticket = Some(ticket);
-            tx.commit(&change)?;
-            self.count_committed(&change, tally);
             if breached {
                 self.telemetry.sla_breach(&region.code);
             }
@@ -155,28 +145,40 @@ impl Desk {
                 ))
                 .into());
             };
-            let (mut ticket, replies) = match decide::set_status(&ticket, status, &self.config, now)
-            {
+            let (ticket, replies) = match decide::set_status(&ticket, status, &self.config, now) {
                 Ok(x) => x,
                 Err(e) => return Ok(Err(e)),
             };
-            let mut change = Change::default();
-            let tally = self.queue_replies(
-                tx,
-                &replies,
-                &mut ticket,
-                region,
-                &mut change,
-                &Pending::default(),
-                now,
-            )?;
-            ticket.message_count += change.messages.len() as u32;
-            let queued = super::queued(&change);
-            change.ticket = Some(ticket);
-            tx.commit(&change)?;
-            self.count_committed(&change, tally);
+            let queued = self.commit_with_replies(tx, ticket, &replies, region, now)?;
             Ok(Ok(queued))
         })
+    }
+
+    /// Commit `ticket` as decided, with `replies` rendered into outbox rows of the same change (the common
+    /// end of a fired timer and an explicit status change). Returns how many mails were queued.
+    fn commit_with_replies(
+        &self,
+        tx: &dyn Tx,
+        mut ticket: Ticket,
+        replies: &[Reply],
+        region: &RegionConfig,
+        now: DateTime<Utc>,
+    ) -> Result<usize, IngestError> {
+        let mut change = Change::default();
+        let tally = self.queue_replies(
+            tx,
+            replies,
+            &mut ticket,
+            region,
+            &mut change,
+            &Pending::default(),
+            now,
+        )?;
+        let queued = super::queued(&change);
+        change.ticket = Some(ticket);
+        tx.commit(&change)?;
+        self.count_committed(&change, tally);
+        Ok(queued)
     }
 }
 
