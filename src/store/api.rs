@@ -267,7 +267,9 @@ pub trait Storage: Lookup + Send + Sync {
     /// everything from then on: [`StoreError::Failed`]; one short of disk space: [`StoreError::DiskFull`]).
     fn writable(&self) -> Result<(), StoreError>;
 
-    /// A fresh unique id (outbox rows, quarantine entries). May skip numbers after a crash; never repeats.
+    /// A fresh unique id for an outbox row: a sequence that continues where it stopped when the store is
+    /// opened again (1, 2, 3 … in a new store). Skips only an id drawn for a change that was not committed;
+    /// never repeats.
     fn generate_id(&self) -> Result<u64, StoreError>;
 
     /// What the store wakes after commits.

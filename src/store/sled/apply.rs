@@ -56,7 +56,7 @@ pub(super) fn commit_all(store: &Store, changes: &[Change]) -> Result<Committed,
             change
                 .blobs
                 .iter()
-                .map(|_| store.next_id())
+                .map(|_| store.next_id(super::Ids::Blob))
                 .collect::<Result<Vec<u64>, _>>()?,
         );
     }

@@ -14,8 +14,8 @@
 //! DIR/trees/NNN.bin      records, each: key length (u32 big-endian), key, value length (u32 BE), value
 //! DIR/manifest.hmac      only with `[storage] backup_key_file`: HMAC-SHA256 of manifest.json's bytes, hex
 //! ```
-//! `next_id` is above every id the store handed out (outbox rows, blobs); a restored store continues there
-//! so no id repeats. The manifest is written last: a directory without one is an unfinished backup.
+//! `next_id` is above every id the store handed out (outbox rows, quarantine entries, blobs); a restored
+//! store continues there so no id repeats. The manifest is written last: a directory without one is an unfinished backup.
 //!
 //! DIR must be new, or an empty real directory (not a symbolic link) owned by the user writing it: a
 //! directory someone else prepared could be read by them, or swapped under us.
@@ -375,7 +375,7 @@ impl Store {
             version: VERSION,
             created_at: Utc::now(),
             postdesk_version: env!("CARGO_PKG_VERSION").into(),
-            next_id: self.next_id()?,
+            next_id: self.h()?.ids_high_water()?,
             trees: Vec::new(),
         };
         let mut names = self.h()?.db.tree_names();
@@ -616,19 +616,14 @@ pub fn restore(
         }
         tree.apply_batch(batch).map_err(db)?;
     }
-    // Ids continue above the backup's (see the module docs).
-    let current = store
-        .h()?
-        .meta
-        .get(b"id_offset")
-        .map_err(db)?
-        .and_then(|v| u64_of(&v))
-        .unwrap_or(0);
-    store
-        .h()?
-        .meta
-        .insert(b"id_offset", &current.max(manifest.next_id).to_be_bytes())
-        .map_err(db)?;
+    // Ids continue above the backup's (see the module docs), each kind's sequence at least at `next_id`
+    // (a backup from before the sequences has none of them in its `meta`).
+    let h = store.h()?;
+    for kind in super::Ids::ALL {
+        let current = h.meta.get(kind.key()).map_err(db)?.and_then(|v| u64_of(&v));
+        let next = current.unwrap_or(1).max(manifest.next_id);
+        h.meta.insert(kind.key(), &next.to_be_bytes()).map_err(db)?;
+    }
     store.flush()?;
     Ok(manifest)
 }

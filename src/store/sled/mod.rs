@@ -16,8 +16,10 @@
 //! - `auto_log`:   recipient + NUL + millis BE + outbox id BE → () (automatic mail sent, for rate limits)
 //! - `timers`:     due millis BE + timer kind + ticket key → () (each ticket's scheduled timers, see
 //!   [`crate::desk::ticket::Ticket::timers`]; rewritten with the ticket, so a tick reads only what is due)
-//! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE); `id_offset` → added to sled's id generator
-//!   (set by a restore, see [`backup`]); `retention:<what>:<REGION>`, `suppressed:<REGION>` → counters;
+//! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE); `id_next:outbox`, `id_next:quarantine`,
+//!   `id_next:blob` → the next id of each kind ([`Ids`]); `id_offset` → what stores from before those
+//!   sequences added to sled's id generator (read once, see [`Ids`]); `retention:<what>:<REGION>`,
+//!   `suppressed:<REGION>` → counters;
 //!   `count:…` → running counts ([`counts`]); intake positions; `message_id_secret`
 //! - `quarantine`: u64 BE id → [`crate::store::Quarantined`] (input that could not become a ticket, raw
 //!   bytes in `blobs`)
@@ -83,8 +85,35 @@ pub(super) struct Handle {
     timers: sled::Tree,
     meta: sled::Tree,
     quarantine: sled::Tree,
-    /// Added to sled's id generator: a restored (or compacted) store continues above every id it had.
-    id_offset: u64,
+}
+
+/// The kinds of ids the store hands out, each from a sequence of its own in `meta` (`id_next:<kind>`):
+/// outbox rows (what `outbox list` shows and Message-IDs are made from), quarantine entries, blobs.
+///
+/// Why not sled's `generate_id`: it persists its counter only every million ids and, on every open,
+/// continues above the last persisted value plus a margin, so the ids of a store that is opened often (every
+/// `postdesk ingest` while no daemon runs, every restart) jumped by about 2,000,000 each time (issue 21: 0,
+/// 2000000, 4000000 in `outbox list`). Here each id drawn is written to `meta` at once (one small write, made
+/// durable by the same flush as the record that uses it: sled's log is written in order), so the sequence
+/// continues where it stopped. An id drawn but never committed (a change that aborted) leaves a gap of one;
+/// an id is never handed out twice, also when the record that had it was deleted since.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Ids {
+    Outbox,
+    Quarantine,
+    Blob,
+}
+
+impl Ids {
+    pub(super) const ALL: [Ids; 3] = [Ids::Outbox, Ids::Quarantine, Ids::Blob];
+
+    pub(super) fn key(self) -> &'static [u8] {
+        match self {
+            Ids::Outbox => b"id_next:outbox",
+            Ids::Quarantine => b"id_next:quarantine",
+            Ids::Blob => b"id_next:blob",
+        }
+    }
 }
 
 /// Where the open database lives: swapped by [`compact`], read by every operation and by the flusher.
@@ -181,11 +210,7 @@ impl Handle {
             .map_err(|e| open_error(dir, e))?;
         let tree = |name: &str| db.open_tree(name).map_err(engine_error);
         let meta = tree("meta")?;
-        let id_offset = meta
-            .get(b"id_offset")
-            .map_err(engine_error)?
-            .and_then(|v| keys::u64_of(&v))
-            .unwrap_or(0);
+        start_sequences(&db, &meta)?;
         Ok(Handle {
             tickets: tree("tickets")?,
             messages: tree("messages")?,
@@ -203,18 +228,58 @@ impl Handle {
             meta,
             quarantine: tree("quarantine")?,
             db,
-            id_offset,
         })
     }
 
-    /// A fresh unique id: sled's generator, above every id of a restored backup.
-    fn next_id(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .db
-            .generate_id()
-            .map_err(engine_error)?
-            .saturating_add(self.id_offset))
+    /// The next id of `kind`, taken (see [`Ids`]). The caller holds the gate (shared or exclusive).
+    fn draw(&self, kind: Ids) -> Result<u64, StoreError> {
+        let taken = self
+            .meta
+            .fetch_and_update(kind.key(), |old| {
+                let next = old.and_then(keys::u64_of).unwrap_or(1);
+                Some(next.saturating_add(1).to_be_bytes().to_vec())
+            })
+            .map_err(engine_error)?;
+        Ok(taken.and_then(|v| keys::u64_of(&v)).unwrap_or(1))
     }
+
+    /// Above every id handed out, of every kind (a backup's `next_id`), without taking one.
+    fn ids_high_water(&self) -> Result<u64, StoreError> {
+        let mut high = 1;
+        for kind in Ids::ALL {
+            let next = self.meta.get(kind.key()).map_err(engine_error)?;
+            high = high.max(next.and_then(|v| keys::u64_of(&v)).unwrap_or(1));
+        }
+        Ok(high)
+    }
+}
+
+/// Start the id sequences a store does not have yet ([`Ids`]): at 1 in a new store; in a store from before
+/// them, above every id sled's generator (plus the `id_offset` a restore or compaction set) ever handed out.
+fn start_sequences(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
+    let mut legacy = None;
+    for kind in Ids::ALL {
+        if meta.get(kind.key()).map_err(engine_error)?.is_some() {
+            continue;
+        }
+        let start = match legacy {
+            Some(start) => start,
+            None => {
+                let offset = meta
+                    .get(b"id_offset")
+                    .map_err(engine_error)?
+                    .and_then(|v| keys::u64_of(&v))
+                    .unwrap_or(0);
+                // sled's generator gives 0 first in a new database: such a store starts at 1.
+                let above = db.generate_id().map_err(engine_error)?.saturating_add(offset);
+                *legacy.insert(above.max(1))
+            }
+        };
+        // One process opens a store (the lock): nobody else can have set it meanwhile.
+        meta.insert(kind.key(), &start.to_be_bytes())
+            .map_err(engine_error)?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -331,9 +396,11 @@ impl Store {
         Ok(())
     }
 
-    /// A fresh unique id: sled's generator, above every id of a restored backup.
-    fn next_id(&self) -> Result<u64, StoreError> {
-        self.h()?.next_id()
+    /// The next id of `kind` ([`Ids`]). Taken under the gate, so that a compaction (which copies `meta`
+    /// with the gate held exclusively) never loses one that was drawn meanwhile.
+    fn next_id(&self, kind: Ids) -> Result<u64, StoreError> {
+        let _gate = self.write_gate();
+        self.h()?.draw(kind)
     }
 }
 
@@ -386,7 +453,7 @@ impl Storage for Store {
         self.check_writable()
     }
     fn generate_id(&self) -> Result<u64, StoreError> {
-        self.next_id()
+        self.next_id(Ids::Outbox)
     }
     fn wake(&self) -> &Wake {
         &self.wake

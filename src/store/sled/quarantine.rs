@@ -21,7 +21,7 @@ pub(super) fn add(
     store.check_writable()?;
     let sha = hex::encode(Sha256::digest(raw));
     let q = Quarantined {
-        id: store.next_id()?,
+        id: store.next_id(super::Ids::Quarantine)?,
         region: region.to_string(),
         source: source.to_string(),
         reason: reason.to_string(),
@@ -29,7 +29,7 @@ pub(super) fn add(
         raw_sha256: sha.clone(),
         received_at: Utc::now(),
     };
-    let blob_id = store.next_id()?;
+    let blob_id = store.next_id(super::Ids::Blob)?;
     let _gate = store.write_gate();
     let h = store.h()?;
     (&h.blobs, &h.blob_data, &h.quarantine)

@@ -113,3 +113,60 @@ fn a_store_held_by_another_opener_is_busy() {
     let err = Store::open(&file).unwrap_err();
     assert!(!err.is_busy(), "{err:?}");
 }
+
+/// Issue 21: outbox ids jumped by about 2,000,000 each time the store was opened (sled's `generate_id`).
+#[test]
+fn outbox_ids_do_not_jump_when_the_store_is_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    let mut quarantined = Vec::new();
+    for _ in 0..3 {
+        let store = Store::open(dir.path()).unwrap();
+        ids.push(store.generate_id().unwrap());
+        ids.push(store.generate_id().unwrap());
+        quarantined.push(store.quarantine("JP", "pipe", "test", b"x").unwrap().id);
+        store.flush().unwrap();
+    }
+    assert_eq!(ids, vec![1, 2, 3, 4, 5, 6], "one sequence, from 1, across opens");
+    assert_eq!(quarantined, vec![1, 2, 3], "quarantine ids have their own");
+    // A compaction and a backup + restore continue it too.
+    let store = Store::open(dir.path()).unwrap();
+    store.compact().unwrap();
+    assert_eq!(store.generate_id().unwrap(), 7);
+    let backup = dir.path().join("backup");
+    store.backup(&backup, None).unwrap();
+    drop(store);
+    let restored = dir.path().join("restored");
+    super::backup::restore(&backup, &restored, None).unwrap();
+    let store = Store::open(&restored).unwrap();
+    assert_eq!(store.generate_id().unwrap(), 8);
+}
+
+/// A store written before the sequences (ids from sled's generator, plus the `id_offset` a restore set)
+/// continues above every id it handed out, never below.
+#[test]
+fn a_store_from_before_the_id_sequences_continues_above_its_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let h = store.h().unwrap();
+        for kind in super::Ids::ALL {
+            h.meta.remove(kind.key()).unwrap();
+        }
+        h.meta.insert(b"id_offset", &5_000u64.to_be_bytes()).unwrap();
+        let mut old = 0;
+        for _ in 0..10 {
+            old = h.db.generate_id().unwrap() + 5_000;
+        }
+        h.meta.insert(b"old", &old.to_be_bytes()).unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let old = super::keys::u64_of(&store.h().unwrap().meta.get(b"old").unwrap().unwrap()).unwrap();
+    let first = store.generate_id().unwrap();
+    assert!(first > old, "{first} after {old}");
+    assert_eq!(store.generate_id().unwrap(), first + 1);
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.generate_id().unwrap(), first + 2, "and does not jump from then on");
+}
