@@ -21,7 +21,7 @@ use crate::desk::ticket::{Status, TicketId};
 use crate::intake::pipe;
 use crate::outbound::render::Renderer;
 use crate::service::Desk;
-use crate::store::{Storage, Store};
+use crate::store::Storage;
 
 pub use crate::commands::{EX_CONFIG, EX_FAILURE};
 pub use crate::logging::LogFormat;
@@ -262,40 +262,28 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
             } else {
                 Vec::new()
             };
-            // A running daemon holds the store: let it execute the operation. A daemon that is starting
-            // holds the store before its socket answers, so both are tried until one of them works.
-            let path = crate::control::socket_path(&config);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-            let store = loop {
-                match crate::control::forward(&path, &op, &input).await {
-                    Some(Ok(response)) => {
-                        let _ = out.write_all(response.stdout.as_bytes());
-                        let _ = err.write_all(response.stderr.as_bytes());
-                        return response.code;
-                    }
-                    Some(Err(e)) => {
-                        let _ = writeln!(err, "postdesk: the running daemon did not answer: {e}");
-                        return if is_ingest {
-                            pipe::EX_TEMPFAIL
-                        } else {
-                            EX_FAILURE
-                        };
-                    }
-                    None => {}
+            // A running daemon holds the store: let it execute the operation; else open the store here
+            // (`control::reach` says what each answer of the socket means). `ingest` gives up within
+            // `storage.ingest_timeout` with exit 75, so a hung daemon holds no delivery of the MTA.
+            let patience = if is_ingest {
+                crate::control::Patience::ingest(&config)
+            } else {
+                crate::control::Patience::admin()
+            };
+            let store = match crate::control::reach(&config, &op, &input, patience).await {
+                Ok(crate::control::Reached::Answer(response)) => {
+                    let _ = out.write_all(response.stdout.as_bytes());
+                    let _ = err.write_all(response.stderr.as_bytes());
+                    return response.code;
                 }
-                match Store::open(&config.storage.path) {
-                    Ok(s) => break s,
-                    Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    }
-                    Err(e) => {
-                        let _ = writeln!(err, "postdesk: {e}");
-                        return if is_ingest {
-                            pipe::EX_TEMPFAIL
-                        } else {
-                            EX_FAILURE
-                        };
-                    }
+                Ok(crate::control::Reached::Store(store)) => store,
+                Err(e) => {
+                    let _ = writeln!(err, "postdesk: {e}");
+                    return if is_ingest {
+                        pipe::EX_TEMPFAIL
+                    } else {
+                        EX_FAILURE
+                    };
                 }
             };
             let desk = match Desk::new(config, std::sync::Arc::new(store)) {

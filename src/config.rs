@@ -525,6 +525,16 @@ pub struct StorageConfig {
     /// a valid HMAC under it (sha256 sums alone catch damage, not tampering). Leave out: unsigned backups.
     #[serde(default)]
     pub backup_key_file: Option<PathBuf>,
+    /// How long `postdesk ingest` waits for the running daemon's answer on the control socket (and for the
+    /// store, while another process holds it) before it gives up with exit 75, so that the MTA keeps the
+    /// mail and retries: a daemon that is stopped (SIGSTOP) or hung holds no delivery longer than this.
+    /// Between 1s and 1h; default 60s.
+    #[serde(default = "default_ingest_timeout")]
+    pub ingest_timeout: HumanDuration,
+}
+
+fn default_ingest_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -1318,6 +1328,13 @@ impl ConfigFile {
         } = self;
         if storage.path.as_os_str().is_empty() {
             return Err(ConfigError::invalid("storage.path", "must not be empty"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&storage.ingest_timeout.0)
+        {
+            return Err(ConfigError::invalid(
+                "storage.ingest_timeout",
+                "must be between 1s and 1h (the default is 60s)",
+            ));
         }
         if let Some(b) = &mut timers.business_hours {
             b.validate("timers.business_hours")?;

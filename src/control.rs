@@ -20,6 +20,14 @@
 //! [`Response`] shape is the one thing that must never change, so that any daemon's refusal reaches any
 //! client. A daemon from before the versioned protocol closes the connection without an answer; the
 //! client says so with the same advice.
+//!
+//! # The client
+//! [`reach`] is how every command gets to the store: the daemon's socket when one answers, the store itself
+//! when none runs. It says what failed when neither works — the socket's path and errno, the store's lock
+//! — instead of waiting for a lock that a daemon it may not talk to holds; and `ingest` gives up within
+//! `storage.ingest_timeout` with exit 75, also on a daemon that accepted the connection and then never
+//! answered (stopped or hung). A request whose input does not arrive whole is dropped by the daemon
+//! unrun: a client that gave up must leave nothing half done behind.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,10 +37,13 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use std::time::Duration;
+
 use crate::commands::{self, Op};
 use crate::config::Config;
 use crate::intake::pipe::{EX_TEMPFAIL, MAX_PIPE_BYTES};
 use crate::service::Desk;
+use crate::store::{Store, StoreError};
 
 /// The version of the request format. Bump it whenever the JSON of [`Request`] or [`Op`] changes in a way
 /// an older daemon would misread or refuse (a renamed or retyped field, a new operation); the wire test
@@ -153,15 +164,244 @@ pub fn refused(refusal: &Refusal) -> Response {
     }
 }
 
-/// Send `op` to a running daemon. `None` when no daemon answers (no socket, or a stale one).
+/// How a client's attempt to connect to the socket went.
+#[derive(Debug)]
+pub enum Connect {
+    /// A daemon accepted the connection.
+    Connected(UnixStream),
+    /// No socket file (ENOENT): no daemon runs on this store.
+    Absent,
+    /// The socket file exists but nobody listens (ECONNREFUSED): what a daemon that was killed leaves
+    /// behind, or a daemon reloading its socket for a moment.
+    Refused(std::io::Error),
+    /// The daemon's queue of connections is full (EAGAIN): it is busy; try again.
+    Busy,
+    /// Any other error: EACCES/EPERM (this user may not use the socket or its directory), ENOTSOCK, …
+    Failed(std::io::Error),
+}
+
+/// Try to connect to the socket at `path` once.
+pub async fn connect(path: &Path) -> Connect {
+    use std::io::ErrorKind;
+    match UnixStream::connect(path).await {
+        Ok(stream) => Connect::Connected(stream),
+        Err(e) if e.kind() == ErrorKind::NotFound => Connect::Absent,
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => Connect::Refused(e),
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Connect::Busy,
+        Err(e) => Connect::Failed(e),
+    }
+}
+
+/// Send `op` to a running daemon. `None` when no daemon answers (no socket, or a stale one); an error when
+/// the socket could not be used or the daemon did not answer.
 pub async fn forward(path: &Path, op: &Op, input: &[u8]) -> Option<std::io::Result<Response>> {
-    let stream = UnixStream::connect(path).await.ok()?;
+    let stream = match connect(path).await {
+        Connect::Connected(s) => s,
+        Connect::Absent | Connect::Refused(_) | Connect::Busy => return None,
+        Connect::Failed(e) => return Some(Err(e)),
+    };
     let request = Request {
         version: PROTOCOL_VERSION,
         op: op.clone(),
         input_len: input.len() as u64,
     };
     Some(exchange(stream, &request, input).await.map_err(explain))
+}
+
+/// What a command reached: the running daemon's answer, or the store (no daemon runs).
+#[derive(Debug)]
+pub enum Reached {
+    Answer(Response),
+    Store(Store),
+}
+
+/// How long a client waits: for the store or the socket to become available (a daemon starting or
+/// stopping holds the store before its socket answers), and for the daemon's answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Patience {
+    /// How long to keep trying to reach a daemon or open the store.
+    pub reach: Duration,
+    /// How long to wait for the daemon's answer once connected, `None`: as long as it takes.
+    pub answer: Option<Duration>,
+    /// Where the limit comes from, for the message (`storage.ingest_timeout`).
+    pub key: &'static str,
+}
+
+impl Patience {
+    /// `postdesk ingest`: everything within `storage.ingest_timeout`, so that a hung daemon holds no
+    /// delivery longer than that (the MTA keeps the mail on exit 75 and retries).
+    pub fn ingest(config: &Config) -> Patience {
+        let t = config.storage.ingest_timeout.0;
+        Patience {
+            reach: t,
+            answer: Some(t),
+            key: "storage.ingest_timeout",
+        }
+    }
+
+    /// The admin commands: 15 s to reach the daemon or the store; no limit on the answer, since a backup
+    /// or an erasure (which compacts the store) may legitimately take minutes, and an admin at a terminal
+    /// sees a hang and can interrupt it.
+    pub fn admin() -> Patience {
+        Patience {
+            reach: Duration::from_secs(15),
+            answer: None,
+            key: "",
+        }
+    }
+}
+
+/// Why a command reached neither a daemon nor the store. Each message names what failed, the socket or
+/// the store, the errno, and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to the daemon's control socket {}: {}; run postdesk as the user that runs the daemon (postdesk) or as root: the socket is 0600 in a 0700 storage directory, both the daemon's (for an MTA: its pipe's `user=`, OpenSMTPD's `user`)", .path.display(), errno(.source))]
+    Denied {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to the daemon's control socket {}: {}", .path.display(), errno(.source))]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the running daemon did not answer on {} within {} ({key}): it is stopped or hung (`systemctl status postdesk`; state T is a stopped process); had it stored the mail meanwhile, the retry finds it already stored", .path.display(), humantime::format_duration(*.after))]
+    Timeout {
+        path: PathBuf,
+        after: Duration,
+        key: &'static str,
+    },
+    #[error("the daemon's control socket {} accepts no more connections (EAGAIN) and did not within {}: the daemon is overloaded or hung (`systemctl status postdesk`)", .path.display(), humantime::format_duration(*.after))]
+    Overloaded { path: PathBuf, after: Duration },
+    #[error("the running daemon did not answer on {}: {source}", .path.display())]
+    Exchange {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store at {}: another process held it for {}, and the daemon's control socket {} {}: a daemon is starting or stopping, or a process holding the store is hung (`systemctl status postdesk`)", .storage.display(), humantime::format_duration(*.after), .path.display(), match .refused { Some(e) => format!("refuses connections ({}: nobody listens there; a daemon that was killed leaves its socket behind)", errno(e)), None => "does not exist".to_string() })]
+    StoreBusy {
+        path: PathBuf,
+        storage: PathBuf,
+        refused: Option<std::io::Error>,
+        after: Duration,
+    },
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+/// An I/O error with its errno's name: `EACCES: Permission denied (os error 13)`.
+fn errno(e: &std::io::Error) -> String {
+    let name = match e.raw_os_error() {
+        Some(libc::EACCES) => "EACCES",
+        Some(libc::EPERM) => "EPERM",
+        Some(libc::ENOENT) => "ENOENT",
+        Some(libc::ECONNREFUSED) => "ECONNREFUSED",
+        Some(libc::EAGAIN) => "EAGAIN",
+        Some(libc::ENOTSOCK) => "ENOTSOCK",
+        Some(libc::ENOTDIR) => "ENOTDIR",
+        Some(libc::ENAMETOOLONG) => "ENAMETOOLONG",
+        Some(libc::ECONNRESET) => "ECONNRESET",
+        Some(libc::EPIPE) => "EPIPE",
+        Some(libc::ETIMEDOUT) => "ETIMEDOUT",
+        Some(libc::EPROTOTYPE) => "EPROTOTYPE",
+        _ => return e.to_string(),
+    };
+    format!("{name}: {e}")
+}
+
+/// Reach the daemon that holds `config`'s store and have it run `op`, or, when none runs, open the store.
+///
+/// What each answer of the socket means, and why:
+/// - no socket file: no daemon; the store is opened here.
+/// - ECONNREFUSED: the socket file exists but nobody listens. A daemon removes its socket when it stops,
+///   so this is one that was killed (or one reloading its socket for a moment): opening the store is
+///   right, and the store's lock tells whether a process still holds it. Should the store stay locked,
+///   the error names both the refused socket and the lock, not the lock alone.
+/// - EACCES/EPERM (or any other error): the socket may well have a daemon behind it that this user may
+///   not talk to. Opening the store instead would only wait for the daemon's lock and then report the
+///   lock, hiding the cause (issue 21: a `WouldBlock` on the lock, 15 s later, for a permission denied on
+///   the socket): fail at once, naming the socket, the errno and what to do.
+/// - EAGAIN: the daemon's queue of connections is full; try again until the time is up.
+/// - connected: the daemon's answer, within `patience.answer` (a daemon stopped with SIGSTOP still
+///   accepts connections into its queue, and would otherwise hold the client forever).
+pub async fn reach(
+    config: &Config,
+    op: &Op,
+    input: &[u8],
+    patience: Patience,
+) -> Result<Reached, ClientError> {
+    let path = socket_path(config);
+    let began = std::time::Instant::now();
+    let deadline = began + patience.reach;
+    loop {
+        let refused = match connect(&path).await {
+            Connect::Connected(stream) => {
+                let request = Request {
+                    version: PROTOCOL_VERSION,
+                    op: op.clone(),
+                    input_len: input.len() as u64,
+                };
+                let exchange = exchange(stream, &request, input);
+                let answer = match patience.answer {
+                    Some(limit) => {
+                        let left = limit.saturating_sub(began.elapsed());
+                        tokio::time::timeout(left, exchange).await.map_err(|_| {
+                            ClientError::Timeout {
+                                path: path.clone(),
+                                after: limit,
+                                key: patience.key,
+                            }
+                        })?
+                    }
+                    None => exchange.await,
+                };
+                return answer
+                    .map(Reached::Answer)
+                    .map_err(|e| ClientError::Exchange {
+                        path,
+                        source: explain(e),
+                    });
+            }
+            Connect::Absent => None,
+            Connect::Refused(e) => Some(e),
+            Connect::Busy => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(ClientError::Overloaded {
+                        path,
+                        after: patience.reach,
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Connect::Failed(e)
+                if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) =>
+            {
+                return Err(ClientError::Denied { path, source: e });
+            }
+            Connect::Failed(e) => return Err(ClientError::Connect { path, source: e }),
+        };
+        match Store::open(&config.storage.path) {
+            Ok(store) => {
+                if let Some(e) = &refused {
+                    tracing::debug!(socket = %path.display(), "the control socket refuses connections ({}): no daemon listens; the store was opened directly", errno(e));
+                }
+                return Ok(Reached::Store(store));
+            }
+            Err(e) if e.is_busy() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) if e.is_busy() => {
+                return Err(ClientError::StoreBusy {
+                    path,
+                    storage: config.storage.path.clone(),
+                    refused,
+                    after: patience.reach,
+                })
+            }
+            Err(e) => return Err(ClientError::Store(e)),
+        }
+    }
 }
 
 async fn exchange(
@@ -253,10 +493,18 @@ async fn handle(desk: &Desk, stream: UnixStream) -> std::io::Result<()> {
         .await?;
     let decoded = decode(&line);
     let mut input = Vec::new();
-    (&mut reader)
-        .take(decoded.input_len.min(MAX_PIPE_BYTES + 1))
-        .read_to_end(&mut input)
-        .await?;
+    let expected = decoded.input_len.min(MAX_PIPE_BYTES + 1);
+    (&mut reader).take(expected).read_to_end(&mut input).await?;
+    if (input.len() as u64) < expected {
+        // The client hung up before its whole input arrived (an `ingest` that timed out while this daemon
+        // was stopped, say): running the operation would store a cut mail, and the MTA's retry the whole
+        // one beside it. Nothing is done; nobody is left to answer.
+        tracing::warn!(
+            "control request dropped: the client hung up after {} of {expected} bytes of its input (it gave up waiting: its mail stays with the MTA, which retries)",
+            input.len()
+        );
+        return Ok(());
+    }
     let response = answer(desk, decoded.op, &input).await;
     if response.code == EX_TEMPFAIL && response.stdout.is_empty() {
         tracing::debug!(
@@ -544,6 +792,128 @@ mod tests {
         assert!(
             text.contains("without an answer") && text.contains("systemctl restart postdesk"),
             "{text}"
+        );
+    }
+
+    fn patience(ms: u64) -> Patience {
+        Patience {
+            reach: std::time::Duration::from_millis(ms),
+            answer: Some(std::time::Duration::from_millis(ms)),
+            key: "storage.ingest_timeout",
+        }
+    }
+
+    /// Issue 21: a daemon stopped with SIGSTOP still has its connections accepted by the kernel, and
+    /// `ingest` waited until it was resumed. A listener that never accepts is such a daemon.
+    #[tokio::test]
+    async fn a_daemon_that_never_answers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        std::fs::create_dir_all(&config.storage.path).unwrap();
+        let _hung = UnixListener::bind(socket_path(&config)).unwrap();
+        let began = std::time::Instant::now();
+        let e = reach(
+            &config,
+            &Op::Ingest {
+                region: "JP".into(),
+            },
+            b"mail",
+            patience(300),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            began.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            began.elapsed()
+        );
+        let text = e.to_string();
+        assert!(
+            matches!(e, ClientError::Timeout { .. })
+                && text.contains("did not answer on")
+                && text.contains("postdesk.sock within 300ms (storage.ingest_timeout)"),
+            "{text}"
+        );
+    }
+
+    /// A socket file nobody listens on (ECONNREFUSED) is what a killed daemon leaves: the store is opened.
+    /// Should the store be held all the same, the error names the refused socket and the lock, not the lock
+    /// alone.
+    #[tokio::test]
+    async fn a_refused_socket_opens_the_store_or_names_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        std::fs::create_dir_all(&config.storage.path).unwrap();
+        drop(UnixListener::bind(socket_path(&config)).unwrap());
+        let op = Op::Stats { json: true };
+        let held = Store::open(&config.storage.path).unwrap();
+        let e = reach(&config, &op, b"", patience(200)).await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("another process held it for 200ms")
+                && text.contains(
+                    "refuses connections (ECONNREFUSED: Connection refused (os error 111)"
+                ),
+            "{text}"
+        );
+        drop(held);
+        assert!(matches!(
+            reach(&config, &op, b"", patience(200)).await,
+            Ok(Reached::Store(_))
+        ));
+    }
+
+    /// Any other error of the socket is reported as it is, with its errno, and the store is not opened.
+    #[tokio::test]
+    async fn a_socket_that_cannot_be_used_is_named_with_its_errno() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        // storage.path is a file: the socket's path cannot even be looked up (ENOTDIR).
+        std::fs::write(&config.storage.path, b"not a directory").unwrap();
+        let e = reach(&config, &Op::Stats { json: true }, b"", patience(200))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("cannot connect to the daemon's control socket")
+                && text.contains("postdesk.sock: ENOTDIR: Not a directory (os error 20)"),
+            "{text}"
+        );
+    }
+
+    /// A client that hangs up before its whole input arrived (an `ingest` that gave up while the daemon was
+    /// stopped) must not have a cut mail stored: the MTA's retry would store the whole one beside it.
+    #[tokio::test]
+    async fn a_request_cut_short_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let store = Arc::new(crate::store::Store::open(&config.storage.path).unwrap());
+        let desk = Arc::new(Desk::new(config.clone(), store.clone()).unwrap());
+        let path = socket_path(&config);
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(desk, path.clone(), shutdown.clone()));
+        while UnixStream::connect(&path).await.is_err() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let mail =
+            b"From: a@example.org\r\nSubject: cut\r\nMessage-ID: <cut@x>\r\n\r\nthe whole text\r\n";
+        let mut stream = UnixStream::connect(&path).await.unwrap();
+        let line = format!(
+            "{{\"version\":1,\"op\":{{\"ingest\":{{\"region\":\"JP\"}}}},\"input_len\":{}}}\n",
+            mail.len()
+        );
+        stream.write_all(line.as_bytes()).await.unwrap();
+        stream.write_all(&mail[..40]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).await.unwrap();
+        assert_eq!(answer, "", "no answer: nothing ran");
+        shutdown.cancel();
+        server.await.unwrap();
+        use crate::store::Storage;
+        assert!(
+            store.tickets(None, None).unwrap().is_empty(),
+            "a cut mail was stored"
         );
     }
 }

@@ -271,7 +271,10 @@ fn start_sequences(db: &sled::Db, meta: &sled::Tree) -> Result<(), StoreError> {
                     .and_then(|v| keys::u64_of(&v))
                     .unwrap_or(0);
                 // sled's generator gives 0 first in a new database: such a store starts at 1.
-                let above = db.generate_id().map_err(engine_error)?.saturating_add(offset);
+                let above = db
+                    .generate_id()
+                    .map_err(engine_error)?
+                    .saturating_add(offset);
                 *legacy.insert(above.max(1))
             }
         };

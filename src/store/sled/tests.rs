@@ -127,7 +127,11 @@ fn outbox_ids_do_not_jump_when_the_store_is_reopened() {
         quarantined.push(store.quarantine("JP", "pipe", "test", b"x").unwrap().id);
         store.flush().unwrap();
     }
-    assert_eq!(ids, vec![1, 2, 3, 4, 5, 6], "one sequence, from 1, across opens");
+    assert_eq!(
+        ids,
+        vec![1, 2, 3, 4, 5, 6],
+        "one sequence, from 1, across opens"
+    );
     assert_eq!(quarantined, vec![1, 2, 3], "quarantine ids have their own");
     // A compaction and a backup + restore continue it too.
     let store = Store::open(dir.path()).unwrap();
@@ -153,7 +157,9 @@ fn a_store_from_before_the_id_sequences_continues_above_its_ids() {
         for kind in super::Ids::ALL {
             h.meta.remove(kind.key()).unwrap();
         }
-        h.meta.insert(b"id_offset", &5_000u64.to_be_bytes()).unwrap();
+        h.meta
+            .insert(b"id_offset", &5_000u64.to_be_bytes())
+            .unwrap();
         let mut old = 0;
         for _ in 0..10 {
             old = h.db.generate_id().unwrap() + 5_000;
@@ -168,5 +174,9 @@ fn a_store_from_before_the_id_sequences_continues_above_its_ids() {
     assert_eq!(store.generate_id().unwrap(), first + 1);
     drop(store);
     let store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.generate_id().unwrap(), first + 2, "and does not jump from then on");
+    assert_eq!(
+        store.generate_id().unwrap(),
+        first + 2,
+        "and does not jump from then on"
+    );
 }
