@@ -144,7 +144,7 @@ async fn main() {
         let desk = Desk::new(config.clone(), store).expect("desk");
         let start = Instant::now();
         for m in &mails {
-            let (code, line) = pipe::deliver(&desk, "JP", m).await;
+            let (code, line) = pipe::deliver(&desk, "JP", m, None).await;
             assert_eq!(code, pipe::EX_OK, "{line}");
         }
         inproc.push(start.elapsed().as_secs_f64());

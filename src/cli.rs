@@ -240,19 +240,16 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
                 }
             };
             let is_ingest = matches!(op, Op::Ingest { .. });
-            let input = if is_ingest {
+            let mut op = op;
+            let input = if let Op::Ingest { region, size } = &mut op {
                 // Through the region's cap only: an oversized mail is stored truncated anyway.
-                let limit = match &op {
-                    Op::Ingest { region } => config.region(region).map(|r| r.max_message_bytes),
-                    _ => None,
-                };
-                let limit = limit.unwrap_or(pipe::MAX_PIPE_BYTES);
-                let mut stdin = std::io::stdin().lock();
-                match pipe::read_input(&mut stdin, limit) {
-                    Ok(r) => {
-                        // The rest is not kept, but read, so the MTA's write never breaks its pipe.
-                        let _ = std::io::copy(&mut stdin, &mut std::io::sink());
-                        r
+                let limit = config
+                    .region(region)
+                    .map_or(pipe::MAX_PIPE_BYTES, |r| r.max_message_bytes);
+                match pipe::read_input(&mut std::io::stdin().lock(), limit) {
+                    Ok(read) => {
+                        *size = read.cut().then_some(read.size);
+                        read.raw
                     }
                     Err(e) => {
                         let _ = writeln!(err, "postdesk: cannot read stdin: {e}");
@@ -315,7 +312,7 @@ pub fn store_op(command: Command) -> std::io::Result<Option<Op>> {
         Command::Run | Command::CheckConfig | Command::Restore { .. } | Command::Demo { .. } => {
             return Ok(None)
         }
-        Command::Ingest { region } => Op::Ingest { region },
+        Command::Ingest { region } => Op::Ingest { region, size: None },
         Command::Tickets(TicketsCommand::List {
             region,
             status,

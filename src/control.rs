@@ -255,10 +255,12 @@ impl Patience {
 /// the store, the errno, and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot connect to the daemon's control socket {}: {}; run postdesk as the user that runs the daemon (postdesk) or as root: the socket is 0600 in a 0700 storage directory, both the daemon's (for an MTA: its pipe's `user=`, OpenSMTPD's `user`)", .path.display(), errno(.source))]
+    #[error("cannot connect to the daemon's control socket {}: {}: {detail}; `postdesk ingest` and the admin commands must run as the daemon's user (postdesk) or as root (for an MTA: Postfix's pipe `user=`, OpenSMTPD's `user`), and the socket stays as the daemon made it, 0600 in a 0700 storage directory (restarting the daemon makes it again)", .path.display(), errno(.source))]
     Denied {
         path: PathBuf,
         source: std::io::Error,
+        /// Who owns what, and who this process is.
+        detail: String,
     },
     #[error("cannot connect to the daemon's control socket {}: {}", .path.display(), errno(.source))]
     Connect {
@@ -307,6 +309,39 @@ fn errno(e: &std::io::Error) -> String {
         _ => return e.to_string(),
     };
     format!("{name}: {e}")
+}
+
+/// Why this process may not use the socket at `path`: its owner and mode (or its directory's, when that
+/// cannot be searched), and this process's user.
+fn who_may(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = user_name(unsafe { libc::geteuid() });
+    let describe = |what: &str, p: &Path, m: &std::fs::Metadata| {
+        format!(
+            "{what} {} is owned by {} with mode {:04o}, this process runs as {me}",
+            p.display(),
+            user_name(m.uid()),
+            m.mode() & 0o7777
+        )
+    };
+    match std::fs::metadata(path) {
+        Ok(m) => describe("the socket", path, &m),
+        Err(_) => match path.parent().map(|d| (d, std::fs::metadata(d))) {
+            Some((dir, Ok(m))) => describe("its directory", dir, &m),
+            _ => format!("this process runs as {me}"),
+        },
+    }
+}
+
+/// `name (uid N)` from /etc/passwd, or `uid N`.
+fn user_name(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2].parse() == Ok(uid))
+        .map_or_else(|| format!("uid {uid}"), |f| format!("{} (uid {uid})", f[0]))
 }
 
 /// Reach the daemon that holds `config`'s store and have it run `op`, or, when none runs, open the store.
@@ -377,7 +412,12 @@ pub async fn reach(
             Connect::Failed(e)
                 if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) =>
             {
-                return Err(ClientError::Denied { path, source: e });
+                let detail = who_may(&path);
+                return Err(ClientError::Denied {
+                    path,
+                    source: e,
+                    detail,
+                });
             }
             Connect::Failed(e) => return Err(ClientError::Connect { path, source: e }),
         };
@@ -515,7 +555,17 @@ async fn handle(desk: &Desk, stream: UnixStream) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(&response)?;
     bytes.push(b'\n');
     let mut stream = reader.into_inner();
-    stream.write_all(&bytes).await?;
+    match stream.write_all(&bytes).await {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            // What it ran is done and stored; for `ingest`, the MTA's retry finds the mail already stored.
+            tracing::warn!(
+                "control request done (exit {}), but the client had left before the answer: it gave up waiting (storage.ingest_timeout, for `postdesk ingest`)",
+                response.code
+            );
+            return Ok(());
+        }
+        other => other?,
+    }
     stream.shutdown().await
 }
 
@@ -556,8 +606,17 @@ mod tests {
             (
                 Op::Ingest {
                     region: "JP".into(),
+                    size: None,
                 },
                 r#"{"ingest":{"region":"JP"}}"#,
+            ),
+            // `size` came later, sent only with an oversized mail's start: ordinary mail is unchanged.
+            (
+                Op::Ingest {
+                    region: "JP".into(),
+                    size: Some(70_000_000),
+                },
+                r#"{"ingest":{"region":"JP","size":70000000}}"#,
             ),
             (
                 Op::TicketsList {
@@ -816,6 +875,7 @@ mod tests {
             &config,
             &Op::Ingest {
                 region: "JP".into(),
+                size: None,
             },
             b"mail",
             patience(300),

@@ -39,6 +39,12 @@ pub enum Op {
     /// Store one mail (the operation's input) for a region: `postdesk ingest`.
     Ingest {
         region: String,
+        /// The mail's whole size, when the input holds only its first bytes (an oversized mail: the client
+        /// reads one byte more than the region stores whole, and counts the rest), for the `oversize`
+        /// notice. Left out otherwise, like the filters of `outbox list`: ordinary mail reads the same to
+        /// an older daemon.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<u64>,
     },
     TicketsList {
         region: Option<String>,
@@ -151,8 +157,8 @@ async fn run_inner(
     err: &mut (dyn Write + Send),
 ) -> Result<i32, CommandError> {
     match op {
-        Op::Ingest { region } => {
-            let (code, line) = ingest(desk, &region, input).await;
+        Op::Ingest { region, size } => {
+            let (code, line) = ingest(desk, &region, input, size).await;
             if code == pipe::EX_OK {
                 let _ = writeln!(out, "{line}");
             } else {
@@ -277,9 +283,10 @@ async fn run_inner(
     }
 }
 
-/// Store one mail for `region` (the MTA pipe); returns the exit code and the line to print.
-pub async fn ingest(desk: &Desk, region: &str, input: &[u8]) -> (i32, String) {
-    pipe::deliver(desk, region, input).await
+/// Store one mail for `region` (the MTA pipe); returns the exit code and the line to print. `size`: the
+/// whole mail's, when `input` is only its start ([`Op::Ingest`]).
+pub async fn ingest(desk: &Desk, region: &str, input: &[u8], size: Option<u64>) -> (i32, String) {
+    pipe::deliver(desk, region, input, size).await
 }
 
 /// Tickets, optionally of one region and one status. Without a status, spam is left out (`--status spam`

@@ -24,18 +24,45 @@ pub const EX_TEMPFAIL: i32 = 75;
 /// Most bytes read from stdin; no region's `max_message_bytes` is larger.
 pub const MAX_PIPE_BYTES: u64 = crate::config::MAX_INGEST_BYTES;
 
-/// Read `input` through `limit + 1` bytes at most (one more than a region stores whole, so that an
-/// oversized mail is known as one).
-pub fn read_input(input: &mut impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
-    let mut raw = Vec::new();
-    input
-        .take(limit.min(MAX_PIPE_BYTES) + 1)
-        .read_to_end(&mut raw)?;
-    Ok(raw)
+/// What `ingest` read of its standard input.
+#[derive(Debug)]
+pub struct Input {
+    /// The mail, through `limit + 1` bytes at most (one more than a region stores whole, so that an
+    /// oversized mail is known as one).
+    pub raw: Vec<u8>,
+    /// The whole input's size: the rest was read too, but only counted.
+    pub size: u64,
 }
 
-/// Store one mail for `region_code`; returns (exit code, one line for stderr/stdout).
-pub async fn deliver(desk: &Desk, region_code: &str, raw: &[u8]) -> (i32, String) {
+impl Input {
+    /// Whether `raw` is only the start of the input.
+    pub fn cut(&self) -> bool {
+        self.size > self.raw.len() as u64
+    }
+}
+
+/// Read `input` to its end: the first `limit + 1` bytes (at most [`MAX_PIPE_BYTES`] + 1) are kept, the rest
+/// counted, so that the MTA's write never breaks its pipe and the `oversize` notice tells the customer the
+/// real size. Memory stays bounded whatever the MTA sends.
+pub fn read_input(input: &mut impl Read, limit: u64) -> std::io::Result<Input> {
+    let mut raw = Vec::new();
+    let keep = limit.min(MAX_PIPE_BYTES) + 1;
+    input.take(keep).read_to_end(&mut raw)?;
+    let rest = std::io::copy(input, &mut std::io::sink())?;
+    Ok(Input {
+        size: raw.len() as u64 + rest,
+        raw,
+    })
+}
+
+/// Store one mail for `region_code`; returns (exit code, one line for stderr/stdout). `size`: the whole
+/// mail's, when `raw` holds only its start (see [`read_input`]).
+pub async fn deliver(
+    desk: &Desk,
+    region_code: &str,
+    raw: &[u8],
+    size: Option<u64>,
+) -> (i32, String) {
     let Some(region) = desk.config.region(region_code) else {
         let known: Vec<&str> = desk.config.region.iter().map(|r| r.code.as_str()).collect();
         return (
@@ -46,10 +73,14 @@ pub async fn deliver(desk: &Desk, region_code: &str, raw: &[u8]) -> (i32, String
     let began = std::time::Instant::now();
     let cap = region.max_message_bytes;
     let truncated;
-    let (raw, delivery) = if raw.len() as u64 > cap {
+    // The client's config may give a smaller cap than this one (changed, not yet reloaded): a cut input
+    // is oversized whatever the cap here says.
+    let cut = size.is_some_and(|s| s > raw.len() as u64);
+    let (raw, delivery) = if raw.len() as u64 > cap || cut {
         // What the store accepts of the original, kept; the ticket gets the truncated form.
+        let size = size.unwrap_or(0).max(raw.len() as u64);
         let kept = &raw[..raw.len().min(cap as usize)];
-        let reason = format!("oversized mail (more than {cap} bytes): its first {cap} bytes, as delivered by the MTA");
+        let reason = format!("oversized mail ({size} bytes, limit {cap}): its first {cap} bytes, as delivered by the MTA");
         let q = match desk.store.quarantine(&region.code, "pipe", &reason, kept) {
             Ok(q) => q,
             Err(e) => {
@@ -59,18 +90,13 @@ pub async fn deliver(desk: &Desk, region_code: &str, raw: &[u8]) -> (i32, String
                 )
             }
         };
-        tracing::warn!(region = %region.code, quarantine = q.id, limit = cap, "oversized mail stored truncated; its first {cap} bytes are in quarantine");
+        tracing::warn!(region = %region.code, quarantine = q.id, size, limit = cap, "oversized mail stored truncated; its first {cap} bytes are in quarantine");
         truncated = match super::oversize::truncated(raw, cap) {
             Ok(t) => t,
             Err(e) => return (EX_TEMPFAIL, format!("postdesk: cannot read the mail: {e}")),
         };
-        // Only `cap + 1` bytes were read: the size is "more than the cap".
-        let mut delivery = super::oversize::delivery(raw.len() as u64, cap, "");
-        delivery.damage = Some(format!(
-            "oversized mail (more than {cap} bytes): stored from its headers and first {} KiB of text; its first {cap} bytes are in quarantine (id {})",
-            super::oversize::TEXT_BYTES / 1024,
-            q.id
-        ));
+        let kept = format!("its first {cap} bytes are in quarantine (id {})", q.id);
+        let delivery = super::oversize::delivery(size, cap, &kept);
         (&truncated[..], delivery)
     } else {
         (raw, Delivery::normal())
