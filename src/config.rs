@@ -1838,6 +1838,31 @@ agents = ["Agent1@example.com"]
     }
 
     #[test]
+    fn ingest_timeout_defaults_to_60s_and_is_bounded() {
+        assert_eq!(
+            load(BASE).unwrap().storage.ingest_timeout.0,
+            Duration::from_secs(60)
+        );
+        let with = |t: &str| {
+            BASE.replace(
+                "path = \"/tmp/x\"\n",
+                &format!("path = \"/tmp/x\"\ningest_timeout = \"{t}\"\n"),
+            )
+        };
+        assert_eq!(
+            load(&with("5s")).unwrap().storage.ingest_timeout.0,
+            Duration::from_secs(5)
+        );
+        for bad in ["0s", "2h"] {
+            let err = load(&with(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains("storage.ingest_timeout") && err.contains("between 1s and 1h"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = load(&format!("{BASE}colour = \"blue\"\n")).unwrap_err();
         assert!(err.to_string().contains("colour"), "{err}");
