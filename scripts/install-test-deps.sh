@@ -34,9 +34,11 @@ export DEBIAN_FRONTEND=noninteractive
 #               spam headers postdesk reads are the ones a real install writes.
 # systemd: provides systemd-analyze, with which tests/systemd.rs checks the shipped unit
 #          (`verify`, `security --offline=yes`); systemd need not run as PID 1.
+# debootstrap: scripts/debian-root.sh makes the Debian 12 roots tests/mta.rs runs Postfix and OpenSMTPD in
+#              (OpenSMTPD conflicts with the host's Postfix, so it is never installed here).
 # mailstack.sh also uses flock, runuser, script (util-linux, bsdutils) and
 # timeout (coreutils): Essential packages, always present on Debian.
-PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd spamassassin)
+PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd spamassassin debootstrap)
 SERVICES=(dovecot postfix opensmtpd exim4 spamd spamassassin)
 
 missing=()

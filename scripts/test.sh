@@ -19,7 +19,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 need_deps=0
-for bin in /usr/sbin/dovecot /usr/sbin/postfix /usr/bin/openssl /usr/bin/systemd-analyze; do
+for bin in /usr/sbin/dovecot /usr/sbin/postfix /usr/bin/openssl /usr/bin/systemd-analyze /usr/sbin/debootstrap; do
     [ -x "$bin" ] || need_deps=1
 done
 if [ "$need_deps" = 1 ]; then
