@@ -776,13 +776,31 @@ struct Mta<'a> {
 }
 
 impl Mta<'_> {
+    /// The log line saying `id` was delivered. A machine slow enough to make `ingest` exceed its 60 s
+    /// would have the MTA retry only minutes later: the queue is flushed every 10 s meanwhile (a retry
+    /// delivers nothing twice; `nothing_doubled` checks that).
     fn delivered(&self, id: &str) -> String {
-        wait_log(
-            self.root,
-            &self.log,
-            &[id, self.done],
-            Duration::from_secs(90),
-        )
+        let start = Instant::now();
+        let mut flushed = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(l) = text
+                .lines()
+                .find(|l| l.contains(id) && l.contains(self.done))
+            {
+                return l.to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "{id} not delivered within 180 s\n{}",
+                self.root.logs(std::slice::from_ref(&self.log))
+            );
+            if flushed.elapsed() > Duration::from_secs(10) {
+                self.flush();
+                flushed = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn deferred(&self, id: &str) -> String {
