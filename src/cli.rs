@@ -231,7 +231,7 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
         Command::Run => run_daemon(config, &path, err).await,
         Command::Restore { dir } => restore(&config, &dir, out, err).await,
         command => {
-            let op = match store_op(command) {
+            let mut op = match store_op(command) {
                 Ok(Some(op)) => op,
                 Ok(None) => return EX_FAILURE, // `demo` was run above
                 Err(e) => {
@@ -240,7 +240,6 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
                 }
             };
             let is_ingest = matches!(op, Op::Ingest { .. });
-            let mut op = op;
             let input = if let Op::Ingest { region, size } = &mut op {
                 // Through the region's cap only: an oversized mail is stored truncated anyway.
                 let limit = config
