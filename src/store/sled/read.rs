@@ -126,12 +126,13 @@ pub(super) fn auto_mail_since(
     store: &Store,
     recipient: &str,
     since: DateTime<Utc>,
+    at_most: usize,
 ) -> Result<Vec<DateTime<Utc>>, StoreError> {
     let start = auto_log_key(recipient, since, 0);
     let mut end = recipient.as_bytes().to_vec();
     end.push(1);
     let mut out = Vec::new();
-    for kv in store.h()?.auto_log.range(start..end) {
+    for kv in store.h()?.auto_log.range(start..end).rev().take(at_most) {
         let (k, _) = kv.map_err(engine_error)?;
         let ms = k
             .get(recipient.len() + 1..recipient.len() + 9)

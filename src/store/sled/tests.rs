@@ -113,3 +113,43 @@ fn a_store_held_by_another_opener_is_busy() {
     let err = Store::open(&file).unwrap_err();
     assert!(!err.is_busy(), "{err:?}");
 }
+
+#[test]
+fn the_rate_limit_history_reads_only_the_newest_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = Utc::now();
+    let at = |m: i64| now - chrono::Duration::minutes(m);
+    let change = Change {
+        auto_log: (0..5)
+            .map(|m| ("a@example.com".to_string(), at(m), m as u64))
+            .chain([("b@example.com".to_string(), at(0), 9)])
+            .collect(),
+        ..Change::default()
+    };
+    assert_eq!(commit(&store, &change).unwrap(), Committed::Applied);
+    let since = now - chrono::Duration::hours(1);
+    let ms = |v: Vec<chrono::DateTime<Utc>>| -> Vec<i64> {
+        v.iter().map(|t| t.timestamp_millis()).collect()
+    };
+    assert_eq!(
+        ms(store.auto_mail_since("a@example.com", since, 2).unwrap()),
+        ms(vec![at(0), at(1)]),
+        "the newest two, newest first"
+    );
+    assert_eq!(
+        store
+            .auto_mail_since("a@example.com", since, usize::MAX)
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        store
+            .auto_mail_since("a@example.com", at(2) + chrono::Duration::seconds(1), 10)
+            .unwrap()
+            .len(),
+        2,
+        "only since the given time"
+    );
+}
