@@ -215,6 +215,11 @@ pub trait Lookup {
         at_most: usize,
     ) -> Result<Vec<DateTime<Utc>>, StoreError>;
 
+    /// How many automatic mails went to `recipient` since `since`, counted by the minute (the minute `since`
+    /// falls in counts whole). Costs O(minutes in the window), not O(mails): the staff breaker asks it
+    /// for every notification to a busy agents' address.
+    fn auto_mail_count(&self, recipient: &str, since: DateTime<Utc>) -> Result<usize, StoreError>;
+
     /// Attachment or raw-mail bytes by sha256 (hex).
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
 

@@ -368,6 +368,9 @@ impl Lookup for Store {
     ) -> Result<Vec<DateTime<Utc>>, StoreError> {
         read::auto_mail_since(self, recipient, since, at_most)
     }
+    fn auto_mail_count(&self, recipient: &str, since: DateTime<Utc>) -> Result<usize, StoreError> {
+        read::auto_mail_count(self, recipient, since)
+    }
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         read::blob(self, sha256)
     }

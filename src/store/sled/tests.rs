@@ -152,4 +152,18 @@ fn the_rate_limit_history_reads_only_the_newest_it_needs() {
         2,
         "only since the given time"
     );
+    // The staff breaker's count, by the minute, and erasure forgets it with the log.
+    assert_eq!(store.auto_mail_count("a@example.com", since).unwrap(), 5);
+    assert_eq!(store.auto_mail_count("b@example.com", since).unwrap(), 1);
+    assert_eq!(
+        store
+            .auto_mail_count("a@example.com", now + chrono::Duration::minutes(2))
+            .unwrap(),
+        0
+    );
+    store
+        .write(|tx| tx.forget_address("a@example.com"))
+        .unwrap();
+    assert_eq!(store.auto_mail_count("a@example.com", since).unwrap(), 0);
+    assert_eq!(store.auto_mail_count("b@example.com", since).unwrap(), 1);
 }
