@@ -205,10 +205,14 @@ fn start_daemon(
             stack.smtp_port
         ),
     };
+    // `POSTDESK_BENCH_CONCURRENCY`: `[outbound] concurrency` (unset: the default).
+    let concurrency = std::env::var("POSTDESK_BENCH_CONCURRENCY")
+        .map(|c| format!("concurrency = {c}\n"))
+        .unwrap_or_default();
     // A busy desk's settings: the per-customer and per-staff-address breakers well above one burst.
     let config = format!(
         "[storage]\npath = \"{d}/data\"\n\
-         [outbound]\n{outbound_toml}staff_per_hour = 10000000\n\
+         [outbound]\n{outbound_toml}{concurrency}staff_per_hour = 10000000\n\
          [outbound.rate_limit]\nper_10min = 1000000\nper_day = 1000000\n\
          {smtp_toml}\
          [http]\nlisten = \"127.0.0.1:{http_port}\"\n\
@@ -267,7 +271,7 @@ fn run_daemon(
                 sent = Some(start.elapsed().as_secs_f64());
             }
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(25));
     }
     peak = peak.max(status_kib(pid, "VmHWM:"));
     if outbound == Outbound::File {
