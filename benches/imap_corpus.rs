@@ -5,6 +5,16 @@
 /// A deterministic mixed corpus.
 /// The corpus as a stream, so that a benchmark never holds all of it in memory.
 pub fn corpus_iter(n: usize, to: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
+    corpus_iter_from(n, to, |i| format!("c{i}@example.net"))
+}
+
+/// The same corpus with the customers' addresses given by `sender` (a benchmark whose acknowledgements go
+/// through a real mail server needs addresses it delivers to).
+pub fn corpus_iter_from<'a>(
+    n: usize,
+    to: &'a str,
+    sender: impl Fn(usize) -> String + 'a,
+) -> impl Iterator<Item = Vec<u8>> + 'a {
     let ja = "お世話になっております。先日注文した商品がまだ届いておりません。配送状況をご確認いただけますでしょうか。";
     let ko = "안녕하세요. 지난주에 주문한 상품이 아직 도착하지 않았습니다. 배송 상황을 확인해 주시겠습니까?";
     let en = "Hello, the order I placed last week has not arrived yet. Could you please check the delivery status? ";
@@ -26,8 +36,9 @@ pub fn corpus_iter(n: usize, to: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
                 1 => ("EUC-KR", encoding_rs::EUC_KR.encode(&ko.repeat(14)).0.into_owned()),
                 _ => ("UTF-8", en.repeat(20).into_bytes()),
             };
+            let from = sender(i);
             let head = format!(
-                "Return-Path: <c{i}@example.net>\r\nReceived: from mx.example.net by mail.example.com; Sat, 21 Nov 2026 09:00:00 +0000\r\nFrom: Customer {i} <c{i}@example.net>\r\nTo: {to}\r\nSubject: order {i}\r\nMessage-ID: <bench{i}@example.net>\r\nDate: Sat, 21 Nov 2026 09:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+                "Return-Path: <{from}>\r\nReceived: from mx.example.net by mail.example.com; Sat, 21 Nov 2026 09:00:00 +0000\r\nFrom: Customer {i} <{from}>\r\nTo: {to}\r\nSubject: order {i}\r\nMessage-ID: <bench{i}@example.net>\r\nDate: Sat, 21 Nov 2026 09:00:00 +0000\r\nMIME-Version: 1.0\r\n"
             );
             let mut raw = head.into_bytes();
             if i % 10 == 0 {

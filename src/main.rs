@@ -3,6 +3,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Before any thread starts: see the function's comment (peak RSS of the daemon, BENCHMARKS.md).
+    postdesk::daemon::one_malloc_arena();
     let cli = postdesk::cli::Cli::parse();
     postdesk::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

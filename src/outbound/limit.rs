@@ -75,8 +75,13 @@ pub fn allow_staff(
         .iter()
         .filter(|t| **t > now - staff_window())
         .count();
-    if hour >= per_hour {
-        return Err(Refusal::StaffHour(hour));
+    allow_staff_count(hour, per_hour)
+}
+
+/// [`allow_staff`] from the count of staff mails to the address in the last hour.
+pub fn allow_staff_count(sent_last_hour: usize, per_hour: usize) -> Result<(), Refusal> {
+    if sent_last_hour >= per_hour {
+        return Err(Refusal::StaffHour(sent_last_hour));
     }
     Ok(())
 }

@@ -296,14 +296,15 @@ pub async fn run(
     loop {
         let mut failing_store = false;
         if sends.len() < concurrency {
-            let due = store
-                .writable()
-                .and_then(|()| store.outbox_due(Utc::now(), BATCH));
+            // Only as many rows as there are free slots, and not the ones being sent: each row read is a
+            // deserialisation, and this runs every time a send ends.
+            let busy: std::collections::HashSet<u64> = in_flight.values().copied().collect();
+            let due = store.writable().and_then(|()| {
+                store.outbox_due_except(Utc::now(), concurrency - sends.len(), &busy)
+            });
             match due {
                 Ok(due) => {
-                    let busy: std::collections::HashSet<u64> =
-                        in_flight.values().copied().collect();
-                    for item in due.into_iter().filter(|i| !busy.contains(&i.id)) {
+                    for item in due {
                         if sends.len() >= concurrency {
                             break;
                         }

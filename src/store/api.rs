@@ -205,12 +205,20 @@ pub trait Lookup {
     /// The number the next ticket of `region` gets (`first` while the region has none).
     fn next_ticket_number(&self, region: &str, first: u64) -> Result<u64, StoreError>;
 
-    /// When automatic mail went to `recipient` since `since` (for the rate limits), oldest first.
+    /// When automatic mail went to `recipient` since `since` (for the rate limits): the newest `at_most`,
+    /// newest first. A limit of N needs at most N of them to decide, so a busy address costs O(N) per
+    /// decision, not O(its whole day).
     fn auto_mail_since(
         &self,
         recipient: &str,
         since: DateTime<Utc>,
+        at_most: usize,
     ) -> Result<Vec<DateTime<Utc>>, StoreError>;
+
+    /// How many automatic mails went to `recipient` since `since`, counted by the minute (the minute `since`
+    /// falls in counts whole). Costs O(minutes in the window), not O(mails): the staff breaker asks it
+    /// for every notification to a busy agents' address.
+    fn auto_mail_count(&self, recipient: &str, since: DateTime<Utc>) -> Result<usize, StoreError>;
 
     /// Attachment or raw-mail bytes by sha256 (hex).
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -289,8 +297,20 @@ pub trait Storage: Lookup + Send + Sync {
     /// Outbox rows, oldest first.
     fn outbox_list(&self, filter: OutboxFilter<'_>) -> Result<Vec<OutboxItem>, StoreError>;
 
-    /// Queued rows due at `now`, at most `limit`, soonest first. Costs O(due), whatever the outbox holds.
-    fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError>;
+    /// Queued rows due at `now`, at most `limit`, soonest first, leaving out the rows in `skip` (those being
+    /// sent) without reading them. Costs O(limit + skip), whatever the outbox holds: the outbox worker asks
+    /// for as many rows as it has free slots each time a send ends, so it reads only what it sends.
+    fn outbox_due_except(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        skip: &std::collections::HashSet<u64>,
+    ) -> Result<Vec<OutboxItem>, StoreError>;
+
+    /// Queued rows due at `now`, at most `limit`, soonest first.
+    fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
+        self.outbox_due_except(now, limit, &std::collections::HashSet::new())
+    }
 
     /// When the next queued row is due.
     fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;

@@ -126,7 +126,7 @@ pub(crate) fn exercise(store: &dyn Storage) {
     assert_eq!(store.blob(&sha).unwrap().as_deref(), Some(&b"file"[..]));
     assert_eq!(
         store
-            .auto_mail_since("a@example.com", now - Duration::minutes(1))
+            .auto_mail_since("a@example.com", now - Duration::minutes(1), usize::MAX)
             .unwrap()
             .len(),
         1
@@ -293,7 +293,7 @@ pub(crate) fn exercise(store: &dyn Storage) {
     assert!(store.quarantined().unwrap().is_empty());
     assert_eq!(
         store
-            .auto_mail_since("a@example.com", now - Duration::minutes(1))
+            .auto_mail_since("a@example.com", now - Duration::minutes(1), usize::MAX)
             .unwrap()
             .len(),
         1
@@ -305,7 +305,7 @@ pub(crate) fn exercise(store: &dyn Storage) {
         0
     );
     assert!(store
-        .auto_mail_since("a@example.com", now - Duration::minutes(1))
+        .auto_mail_since("a@example.com", now - Duration::minutes(1), usize::MAX)
         .unwrap()
         .is_empty());
 

@@ -9,8 +9,8 @@ use sled::Transactional;
 
 use super::counts::{add_blob_refs, bump, count_outbox, count_ticket, outbox_status_of};
 use super::keys::{
-    auto_log_key, dedupe_key, due_key, message_key, outbox_ticket_key, requester_key, seq_key,
-    suppressed_key, ticket_key, timer_key, to_json, u64_of,
+    auto_count_key, auto_log_key, dedupe_key, due_key, message_key, minute_of, outbox_ticket_key,
+    requester_key, seq_key, suppressed_key, ticket_key, timer_key, to_json, u64_of,
 };
 use super::{engine_error, Store};
 use crate::desk::ticket::{Message, Ticket, TicketId};
@@ -212,6 +212,9 @@ fn apply(
     }
     for (recipient, at, id) in &change.auto_log {
         t.auto_log.insert(auto_log_key(recipient, *at, *id), &[])?;
+        let k = auto_count_key(recipient, minute_of(*at));
+        let n = t.auto_log.get(&k)?.as_deref().and_then(u64_of).unwrap_or(0);
+        t.auto_log.insert(k, &(n + 1).to_be_bytes())?;
     }
     if change.suppressed > 0 {
         if let Some(ticket) = &change.ticket {

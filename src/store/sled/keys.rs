@@ -86,6 +86,26 @@ pub(super) fn auto_log_key(recipient: &str, at: DateTime<Utc>, id: u64) -> Vec<u
     k
 }
 
+/// `auto_log`: how many automatic mails went to `recipient` in one minute (`minute` since the epoch). The
+/// leading NUL keeps these apart from the log's own keys, which start with the address.
+pub(super) fn auto_count_key(recipient: &str, minute: u32) -> Vec<u8> {
+    let mut k = auto_count_prefix(recipient);
+    k.extend_from_slice(&minute.to_be_bytes());
+    k
+}
+
+pub(super) fn auto_count_prefix(recipient: &str) -> Vec<u8> {
+    let mut k = vec![0];
+    k.extend_from_slice(recipient.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The minute `at` falls in, since the epoch.
+pub(super) fn minute_of(at: DateTime<Utc>) -> u32 {
+    (millis(at) / 60_000).min(u64::from(u32::MAX)) as u32
+}
+
 /// `meta`: the next ticket number of a region.
 pub(super) fn seq_key(region: &str) -> Vec<u8> {
     format!("seq:{region}").into_bytes()

@@ -434,8 +434,12 @@ impl Lookup for Store {
         &self,
         recipient: &str,
         since: DateTime<Utc>,
+        at_most: usize,
     ) -> Result<Vec<DateTime<Utc>>, StoreError> {
-        read::auto_mail_since(self, recipient, since)
+        read::auto_mail_since(self, recipient, since, at_most)
+    }
+    fn auto_mail_count(&self, recipient: &str, since: DateTime<Utc>) -> Result<usize, StoreError> {
+        read::auto_mail_count(self, recipient, since)
     }
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         read::blob(self, sha256)
@@ -507,8 +511,13 @@ impl Storage for Store {
     fn outbox_list(&self, filter: OutboxFilter<'_>) -> Result<Vec<OutboxItem>, StoreError> {
         outbox::list(self, filter)
     }
-    fn outbox_due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
-        outbox::due(self, now, limit)
+    fn outbox_due_except(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        skip: &std::collections::HashSet<u64>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        outbox::due(self, now, limit, skip)
     }
     fn outbox_next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         outbox::next_due(self)

@@ -50,11 +50,12 @@ pub(super) fn list(store: &Store, filter: OutboxFilter<'_>) -> Result<Vec<Outbox
     }
 }
 
-/// Queued rows due at `now`, at most `limit`, soonest first.
+/// Queued rows due at `now`, at most `limit`, soonest first, without the rows in `skip` (which are not read).
 pub(super) fn due(
     store: &Store,
     now: DateTime<Utc>,
     limit: usize,
+    skip: &std::collections::HashSet<u64>,
 ) -> Result<Vec<OutboxItem>, StoreError> {
     let end = due_key(now, u64::MAX);
     let mut out = Vec::new();
@@ -64,8 +65,15 @@ pub(super) fn due(
         .h()?
         .outbox_due
         .range(..=end)
-        .take(limit)
         .map(|kv| kv.map(|(k, _)| k))
+        .filter(|k| {
+            k.as_ref().map_or(true, |k| {
+                k.get(8..16)
+                    .and_then(u64_of)
+                    .is_none_or(|id| !skip.contains(&id))
+            })
+        })
+        .take(limit)
         .collect::<Result<Vec<_>, _>>()
         .map_err(engine_error)?;
     for k in keys {

@@ -4,7 +4,8 @@
 use chrono::{DateTime, Utc};
 
 use super::keys::{
-    auto_log_key, dedupe_key, from_json, parse_ticket_key, seq_key, ticket_key, u64_of,
+    auto_count_key, auto_log_key, dedupe_key, from_json, minute_of, parse_ticket_key, seq_key,
+    ticket_key, u64_of,
 };
 use super::{engine_error, Store};
 use crate::desk::ticket::{Message, Status, Ticket, TicketId};
@@ -126,12 +127,13 @@ pub(super) fn auto_mail_since(
     store: &Store,
     recipient: &str,
     since: DateTime<Utc>,
+    at_most: usize,
 ) -> Result<Vec<DateTime<Utc>>, StoreError> {
     let start = auto_log_key(recipient, since, 0);
     let mut end = recipient.as_bytes().to_vec();
     end.push(1);
     let mut out = Vec::new();
-    for kv in store.h()?.auto_log.range(start..end) {
+    for kv in store.h()?.auto_log.range(start..end).rev().take(at_most) {
         let (k, _) = kv.map_err(engine_error)?;
         let ms = k
             .get(recipient.len() + 1..recipient.len() + 9)
@@ -141,6 +143,23 @@ pub(super) fn auto_mail_since(
         }
     }
     Ok(out)
+}
+
+/// How many automatic mails went to `recipient` since `since`, counted by the minute (the minute `since`
+/// falls in counts whole): at most 61 keys read, however busy the address.
+pub(super) fn auto_mail_count(
+    store: &Store,
+    recipient: &str,
+    since: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let start = auto_count_key(recipient, minute_of(since));
+    let end = auto_count_key(recipient, u32::MAX);
+    let mut n = 0u64;
+    for kv in store.h()?.auto_log.range(start..=end) {
+        let (_, v) = kv.map_err(engine_error)?;
+        n = n.saturating_add(u64_of(&v).unwrap_or(0));
+    }
+    Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
 
 pub(super) fn blob(store: &Store, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -14,8 +14,8 @@ use sled::Transactional;
 
 use super::counts::{add_blob_refs, count_outbox, count_ticket};
 use super::keys::{
-    dedupe_key, due_key, message_key, outbox_ticket_key, requester_key, ticket_key, timer_key,
-    to_json, u64_of,
+    auto_count_prefix, dedupe_key, due_key, message_key, outbox_ticket_key, requester_key,
+    ticket_key, timer_key, to_json, u64_of,
 };
 use super::{engine_error, Store};
 use crate::desk::ticket::{Message, Ticket, TicketId};
@@ -204,6 +204,11 @@ fn forget_auto_log(store: &Store, recipient: &str) -> Result<usize, StoreError> 
         let (k, _) = kv.map_err(engine_error)?;
         h.auto_log.remove(k).map_err(engine_error)?;
         n += 1;
+    }
+    // The per-minute counts name the address too.
+    for kv in h.auto_log.scan_prefix(auto_count_prefix(recipient)) {
+        let (k, _) = kv.map_err(engine_error)?;
+        h.auto_log.remove(k).map_err(engine_error)?;
     }
     Ok(n)
 }

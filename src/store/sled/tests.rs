@@ -180,3 +180,57 @@ fn a_store_from_before_the_id_sequences_continues_above_its_ids() {
         "and does not jump from then on"
     );
 }
+
+#[test]
+fn the_rate_limit_history_reads_only_the_newest_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let now = Utc::now();
+    let at = |m: i64| now - chrono::Duration::minutes(m);
+    let change = Change {
+        auto_log: (0..5)
+            .map(|m| ("a@example.com".to_string(), at(m), m as u64))
+            .chain([("b@example.com".to_string(), at(0), 9)])
+            .collect(),
+        ..Change::default()
+    };
+    assert_eq!(commit(&store, &change).unwrap(), Committed::Applied);
+    let since = now - chrono::Duration::hours(1);
+    let ms = |v: Vec<chrono::DateTime<Utc>>| -> Vec<i64> {
+        v.iter().map(|t| t.timestamp_millis()).collect()
+    };
+    assert_eq!(
+        ms(store.auto_mail_since("a@example.com", since, 2).unwrap()),
+        ms(vec![at(0), at(1)]),
+        "the newest two, newest first"
+    );
+    assert_eq!(
+        store
+            .auto_mail_since("a@example.com", since, usize::MAX)
+            .unwrap()
+            .len(),
+        5
+    );
+    assert_eq!(
+        store
+            .auto_mail_since("a@example.com", at(2) + chrono::Duration::seconds(1), 10)
+            .unwrap()
+            .len(),
+        2,
+        "only since the given time"
+    );
+    // The staff breaker's count, by the minute, and erasure forgets it with the log.
+    assert_eq!(store.auto_mail_count("a@example.com", since).unwrap(), 5);
+    assert_eq!(store.auto_mail_count("b@example.com", since).unwrap(), 1);
+    assert_eq!(
+        store
+            .auto_mail_count("a@example.com", now + chrono::Duration::minutes(2))
+            .unwrap(),
+        0
+    );
+    store
+        .write(|tx| tx.forget_address("a@example.com"))
+        .unwrap();
+    assert_eq!(store.auto_mail_count("a@example.com", since).unwrap(), 0);
+    assert_eq!(store.auto_mail_count("b@example.com", since).unwrap(), 1);
+}

@@ -46,8 +46,12 @@ impl Lookup for Writer<'_> {
         &self,
         recipient: &str,
         since: DateTime<Utc>,
+        at_most: usize,
     ) -> Result<Vec<DateTime<Utc>>, StoreError> {
-        super::read::auto_mail_since(self.store, recipient, since)
+        super::read::auto_mail_since(self.store, recipient, since, at_most)
+    }
+    fn auto_mail_count(&self, recipient: &str, since: DateTime<Utc>) -> Result<usize, StoreError> {
+        super::read::auto_mail_count(self.store, recipient, since)
     }
     fn blob(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
         super::read::blob(self.store, sha256)
