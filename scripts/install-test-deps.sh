@@ -34,10 +34,13 @@ export DEBIAN_FRONTEND=noninteractive
 #               spam headers postdesk reads are the ones a real install writes.
 # systemd: provides systemd-analyze, with which tests/systemd.rs checks the shipped unit
 #          (`verify`, `security --offline=yes`); systemd need not run as PID 1.
+# cyrus-imapd/cyrus-admin/sasl2-bin: Cyrus IMAP, the second real IMAP server the intake tests run against
+#          (its default "INBOX." layout; mailstack.sh cyrus-up starts a private instance, sasldb users).
 # mailstack.sh also uses flock, runuser, script (util-linux, bsdutils) and
 # timeout (coreutils): Essential packages, always present on Debian.
 PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd spamassassin)
 SERVICES=(dovecot postfix opensmtpd exim4 spamd spamassassin)
+PACKAGES+=(cyrus-imapd cyrus-admin sasl2-bin); SERVICES+=(cyrus-imapd saslauthd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
