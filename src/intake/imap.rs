@@ -1069,8 +1069,8 @@ impl MailboxIntake {
             }
         }
         let unreadable = uids.len().saturating_sub(oversized.len());
-        if unreadable > 0 && oversized.is_empty() {
-            tracing::info!(intake = %self, count = uids.len(), "mail set aside moved to {}", folders.quarantine.name);
+        if unreadable > 0 {
+            tracing::info!(intake = %self, count = unreadable, "unreadable mail moved to {} (kept in the store's quarantine too)", folders.quarantine.name);
         }
         Ok(true)
     }
@@ -1379,6 +1379,30 @@ impl MailboxIntake {
                 Err(e) => return Err(e),
             }
         }
+        // The oversized among them, for the log and `postdesk stats` once they moved (their tickets were
+        // made before; only their size and header are needed).
+        let big: Vec<u32> = to_quarantine
+            .iter()
+            .copied()
+            .filter(|u| oversized.contains(u))
+            .collect();
+        let mut oversized_mails = Vec::with_capacity(big.len());
+        if !big.is_empty() {
+            let mut stream = timed(
+                session.uid_fetch(uid_set(&big), "(UID RFC822.SIZE BODY.PEEK[HEADER])"),
+            )
+            .await?;
+            while let Some(item) = next_timed(&mut stream).await? {
+                if let Some(uid) = item.uid.filter(|u| big.contains(u)) {
+                    oversized_mails.push(Oversized {
+                        uid,
+                        size: item.size.unwrap_or(0),
+                        ticket: None,
+                        header: header_of(item.header().unwrap_or_default()).to_vec(),
+                    });
+                }
+            }
+        }
         let quarantine_ok = to_quarantine.is_empty()
             || self
                 .quarantine(
@@ -1387,7 +1411,7 @@ impl MailboxIntake {
                     folders,
                     uid_validity,
                     &to_quarantine,
-                    &[],
+                    &oversized_mails,
                     acks,
                 )
                 .await?;
