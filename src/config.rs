@@ -1696,7 +1696,11 @@ impl IntakeConfig {
                         ),
                     ));
                 }
-                if imap.mailboxes.iter().any(|m| m.contains(['\r', '\n', '\0'])) {
+                if imap
+                    .mailboxes
+                    .iter()
+                    .any(|m| m.contains(['\r', '\n', '\0']))
+                {
                     return Err(ConfigError::invalid(
                         format!("{prefix}.mailboxes"),
                         "a mailbox name must not contain line breaks",
@@ -1990,9 +1994,14 @@ agents = ["Agent1@example.com"]
             "mailboxes = [\"Tickets\"]\nquarantine_folder = \"Tickets\"\n",
         ] {
             let err = load(&imap(bad)).unwrap_err().to_string();
-            assert!(err.contains("region[0].intake.quarantine_folder"), "{bad}: {err}");
+            assert!(
+                err.contains("region[0].intake.quarantine_folder"),
+                "{bad}: {err}"
+            );
         }
-        let err = load(&imap("after = \"move:a\\rb\"\n")).unwrap_err().to_string();
+        let err = load(&imap("after = \"move:a\\rb\"\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("region[0].intake.after"), "{err}");
     }
 

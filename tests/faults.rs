@@ -14,7 +14,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::{cli_json, eventually, mail, stack, DaemonProcess, Region, Server, Stack, TestConfig};
+use support::{
+    cli_json, eventually, mail, stack, DaemonProcess, Region, Server, Stack, TestConfig,
+};
 
 /// Write `config` with one region per `(code, locale, user, extra intake lines)`, each taking mail from
 /// `user`'s mailboxes on `s` by plain IMAP; returns its path.
@@ -487,13 +489,16 @@ async fn corrupt_and_truncated_mail_in_a_batch_is_kept_and_the_rest_ingested() {
     assert!(daemon.stop(), "clean stop:\n{}", daemon.log());
 }
 
-async fn a_mailbox_deleted_under_postdesk_is_reported_and_taken_again_once_it_exists(server: Server) {
+async fn a_mailbox_deleted_under_postdesk_is_reported_and_taken_again_once_it_exists(
+    server: Server,
+) {
     let s = server.stack();
     let jp = s.user("support-jp");
     let kr = s.user("support-kr");
     // `mailboxes = ["Tickets"]` is relative: INBOX.Tickets where the personal namespace is INBOX.
     let tickets_folder = server.folder("Tickets");
-    s.append(&jp, &tickets_folder, &mails("one", 1, &jp), None).await;
+    s.append(&jp, &tickets_folder, &mails("one", 1, &jp), None)
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         s,
@@ -532,7 +537,8 @@ async fn a_mailbox_deleted_under_postdesk_is_reported_and_taken_again_once_it_ex
     .await;
     assert!(daemon.running());
     // Recreated with new mail: taken again.
-    s.append(&jp, &tickets_folder, &mails("two", 1, &jp), None).await;
+    s.append(&jp, &tickets_folder, &mails("two", 1, &jp), None)
+        .await;
     eventually(
         "the mail in the recreated mailbox",
         Duration::from_secs(30),

@@ -136,7 +136,10 @@ fn outcome_text(debug: &str) -> String {
         Some((c, i)) => (c.strip_prefix("code: ").unwrap_or(c), i),
         None => return debug.to_string(),
     };
-    let info = match info.strip_prefix("Some(\"").and_then(|i| i.strip_suffix("\")")) {
+    let info = match info
+        .strip_prefix("Some(\"")
+        .and_then(|i| i.strip_suffix("\")"))
+    {
         Some(text) => unescape_debug(text),
         None if info == "None" => String::new(),
         None => info.to_string(),
@@ -718,23 +721,24 @@ impl MailboxIntake {
             // A mailbox deleted (or renamed) under us answers NO: say so plainly, and keep retrying with
             // backoff like any other failure, so it is picked up again once it exists (other mailboxes and
             // regions run in their own tasks and are not affected).
-            let mailbox = match tokio::time::timeout(
-                CALL_TIMEOUT,
-                session.select(&folders.mailbox.wire),
-            )
-            .await
-            {
-                Ok(Ok(m)) => m,
-                Ok(Err(e @ (async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)))) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
-                    return Err(ImapError::NoMailbox(
-                        self.folder_label(&folders.mailbox, &self.mailbox),
-                        reply_text(&e),
-                    ));
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err(ImapError::Timeout(CALL_TIMEOUT)),
-            };
+            let mailbox =
+                match tokio::time::timeout(CALL_TIMEOUT, session.select(&folders.mailbox.wire))
+                    .await
+                {
+                    Ok(Ok(m)) => m,
+                    Ok(Err(
+                        e @ (async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)),
+                    )) => {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+                        return Err(ImapError::NoMailbox(
+                            self.folder_label(&folders.mailbox, &self.mailbox),
+                            reply_text(&e),
+                        ));
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => return Err(ImapError::Timeout(CALL_TIMEOUT)),
+                };
             let uid_validity = mailbox.uid_validity.unwrap_or(0);
             // Notices read so far are about mail that exists before the sweep's `UID FETCH n:*`, which takes
             // it: forget them. From here on, one means "look again" (see `new_mail_reported`).
@@ -1004,6 +1008,7 @@ impl MailboxIntake {
     /// Move `uids` (oversized mail stored truncated, `oversized`, and unreadable mail) to the quarantine
     /// folder. They are remembered as pending first, so that nothing applies `after` to them before the
     /// server confirmed the move; a refused move leaves them where they are. Returns whether they moved.
+    #[allow(clippy::too_many_arguments)]
     async fn quarantine(
         &self,
         session: &mut Session<ImapStream>,
@@ -1388,10 +1393,9 @@ impl MailboxIntake {
             .collect();
         let mut oversized_mails = Vec::with_capacity(big.len());
         if !big.is_empty() {
-            let mut stream = timed(
-                session.uid_fetch(uid_set(&big), "(UID RFC822.SIZE BODY.PEEK[HEADER])"),
-            )
-            .await?;
+            let mut stream =
+                timed(session.uid_fetch(uid_set(&big), "(UID RFC822.SIZE BODY.PEEK[HEADER])"))
+                    .await?;
             while let Some(item) = next_timed(&mut stream).await? {
                 if let Some(uid) = item.uid.filter(|u| big.contains(u)) {
                     oversized_mails.push(Oversized {
@@ -1766,7 +1770,8 @@ async fn read_namespaces(
                 ));
             }
             const UNTAGGED: &[u8] = b"* NAMESPACE ";
-            if line.len() > UNTAGGED.len() && line[..UNTAGGED.len()].eq_ignore_ascii_case(UNTAGGED) {
+            if line.len() > UNTAGGED.len() && line[..UNTAGGED.len()].eq_ignore_ascii_case(UNTAGGED)
+            {
                 data = Some(line[UNTAGGED.len()..].to_vec());
             }
         }
@@ -1903,7 +1908,10 @@ mod tests {
             "the server closed the connection"
         );
         let e: ImapError = E::No(r#"code: None, info: Some("Permission denied")"#.into()).into();
-        assert!(matches!(&e, ImapError::Refused(t) if t == "NO Permission denied"), "{e:?}");
+        assert!(
+            matches!(&e, ImapError::Refused(t) if t == "NO Permission denied"),
+            "{e:?}"
+        );
         assert_eq!(e.to_string(), "the server answered NO Permission denied");
         // The user name (usually an address) is not in the login error.
         let auth = ImapError::Auth("NO [AUTHENTICATIONFAILED] Authentication failed.".into());

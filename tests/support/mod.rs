@@ -85,14 +85,12 @@ const CYRUS_FILES: [&str; 5] = [
 /// Like [`require_servers`], for the tests against Cyrus IMAP ([`Server::Cyrus`]): true when Cyrus is
 /// installed too (the mail stack is checked by [`require_servers`]).
 pub fn require_cyrus() -> bool {
-    let absent: Vec<&str> = CYRUS_FILES
-        .into_iter()
-        .filter(|f| {
-            !Path::new(f).exists()
-                && !(f.ends_with("/imapd") && Path::new("/usr/lib/cyrus/bin/imapd").exists())
-                && !(f.ends_with("/idled") && Path::new("/usr/lib/cyrus/bin/idled").exists())
-        })
-        .collect();
+    // imapd and idled: unpacked by install-test-deps.sh, or installed by cyrus-imapd where Dovecot is not.
+    let installed = |f: &str| {
+        let packaged = f.replace("/usr/local/lib/postdesk-test/cyrus/bin/", "/usr/lib/cyrus/bin/");
+        Path::new(f).exists() || Path::new(&packaged).exists()
+    };
+    let absent: Vec<&str> = CYRUS_FILES.into_iter().filter(|f| !installed(f)).collect();
     let missing = (!absent.is_empty()).then(|| format!("{} not installed", absent.join(", ")));
     available("Cyrus IMAP", missing.as_deref())
 }

@@ -92,9 +92,13 @@ impl Server {
             let env = run_script("cyrus-up", &base.dir, &[]);
             let get = |k: &str| env_value(&env, k, &base.dir.join("cyrus/env"));
             Stack {
-                imap_port: get(if moves { "CYRUS_IMAP_PORT" } else { "CYRUS_NOMOVE_PORT" })
-                    .parse()
-                    .expect("Cyrus IMAP port"),
+                imap_port: get(if moves {
+                    "CYRUS_IMAP_PORT"
+                } else {
+                    "CYRUS_NOMOVE_PORT"
+                })
+                .parse()
+                .expect("Cyrus IMAP port"),
                 imaps_port: get("CYRUS_IMAPS_PORT").parse().expect("CYRUS_IMAPS_PORT"),
                 server: self,
                 moves,
@@ -299,7 +303,11 @@ impl Stack {
     pub fn user(&self, name: &str) -> String {
         if self.server == Server::Cyrus {
             let address = format!("{}@cyrus.example.com", unique(name));
-            run_script("cyrus-add-user", &self.dir, &[&address, &password(&address)]);
+            run_script(
+                "cyrus-add-user",
+                &self.dir,
+                &[&address, &password(&address)],
+            );
             return address;
         }
         let address = format!("{}@example.com", unique(name));
@@ -376,7 +384,11 @@ impl Stack {
     /// How many messages `user`'s `mailbox` holds.
     pub async fn count(&self, user: &str, mailbox: &str) -> u32 {
         let mut s = self.imap(user).await;
-        let n = s.examine(encode(mailbox)).await.map(|m| m.exists).unwrap_or(0);
+        let n = s
+            .examine(encode(mailbox))
+            .await
+            .map(|m| m.exists)
+            .unwrap_or(0);
         let _ = s.logout().await;
         n
     }

@@ -287,10 +287,7 @@ fn tokenize(data: &[u8]) -> Result<Vec<Token>, String> {
                 if atom.eq_ignore_ascii_case(b"NIL") {
                     out.push(Token::Nil);
                 } else {
-                    return Err(format!(
-                        "unexpected {:?}",
-                        String::from_utf8_lossy(atom)
-                    ));
+                    return Err(format!("unexpected {:?}", String::from_utf8_lossy(atom)));
                 }
                 i = end;
             }
@@ -457,12 +454,12 @@ mod tests {
     #[test]
     fn bad_modified_utf7_is_refused_not_guessed() {
         for wire in [
-            "&UeZ0Bm4IMH8",   // no closing '-'
-            "&UeZ0!m4-",      // '!' is not base64
-            "&2D0-",          // an unpaired surrogate
-            "&AGEAYgBj-",     // "abc" in base64: must be written plainly
-            "caf\u{e9}",      // raw 8-bit
-            "&UeZ0Bm4IMH9-",  // leftover bits
+            "&UeZ0Bm4IMH8",  // no closing '-'
+            "&UeZ0!m4-",     // '!' is not base64
+            "&2D0-",         // an unpaired surrogate
+            "&AGEAYgBj-",    // "abc" in base64: must be written plainly
+            "caf\u{e9}",     // raw 8-bit
+            "&UeZ0Bm4IMH9-", // leftover bits
         ] {
             assert!(decode(wire).is_err(), "{wire} accepted");
         }
@@ -481,8 +478,7 @@ mod tests {
         assert!(dovecot.other.is_empty() && dovecot.shared.is_empty());
         let gmail = parse_namespaces(br#"(("" "/")) NIL NIL"#).unwrap();
         assert_eq!(gmail.personal[0].delimiter, Some('/'));
-        let exchange =
-            parse_namespaces(br#"(("" "/")) NIL (("Public Folders/" "/"))"#).unwrap();
+        let exchange = parse_namespaces(br#"(("" "/")) NIL (("Public Folders/" "/"))"#).unwrap();
         assert_eq!(exchange.shared[0].prefix, "Public Folders/");
         // Several personal namespaces, an extension, a literal, NIL delimiter, escapes.
         let odd = parse_namespaces(
@@ -496,8 +492,17 @@ mod tests {
         // A prefix in modified UTF-7 is decoded.
         let utf7 = parse_namespaces(br#"(("&U,BTFw-/" "/")) NIL NIL"#).unwrap();
         assert_eq!(utf7.personal_prefix(), "台北/");
-        for bad in [&b"((\"INBOX.\""[..], b"(INBOX)", b"((\"a\" \"b\" ", b"(({99}\r\nab \".\"))"] {
-            assert!(parse_namespaces(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"((\"INBOX.\""[..],
+            b"(INBOX)",
+            b"((\"a\" \"b\" ",
+            b"(({99}\r\nab \".\"))",
+        ] {
+            assert!(
+                parse_namespaces(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -518,7 +523,10 @@ mod tests {
             }],
         };
         assert_eq!(resolve("Processed", &cyrus), "INBOX.Processed");
-        assert_eq!(resolve("postdesk-quarantine", &cyrus), "INBOX.postdesk-quarantine");
+        assert_eq!(
+            resolve("postdesk-quarantine", &cyrus),
+            "INBOX.postdesk-quarantine"
+        );
         assert_eq!(resolve("INBOX.Processed", &cyrus), "INBOX.Processed");
         assert_eq!(resolve("inbox.Processed", &cyrus), "INBOX.Processed");
         assert_eq!(resolve("処理済み", &cyrus), "INBOX.処理済み");
@@ -527,8 +535,14 @@ mod tests {
         assert_eq!(resolve("inbox", &cyrus), "INBOX");
         assert_eq!(resolve("Archive.2024", &cyrus), "INBOX.Archive.2024");
         // A server that reports the prefix without its delimiter.
-        assert_eq!(resolve("Processed", &ns(&[("INBOX", '.')])), "INBOX.Processed");
-        assert_eq!(resolve("INBOX.Processed", &ns(&[("INBOX", '.')])), "INBOX.Processed");
+        assert_eq!(
+            resolve("Processed", &ns(&[("INBOX", '.')])),
+            "INBOX.Processed"
+        );
+        assert_eq!(
+            resolve("INBOX.Processed", &ns(&[("INBOX", '.')])),
+            "INBOX.Processed"
+        );
 
         let flat = ns(&[("", '.')]);
         assert_eq!(resolve("Processed", &flat), "Processed");
