@@ -87,7 +87,10 @@ const CYRUS_FILES: [&str; 5] = [
 pub fn require_cyrus() -> bool {
     // imapd and idled: unpacked by install-test-deps.sh, or installed by cyrus-imapd where Dovecot is not.
     let installed = |f: &str| {
-        let packaged = f.replace("/usr/local/lib/postdesk-test/cyrus/bin/", "/usr/lib/cyrus/bin/");
+        let packaged = f.replace(
+            "/usr/local/lib/postdesk-test/cyrus/bin/",
+            "/usr/lib/cyrus/bin/",
+        );
         Path::new(f).exists() || Path::new(&packaged).exists()
     };
     let absent: Vec<&str> = CYRUS_FILES.into_iter().filter(|f| !installed(f)).collect();
