@@ -36,10 +36,16 @@ export DEBIAN_FRONTEND=noninteractive
 #          (`verify`, `security --offline=yes`); systemd need not run as PID 1.
 # debootstrap: scripts/debian-root.sh makes the Debian 12 roots tests/mta.rs runs Postfix and OpenSMTPD in
 #              (OpenSMTPD conflicts with the host's Postfix, so it is never installed here).
+# cyrus-common/cyrus-admin/sasl2-bin: Cyrus IMAP, the second real IMAP server the intake tests run against
+#          (its default "INBOX." layout; mailstack.sh cyrus-up starts a private instance, sasldb users).
+#          Debian's cyrus-imapd (imapd, idled) conflicts with dovecot-imapd (both Provide and Conflict
+#          imap-server), so it is never installed: its two programs are unpacked from the package of the
+#          same version into $CYRUS_PRIVATE (below), where mailstack.sh finds them.
 # mailstack.sh also uses flock, runuser, script (util-linux, bsdutils) and
 # timeout (coreutils): Essential packages, always present on Debian.
 PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd spamassassin debootstrap)
 SERVICES=(dovecot postfix opensmtpd exim4 spamd spamassassin)
+PACKAGES+=(cyrus-common cyrus-admin sasl2-bin); SERVICES+=(cyrus-imapd saslauthd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -79,6 +85,22 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 else
     log "all packages already installed: ${PACKAGES[*]}"
+fi
+
+# --- Cyrus's imapd and idled, unpacked (not installed: see the package list above)
+CYRUS_PRIVATE=/usr/local/lib/postdesk-test/cyrus
+cyrus_version=$(dpkg-query -W -f='${Version}' cyrus-common)
+if [ ! -x "$CYRUS_PRIVATE/bin/imapd" ] || [ "$(cat "$CYRUS_PRIVATE/version" 2>/dev/null)" != "$cyrus_version" ]; then
+    log "unpacking cyrus-imapd $cyrus_version (imapd, idled) into $CYRUS_PRIVATE"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && apt-get download "cyrus-imapd=$cyrus_version" >/dev/null 2>&1) ||
+        { apt-get update && (cd "$tmp" && apt-get download "cyrus-imapd=$cyrus_version"); } ||
+        die "cannot download cyrus-imapd $cyrus_version"
+    dpkg-deb -x "$tmp"/cyrus-imapd_*.deb "$tmp/x"
+    mkdir -p "$CYRUS_PRIVATE/bin"
+    install -m 0755 "$tmp/x/usr/lib/cyrus/bin/imapd" "$tmp/x/usr/lib/cyrus/bin/idled" "$CYRUS_PRIVATE/bin/"
+    printf '%s\n' "$cyrus_version" >"$CYRUS_PRIVATE/version"
+    rm -rf "$tmp"
 fi
 
 # --- make sure the distro's own mail services are neither running nor enabled
@@ -129,7 +151,8 @@ if [ -s /var/spool/postfix/pid/master.pid ]; then
 fi
 
 # Report versions (useful in CI logs) and verify the binaries are there.
-for b in /usr/sbin/dovecot /usr/sbin/postfix /usr/bin/openssl /usr/bin/systemd-analyze; do
+for b in /usr/sbin/dovecot /usr/lib/dovecot/imap /usr/sbin/postfix /usr/bin/openssl /usr/bin/systemd-analyze \
+    /usr/lib/cyrus/bin/master "$CYRUS_PRIVATE/bin/imapd" /usr/sbin/saslpasswd2; do
     [ -x "$b" ] || die "$b missing after install"
 done
 log "dovecot $(/usr/sbin/dovecot --version 2>/dev/null | cut -d' ' -f1), $(/usr/sbin/postconf -d mail_version 2>/dev/null), $(/usr/bin/openssl version | cut -d' ' -f1-2), $(/usr/bin/systemd-analyze --version | head -1)"

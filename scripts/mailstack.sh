@@ -2,6 +2,7 @@
 # mailstack.sh — a real, private mail stack for postdesk's integration tests.
 #
 #   Dovecot (IMAP, IMAPS, LMTP)  +  Postfix (SMTP, SMTPS)  →  LMTP  →  Maildir
+#   and, on demand (cyrus-up), Cyrus IMAP beside it: Postfix  →  LMTP  →  Cyrus
 #
 # Everything listens on 127.0.0.1 or on unix sockets inside the state DIR;
 # nothing is bound to any other address. Install the packages first with
@@ -9,17 +10,32 @@
 #
 # Usage
 #   mailstack.sh up DIR                       start (or reuse) the stack in DIR, print its env
-#   mailstack.sh add-user DIR ADDRESS PASSWORD add a mailbox (or change its password); immediate
+#   mailstack.sh add-user DIR ADDRESS PASSWORD [--inbox-prefix] [--imap4rev1-only]
+#                                              add a Dovecot mailbox (or change its password); immediate.
+#                                              --inbox-prefix: this user's personal namespace is "INBOX."
+#                                              (folders INBOX.Processed, ...), as Courier-era hosts have it;
+#                                              --imap4rev1-only: its CAPABILITY after login is just IMAP4rev1
+#                                              (no MOVE, UIDPLUS, IDLE: the oldest servers)
+#   mailstack.sh cyrus-up DIR                  start (or reuse) a Cyrus IMAP in DIR/cyrus, print DIR/cyrus/env
+#   mailstack.sh cyrus-add-user DIR ADDRESS PASSWORD
+#                                              add a Cyrus mailbox (sasldb user and its INBOX)
+#   mailstack.sh hold DIR                      keep DIR's servers up while this command's stdin is open;
+#                                              when it closes (the holding process exited, however it
+#                                              ended) and no other holder is left, stop them all
 #   mailstack.sh status DIR                    exit 0 = up, 1 = partly up, 3 = down
 #   mailstack.sh env DIR                       print DIR/env
-#   mailstack.sh down DIR                      stop both servers; DIR (mail, users, logs) is kept
-#   mailstack.sh restart-imap DIR              stop Dovecot, end its open sessions, start it again (same ports, users, mail)
+#   mailstack.sh down DIR                      stop every server in DIR; DIR (mail, users, logs) is kept
+#   mailstack.sh restart-imap DIR              stop Dovecot (and Cyrus, if it runs), end their open sessions,
+#                                              start them again (same ports, users, mail)
 #   mailstack.sh stop-smtp DIR                 stop Postfix only (SMTP refuses connections; Dovecot stays up)
 #   mailstack.sh start-smtp DIR                start Postfix again after stop-smtp (same ports)
 #
 # `up` writes DIR/env, shell-sourceable KEY=VALUE lines:
 #   MAILSTACK_DIR  IMAP_PORT  IMAPS_PORT  SMTP_PORT  SMTPS_PORT  CA_PEM
 #   LMTP_SOCKET  DOVECOT_CONF  POSTFIX_CONF_DIR  USERS_DIR  MAIL_ROOT
+# `cyrus-up` writes DIR/cyrus/env:
+#   CYRUS_IMAP_PORT (plain + STARTTLS)  CYRUS_IMAPS_PORT  CYRUS_NOMOVE_PORT (the same
+#   mailboxes with MOVE left out of CAPABILITY)  CYRUS_LMTP_SOCKET  CA_PEM
 #
 # Ports: IMAP_PORT, IMAPS_PORT, SMTP_PORT, SMTPS_PORT from the environment are
 # used if set; otherwise free ports are picked at random (below the kernel's
@@ -57,6 +73,19 @@
 #   inotify does not work; "* OK Still here" every imap_idle_notify_interval
 #   (10s).
 #
+#   Cyrus (cyrus-up): Debian's Cyrus IMAP 3.6 with its default folder layout
+#   (altnamespace: no, unixhierarchysep: no: NAMESPACE (("INBOX." ".")), folders
+#   INBOX.Processed), virtdomains: userid (logins are full addresses), sasldb
+#   users (DIR/cyrus/sasldb2, saslpasswd2), idled for IDLE (Cyrus notifies an
+#   idling client only when DIR/cyrus/conf/socket/ exists), an LMTP unix socket
+#   for delivery, no duplicate suppression (mail is delivered as sent). Its own
+#   imapd.conf and cyrus.conf; one `master` process (-C -M -p, in the
+#   foreground of its own session) that takes its children down on SIGTERM.
+#   Postfix delivers mail for ...@cyrus.example.com to it; users made with
+#   cyrus-add-user log in with that address. An IMAP admin (cyrus-admin, the
+#   password in DIR/cyrus/admin.pass) creates the mailboxes. Logs: Cyrus logs
+#   to syslog only (DIR/log/cyrus.log has the master's own output).
+#
 # Behaviour of `up` (documented because tests depend on it)
 #   * New or empty DIR: generates config and certificates, starts both servers,
 #     waits until every port answers (IMAP/SMTP greeting, TLS handshake verified
@@ -77,6 +106,18 @@
 #     whose spool and control socket paths are compiled in (one per machine).
 #   * If a port is in use, `up` fails and says which; nothing is left running.
 #   `down` takes ~1.2 s (Dovecot's master needs ~1 s to exit after SIGTERM).
+#   * `hold DIR` is how test runs make sure they leave nothing running: the
+#     test process starts `hold DIR` with a pipe on its stdin and never writes
+#     to or closes it. The kernel closes it when the test process exits,
+#     whatever the way (normal end, failed test, panic, SIGKILL, Ctrl-C): the
+#     holder then deregisters and, once MAILSTACK_GRACE seconds (default 0)
+#     later no other holder of DIR is alive, stops every server in DIR (the
+#     grace lets the next test binary of the same `cargo test` keep the stack).
+#     The holder ignores SIGINT and SIGHUP (an interrupted run is when it is
+#     needed) and cleans up at once on SIGTERM. The servers themselves run in
+#     sessions of their own, so a Ctrl-C of the test run does not hit them
+#     half-way. Only SIGKILL of the holder itself leaves them running; the
+#     next `hold` of DIR prunes dead holders.
 #
 # Requirements and gotchas
 #   * Must run as root: Postfix's master daemon only runs as root. Daemon
@@ -168,6 +209,37 @@ set_paths() {
     DOVECOT_PID="$DOVECOT_BASE/master.pid"
     VERSION_FILE="$DIR/.mailstack-version"
     PF_PID="$PF_QUEUE/pid/master.pid"
+    HOLDERS="$DIR/holders"
+    CY="$DIR/cyrus"
+    CY_CONFIG="$CY/conf"
+    CY_CONF="$CY/imapd.conf"
+    CY_NOMOVE_CONF="$CY/imapd-nomove.conf"
+    CY_MASTER_CONF="$CY/cyrus.conf"
+    CY_PID="$CY/run/master.pid"
+    CY_ENV="$CY/env"
+    CY_LMTP="$CY_CONFIG/socket/lmtp"
+    CY_SASLDB="$CY/sasldb2"
+    CY_USERS="$CY/users"
+    CY_ADMIN=cyrus-admin
+    CY_ADMIN_PASS="$CY/admin.pass"
+}
+
+# Cyrus's programs: Debian's cyrus-common has master and lmtpd; imapd and idled are in cyrus-imapd,
+# which conflicts with dovecot-imapd, so install-test-deps.sh unpacks those two privately.
+CYRUS_LIBEXEC=/usr/lib/cyrus/bin
+CYRUS_PRIVATE=/usr/local/lib/postdesk-test/cyrus/bin
+cyrus_prog() {
+    if [ -x "$CYRUS_LIBEXEC/$1" ]; then printf '%s\n' "$CYRUS_LIBEXEC/$1"; else printf '%s\n' "$CYRUS_PRIVATE/$1"; fi
+}
+require_cyrus() {
+    local missing=() b
+    for b in "$CYRUS_LIBEXEC/master" "$CYRUS_LIBEXEC/lmtpd" "$CYRUS_LIBEXEC/ctl_cyrusdb" "$(cyrus_prog imapd)" "$(cyrus_prog idled)" /usr/sbin/saslpasswd2; do
+        [ -x "$b" ] || missing+=("$b")
+    done
+    id cyrus >/dev/null 2>&1 || missing+=("user cyrus")
+    if [ "${#missing[@]}" -gt 0 ]; then
+        die "Cyrus missing: ${missing[*]}. Install the test dependencies first: sudo $SCRIPT_DIR/install-test-deps.sh"
+    fi
 }
 
 # Take DIR's lock (fd 9) so up/down/add-user on one DIR never interleave.
@@ -185,6 +257,16 @@ pid_of_dovecot() {
     pid=$(tr -dc '0-9' <"$DOVECOT_PID")
     [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
     tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "$DOVECOT_CONF" || return 1
+    printf '%s\n' "$pid"
+}
+pid_of_cyrus() {
+    local pid
+    [ -s "$CY_PID" ] || return 1
+    pid=$(tr -dc '0-9' <"$CY_PID")
+    [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+    [ "$(readlink "/proc/$pid/exe" 2>/dev/null)" = "$CYRUS_LIBEXEC/master" ] || return 1
+    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "$CY_CONF" || return 1
+    alive "$pid" || return 1
     printf '%s\n' "$pid"
 }
 pid_of_postfix() {
@@ -240,17 +322,18 @@ pick_port() {
 
 valid_port() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -ge 1 ] && [ "$1" -le 65535 ]; }
 
-# read_env_key KEY: value of KEY in DIR/env, or nothing.
+# read_env_key KEY [FILE]: value of KEY in DIR/env (or FILE), or nothing.
 read_env_key() {
-    [ -f "$ENV_FILE" ] || return 0
-    sed -n "s/^$1=//p" "$ENV_FILE" | tail -n1 | tr -d "'\""
+    local file=${2:-$ENV_FILE}
+    [ -f "$file" ] || return 0
+    sed -n "s/^$1=//p" "$file" | tail -n1 | tr -d "'\""
 }
 
 # ------------------------------------------------------------- generation ----
 
 # Bump when the generated configuration changes in a way a running stack must
 # pick up: `up` restarts a running stack whose DIR/.mailstack-version differs.
-STACK_VERSION=2
+STACK_VERSION=3
 
 # Earlier versions kept all users in one DIR/passwd; move them to DIR/users/.
 migrate_users() {
@@ -350,6 +433,11 @@ userdb {
 }
 mail_location = maildir:~/Maildir
 mail_fsync = never
+# Named, so that a user's passwd-file can override its prefix (add-user --inbox-prefix:
+# userdb_namespace/inbox/prefix=INBOX.). Without an override: NAMESPACE (("" ".")).
+namespace inbox {
+  inbox = yes
+}
 
 ssl = yes
 ssl_cert = <$TLS/server.pem
@@ -439,6 +527,8 @@ alias_database =
 relay_domains =
 default_transport = lmtp:unix:$LMTP_SOCKET
 relay_transport = lmtp:unix:$LMTP_SOCKET
+# Users of the Cyrus beside Dovecot (cyrus-up) live at cyrus.example.com.
+transport_maps = inline:{ {cyrus.example.com = lmtp:unix:$CY_LMTP} }
 lmtp_host_lookup = native
 
 # Who may send: anyone on loopback (we listen nowhere else), or authenticated.
@@ -520,7 +610,7 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 # Recipient check: one policy process per smtpd connection, as user nobody.
 rcptcheck unix  -       n       n       -       0       spawn
-  user=nobody argv=/bin/sh $POLICY $USERS
+  user=nobody argv=/bin/sh $POLICY $USERS $CY_USERS
 EOF
     # The postfix command waits (in 0.3s steps, ~2s) while main.cf looks
     # like it is still being edited, i.e. was modified in the last moments.
@@ -538,6 +628,7 @@ gen_policy() {
 # Generated by scripts/mailstack.sh: Postfix policy service. Rejects
 # recipients that have no passwd-file in the users directory given as $1.
 users=$1
+cyrus_users=${2:-/nonexistent}
 rcpt=
 while IFS= read -r line; do
     case $line in
@@ -550,7 +641,7 @@ while IFS= read -r line; do
             esac
             case $addr in
                 "" | */* | .*) found=no ;;
-                *) if [ -f "$users/$addr" ]; then found=yes; else found=no; fi ;;
+                *) if [ -f "$users/$addr" ] || [ -f "$cyrus_users/$addr" ]; then found=yes; else found=no; fi ;;
             esac
             if [ "$found" = yes ]; then
                 printf 'action=DUNNO\n\n'
@@ -592,6 +683,7 @@ stop_servers() {
     local pids=() pid
     pid=$(pid_of_postfix) && pids+=("$pid")
     pid=$(pid_of_dovecot) && pids+=("$pid")
+    pid=$(pid_of_cyrus) && pids+=("$pid")
     [ "${#pids[@]}" -gt 0 ] || return 0
     kill -TERM "${pids[@]}" 2>/dev/null || true
     for pid in "${pids[@]}"; do
@@ -610,10 +702,14 @@ stop_servers() {
             port=$(read_env_key "$name")
             if [ -n "$port" ] && port_busy "$port"; then busy=1; fi
         done
+        for name in CYRUS_IMAP_PORT CYRUS_IMAPS_PORT CYRUS_NOMOVE_PORT; do
+            port=$(read_env_key "$name" "$CY_ENV")
+            if [ -n "$port" ] && port_busy "$port"; then busy=1; fi
+        done
         [ "$busy" = 0 ] && break
         sleep 0.05
     done
-    rm -f "$DOVECOT_PID"
+    rm -f "$DOVECOT_PID" "$CY_PID"
 }
 
 show_logs() {
@@ -665,7 +761,7 @@ check_dir_usable() {
         die "DIR path too long for unix socket paths ($DOVECOT_BASE is ${#DOVECOT_BASE} chars, max 70): use a shorter DIR, e.g. under /tmp"
     chmod 0755 "$DIR"
     local u
-    for u in dovecot postfix nobody; do
+    for u in dovecot postfix nobody "$@"; do
         runuser -u "$u" -- test -x "$DIR" 2>/dev/null ||
             die "user $u cannot reach $DIR (a parent directory is not world-traversable, e.g. /root is 0700): use a DIR under /tmp or chmod o+x the parents"
     done
@@ -802,26 +898,36 @@ stop_one() {
 cmd_restart_imap() {
     require_root
     set_paths "$1"
-    [ -s "$ENV_FILE" ] || die "no env file in $DIR (not up?)"
+    [ -s "$ENV_FILE" ] || [ -s "$CY_ENV" ] || die "no env file in $DIR (not up?)"
     lock_dir
-    local pid children=""
-    if pid=$(pid_of_dovecot); then
+    local pid children="" restarted=0
+    if [ -s "$ENV_FILE" ] && pid=$(pid_of_dovecot); then
         # Dovecot's master leaves running IMAP sessions alive when it stops; a restart that a client must
         # notice ends them too, like a crash or a reboot of the server would.
         children=$(pgrep -P "$pid" 2>/dev/null || true)
         stop_one "$pid" dovecot
         [ -z "$children" ] || kill -KILL $children 2>/dev/null || true
+        rm -f "$DOVECOT_PID"
+        IMAP_PORT=$(read_env_key IMAP_PORT)
+        IMAPS_PORT=$(read_env_key IMAPS_PORT)
+        wait_port_free "$IMAP_PORT" && wait_port_free "$IMAPS_PORT" ||
+            die "IMAP ports $IMAP_PORT/$IMAPS_PORT still busy after stopping dovecot"
+        dovecot -c "$DOVECOT_CONF" >"$LOGS/dovecot-start.log" 2>&1 9>&- ||
+            die "dovecot failed to start again (config: $DOVECOT_CONF); see $LOGS/dovecot-start.log"
+        wait_greeting "$IMAP_PORT" "* OK" || die "IMAP on 127.0.0.1:$IMAP_PORT did not answer after the restart"
+        wait_tls "$IMAPS_PORT" || die "IMAPS on 127.0.0.1:$IMAPS_PORT did not answer after the restart"
+        note "dovecot restarted in $DIR (IMAP $IMAP_PORT, IMAPS $IMAPS_PORT)"
+        restarted=1
     fi
-    rm -f "$DOVECOT_PID"
-    IMAP_PORT=$(read_env_key IMAP_PORT)
-    IMAPS_PORT=$(read_env_key IMAPS_PORT)
-    wait_port_free "$IMAP_PORT" && wait_port_free "$IMAPS_PORT" ||
-        die "IMAP ports $IMAP_PORT/$IMAPS_PORT still busy after stopping dovecot"
-    dovecot -c "$DOVECOT_CONF" >"$LOGS/dovecot-start.log" 2>&1 9>&- ||
-        die "dovecot failed to start again (config: $DOVECOT_CONF); see $LOGS/dovecot-start.log"
-    wait_greeting "$IMAP_PORT" "* OK" || die "IMAP on 127.0.0.1:$IMAP_PORT did not answer after the restart"
-    wait_tls "$IMAPS_PORT" || die "IMAPS on 127.0.0.1:$IMAPS_PORT did not answer after the restart"
-    note "dovecot restarted in $DIR (IMAP $IMAP_PORT, IMAPS $IMAPS_PORT)"
+    if pid=$(pid_of_cyrus); then
+        # Cyrus's master ends its children (and so every session) itself on SIGTERM.
+        stop_one "$pid" cyrus
+        rm -f "$CY_PID"
+        cyrus_start_locked
+        note "cyrus restarted in $DIR (IMAP $(read_env_key CYRUS_IMAP_PORT "$CY_ENV"))"
+        restarted=1
+    fi
+    [ "$restarted" = 1 ] || die "no IMAP server is running in $DIR"
 }
 
 cmd_stop_smtp() {
@@ -864,6 +970,14 @@ cmd_status() {
     else
         echo "postfix: stopped"
     fi
+    if [ -s "$CY_ENV" ]; then
+        total=$((total + 1))
+        if pid=$(pid_of_cyrus); then
+            up=$((up + 1)); echo "cyrus: running (pid $pid)"
+        else
+            echo "cyrus: stopped"
+        fi
+    fi
     if [ -s "$ENV_FILE" ]; then
         local name port
         for name in IMAP_PORT IMAPS_PORT SMTP_PORT SMTPS_PORT; do
@@ -881,7 +995,17 @@ cmd_status() {
 
 cmd_add_user() {
     set_paths "$1"
-    local name=$2 password=$3
+    local name=$2 password=$3 extra="" flag
+    shift 3
+    for flag in "$@"; do
+        case $flag in
+            --inbox-prefix) extra="$extra userdb_namespace/inbox/prefix=INBOX." ;;
+            # passwd-file extra fields are split at spaces: one capability is all a field can hold.
+            --imap4rev1-only) extra="$extra userdb_imap_capability=IMAP4rev1" ;;
+            *) die "add-user: unknown option $flag (--inbox-prefix, --imap4rev1-only)" ;;
+        esac
+    done
+    extra=${extra# }
     [ -f "$DOVECOT_CONF" ] || die "$DIR is not a mail stack directory (no dovecot.conf); run: $PROG up $DIR"
     name=$(printf '%s' "$name" | tr 'A-Z' 'a-z')
     # Dovecot's default auth_username_chars allow only these; '+' separates
@@ -909,7 +1033,7 @@ cmd_add_user() {
     # default_fields.
     local file="$USERS/$name" tmp
     tmp=$(mktemp "$USERS/.new.XXXXXX")
-    printf '%s:{PLAIN}%s::::%s::\n' "$name" "$password" "$home" >"$tmp"
+    printf '%s:{PLAIN}%s::::%s::%s\n' "$name" "$password" "$home" "$extra" >"$tmp"
     chmod 0644 "$tmp"
     if [ -e "$file" ]; then
         # Password change: Dovecot notices a changed passwd-file by its mtime
@@ -933,6 +1057,255 @@ cmd_env() {
     cat "$ENV_FILE"
 }
 
+
+# ------------------------------------------------------------------ cyrus ----
+
+gen_cyrus_conf() {
+    local imapd idled common
+    imapd=$(cyrus_prog imapd)
+    idled=$(cyrus_prog idled)
+    common=$(cat <<EOF
+# Generated by scripts/mailstack.sh — private Cyrus test instance, do not edit.
+configdirectory: $CY_CONFIG
+defaultpartition: default
+partition-default: $CY/spool
+# Debian's default layout: personal namespace "INBOX." with "." as separator.
+altnamespace: no
+unixhierarchysep: no
+# Logins are full addresses (as on the Dovecot beside it).
+virtdomains: userid
+admins: $CY_ADMIN
+allowplaintext: yes
+sasl_pwcheck_method: auxprop
+sasl_auxprop_plugin: sasldb
+sasl_sasldb_path: $CY_SASLDB
+sasl_mech_list: PLAIN LOGIN
+tls_server_cert: $CY/tls/server.pem
+tls_server_key: $CY/tls/server.key
+lmtpsocket: $CY_LMTP
+idlesocket: $CY_CONFIG/socket/idle
+notifysocket: $CY_CONFIG/socket/notify
+lmtp_downcase_rcpt: yes
+# Mail is delivered as sent: no suppression of a Message-ID seen before.
+duplicatesuppression: 0
+# A deleted folder is gone at once (a new one of the same name gets a new UIDVALIDITY).
+delete_mode: immediate
+syslog_prefix: cyrus-mailstack
+EOF
+)
+    printf '%s\n' "$common" >"$CY_CONF"
+    printf '%s\n# This port leaves MOVE out of CAPABILITY (a client must COPY, STORE \\Deleted, EXPUNGE).\nsuppress_capabilities: MOVE\n' \
+        "$common" >"$CY_NOMOVE_CONF"
+    cat >"$CY_MASTER_CONF" <<EOF
+# Generated by scripts/mailstack.sh — private Cyrus test instance, do not edit.
+# Started as: master -C $CY_CONF -M $CY_MASTER_CONF -p $CY_PID
+START {
+  recover cmd="ctl_cyrusdb -C $CY_CONF -r"
+}
+SERVICES {
+  imap cmd="$imapd -C $CY_CONF" listen="127.0.0.1:$CYRUS_IMAP_PORT" prefork=1
+  imaps cmd="$imapd -s -C $CY_CONF" listen="127.0.0.1:$CYRUS_IMAPS_PORT" prefork=0
+  imapnomove cmd="$imapd -C $CY_NOMOVE_CONF" listen="127.0.0.1:$CYRUS_NOMOVE_PORT" prefork=0
+  lmtpunix cmd="lmtpd -C $CY_CONF" listen="$CY_LMTP" prefork=0
+}
+EVENTS {
+  checkpoint cmd="ctl_cyrusdb -C $CY_CONF -c" period=30
+}
+DAEMON {
+  idled cmd="$idled -C $CY_CONF"
+}
+EOF
+}
+
+# Start Cyrus's master (DIR's lock held, config written, ports in CY_ENV) and wait until it serves.
+cyrus_start_locked() {
+    CYRUS_IMAP_PORT=$(read_env_key CYRUS_IMAP_PORT "$CY_ENV")
+    CYRUS_IMAPS_PORT=$(read_env_key CYRUS_IMAPS_PORT "$CY_ENV")
+    CYRUS_NOMOVE_PORT=$(read_env_key CYRUS_NOMOVE_PORT "$CY_ENV")
+    local port
+    for port in "$CYRUS_IMAP_PORT" "$CYRUS_IMAPS_PORT" "$CYRUS_NOMOVE_PORT"; do
+        wait_port_free "$port" || die "port $port is busy: cannot start cyrus"
+    done
+    # Its own session (setsid): a Ctrl-C of the test run does not reach it; `hold` stops it.
+    # 9>&-: the daemon must not hold DIR's lock.
+    setsid -f "$CYRUS_LIBEXEC/master" -C "$CY_CONF" -M "$CY_MASTER_CONF" -p "$CY_PID" \
+        -L "$LOGS/cyrus.log" </dev/null >>"$LOGS/cyrus.log" 2>&1 9>&-
+    wait_greeting "$CYRUS_IMAP_PORT" "* OK" || { show_cyrus_log; die "Cyrus IMAP on 127.0.0.1:$CYRUS_IMAP_PORT did not answer"; }
+    wait_greeting "$CYRUS_NOMOVE_PORT" "* OK" || { show_cyrus_log; die "Cyrus IMAP on 127.0.0.1:$CYRUS_NOMOVE_PORT did not answer"; }
+    wait_tls "$CYRUS_IMAPS_PORT" || { show_cyrus_log; die "Cyrus IMAPS on 127.0.0.1:$CYRUS_IMAPS_PORT did not complete a verified TLS handshake"; }
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [ -S "$CY_LMTP" ] && [ -S "$CY_CONFIG/socket/idle" ] && break
+        sleep 0.05
+    done
+    [ -S "$CY_LMTP" ] || die "Cyrus LMTP socket $CY_LMTP missing"
+    [ -S "$CY_CONFIG/socket/idle" ] || die "Cyrus idled socket missing (IDLE would not be notified)"
+    pid_of_cyrus >/dev/null || die "cyrus master is not running (pid file $CY_PID)"
+}
+
+show_cyrus_log() {
+    [ -s "$LOGS/cyrus.log" ] && { printf -- '--- last lines of %s\n' "$LOGS/cyrus.log" >&2; tail -n 15 "$LOGS/cyrus.log" >&2; }
+    return 0
+}
+
+cmd_cyrus_up() {
+    require_root
+    require_cyrus
+    set_paths "$1"
+    lock_dir
+    check_dir_usable cyrus
+    local pid
+    if pid=$(pid_of_cyrus) && [ -s "$CY_ENV" ] && [ "$(cat "$CY/.version" 2>/dev/null)" = "$STACK_VERSION" ]; then
+        note "cyrus already up in $DIR (master pid $pid); reusing it"
+        cat "$CY_ENV"
+        return 0
+    fi
+    if pid=$(pid_of_cyrus); then stop_one "$pid" cyrus; fi
+    rm -f "$CY_PID" "$CY/.version"
+    # Ports: the ones this DIR's Cyrus used before, else free ones (never Dovecot's or Postfix's).
+    local name val
+    for name in IMAP_PORT IMAPS_PORT SMTP_PORT SMTPS_PORT; do
+        val=$(read_env_key "$name")
+        [ -z "$val" ] || PICKED="$PICKED$val "
+    done
+    for name in CYRUS_IMAP_PORT CYRUS_IMAPS_PORT CYRUS_NOMOVE_PORT; do
+        val=$(read_env_key "$name" "$CY_ENV")
+        if [ -n "$val" ] && { ! valid_port "$val" || port_busy "$val"; }; then val=""; fi
+        [ -n "$val" ] || val=$(pick_port)
+        case $PICKED in *" $val "*) ;; *) PICKED="$PICKED$val " ;; esac
+        printf -v "$name" '%s' "$val"
+    done
+    mkdir -p "$CY_CONFIG/socket" "$CY/spool" "$CY/run" "$CY/tls" "$CY_USERS" "$LOGS"
+    chmod 0755 "$CY" "$CY_USERS" "$LOGS"
+    gen_tls
+    install -m 0644 "$TLS/server.pem" "$CY/tls/server.pem"
+    install -m 0600 "$TLS/server.key" "$CY/tls/server.key"
+    # The administrator that creates mailboxes: a fresh password each start.
+    openssl rand -hex 16 >"$CY_ADMIN_PASS"
+    chmod 0600 "$CY_ADMIN_PASS"
+    tr -d '\n' <"$CY_ADMIN_PASS" | saslpasswd2 -p -c -f "$CY_SASLDB" "$CY_ADMIN" ||
+        die "saslpasswd2 could not write $CY_SASLDB"
+    gen_cyrus_conf
+    chown -R cyrus:mail "$CY_CONFIG" "$CY/spool" "$CY/run" "$CY/tls" "$CY_SASLDB"
+    chown cyrus:mail "$CY_CONF" "$CY_NOMOVE_CONF" "$CY_MASTER_CONF"
+    touch "$LOGS/cyrus.log"
+    local tmp="$CY_ENV.tmp.$$"
+    cat >"$tmp" <<EOF
+CYRUS_IMAP_PORT=$CYRUS_IMAP_PORT
+CYRUS_IMAPS_PORT=$CYRUS_IMAPS_PORT
+CYRUS_NOMOVE_PORT=$CYRUS_NOMOVE_PORT
+CYRUS_LMTP_SOCKET=$CY_LMTP
+CA_PEM=$TLS/ca.pem
+EOF
+    mv -f "$tmp" "$CY_ENV"
+    cyrus_start_locked
+    printf '%s\n' "$STACK_VERSION" >"$CY/.version"
+    cat "$CY_ENV"
+}
+
+# imap_admin PORT COMMAND...: log in as Cyrus's admin and run each IMAP command; fails on a NO/BAD
+# (except "already exists"), naming the server's answer.
+imap_admin() {
+    local port=$1 n=0 line cmd
+    shift
+    exec 4<>"/dev/tcp/127.0.0.1/$port" || die "cannot connect to Cyrus on 127.0.0.1:$port"
+    IFS= read -r -t 10 line <&4 || die "Cyrus sent no greeting"
+    for cmd in "LOGIN $CY_ADMIN $(cat "$CY_ADMIN_PASS")" "$@" LOGOUT; do
+        n=$((n + 1))
+        printf 'a%d %s\r\n' "$n" "$cmd" >&4
+        while IFS= read -r -t 10 line <&4; do
+            line=${line%$'\r'}
+            case $line in
+                "a$n OK"*) break ;;
+                "a$n "*)
+                    case $line in *"already exists"* | *"Mailbox already"*) break ;; esac
+                    exec 4<&-
+                    die "Cyrus answered '${cmd%% *} …' with: $line"
+                    ;;
+            esac
+        done
+    done
+    exec 4<&-
+}
+
+cmd_cyrus_add_user() {
+    require_root
+    set_paths "$1"
+    local name=$2 password=$3
+    [ -s "$CY_ENV" ] || die "no Cyrus in $DIR; run: $PROG cyrus-up $DIR"
+    name=$(printf '%s' "$name" | tr 'A-Z' 'a-z')
+    # With unixhierarchysep: no, '.' separates folders: the local part may not hold one.
+    [[ $name =~ ^[a-z0-9_-]+@[a-z0-9.-]+$ ]] ||
+        die "bad address '$2': expected local@domain, the local part of ASCII letters, digits, '_', '-' (no '.': Cyrus's hierarchy separator)"
+    [ -n "$password" ] || die "empty password"
+    lock_dir
+    printf '%s' "$password" | saslpasswd2 -p -c -f "$CY_SASLDB" "$name" ||
+        die "saslpasswd2 could not add $name"
+    chown cyrus:mail "$CY_SASLDB"
+    imap_admin "$(read_env_key CYRUS_IMAP_PORT "$CY_ENV")" "CREATE \"user.${name%@*}@${name#*@}\""
+    touch "$CY_USERS/$name"
+    chmod 0644 "$CY_USERS/$name"
+    note "cyrus user $name ready"
+}
+
+# ------------------------------------------------------------------- hold ----
+
+# start_time PID: the process's start time (clock ticks since boot), to tell it from a later process
+# that got the same pid.
+start_time() {
+    sed -n 's/^[0-9]* (.*) [A-Za-z] \(.*\)$/\1/p' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f19
+}
+
+# prune_holders: forget holders that are gone (killed with SIGKILL, say); true if one is still alive.
+prune_holders() {
+    local f pid started any=1
+    for f in "$HOLDERS"/*; do
+        [ -e "$f" ] || continue
+        pid=${f##*/}
+        started=$(cat "$f" 2>/dev/null || true)
+        if alive "$pid" && [ "$(start_time "$pid")" = "$started" ]; then
+            any=0
+        else
+            rm -f "$f"
+        fi
+    done
+    return $any
+}
+
+cmd_hold() {
+    require_root
+    set_paths "$1"
+    local grace=${MAILSTACK_GRACE:-0} me=$$
+    [[ $grace =~ ^[0-9]+$ ]] || die "MAILSTACK_GRACE=$grace is not a number of seconds"
+    mkdir -p "$HOLDERS"
+    (
+        lock_dir
+        prune_holders || true
+        start_time "$me" >"$HOLDERS/$me"
+    )
+    # An interrupted test run (Ctrl-C reaches the whole process group, a closed terminal sends SIGHUP)
+    # is when this is needed most: keep going. SIGTERM: clean up now.
+    trap '' INT HUP
+    trap 'release_hold; exit 0' TERM
+    echo "holding $DIR"
+    # Block until the holding process's end closes our stdin (nothing is ever written to it).
+    while IFS= read -r _; do :; done
+    release_hold
+}
+
+release_hold() {
+    rm -f "$HOLDERS/$$"
+    [ "${MAILSTACK_GRACE:-0}" = 0 ] || sleep "$MAILSTACK_GRACE"
+    # A private stack's DIR may be gone already (its owner stopped and removed it): nothing to do.
+    [ -d "$DIR" ] || return 0
+    lock_dir
+    if prune_holders; then
+        return 0
+    fi
+    stop_servers
+    note "last holder gone: stopped the servers in $DIR"
+}
+
 # ------------------------------------------------------------------ main ----
 
 [ $# -ge 1 ] || usage
@@ -943,7 +1316,10 @@ case $cmd in
     down) [ $# -eq 1 ] || usage; cmd_down "$1" ;;
     status) [ $# -eq 1 ] || usage; cmd_status "$1" ;;
     env) [ $# -eq 1 ] || usage; cmd_env "$1" ;;
-    add-user) [ $# -eq 3 ] || usage; cmd_add_user "$1" "$2" "$3" ;;
+    add-user) [ $# -ge 3 ] || usage; cmd_add_user "$@" ;;
+    cyrus-up) [ $# -eq 1 ] || usage; cmd_cyrus_up "$1" ;;
+    cyrus-add-user) [ $# -eq 3 ] || usage; cmd_cyrus_add_user "$1" "$2" "$3" ;;
+    hold) [ $# -eq 1 ] || usage; cmd_hold "$1" ;;
     restart-imap) [ $# -eq 1 ] || usage; cmd_restart_imap "$1" ;;
     stop-smtp) [ $# -eq 1 ] || usage; cmd_stop_smtp "$1" ;;
     start-smtp) [ $# -eq 1 ] || usage; cmd_start_smtp "$1" ;;

@@ -880,9 +880,17 @@ pub struct ImapIntake {
     /// Mailboxes to take mail from.
     #[serde(default = "default_mailboxes")]
     pub mailboxes: Vec<String>,
-    /// What to do with a stored mail: `seen`, `move:<Folder>` or `delete`.
+    /// What to do with a stored mail: `seen`, `move:<Folder>` or `delete`. A relative folder name
+    /// (`move:Processed`) goes under the server's personal namespace (`INBOX.Processed` on Cyrus), as a
+    /// mail client does; a name written in full (`move:INBOX.Processed`) is used as it is. Non-ASCII
+    /// names (`move:処理済み`) are fine. The folder is created when missing.
     #[serde(default = "default_after")]
     pub after: String,
+    /// Where oversized and unreadable mail is moved (whole) on the server, named like `after`'s folder:
+    /// relative names go under the personal namespace. Created when missing. Until it has verifiably
+    /// arrived there such mail stays where it is: `after` never flags or deletes it.
+    #[serde(default = "default_quarantine_folder")]
+    pub quarantine_folder: String,
     /// Use IDLE when the server offers it.
     #[serde(default = "default_true")]
     pub idle: bool,
@@ -930,6 +938,9 @@ fn default_mailboxes() -> Vec<String> {
 }
 fn default_after() -> String {
     "seen".to_string()
+}
+fn default_quarantine_folder() -> String {
+    "postdesk-quarantine".to_string()
 }
 fn default_true() -> bool {
     true
@@ -1673,6 +1684,45 @@ impl IntakeConfig {
                         ),
                     ));
                 }
+                // Folder names go into IMAP quoted strings: no line breaks; anything else is encoded.
+                let bad_folder = |f: &str| f.trim().is_empty() || f.contains(['\r', '\n', '\0']);
+                if imap
+                    .after
+                    .strip_prefix("move:")
+                    .is_some_and(|f| f.contains(['\r', '\n', '\0']))
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.after"),
+                        "the folder name must not contain line breaks",
+                    ));
+                }
+                if bad_folder(&imap.quarantine_folder) {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.quarantine_folder"),
+                        "must name a folder (not empty, no line breaks)",
+                    ));
+                }
+                if imap.quarantine_folder.eq_ignore_ascii_case("INBOX")
+                    || imap.mailboxes.contains(&imap.quarantine_folder)
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.quarantine_folder"),
+                        format!(
+                            "{:?} is a mailbox postdesk takes mail from: quarantined mail would be taken again",
+                            imap.quarantine_folder
+                        ),
+                    ));
+                }
+                if imap
+                    .mailboxes
+                    .iter()
+                    .any(|m| m.contains(['\r', '\n', '\0']))
+                {
+                    return Err(ConfigError::invalid(
+                        format!("{prefix}.mailboxes"),
+                        "a mailbox name must not contain line breaks",
+                    ));
+                }
                 if imap.reconnect_max.0 < Duration::from_secs(1) {
                     return Err(ConfigError::invalid(
                         format!("{prefix}.reconnect_max"),
@@ -1961,6 +2011,40 @@ agents = ["Agent1@example.com"]
         );
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("folder"), "{err}");
+    }
+
+    #[test]
+    fn quarantine_folder_defaults_and_bad_ones_are_rejected_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "secret\n").unwrap();
+        let imap = |extra: &str| {
+            format!(
+                "{BASE}[region.intake]\nkind = \"imap\"\nhost = \"h\"\nusername = \"u\"\npassword_file = {pw:?}\n{extra}"
+            )
+        };
+        let config = load(&imap("after = \"move:処理済み\"\n")).unwrap();
+        let Some(IntakeConfig::Imap(i)) = &config.region[0].intake else {
+            panic!("not imap")
+        };
+        assert_eq!(i.quarantine_folder, "postdesk-quarantine");
+        assert_eq!(i.after, "move:処理済み");
+        for bad in [
+            "quarantine_folder = \"\"\n",
+            "quarantine_folder = \"INBOX\"\n",
+            "quarantine_folder = \"a\\nb\"\n",
+            "mailboxes = [\"Tickets\"]\nquarantine_folder = \"Tickets\"\n",
+        ] {
+            let err = load(&imap(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains("region[0].intake.quarantine_folder"),
+                "{bad}: {err}"
+            );
+        }
+        let err = load(&imap("after = \"move:a\\rb\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("region[0].intake.after"), "{err}");
     }
 
     #[test]

@@ -8,9 +8,27 @@
 //! UIDVALIDITY re-scans the mailbox relying on that same de-duplication, without acknowledgements for
 //! old mail.
 //!
+//! Folder names (the mailboxes, `after`'s folder, the quarantine folder) are resolved as a mail client
+//! does: against the server's NAMESPACE, relative names under the personal namespace, in modified UTF-7
+//! on the wire ([`folder`]).
+//!
+//! A mail leaves its mailbox (or is flagged) only once it is whole in the store, or, for oversized and
+//! unreadable mail, only by a move to the quarantine folder that the server confirmed. An
+//! acknowledgement the server refuses (`NO`: a folder that does not exist or may not be created) leaves
+//! the mail where it is, marks the intake failing with one error, and is retried with backoff while new
+//! mail keeps being taken: it never blocks the mailbox. The quarantine candidates still on the server are
+//! remembered in the store, and mail larger than `max_message_bytes` is recognised by its size, so no
+//! retry, restart or crash applies `after` to them.
+//!
 //! Every IMAP call runs under a timeout; a broken connection is re-made with exponential backoff and
-//! jitter. State changes (connected, lost, authentication failed) are logged once, not on every retry.
+//! jitter. State changes (connected, lost, authentication failed, an acknowledgement failing) are logged
+//! once, and the backoff grows, until a pass through the mailbox succeeds, however often the session is
+//! re-made meanwhile. Server replies are shown as the server's text (`NO [TRYCREATE] Mailbox does not
+//! exist`), see [`reply_text`].
 
+pub mod folder;
+
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
 use std::pin::Pin;
@@ -41,7 +59,8 @@ const IDLE_RENEW: Duration = Duration::from_secs(25 * 60);
 pub const BATCH: usize = 500;
 /// Bytes of an oversized mail's text that are still fetched and stored.
 const OVERSIZE_TEXT_BYTES: usize = 256 * 1024;
-/// The folder oversized and unparseable mail is moved to.
+/// The default folder oversized and unparseable mail is moved to (`quarantine_folder`), relative: under
+/// the personal namespace.
 pub const QUARANTINE_FOLDER: &str = "postdesk-quarantine";
 
 /// Why a session ended.
@@ -51,15 +70,21 @@ pub enum ImapError {
     Connect(String, String),
     #[error("TLS with {0} failed: {1} (check the server's certificate, or set ca_file for a private CA)")]
     Tls(String, String),
-    #[error("login as {0} refused: {1} (check username and password_file/password_env)")]
-    Auth(String, String),
-    #[error("IMAP error: {0}")]
+    /// The server's answer to the login (the user name is logged at debug level only: it is usually an
+    /// address).
+    #[error("login refused: {0} (check username and password_file/password_env)")]
+    Auth(String),
+    /// The connection broke, or the server sent something that is not IMAP.
+    #[error("{0}")]
     Protocol(String),
+    /// The server answered a command with `NO` or `BAD` (the connection itself is fine).
+    #[error("the server answered {0}")]
+    Refused(String),
     #[error("the server did not answer within {0:?}")]
     Timeout(Duration),
     #[error("cannot store mail: {0}")]
     Store(String),
-    #[error("mailbox {0:?} cannot be selected: {1} (deleted or renamed on the server? its mail is taken again once it exists; fix `mailboxes` if it was renamed)")]
+    #[error("mailbox {0} cannot be selected: {1} (deleted or renamed on the server? its mail is taken again once it exists; fix `mailboxes` if it was renamed)")]
     NoMailbox(String, String),
 }
 
@@ -72,6 +97,7 @@ impl ImapError {
             ImapError::Tls(..) => "tls",
             ImapError::Auth(..) => "auth",
             ImapError::Protocol(_) => "protocol",
+            ImapError::Refused(_) => "refused",
             ImapError::Timeout(_) => "timeout",
             ImapError::Store(_) => "store",
             ImapError::NoMailbox(..) => "no_mailbox",
@@ -81,8 +107,91 @@ impl ImapError {
 
 impl From<async_imap::error::Error> for ImapError {
     fn from(e: async_imap::error::Error) -> Self {
-        ImapError::Protocol(e.to_string())
+        use async_imap::error::Error as E;
+        match e {
+            E::No(_) | E::Bad(_) => ImapError::Refused(reply_text(&e)),
+            _ => ImapError::Protocol(reply_text(&e)),
+        }
     }
+}
+
+/// An async-imap error as a person reads it: a server's answer as its text (`NO [TRYCREATE] Mailbox does
+/// not exist`; async-imap hands it over as Rust debug output, `code: Some(TryCreate), info: Some("…")`),
+/// anything else in plain words.
+pub fn reply_text(e: &async_imap::error::Error) -> String {
+    use async_imap::error::Error as E;
+    match e {
+        E::No(outcome) => format!("NO {}", outcome_text(outcome)),
+        E::Bad(outcome) => format!("BAD {}", outcome_text(outcome)),
+        E::ConnectionLost => "the server closed the connection".into(),
+        E::Io(io) => format!("connection error: {io}"),
+        E::Parse(p) => format!("an answer that is not IMAP: {p}"),
+        other => other.to_string(),
+    }
+}
+
+/// `code: Some(TryCreate), info: Some("Mailbox does not exist")` → `[TRYCREATE] Mailbox does not exist`.
+fn outcome_text(debug: &str) -> String {
+    let (code, info) = match debug.split_once(", info: ") {
+        Some((c, i)) => (c.strip_prefix("code: ").unwrap_or(c), i),
+        None => return debug.to_string(),
+    };
+    let info = match info
+        .strip_prefix("Some(\"")
+        .and_then(|i| i.strip_suffix("\")"))
+    {
+        Some(text) => unescape_debug(text),
+        None if info == "None" => String::new(),
+        None => info.to_string(),
+    };
+    let code = code
+        .strip_prefix("Some(")
+        .and_then(|c| c.strip_suffix(')'))
+        .map(|c| {
+            let name = c.split(['(', ' ']).next().unwrap_or(c);
+            match name {
+                "ReadOnly" => "READ-ONLY".to_string(),
+                "ReadWrite" => "READ-WRITE".to_string(),
+                other => other.to_ascii_uppercase(),
+            }
+        });
+    match (code, info.is_empty()) {
+        (Some(c), true) => format!("[{c}]"),
+        (Some(c), false) => format!("[{c}] {info}"),
+        (None, true) => "(no text)".into(),
+        (None, false) => info,
+    }
+}
+
+/// Undo Rust's `{:?}` escaping of a string (`\"`, `\\`, `\n`, `\u{…}`).
+fn unescape_debug(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some('u') => {
+                let hex: String = chars
+                    .by_ref()
+                    .skip_while(|c| *c == '{')
+                    .take_while(|c| *c != '}')
+                    .collect();
+                if let Some(c) = u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    out.push(c);
+                }
+            }
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 async fn timed<T, E: Into<ImapError>>(
@@ -200,7 +309,7 @@ pub async fn connect(cfg: &ImapIntake) -> Result<Session<ImapStream>, ImapError>
         client
             .read_response()
             .await
-            .map_err(|e| ImapError::Protocol(e.to_string()))
+            .map_err(|e| ImapError::Protocol(format!("connection error: {e}")))
     })
     .await?;
     if greeting.is_none() {
@@ -241,7 +350,11 @@ pub async fn connect(cfg: &ImapIntake) -> Result<Session<ImapStream>, ImapError>
     };
     match tokio::time::timeout(CALL_TIMEOUT, login).await {
         Ok(Ok(session)) => Ok(session),
-        Ok(Err(e)) => Err(ImapError::Auth(cfg.username.clone(), e.to_string())),
+        Ok(Err(e @ (async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)))) => {
+            tracing::debug!(username = %cfg.username, host = %cfg.host, "IMAP login refused");
+            Err(ImapError::Auth(reply_text(&e)))
+        }
+        Ok(Err(e)) => Err(ImapError::Protocol(reply_text(&e))),
         Err(_) => Err(ImapError::Timeout(CALL_TIMEOUT)),
     }
 }
@@ -358,10 +471,10 @@ struct FetchedMail {
     state: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// A fetched batch; `oversized` are the UIDs stored truncated (their originals go to quarantine).
+/// A fetched batch; `oversized` are the mails stored truncated (their originals go to quarantine).
 struct FetchedChunk {
     mails: Vec<FetchedMail>,
-    oversized: Vec<u32>,
+    oversized: Vec<Oversized>,
 }
 
 /// What the server offers that changes how we work.
@@ -381,11 +494,137 @@ pub struct MailboxIntake {
 }
 
 /// Log state changes once.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LinkState {
     Starting,
     Connected,
-    Failing(String),
+    /// What failed (one log line per streak, until a pass through the mailbox succeeds), and whether it
+    /// failed after a successful login (the mailbox, a refused command, the store: reconnecting is not news).
+    Failing {
+        kind: &'static str,
+        after_login: bool,
+    },
+}
+
+/// The words a failure is logged (and recognised as "the same again") by.
+fn failure_kind(e: &ImapError) -> &'static str {
+    match e {
+        ImapError::Auth(..) => "authentication failed",
+        ImapError::NoMailbox(..) => "mailbox missing",
+        ImapError::Store(..) => "intake paused, the store cannot take mail",
+        ImapError::Refused(..) => "command refused",
+        _ => "connection lost",
+    }
+}
+
+/// What of an intake outlives its sessions: the backoff, what was logged, the acknowledgements to make.
+struct Progress {
+    link: LinkState,
+    /// Failed sessions since the last successful pass through the mailbox: the backoff's exponent.
+    failures: u32,
+    /// Whether "IMAP connected" was logged since the last connection failure was.
+    connected_logged: bool,
+    acks: Acks,
+}
+
+/// Which acknowledgement the server refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckKind {
+    /// `after` (`\Seen`, the move to `after`'s folder, `\Deleted`).
+    After,
+    /// The move of oversized or unreadable mail to the quarantine folder.
+    Quarantine,
+}
+
+/// Acknowledgements the server refused, and when to look at the stored mail still waiting for one (the
+/// backlog). Kept across sessions, so a reconnect neither logs them again nor retries them at once.
+#[derive(Debug, Default)]
+struct Acks {
+    /// The refused `after`, as logged (once), until it works again.
+    after_failing: Option<String>,
+    /// The refused move to quarantine, likewise.
+    quarantine_failing: Option<String>,
+    /// Whether the quarantine folder's refused CREATE was logged (a warning: nothing waits for it yet).
+    quarantine_folder_warned: bool,
+    /// Refused attempts in a row: the next look at the backlog waits `reconnect_delay(attempts)`.
+    attempts: u32,
+    /// When to look at the backlog next; `None` while nothing is known to wait.
+    next_backlog: Option<tokio::time::Instant>,
+}
+
+impl Acks {
+    /// The word `/healthz` shows while an acknowledgement is refused.
+    fn failing(&self) -> Option<&'static str> {
+        if self.quarantine_failing.is_some() {
+            Some("quarantine")
+        } else if self.after_failing.is_some() {
+            Some("after")
+        } else {
+            None
+        }
+    }
+
+    fn backlog_due(&self) -> bool {
+        self.next_backlog
+            .is_some_and(|t| t <= tokio::time::Instant::now())
+    }
+
+    /// How long an IDLE or a poll may wait before the backlog is due (`limit` at most).
+    fn wait_bound(&self, limit: Duration) -> Duration {
+        match self.next_backlog {
+            Some(t) => t
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(limit),
+            None => limit,
+        }
+    }
+}
+
+/// A folder of this session: its name as configured and resolved (UTF-8), and as sent (modified UTF-7).
+#[derive(Clone, Debug)]
+struct Folder {
+    name: String,
+    wire: String,
+}
+
+impl Folder {
+    fn new(name: String) -> Folder {
+        Folder {
+            wire: folder::encode(&name),
+            name,
+        }
+    }
+}
+
+/// The folders one session works with, resolved against the server's namespaces.
+#[derive(Clone, Debug)]
+struct Folders {
+    namespaces: folder::Namespaces,
+    /// The mailbox mail is taken from.
+    mailbox: Folder,
+    /// `after = "move:…"`'s folder.
+    processed: Option<Folder>,
+    quarantine: Folder,
+    /// Whether the folders are known to exist (LISTed or created in this session).
+    processed_ready: bool,
+    quarantine_ready: bool,
+}
+
+/// An oversized mail stored truncated, on its way to the quarantine folder.
+#[derive(Clone, Debug)]
+struct Oversized {
+    uid: u32,
+    size: u32,
+    ticket: Option<crate::types::TicketId>,
+    /// Its header, kept with the quarantine entry `postdesk stats` counts.
+    header: Vec<u8>,
+}
+
+/// The quarantine candidates still in a mailbox (moved there only once the server confirmed it).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct PendingQuarantine {
+    uid_validity: u32,
+    uids: BTreeSet<u32>,
 }
 
 impl fmt::Display for MailboxIntake {
@@ -402,10 +641,14 @@ impl fmt::Display for MailboxIntake {
 impl MailboxIntake {
     /// Run until `shutdown`, reconnecting with backoff. The batch in flight is finished before returning.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut state = LinkState::Starting;
-        let mut failures: u32 = 0;
+        let mut progress = Progress {
+            link: LinkState::Starting,
+            failures: 0,
+            connected_logged: false,
+            acks: Acks::default(),
+        };
         loop {
-            let result = self.session(&shutdown, &mut state, &mut failures).await;
+            let result = self.session(&shutdown, &mut progress).await;
             if shutdown.is_cancelled() {
                 break;
             }
@@ -416,22 +659,26 @@ impl MailboxIntake {
                 e.kind(),
                 Utc::now(),
             );
-            let kind = match &e {
-                ImapError::Auth(..) => "authentication failed",
-                ImapError::NoMailbox(..) => "mailbox missing",
-                ImapError::Store(..) => "intake paused, the store cannot take mail",
-                _ => "connection lost",
-            };
-            let summary = format!("{kind}: {e}");
-            if state != LinkState::Failing(kind.to_string()) {
+            let kind = failure_kind(&e);
+            let after_login = matches!(
+                e,
+                ImapError::NoMailbox(..) | ImapError::Refused(_) | ImapError::Store(_)
+            );
+            let failing = LinkState::Failing { kind, after_login };
+            if progress.link != failing {
                 tracing::error!(region = %self.region.code, mailbox = %self.mailbox, host = %self.cfg.host,
-                    "IMAP {summary}; retrying with backoff (other regions are not affected)");
-                state = LinkState::Failing(kind.to_string());
+                    "IMAP {kind}: {e}; retrying with backoff (other regions are not affected)");
+                progress.link = failing;
+                if !after_login {
+                    progress.connected_logged = false;
+                }
             } else {
-                tracing::debug!(intake = %self, "IMAP still failing: {summary}");
+                tracing::debug!(intake = %self, "IMAP still failing: {kind}: {e}");
             }
-            failures = failures.saturating_add(1);
-            let delay = reconnect_delay(failures, rand_seed()).min(self.cfg.reconnect_max.0);
+            progress.failures = progress.failures.saturating_add(1);
+            let delay =
+                reconnect_delay(progress.failures, rand_seed()).min(self.cfg.reconnect_max.0);
+            tracing::debug!(intake = %self, failures = progress.failures, ?delay, "IMAP reconnecting");
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
@@ -444,8 +691,7 @@ impl MailboxIntake {
     async fn session(
         &self,
         shutdown: &CancellationToken,
-        state: &mut LinkState,
-        failures: &mut u32,
+        progress: &mut Progress,
     ) -> Result<(), ImapError> {
         let mut session = connect(&self.cfg).await?;
         let caps = timed(session.capabilities()).await?;
@@ -454,40 +700,46 @@ impl MailboxIntake {
             mv: caps.has_str("MOVE"),
             uidplus: caps.has_str("UIDPLUS"),
         };
-        if let Some(folder) = self.cfg.after.strip_prefix("move:") {
-            ensure_folder(&mut session, folder).await;
-        }
-        ensure_folder(&mut session, QUARANTINE_FOLDER).await;
-        if *state != LinkState::Connected {
+        let mut folders = self.folders(&mut session, &mut progress.acks).await?;
+        if !progress.connected_logged {
             tracing::info!(region = %self.region.code, mailbox = %self.mailbox, host = %self.cfg.host,
-                idle = caps.idle && self.cfg.idle, "IMAP connected");
-            *state = LinkState::Connected;
+                idle = caps.idle && self.cfg.idle, folder = %folders.mailbox.name,
+                quarantine = %folders.quarantine.name, "IMAP connected");
+            progress.connected_logged = true;
         }
-        self.desk
-            .telemetry
-            .intake_connected(&self.region.code, &self.mailbox);
-        *failures = 0;
-        let mut reconciled = false;
+        if !matches!(progress.link, LinkState::Failing { .. }) {
+            self.desk
+                .telemetry
+                .intake_connected(&self.region.code, &self.mailbox);
+        }
+        // Stored mail whose acknowledgement a restart or a lost connection interrupted: looked for once per
+        // session (unless a refused one waits for its backoff).
+        if progress.acks.next_backlog.is_none() {
+            progress.acks.next_backlog = Some(tokio::time::Instant::now());
+        }
         loop {
             // A mailbox deleted (or renamed) under us answers NO: say so plainly, and keep retrying with
             // backoff like any other failure, so it is picked up again once it exists (other mailboxes and
             // regions run in their own tasks and are not affected).
-            let mailbox = match tokio::time::timeout(CALL_TIMEOUT, session.select(&self.mailbox))
-                .await
-            {
-                Ok(Ok(m)) => m,
-                Ok(Err(async_imap::error::Error::No(e))) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
-                    return Err(ImapError::NoMailbox(self.mailbox.clone(), e));
-                }
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => return Err(ImapError::Timeout(CALL_TIMEOUT)),
-            };
+            let mailbox =
+                match tokio::time::timeout(CALL_TIMEOUT, session.select(&folders.mailbox.wire))
+                    .await
+                {
+                    Ok(Ok(m)) => m,
+                    Ok(Err(
+                        e @ (async_imap::error::Error::No(_) | async_imap::error::Error::Bad(_)),
+                    )) => {
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
+                        return Err(ImapError::NoMailbox(
+                            self.folder_label(&folders.mailbox, &self.mailbox),
+                            reply_text(&e),
+                        ));
+                    }
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => return Err(ImapError::Timeout(CALL_TIMEOUT)),
+                };
             let uid_validity = mailbox.uid_validity.unwrap_or(0);
-            if !reconciled {
-                self.reconcile(&mut session, caps, uid_validity).await?;
-                reconciled = true;
-            }
             // Notices read so far are about mail that exists before the sweep's `UID FETCH n:*`, which takes
             // it: forget them. From here on, one means "look again" (see `new_mail_reported`).
             let notices = session.unsolicited_responses.clone();
@@ -504,14 +756,56 @@ impl MailboxIntake {
                 reported
             };
             new_mail_reported();
-            self.sweep(&mut session, caps, uid_validity, shutdown)
+            self.sweep_in(
+                &mut session,
+                caps,
+                uid_validity,
+                &mut folders,
+                &mut progress.acks,
+                shutdown,
+            )
+            .await?;
+            if progress.acks.backlog_due() && !shutdown.is_cancelled() {
+                self.backlog(
+                    &mut session,
+                    caps,
+                    uid_validity,
+                    &mut folders,
+                    &mut progress.acks,
+                )
                 .await?;
-            self.desk
-                .telemetry
-                .intake_ok(&self.region.code, &self.mailbox, Utc::now());
+            }
+            // A pass through the mailbox: the session's backoff and failure streak end here (and only here).
+            match progress.acks.failing() {
+                Some(kind) => self.desk.telemetry.intake_failed(
+                    &self.region.code,
+                    &self.mailbox,
+                    kind,
+                    Utc::now(),
+                ),
+                None => self
+                    .desk
+                    .telemetry
+                    .intake_ok(&self.region.code, &self.mailbox, Utc::now()),
+            }
+            progress.failures = 0;
+            if let LinkState::Failing {
+                kind,
+                after_login: true,
+            } = progress.link
+            {
+                tracing::info!(region = %self.region.code, mailbox = %self.mailbox, host = %self.cfg.host,
+                    "IMAP intake works again (it failed: {kind})");
+            }
+            progress.link = LinkState::Connected;
             if shutdown.is_cancelled() {
                 let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
                 return Ok(());
+            }
+            // Wait for mail, but not past the moment the backlog is due.
+            let wait = progress.acks.wait_bound(IDLE_RENEW);
+            if wait < Duration::from_millis(50) {
+                continue;
             }
             if caps.idle && self.cfg.idle {
                 // No window between the sweep and IDLE (issue 14): mail that lands while a sweep runs is
@@ -535,7 +829,7 @@ impl MailboxIntake {
                     continue;
                 }
                 {
-                    let (wait, _stop) = idle.wait_with_timeout(IDLE_RENEW);
+                    let (wait, _stop) = idle.wait_with_timeout(wait);
                     tokio::select! {
                         r = tokio::time::timeout(IDLE_RENEW + Duration::from_secs(30), wait) => {
                             if let Ok(Err(e)) = r {
@@ -549,10 +843,241 @@ impl MailboxIntake {
             } else {
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(self.cfg.poll_interval.0) => {}
+                    _ = tokio::time::sleep(self.cfg.poll_interval.0.min(wait)) => {}
                 }
             }
         }
+    }
+
+    /// `"Processed"`, or `"Processed" (INBOX.Processed on this server)` when resolving changed it.
+    fn folder_label(&self, folder: &Folder, configured: &str) -> String {
+        if folder.name == configured {
+            format!("{configured:?}")
+        } else {
+            format!("{configured:?} ({} on this server)", folder.name)
+        }
+    }
+
+    /// Resolve this intake's folders against the server's namespaces and make sure the ones postdesk
+    /// moves mail to exist.
+    async fn folders(
+        &self,
+        session: &mut Session<ImapStream>,
+        acks: &mut Acks,
+    ) -> Result<Folders, ImapError> {
+        let namespaces = match read_namespaces(session).await? {
+            Some(ns) => ns,
+            None => folder::Namespaces::flat(list_delimiter(session).await?),
+        };
+        let resolve = |name: &str| Folder::new(folder::resolve(name, &namespaces));
+        let mut folders = Folders {
+            mailbox: resolve(&self.mailbox),
+            processed: self.cfg.after.strip_prefix("move:").map(resolve),
+            quarantine: resolve(&self.cfg.quarantine_folder),
+            processed_ready: false,
+            quarantine_ready: false,
+            namespaces,
+        };
+        tracing::debug!(intake = %self, namespaces = %folders.namespaces, mailbox = %folders.mailbox.wire,
+            processed = ?folders.processed.as_ref().map(|f| &f.wire), quarantine = %folders.quarantine.wire,
+            "IMAP folders resolved");
+        self.ensure_folders(session, &mut folders, acks).await?;
+        Ok(folders)
+    }
+
+    /// Create `after`'s folder and the quarantine folder when they do not exist yet. A refused CREATE of
+    /// `after`'s folder marks the intake failing at once (every acknowledgement would fail); one of the
+    /// quarantine folder is a warning until a mail needs it.
+    async fn ensure_folders(
+        &self,
+        session: &mut Session<ImapStream>,
+        folders: &mut Folders,
+        acks: &mut Acks,
+    ) -> Result<(), ImapError> {
+        if let (Some(processed), false) = (&folders.processed, folders.processed_ready) {
+            match ensure_folder(session, processed).await? {
+                Ok(()) => folders.processed_ready = true,
+                Err(reply) => {
+                    let message = format!(
+                        "cannot create the folder {} for after = {:?}: the server answered {reply}. Stored mail stays in {:?} until it exists; new mail is still taken (create the folder, or fix `after`; folders in this account: {})",
+                        self.folder_label(processed, self.cfg.after.trim_start_matches("move:")),
+                        self.cfg.after,
+                        self.mailbox,
+                        folders.namespaces,
+                    );
+                    self.ack_refused(acks, AckKind::After, message);
+                }
+            }
+        }
+        if !folders.quarantine_ready {
+            match ensure_folder(session, &folders.quarantine).await? {
+                Ok(()) => folders.quarantine_ready = true,
+                Err(reply) => {
+                    if !acks.quarantine_folder_warned {
+                        tracing::warn!(region = %self.region.code, mailbox = %self.mailbox, host = %self.cfg.host,
+                            "IMAP cannot create the quarantine folder {}: the server answered {reply}. Oversized or unreadable mail will stay in {:?} (never flagged or deleted) until it can be moved there (create the folder, or set quarantine_folder; folders in this account: {})",
+                            self.folder_label(&folders.quarantine, &self.cfg.quarantine_folder), self.mailbox, folders.namespaces);
+                        acks.quarantine_folder_warned = true;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The server refused an acknowledgement: log it once, mark the intake failing, look at the backlog
+    /// again after a backoff. The mail stays where it is.
+    fn ack_refused(&self, acks: &mut Acks, kind: AckKind, message: String) {
+        let slot = match kind {
+            AckKind::After => &mut acks.after_failing,
+            AckKind::Quarantine => &mut acks.quarantine_failing,
+        };
+        if slot.is_none() {
+            tracing::error!(region = %self.region.code, mailbox = %self.mailbox, host = %self.cfg.host, "IMAP {message}");
+        } else {
+            tracing::debug!(intake = %self, "IMAP still refused: {message}");
+        }
+        *slot = Some(message);
+        acks.attempts = acks.attempts.saturating_add(1);
+        let delay = reconnect_delay(acks.attempts, rand_seed()).min(self.cfg.reconnect_max.0);
+        acks.next_backlog = Some(tokio::time::Instant::now() + delay);
+        if let Some(word) = acks.failing() {
+            self.desk
+                .telemetry
+                .intake_failed(&self.region.code, &self.mailbox, word, Utc::now());
+        }
+    }
+
+    /// An acknowledgement of `kind` worked: if it was refused before, what waits from then is taken care of
+    /// now (the backlog is due).
+    fn ack_worked(&self, acks: &mut Acks, kind: AckKind) {
+        let was_failing = match kind {
+            AckKind::After => acks.after_failing.is_some(),
+            AckKind::Quarantine => acks.quarantine_failing.is_some(),
+        };
+        if was_failing {
+            acks.next_backlog = Some(tokio::time::Instant::now());
+        }
+    }
+
+    fn after_refused(&self, folders: &Folders, count: usize, reply: &str) -> String {
+        let target = match &folders.processed {
+            Some(f) => format!(" (the folder {:?} on this server)", f.name),
+            None => String::new(),
+        };
+        format!(
+            "cannot apply after = {:?}{target} to {count} stored mail(s): the server answered {reply}. They stay in {:?}, already stored; new mail is still taken, and the acknowledgement is retried with backoff (create the folder, or fix `after`)",
+            self.cfg.after, self.mailbox
+        )
+    }
+
+    fn pending_key(&self) -> Vec<u8> {
+        format!(
+            "imap-quarantine:{}:{}:{}",
+            self.region.code, self.cfg.username, self.mailbox
+        )
+        .into_bytes()
+    }
+
+    /// The quarantine candidates of this mailbox (of its current UIDVALIDITY) still on the server.
+    fn pending(&self, uid_validity: u32) -> Result<BTreeSet<u32>, ImapError> {
+        let stored: Option<PendingQuarantine> = self
+            .desk
+            .store
+            .intake_state(&self.pending_key())
+            .map_err(|e| ImapError::Store(e.to_string()))?
+            .and_then(|v| serde_json::from_slice(&v).ok());
+        Ok(stored
+            .filter(|p| p.uid_validity == uid_validity)
+            .map(|p| p.uids)
+            .unwrap_or_default())
+    }
+
+    fn set_pending(&self, uid_validity: u32, uids: &BTreeSet<u32>) -> Result<(), ImapError> {
+        let value = serde_json::to_vec(&PendingQuarantine {
+            uid_validity,
+            uids: uids.clone(),
+        })
+        .unwrap_or_default();
+        self.desk
+            .store
+            .set_intake_state(&self.pending_key(), &value)
+            .map_err(|e| ImapError::Store(e.to_string()))
+    }
+
+    /// Move `uids` (oversized mail stored truncated, `oversized`, and unreadable mail) to the quarantine
+    /// folder. They are remembered as pending first, so that nothing applies `after` to them before the
+    /// server confirmed the move; a refused move leaves them where they are. Returns whether they moved.
+    #[allow(clippy::too_many_arguments)]
+    async fn quarantine(
+        &self,
+        session: &mut Session<ImapStream>,
+        caps: Caps,
+        folders: &mut Folders,
+        uid_validity: u32,
+        uids: &[u32],
+        oversized: &[Oversized],
+        acks: &mut Acks,
+    ) -> Result<bool, ImapError> {
+        let mut pending = self.pending(uid_validity)?;
+        let before = pending.len();
+        pending.extend(uids.iter().copied());
+        if pending.len() != before {
+            self.set_pending(uid_validity, &pending)?;
+            self.desk
+                .store
+                .flush_async()
+                .await
+                .map_err(|e| ImapError::Store(e.to_string()))?;
+        }
+        for chunk in uids.chunks(BATCH) {
+            match move_uids(session, caps, chunk, &folders.quarantine.wire).await {
+                Ok(()) => {}
+                Err(ImapError::Refused(reply)) => {
+                    let message = format!(
+                        "cannot move {} oversized or unreadable mail(s) to the quarantine folder {:?}: the server answered {reply}. They stay in {:?}, never flagged or deleted, until the move works (retried with backoff); their tickets hold what could be stored (create the folder, or set quarantine_folder)",
+                        uids.len(),
+                        folders.quarantine.name,
+                        self.mailbox
+                    );
+                    self.ack_refused(acks, AckKind::Quarantine, message);
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        folders.quarantine_ready = true;
+        self.ack_worked(acks, AckKind::Quarantine);
+        for uid in uids {
+            pending.remove(uid);
+        }
+        self.set_pending(uid_validity, &pending)?;
+        for o in oversized {
+            let ticket = o.ticket.as_ref().map(|t| t.to_string()).unwrap_or_default();
+            tracing::warn!(intake = %self, uid = o.uid, size = o.size, ticket = %ticket,
+                "oversized mail stored truncated and moved to {}", folders.quarantine.name);
+            let reason = format!(
+                "oversized mail ({} bytes, limit {}): stored truncated in {}; the whole mail was moved to the IMAP folder {}",
+                o.size,
+                self.cfg.max_message_bytes,
+                if ticket.is_empty() { "its ticket" } else { &ticket },
+                folders.quarantine.name
+            );
+            let source = format!("imap:{}/{};uid={}", self.cfg.host, self.mailbox, o.uid);
+            // Counted by `postdesk stats` (quarantined); informative, so a failure is only logged.
+            if let Err(e) =
+                self.desk
+                    .store
+                    .quarantine(&self.region.code, &source, &reason, &o.header)
+            {
+                tracing::warn!(intake = %self, uid = o.uid, "could not record the quarantined mail for `postdesk stats`: {e}");
+            }
+        }
+        let unreadable = uids.len().saturating_sub(oversized.len());
+        if unreadable > 0 {
+            tracing::info!(intake = %self, count = unreadable, "unreadable mail moved to {} (kept in the store's quarantine too)", folders.quarantine.name);
+        }
+        Ok(true)
     }
 
     /// Take every mail above the stored position, batch by batch. Returns how many were taken.
@@ -561,6 +1086,28 @@ impl MailboxIntake {
         session: &mut Session<ImapStream>,
         caps: Caps,
         uid_validity: u32,
+        shutdown: &CancellationToken,
+    ) -> Result<usize, ImapError> {
+        let mut acks = Acks::default();
+        let mut folders = self.folders(session, &mut acks).await?;
+        self.sweep_in(
+            session,
+            caps,
+            uid_validity,
+            &mut folders,
+            &mut acks,
+            shutdown,
+        )
+        .await
+    }
+
+    async fn sweep_in(
+        &self,
+        session: &mut Session<ImapStream>,
+        caps: Caps,
+        uid_validity: u32,
+        folders: &mut Folders,
+        acks: &mut Acks,
         shutdown: &CancellationToken,
     ) -> Result<usize, ImapError> {
         let key = state_key(&self.region.code, &self.cfg.username, &self.mailbox);
@@ -600,12 +1147,20 @@ impl MailboxIntake {
         let mut stored_in: Vec<crate::types::TicketId> = Vec::new();
         // Pipelined: while one batch is parsed and stored (on the blocking pool), the next is fetched.
         let chunks = batches(&metas);
+        let quarantine_name = folders.quarantine.name.clone();
         // Each batch carries the time its fetch began: ingest latency runs from there to the flush.
         let mut next = match chunks.first() {
             Some(chunk) => Some((
                 std::time::Instant::now(),
-                self.fetch_chunk(session, chunk, last_uid, uid_validity, first_contact)
-                    .await?,
+                self.fetch_chunk(
+                    session,
+                    chunk,
+                    last_uid,
+                    uid_validity,
+                    first_contact,
+                    &quarantine_name,
+                )
+                .await?,
             )),
             None => None,
         };
@@ -637,6 +1192,7 @@ impl MailboxIntake {
                         last_uid,
                         uid_validity,
                         first_contact,
+                        &quarantine_name,
                     )
                     .await?,
                 ));
@@ -650,13 +1206,24 @@ impl MailboxIntake {
                 })?;
             let mut done = Vec::new();
             let mut quarantine = Vec::new();
+            let mut oversized_stored = Vec::new();
             for (uid, outcome) in uids.iter().zip(&outcomes) {
-                if let Outcome::Stored { ticket, .. } | Outcome::Duplicate(ticket) = outcome {
-                    if !stored_in.contains(ticket) {
-                        stored_in.push(ticket.clone());
+                let ticket = match outcome {
+                    Outcome::Stored { ticket, .. } | Outcome::Duplicate(ticket) => {
+                        if !stored_in.contains(ticket) {
+                            stored_in.push(ticket.clone());
+                        }
+                        Some(ticket.clone())
                     }
-                }
-                if matches!(outcome, Outcome::Quarantined { .. }) || oversized.contains(uid) {
+                    Outcome::Quarantined { .. } => None,
+                };
+                if let Some(o) = oversized.iter().find(|o| o.uid == *uid) {
+                    quarantine.push(*uid);
+                    oversized_stored.push(Oversized {
+                        ticket,
+                        ..o.clone()
+                    });
+                } else if matches!(outcome, Outcome::Quarantined { .. }) {
                     quarantine.push(*uid);
                 } else {
                     done.push(*uid);
@@ -673,9 +1240,27 @@ impl MailboxIntake {
             self.desk
                 .telemetry
                 .observe_ingest(&self.region.code, fetch_began.elapsed());
-            self.acknowledge(session, caps, &done).await?;
+            // Only mail whole in the store gets `after`; a refused one leaves it there and never stops intake.
+            match self.acknowledge(session, caps, folders, &done).await {
+                Ok(()) if !done.is_empty() => self.ack_worked(acks, AckKind::After),
+                Ok(()) => {}
+                Err(ImapError::Refused(reply)) => {
+                    let message = self.after_refused(folders, done.len(), &reply);
+                    self.ack_refused(acks, AckKind::After, message);
+                }
+                Err(e) => return Err(e),
+            }
             if !quarantine.is_empty() {
-                move_uids(session, caps, &quarantine, QUARANTINE_FOLDER).await?;
+                self.quarantine(
+                    session,
+                    caps,
+                    folders,
+                    uid_validity,
+                    &quarantine,
+                    &oversized_stored,
+                    acks,
+                )
+                .await?;
             }
             taken += uids.len();
             let high = uids.iter().copied().max().unwrap_or(0);
@@ -718,15 +1303,20 @@ impl MailboxIntake {
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    /// Finish an acknowledgement a crash interrupted: mail at or below the stored position is in the store,
-    /// so any of it still waiting in the mailbox (unseen with `after = "seen"`, present at all with `move` or
-    /// `delete`) gets its `after` now.
-    async fn reconcile(
+    /// The backlog: mail at or below the stored position is in the store, so any of it still waiting in
+    /// the mailbox (unseen with `after = "seen"`, present at all with `move` or `delete`) was left by an
+    /// interrupted or refused acknowledgement, and gets it now. Except quarantine candidates: those
+    /// remembered as pending and those larger than `max_message_bytes` (stored truncated, whatever the
+    /// store remembers) go to the quarantine folder instead, or stay.
+    async fn backlog(
         &self,
         session: &mut Session<ImapStream>,
         caps: Caps,
         uid_validity: u32,
+        folders: &mut Folders,
+        acks: &mut Acks,
     ) -> Result<(), ImapError> {
+        self.ensure_folders(session, folders, acks).await?;
         let stored = self.position(&state_key(
             &self.region.code,
             &self.cfg.username,
@@ -734,6 +1324,7 @@ impl MailboxIntake {
         ))?;
         let Some(state) = stored.filter(|s| s.uid_validity == uid_validity && s.last_uid > 0)
         else {
+            self.backlog_done(acks, folders, 0, 0);
             return Ok(());
         };
         // The position read may be one a failed flush never wrote to disk: acknowledge on it only while the
@@ -742,22 +1333,114 @@ impl MailboxIntake {
             .store
             .writable()
             .map_err(|e| ImapError::Store(e.to_string()))?;
-        let query = if self.cfg.after == "seen" {
-            format!("UID 1:{} UNSEEN", state.last_uid)
-        } else {
-            format!("UID 1:{}", state.last_uid)
-        };
-        let mut uids: Vec<u32> = timed(session.uid_search(&query))
-            .await?
-            .into_iter()
-            .filter(|u| *u <= state.last_uid)
-            .collect();
-        if uids.is_empty() {
-            return Ok(());
+        let last = state.last_uid;
+        let waiting = uid_search(
+            session,
+            &if self.cfg.after == "seen" {
+                format!("UID 1:{last} UNSEEN")
+            } else {
+                format!("UID 1:{last}")
+            },
+            last,
+        )
+        .await?;
+        let oversized = uid_search(
+            session,
+            &format!("UID 1:{last} LARGER {}", self.cfg.max_message_bytes),
+            last,
+        )
+        .await?;
+        let mut pending = self.pending(uid_validity)?;
+        if !pending.is_empty() {
+            let all: Vec<u32> = pending.iter().copied().collect();
+            let present = uid_search(session, &format!("UID {}", uid_set(&all)), u32::MAX).await?;
+            let before = pending.len();
+            pending.retain(|u| present.contains(u));
+            if pending.len() != before {
+                self.set_pending(uid_validity, &pending)?;
+            }
         }
-        uids.sort_unstable();
-        tracing::info!(intake = %self, count = uids.len(), "completing acknowledgements interrupted by a restart");
-        self.acknowledge(session, caps, &uids).await
+        let to_after: Vec<u32> = waiting
+            .iter()
+            .copied()
+            .filter(|u| !oversized.contains(u) && !pending.contains(u))
+            .collect();
+        let to_quarantine: Vec<u32> = waiting
+            .intersection(&oversized)
+            .copied()
+            .chain(pending.iter().copied())
+            .collect::<BTreeSet<u32>>()
+            .into_iter()
+            .collect();
+        let mut after_ok = folders.processed.is_none() || folders.processed_ready;
+        if after_ok && !to_after.is_empty() {
+            match self.acknowledge(session, caps, folders, &to_after).await {
+                Ok(()) => {}
+                Err(ImapError::Refused(reply)) => {
+                    let message = self.after_refused(folders, to_after.len(), &reply);
+                    self.ack_refused(acks, AckKind::After, message);
+                    after_ok = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // The oversized among them, for the log and `postdesk stats` once they moved (their tickets were
+        // made before; only their size and header are needed).
+        let big: Vec<u32> = to_quarantine
+            .iter()
+            .copied()
+            .filter(|u| oversized.contains(u))
+            .collect();
+        let mut oversized_mails = Vec::with_capacity(big.len());
+        if !big.is_empty() {
+            let mut stream =
+                timed(session.uid_fetch(uid_set(&big), "(UID RFC822.SIZE BODY.PEEK[HEADER])"))
+                    .await?;
+            while let Some(item) = next_timed(&mut stream).await? {
+                if let Some(uid) = item.uid.filter(|u| big.contains(u)) {
+                    oversized_mails.push(Oversized {
+                        uid,
+                        size: item.size.unwrap_or(0),
+                        ticket: None,
+                        header: header_of(item.header().unwrap_or_default()).to_vec(),
+                    });
+                }
+            }
+        }
+        let quarantine_ok = to_quarantine.is_empty()
+            || self
+                .quarantine(
+                    session,
+                    caps,
+                    folders,
+                    uid_validity,
+                    &to_quarantine,
+                    &oversized_mails,
+                    acks,
+                )
+                .await?;
+        if after_ok && quarantine_ok {
+            self.backlog_done(acks, folders, to_after.len(), to_quarantine.len());
+        }
+        Ok(())
+    }
+
+    /// Nothing waits any more: say so if something was refused before, forget the backoff.
+    fn backlog_done(&self, acks: &mut Acks, folders: &Folders, acknowledged: usize, moved: usize) {
+        if folders.processed.is_some() && !folders.processed_ready {
+            return;
+        }
+        let was = acks.after_failing.take().is_some() | acks.quarantine_failing.take().is_some();
+        if was {
+            tracing::info!(region = %self.region.code, mailbox = %self.mailbox, host = %self.cfg.host,
+                acknowledged, moved_to_quarantine = moved, after = %self.cfg.after,
+                "IMAP acknowledgements work again: the stored mail that waited for them is taken care of");
+        } else if acknowledged + moved > 0 {
+            tracing::info!(intake = %self, acknowledged, moved_to_quarantine = moved, after = %self.cfg.after,
+                "IMAP finished acknowledgements a restart or a lost connection had interrupted (the mail was stored before)");
+        }
+        acks.attempts = 0;
+        acks.next_backlog = None;
     }
 
     /// Fetch one batch: whole mails, and the truncated form of oversized ones, in UID order.
@@ -768,6 +1451,7 @@ impl MailboxIntake {
         last_uid: u32,
         uid_validity: u32,
         first_contact: bool,
+        quarantine_folder: &str,
     ) -> Result<FetchedChunk, ImapError> {
         let ack_cutoff =
             Utc::now() - chrono::Duration::from_std(self.cfg.ack_max_age.0).unwrap_or_default();
@@ -812,15 +1496,24 @@ impl MailboxIntake {
                 )));
             }
         }
+        let mut oversized = Vec::with_capacity(large.len());
         for m in &large {
             let raw = self.fetch_truncated(session, m.uid).await?;
-            tracing::warn!(intake = %self, uid = m.uid, size = m.size, "oversized mail stored truncated and moved to {QUARANTINE_FOLDER}");
+            // Written before the move is tried, so it says only what is sure: the whole mail is on the
+            // server, in the quarantine folder or, until it can be moved, where it arrived.
             let damage = format!(
-                "oversized mail ({} bytes, limit {}): stored from its headers and first {} KiB of text; the original is in the IMAP folder {QUARANTINE_FOLDER}",
+                "oversized mail ({} bytes, limit {}): stored from its headers and first {} KiB of text; the whole mail stays on the IMAP server, in the folder {quarantine_folder} (or in {} until it can be moved there)",
                 m.size,
                 self.cfg.max_message_bytes,
-                OVERSIZE_TEXT_BYTES / 1024
+                OVERSIZE_TEXT_BYTES / 1024,
+                self.mailbox,
             );
+            oversized.push(Oversized {
+                uid: m.uid,
+                size: m.size,
+                ticket: None,
+                header: header_of(&raw).to_vec(),
+            });
             mails.push(self.fetched(
                 m.uid,
                 uid_validity,
@@ -834,10 +1527,7 @@ impl MailboxIntake {
         }
         // UID order, so that the position recorded last in the transaction is the highest.
         mails.sort_by_key(|m| m.uid);
-        Ok(FetchedChunk {
-            mails,
-            oversized: large.iter().map(|m| m.uid).collect(),
-        })
+        Ok(FetchedChunk { mails, oversized })
     }
 
     fn fetched(
@@ -884,28 +1574,31 @@ impl MailboxIntake {
         Ok(raw)
     }
 
-    /// Apply `after` to stored mail.
+    /// Apply `after` to stored mail, in commands of at most [`BATCH`] UIDs. `NO` from the server is
+    /// [`ImapError::Refused`]: nothing of that command happened.
     async fn acknowledge(
         &self,
         session: &mut Session<ImapStream>,
         caps: Caps,
+        folders: &mut Folders,
         uids: &[u32],
     ) -> Result<(), ImapError> {
-        if uids.is_empty() {
-            return Ok(());
-        }
-        if let Some(folder) = self.cfg.after.strip_prefix("move:") {
-            return move_uids(session, caps, uids, folder).await;
-        }
-        let set = uid_set(uids);
-        let flags = if self.cfg.after == "delete" {
-            "+FLAGS.SILENT (\\Seen \\Deleted)"
-        } else {
-            "+FLAGS.SILENT (\\Seen)"
-        };
-        drain(timed(session.uid_store(&set, flags)).await?).await?;
-        if self.cfg.after == "delete" {
-            expunge(session, caps, &set).await?;
+        for chunk in uids.chunks(BATCH) {
+            if let Some(target) = &folders.processed {
+                move_uids(session, caps, chunk, &target.wire).await?;
+                folders.processed_ready = true;
+                continue;
+            }
+            let set = uid_set(chunk);
+            let flags = if self.cfg.after == "delete" {
+                "+FLAGS.SILENT (\\Seen \\Deleted)"
+            } else {
+                "+FLAGS.SILENT (\\Seen)"
+            };
+            drain(timed(session.uid_store(&set, flags)).await?).await?;
+            if self.cfg.after == "delete" {
+                expunge(session, caps, &set).await?;
+            }
         }
         Ok(())
     }
@@ -945,12 +1638,18 @@ async fn expunge(
     }
 }
 
+/// Move `uids` to `folder` (wire form): `UID MOVE`, or `UID COPY` and then `\Deleted` + `EXPUNGE` where the
+/// server has no MOVE. Nothing is flagged or expunged unless the server confirmed the copy (a refused
+/// COPY is [`ImapError::Refused`] and leaves the mail untouched).
 async fn move_uids(
     session: &mut Session<ImapStream>,
     caps: Caps,
     uids: &[u32],
     folder: &str,
 ) -> Result<(), ImapError> {
+    if uids.is_empty() {
+        return Ok(());
+    }
     let set = uid_set(uids);
     if caps.mv {
         return timed(session.uid_mv(&set, folder)).await;
@@ -960,11 +1659,180 @@ async fn move_uids(
     expunge(session, caps, &set).await
 }
 
-/// Create a folder if it does not exist (an "already exists" answer is fine).
-async fn ensure_folder(session: &mut Session<ImapStream>, folder: &str) {
-    if let Err(e) = timed(session.create(folder)).await {
-        tracing::debug!(folder, "CREATE answered: {e} (usually: it exists already)");
+/// `UID SEARCH query`, the UIDs at most `max` (a `n:m` range also names the last message).
+async fn uid_search(
+    session: &mut Session<ImapStream>,
+    query: &str,
+    max: u32,
+) -> Result<BTreeSet<u32>, ImapError> {
+    Ok(timed(session.uid_search(query))
+        .await?
+        .into_iter()
+        .filter(|u| *u <= max)
+        .collect())
+}
+
+/// An IMAP quoted string.
+fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// Whether `wire` (a folder name as sent) exists and can hold mail: `LIST "" "<name>"`.
+async fn folder_exists(session: &mut Session<ImapStream>, wire: &str) -> Result<bool, ImapError> {
+    let mut found = false;
+    let pattern = quoted(wire);
+    let mut stream = timed(session.list(Some(""), Some(&pattern))).await?;
+    while let Some(name) = next_timed(&mut stream).await? {
+        let same = name.name() == wire
+            || (wire.eq_ignore_ascii_case("INBOX") && name.name().eq_ignore_ascii_case("INBOX"));
+        let selectable = !name
+            .attributes()
+            .iter()
+            .any(|a| matches!(a, async_imap::types::NameAttribute::NoSelect));
+        found |= same && selectable;
     }
+    Ok(found)
+}
+
+/// Make sure `folder` exists: LIST it, CREATE (and SUBSCRIBE, so mail clients show it) when missing.
+/// `Ok(Err(reply))` when the server refuses to create it.
+async fn ensure_folder(
+    session: &mut Session<ImapStream>,
+    folder: &Folder,
+) -> Result<Result<(), String>, ImapError> {
+    if folder_exists(session, &folder.wire).await? {
+        return Ok(Ok(()));
+    }
+    match timed(session.create(&folder.wire)).await {
+        Ok(()) => {
+            match timed(session.subscribe(&folder.wire)).await {
+                Ok(()) => {}
+                Err(ImapError::Refused(reply)) => {
+                    tracing::debug!(folder = %folder.name, "SUBSCRIBE answered {reply}")
+                }
+                Err(e) => return Err(e),
+            }
+            tracing::info!(folder = %folder.name, "IMAP folder created");
+            Ok(Ok(()))
+        }
+        // Created meanwhile by another client (`NO [ALREADYEXISTS]`), or really refused.
+        Err(ImapError::Refused(reply)) => {
+            if folder_exists(session, &folder.wire).await? {
+                Ok(Ok(()))
+            } else {
+                Ok(Err(reply))
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The hierarchy delimiter of a server without NAMESPACE: `LIST "" ""`.
+async fn list_delimiter(session: &mut Session<ImapStream>) -> Result<Option<char>, ImapError> {
+    let mut delimiter = None;
+    let mut stream = match timed(session.list(Some(""), Some("\"\""))).await {
+        Ok(s) => s,
+        Err(ImapError::Refused(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    while let Some(name) = next_timed(&mut stream).await? {
+        delimiter = delimiter.or(name.delimiter().and_then(|d| d.chars().next()));
+    }
+    Ok(delimiter)
+}
+
+/// Ask the server for its namespaces (RFC 2342); `None` when it has none (`BAD`/`NO`) or answers
+/// something unreadable.
+///
+/// imap-proto cannot parse `* NAMESPACE`, and async-imap's stream fails for good on a line it cannot
+/// parse, so this one exchange is made on the connection itself, between two commands (right after login
+/// and CAPABILITY, when nothing else is in flight and async-imap has nothing buffered). It is read a byte
+/// at a time, so that not one byte past the tagged answer is taken from async-imap; bounded by
+/// [`folder::MAX_NAMESPACE_BYTES`].
+async fn read_namespaces(
+    session: &mut Session<ImapStream>,
+) -> Result<Option<folder::Namespaces>, ImapError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const TAG: &[u8] = b"PDNS1 ";
+    let exchange = async {
+        let stream: &mut ImapStream = session.as_mut();
+        stream.write_all(b"PDNS1 NAMESPACE\r\n").await?;
+        stream.flush().await?;
+        let mut total = 0usize;
+        let mut data = None;
+        loop {
+            let line = read_line(stream, &mut total).await?;
+            if line.starts_with(TAG) {
+                let status = &line[TAG.len()..];
+                return Ok::<_, std::io::Error>((
+                    status.len() >= 2 && status[..2].eq_ignore_ascii_case(b"OK"),
+                    data,
+                ));
+            }
+            const UNTAGGED: &[u8] = b"* NAMESPACE ";
+            if line.len() > UNTAGGED.len() && line[..UNTAGGED.len()].eq_ignore_ascii_case(UNTAGGED)
+            {
+                data = Some(line[UNTAGGED.len()..].to_vec());
+            }
+        }
+    };
+    async fn read_line(stream: &mut ImapStream, total: &mut usize) -> std::io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        loop {
+            if stream.read(&mut byte).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            *total += 1;
+            if *total > folder::MAX_NAMESPACE_BYTES {
+                return Err(std::io::Error::other("the NAMESPACE answer is too long"));
+            }
+            line.push(byte[0]);
+            if !line.ends_with(b"\r\n") {
+                continue;
+            }
+            // A literal at the end of the line (`{5}\r\n`): its bytes belong to this line.
+            let body = &line[..line.len() - 2];
+            let literal = body
+                .strip_suffix(b"}")
+                .and_then(|b| b.iter().rposition(|&c| c == b'{').map(|i| &b[i + 1..]))
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .and_then(|n| n.trim_end_matches('+').parse::<usize>().ok());
+            match literal {
+                Some(n) if *total + n <= folder::MAX_NAMESPACE_BYTES => {
+                    let start = line.len();
+                    line.resize(start + n, 0);
+                    stream.read_exact(&mut line[start..]).await?;
+                    *total += n;
+                }
+                Some(_) => return Err(std::io::Error::other("the NAMESPACE answer is too long")),
+                None => return Ok(line),
+            }
+        }
+    }
+    match tokio::time::timeout(CALL_TIMEOUT, exchange).await {
+        Err(_) => Err(ImapError::Timeout(CALL_TIMEOUT)),
+        Ok(Err(e)) => Err(ImapError::Protocol(format!("connection error: {e}"))),
+        Ok(Ok((true, Some(data)))) => match folder::parse_namespaces(&data) {
+            Ok(ns) => Ok(Some(ns)),
+            Err(why) => {
+                tracing::warn!("the server's NAMESPACE answer is unreadable ({why}): folder names are used as written");
+                Ok(None)
+            }
+        },
+        Ok(Ok(_)) => Ok(None),
+    }
+}
+
+/// The header block of a raw mail (up to the first empty line), at most 64 KiB.
+fn header_of(raw: &[u8]) -> &[u8] {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2))
+        .unwrap_or(raw.len());
+    &raw[..end.min(64 * 1024)]
 }
 
 fn rand_seed() -> u64 {
@@ -1016,6 +1884,46 @@ mod tests {
             "JP-1000,JP-1001,JP-1002,JP-1003,JP-1004,+3 more"
         );
         assert_eq!(ticket_list(&[]), "-");
+    }
+
+    #[test]
+    fn server_replies_are_shown_as_their_text_not_rust_debug_output() {
+        use async_imap::error::Error as E;
+        // What async-imap 0.12 hands over for a tagged NO/BAD (see its `check_status_ok`).
+        let no = E::No(r#"code: None, info: Some("Mailbox does not exist")"#.into());
+        assert_eq!(reply_text(&no), "NO Mailbox does not exist");
+        let trycreate = E::No(
+            r#"code: Some(TryCreate), info: Some("Mailbox doesn't exist: \"Processed\"")"#.into(),
+        );
+        assert_eq!(
+            reply_text(&trycreate),
+            r#"NO [TRYCREATE] Mailbox doesn't exist: "Processed""#
+        );
+        let bad = E::Bad(r#"code: None, info: Some("Invalid name \\ \u{51e6}")"#.into());
+        assert_eq!(reply_text(&bad), "BAD Invalid name \\ 処");
+        let ro = E::No("code: Some(ReadOnly), info: None".into());
+        assert_eq!(reply_text(&ro), "NO [READ-ONLY]");
+        assert_eq!(
+            reply_text(&E::ConnectionLost),
+            "the server closed the connection"
+        );
+        let e: ImapError = E::No(r#"code: None, info: Some("Permission denied")"#.into()).into();
+        assert!(
+            matches!(&e, ImapError::Refused(t) if t == "NO Permission denied"),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "the server answered NO Permission denied");
+        // The user name (usually an address) is not in the login error.
+        let auth = ImapError::Auth("NO [AUTHENTICATIONFAILED] Authentication failed.".into());
+        assert!(!auth.to_string().contains('@'));
+    }
+
+    #[test]
+    fn the_header_of_a_mail_ends_at_the_first_empty_line() {
+        assert_eq!(header_of(b"A: b\r\n\r\nbody"), b"A: b\r\n\r\n");
+        assert_eq!(header_of(b"A: b\n\nbody"), b"A: b\n\n");
+        assert_eq!(header_of(b"A: b"), b"A: b");
+        assert_eq!(quoted(r#"a"b\c"#), r#""a\"b\\c""#);
     }
 
     #[test]

@@ -277,8 +277,10 @@ impl Region {
             _ => ("127.0.0.1", s.imap_port),
         };
         self.address = user.to_string();
+        // A stack without MOVE may be a bare IMAP4rev1 server without IDLE too: poll it often.
+        let poll = if s.moves { "60s" } else { "1s" };
         self.intake = Some(format!(
-            "kind = \"imap\"\nhost = \"{host}\"\nport = {port}\ntls = {}\nusername = {}\npassword_file = {}\nca_file = {}\npoll_interval = \"60s\"\n",
+            "kind = \"imap\"\nhost = \"{host}\"\nport = {port}\ntls = {}\nusername = {}\npassword_file = {}\nca_file = {}\npoll_interval = \"{poll}\"\n",
             q(tls),
             q(user),
             qp(&pw),

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 pub use cli::{cli_json, Cli, DaemonProcess};
 pub use config::{Region, TestConfig};
-pub use stack::{password, private_stack, stack, start, PrivateStack, Stack};
+pub use stack::{password, private_stack, stack, start, Holder, PrivateStack, Server, Stack};
 pub use ticket::{ticket, TicketBuilder};
 
 /// What the mail-stack tests need, as [`require_servers`] names it.
@@ -70,6 +70,32 @@ pub fn require_servers(what: &str) -> bool {
         (!absent.is_empty()).then(|| format!("{} not installed", absent.join(", ")))
     });
     available(what, missing.as_deref())
+}
+
+/// What Cyrus needs on this machine (`scripts/install-test-deps.sh` installs cyrus-common and sasl2-bin,
+/// and unpacks imapd and idled from cyrus-imapd, which conflicts with dovecot-imapd).
+const CYRUS_FILES: [&str; 5] = [
+    "/usr/lib/cyrus/bin/master",
+    "/usr/lib/cyrus/bin/lmtpd",
+    "/usr/sbin/saslpasswd2",
+    "/usr/local/lib/postdesk-test/cyrus/bin/imapd",
+    "/usr/local/lib/postdesk-test/cyrus/bin/idled",
+];
+
+/// Like [`require_servers`], for the tests against Cyrus IMAP ([`Server::Cyrus`]): true when Cyrus is
+/// installed too (the mail stack is checked by [`require_servers`]).
+pub fn require_cyrus() -> bool {
+    // imapd and idled: unpacked by install-test-deps.sh, or installed by cyrus-imapd where Dovecot is not.
+    let installed = |f: &str| {
+        let packaged = f.replace(
+            "/usr/local/lib/postdesk-test/cyrus/bin/",
+            "/usr/lib/cyrus/bin/",
+        );
+        Path::new(f).exists() || Path::new(&packaged).exists()
+    };
+    let absent: Vec<&str> = CYRUS_FILES.into_iter().filter(|f| !installed(f)).collect();
+    let missing = (!absent.is_empty()).then(|| format!("{} not installed", absent.join(", ")));
+    available("Cyrus IMAP", missing.as_deref())
 }
 
 /// Like [`require_servers`], for a tool the test runs (e.g. `/usr/bin/systemd-analyze`).
