@@ -14,7 +14,8 @@
 //!
 //! Needs root and the servers of `scripts/install-test-deps.sh`. `POSTDESK_BENCH_N` (10,000),
 //! `POSTDESK_BENCH_REPS` (3) and `POSTDESK_BENCH_TRANSPORTS` (`file,smtp`) change what runs.
-//! `POSTDESK_BENCH_STACK=DIR` reuses a stack `scripts/bench.sh` started.
+//! `POSTDESK_BENCH_STACK=DIR` reuses a stack `scripts/bench.sh` started; `POSTDESK_BENCH_BIN=PATH` runs
+//! another build of postdesk (e.g. an older commit's) through the same harness.
 
 #[path = "imap_corpus.rs"]
 mod imap_corpus;
@@ -226,7 +227,11 @@ fn start_daemon(
     let path = d.join("config.toml");
     std::fs::write(&path, config).expect("config");
     let log = std::fs::File::create(d.join("daemon.log")).expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_postdesk"))
+    // `POSTDESK_BENCH_BIN`: another build of postdesk (an older commit's, for a before/after in one hour).
+    let bin = std::env::var_os("POSTDESK_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_postdesk")));
+    let child = Command::new(bin)
         .arg("run")
         .arg("--config")
         .arg(&path)
