@@ -493,8 +493,8 @@ async fn run_daemon(config: Config, path: &Path, err: &mut (dyn Write + Send)) -
     let daemon = match crate::daemon::Daemon::start(config, shutdown) {
         Ok(d) => d,
         Err(e) => {
+            // Once, not also through `tracing`: on stderr it is one journal entry at priority 3 (main.rs).
             let _ = writeln!(err, "postdesk: cannot start: {e}");
-            tracing::error!("cannot start: {e}");
             return EX_FAILURE;
         }
     };
