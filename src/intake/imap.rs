@@ -81,7 +81,7 @@ impl ImapError {
 
 impl From<async_imap::error::Error> for ImapError {
     fn from(e: async_imap::error::Error) -> Self {
-        ImapError::Protocol(e.to_string())
+        ImapError::Protocol(super::imap_text::ServerText(&e).to_string())
     }
 }
 
@@ -241,7 +241,10 @@ pub async fn connect(cfg: &ImapIntake) -> Result<Session<ImapStream>, ImapError>
     };
     match tokio::time::timeout(CALL_TIMEOUT, login).await {
         Ok(Ok(session)) => Ok(session),
-        Ok(Err(e)) => Err(ImapError::Auth(cfg.username.clone(), e.to_string())),
+        Ok(Err(e)) => Err(ImapError::Auth(
+            cfg.username.clone(),
+            super::imap_text::ServerText(&e).to_string(),
+        )),
         Err(_) => Err(ImapError::Timeout(CALL_TIMEOUT)),
     }
 }
@@ -478,7 +481,10 @@ impl MailboxIntake {
                 Ok(Ok(m)) => m,
                 Ok(Err(async_imap::error::Error::No(e))) => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
-                    return Err(ImapError::NoMailbox(self.mailbox.clone(), e));
+                    return Err(ImapError::NoMailbox(
+                        self.mailbox.clone(),
+                        super::imap_text::status_text("NO", &e),
+                    ));
                 }
                 Ok(Err(e)) => return Err(e.into()),
                 Err(_) => return Err(ImapError::Timeout(CALL_TIMEOUT)),
