@@ -1728,7 +1728,9 @@ fn read_password(
 }
 
 /// How a relative `password_file` is found, for the error when it was not (issue 16: `check-config` run by
-/// hand, without `$CREDENTIALS_DIRECTORY`, looked in the current directory and did not say why).
+/// hand, without `$CREDENTIALS_DIRECTORY`, looked in the current directory and did not say why). Worded
+/// without `name=value` pairs: the config error's text is redacted like the file, and a word such as
+/// `LoadCredential` before an `=` would hide the rest.
 fn relative_password_file_hint(file: &Path) -> String {
     if !file.is_relative() {
         return String::new();
@@ -1742,9 +1744,10 @@ fn relative_password_file_hint(file: &Path) -> String {
         ),
         None => format!(
             " (a relative password_file is looked up in $CREDENTIALS_DIRECTORY, which systemd sets for the \
-             service from LoadCredential=postdesk:/etc/postdesk/credentials; it is not set here, so {f} was \
-             looked for in the current directory. Check by hand with `sudo \
-             CREDENTIALS_DIRECTORY=/etc/postdesk/credentials postdesk check-config`, or give an absolute path)"
+             service from the unit's LoadCredential line; it is not set here, so {f} was looked for in the \
+             current directory. Check by hand with the environment variable CREDENTIALS_DIRECTORY set to \
+             /etc/postdesk/credentials (sudo, then that variable, then postdesk check-config), or give an \
+             absolute path)"
         ),
     }
 }

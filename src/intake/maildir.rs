@@ -13,9 +13,10 @@
 //! failing (`/healthz`, `systemctl status`), logs one error naming the path (and `ReadWritePaths=` when the
 //! sandbox is the likely cause), and is tried again after 1 s, 2 s, … up to a minute, until it works.
 //!
-//! The directories postdesk creates are group-writable with the setgid bit (`2770`) when the directory they
-//! are made in is group-writable (as `/var/mail` is, for the `mail` group), whatever the unit's `UMask=0077`,
-//! so that an MTA delivering as a member of that group can write into `new/` and `tmp/`; else `0700`.
+//! The directories postdesk creates are group-writable (`0770`, and setgid: inherited from a setgid parent,
+//! else set where the sandbox allows) when the directory they are made in is group-writable (as
+//! `/var/mail` is, for the `mail` group), whatever the unit's `UMask=0077`, so that an MTA delivering as a
+//! member of that group can write into `new/` and `tmp/`; else `0700`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -151,16 +152,76 @@ fn make_dir(path: &Path, root: &Path) -> Result<(), MaildirError> {
         }
     }
     let mode = dir_mode(parent.and_then(|p| std::fs::metadata(p).ok()).as_ref());
-    match std::fs::create_dir(path) {
+    let made = if mode == 0o2770 {
+        mkdir_group_writable(path)
+    } else {
+        std::fs::create_dir(path)
+    };
+    match made {
         Ok(()) => {}
         // Made by someone else (the MTA) since the look above: fine.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(MaildirError::create(path, root, e)),
     }
-    // Explicitly, not through mkdir's mode: the umask (the unit's UMask=0077) would take the group's bits.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| MaildirError::create(path, root, e))
+    if mode == 0o2770 {
+        // Made 0770 whatever the umask; setgid comes from a setgid parent by itself. Else set it here,
+        // where allowed: the unit's RestrictSUIDSGID= refuses it (EPERM), and 0770 still lets the group in.
+        let now = std::fs::metadata(path).map_err(|e| MaildirError::create(path, root, e))?;
+        if now.permissions().mode() & 0o2000 == 0 {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o2770));
+        }
+        Ok(())
+    } else {
+        // Explicitly, not through mkdir's mode: whatever the umask, exactly this.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| MaildirError::create(path, root, e))
+    }
+}
+
+/// `mkdir(path, 0770)` under umask `007`, in a child process of its own (the umask is the whole process's,
+/// and the other threads must keep the unit's `UMask=0077` for what they create). Not a mkdir and a chmod:
+/// a chmod to 0770 drops the setgid bit the directory inherits from its parent, and one that keeps it is
+/// refused by the unit's `RestrictSUIDSGID=yes`.
+fn mkdir_group_writable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: between fork and _exit the child makes only async-signal-safe system calls (umask, mkdir,
+    // reading errno, _exit) on memory prepared before the fork; it allocates nothing and takes no lock.
+    unsafe {
+        let pid = libc::fork();
+        if pid < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if pid == 0 {
+            libc::umask(0o007);
+            let code = if libc::mkdir(c.as_ptr(), 0o770) == 0 {
+                0
+            } else {
+                std::io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO)
+                    .clamp(1, 255)
+            };
+            libc::_exit(code);
+        }
+        let mut status = 0;
+        loop {
+            if libc::waitpid(pid, &mut status, 0) == pid {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(e);
+            }
+        }
+        match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+            Some(0) => Ok(()),
+            Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
+            None => Err(std::io::Error::other("the mkdir child process did not exit")),
+        }
+    }
 }
 
 /// The mode of a directory postdesk creates in a directory with `parent`'s metadata: `2770` (group-writable,
