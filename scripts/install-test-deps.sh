@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages postdesk's integration tests need: a real mail
-# stack (Dovecot IMAP + LMTP, Postfix SMTP) and openssl for test certificates.
+# stack (Dovecot IMAP + LMTP, Postfix SMTP), openssl for test certificates,
+# systemd-nspawn and debootstrap for the live-systemd test, and cargo-deb.
 #
 # Idempotent: safe to run again; it only (re)installs what is missing and
 # always leaves the distro's own mail services stopped and disabled.
@@ -34,9 +35,13 @@ export DEBIAN_FRONTEND=noninteractive
 #               spam headers postdesk reads are the ones a real install writes.
 # systemd: provides systemd-analyze, with which tests/systemd.rs checks the shipped unit
 #          (`verify`, `security --offline=yes`); systemd need not run as PID 1.
-# mailstack.sh also uses flock, runuser, script (util-linux, bsdutils) and
+# systemd-container, debootstrap: tests/live_systemd.rs (scripts/live-systemd.sh) boots a Debian 12 root
+#          made by debootstrap (scripts/debian-root.sh) with systemd as PID 1 under systemd-nspawn, and
+#          installs the package there. It also needs cargo-deb (installed below, with cargo).
+# mailstack.sh and live-systemd.sh also use flock, runuser, nsenter, script (util-linux, bsdutils) and
 # timeout (coreutils): Essential packages, always present on Debian.
-PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd spamassassin)
+PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd spamassassin systemd-container
+    debootstrap)
 SERVICES=(dovecot postfix opensmtpd exim4 spamd spamassassin)
 
 missing=()
@@ -126,8 +131,20 @@ if [ -s /var/spool/postfix/pid/master.pid ]; then
     fi
 fi
 
+# cargo-deb: scripts/build-deb.sh packages with it (the version it pins; a build of a minute or two).
+CARGO_DEB_VERSION=$(sed -n 's/^CARGO_DEB_VERSION=//p' "$(dirname "$0")/build-deb.sh")
+if command -v cargo >/dev/null; then
+    if ! cargo deb --version >/dev/null 2>&1; then
+        log "installing cargo-deb $CARGO_DEB_VERSION (cargo install --locked)"
+        cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+    fi
+else
+    log "warning: cargo not found, cargo-deb not installed (tests/live_systemd.rs needs it)"
+fi
+
 # Report versions (useful in CI logs) and verify the binaries are there.
-for b in /usr/sbin/dovecot /usr/sbin/postfix /usr/bin/openssl /usr/bin/systemd-analyze; do
+for b in /usr/sbin/dovecot /usr/sbin/postfix /usr/bin/openssl /usr/bin/systemd-analyze /usr/bin/systemd-nspawn \
+    /usr/sbin/debootstrap; do
     [ -x "$b" ] || die "$b missing after install"
 done
 log "dovecot $(/usr/sbin/dovecot --version 2>/dev/null | cut -d' ' -f1), $(/usr/sbin/postconf -d mail_version 2>/dev/null), $(/usr/bin/openssl version | cut -d' ' -f1-2), $(/usr/bin/systemd-analyze --version | head -1)"

@@ -219,7 +219,9 @@ fn mkdir_group_writable(path: &Path) -> std::io::Result<()> {
         match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
             Some(0) => Ok(()),
             Some(errno) => Err(std::io::Error::from_raw_os_error(errno)),
-            None => Err(std::io::Error::other("the mkdir child process did not exit")),
+            None => Err(std::io::Error::other(
+                "the mkdir child process did not exit",
+            )),
         }
     }
 }
