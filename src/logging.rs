@@ -11,8 +11,8 @@
 //!
 //! journald makes an entry of every line, and reads the prefix of each line only. So one message is one
 //! line wherever there is no terminal: a message's own line breaks (a TOML error quoting the bad line with a
-//! caret under it) are written as `\n`. The same holds for what the commands print to stderr outside
-//! `tracing` ([`Stderr`]): a fatal "postdesk: cannot start: …" is one entry at priority 3 too.
+//! caret under it) are written as `\n`. What the commands print to stderr outside `tracing` ([`Stderr`])
+//! follows when stderr is the journal: a fatal "postdesk: cannot start: …" is one entry at priority 3 too.
 //!
 //! `RUST_LOG` filters (default `info`). What is logged is the callers' business, with one rule: message
 //! bodies and passwords never appear, and mail addresses only at debug level.
@@ -174,38 +174,38 @@ where
 /// How [`Stderr`] writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum StderrMode {
-    /// A terminal: as the command wrote it.
+    /// Not the journal (a terminal, an MTA's pipe, a script's file): as the command wrote it.
     Plain,
-    /// Text, without a terminal: `<N>` and one line per message.
+    /// Text, to the journal: `<N>` and one line per message.
     Lines,
-    /// `--log-format json`: one JSON object per message, `<N>` in front when stderr is the journal.
-    Json { prefix: bool },
+    /// `--log-format json`, to the journal: one JSON object per message, after `<N>`.
+    Json,
 }
 
 /// The commands' stderr (`postdesk: …` problems), beside the `tracing` log and not filtered by `RUST_LOG`.
-/// On a terminal it writes what it is given. Elsewhere each message is one line at its priority: a
-/// `write!`/`writeln!` is one message, raw bytes (a daemon's answer, passed on) are split where a line
-/// starts with `postdesk`; `postdesk: warning: …` is priority 4, anything else 3 (stderr is for problems).
+/// When stderr is the journal (a command run by systemd: `postdesk run`, a timer's `customer erase`), each
+/// message is one entry at its priority: a `write!`/`writeln!` is one message, raw bytes (a daemon's answer,
+/// passed on) are split where a line starts with `postdesk`; `postdesk: warning: …` is priority 4,
+/// anything else 3 (stderr is for problems). Anywhere else (a terminal, an MTA that puts it in a bounce,
+/// a script that reads it) it writes what it is given.
 pub struct Stderr<W: std::io::Write> {
     inner: W,
     mode: StderrMode,
 }
 
 impl Stderr<std::io::Stderr> {
-    /// The process's stderr, for `format`, as [`init`] judges it.
+    /// The process's stderr, for `format`: to the journal or not ([`stderr_is_journal`]).
     pub fn new(format: LogFormat) -> Stderr<std::io::Stderr> {
-        use std::io::IsTerminal;
-        let terminal = std::io::stderr().is_terminal();
-        Stderr::with_mode(std::io::stderr(), format, terminal, stderr_is_journal())
+        Stderr::with_mode(std::io::stderr(), format, stderr_is_journal())
     }
 }
 
 impl<W: std::io::Write> Stderr<W> {
-    /// `inner` written as for a stderr that is (or is not) a terminal and (or is not) the journal.
-    pub fn with_mode(inner: W, format: LogFormat, terminal: bool, journal: bool) -> Stderr<W> {
+    /// `inner` written as for a stderr that is (or is not) the journal.
+    pub fn with_mode(inner: W, format: LogFormat, journal: bool) -> Stderr<W> {
         let mode = match format {
-            LogFormat::Json => StderrMode::Json { prefix: journal },
-            LogFormat::Text if terminal => StderrMode::Plain,
+            _ if !journal => StderrMode::Plain,
+            LogFormat::Json => StderrMode::Json,
             LogFormat::Text => StderrMode::Lines,
         };
         Stderr { inner, mode }
@@ -228,19 +228,14 @@ impl<W: std::io::Write> Stderr<W> {
         let line = match self.mode {
             StderrMode::Plain => format!("{text}\n"),
             StderrMode::Lines => format!("<{}>{}", priority(&level), one_line(text)),
-            StderrMode::Json { prefix } => {
+            StderrMode::Json => {
                 let object = serde_json::json!({
                     "timestamp": chrono::Utc::now()
                         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
                     "level": level.as_str(),
                     "fields": { "message": text },
                 });
-                let p = if prefix {
-                    format!("<{}>", priority(&level))
-                } else {
-                    String::new()
-                };
-                format!("{p}{object}\n")
+                format!("<{}>{object}\n", priority(&level))
             }
         };
         self.inner.write_all(line.as_bytes())
@@ -372,7 +367,7 @@ mod tests {
     #[test]
     fn command_errors_on_stderr_are_one_entry_each_at_priority_3_or_4() {
         use std::io::Write;
-        let mut text = Stderr::with_mode(Vec::new(), LogFormat::Text, false, true);
+        let mut text = Stderr::with_mode(Vec::new(), LogFormat::Text, true);
         let _ = writeln!(
             text,
             "postdesk: cannot start: config x: TOML parse error\n  |\n  ^"
@@ -392,24 +387,20 @@ mod tests {
             ]
         );
 
-        let mut json = Stderr::with_mode(Vec::new(), LogFormat::Json, false, true);
+        let mut json = Stderr::with_mode(Vec::new(), LogFormat::Json, true);
         let _ = writeln!(json, "postdesk: cannot start: a\nb");
         let out = String::from_utf8(json.into_inner()).unwrap();
         assert_eq!(out.lines().count(), 1, "{out}");
         let v: serde_json::Value = serde_json::from_str(out.strip_prefix("<3>").unwrap()).unwrap();
         assert_eq!(v["level"], "ERROR");
         assert_eq!(v["fields"]["message"], "postdesk: cannot start: a\nb");
-        // Not the journal: plain JSON, no prefix.
-        let mut piped = Stderr::with_mode(Vec::new(), LogFormat::Json, false, false);
-        let _ = writeln!(piped, "postdesk: x");
-        assert!(String::from_utf8(piped.into_inner())
-            .unwrap()
-            .starts_with('{'));
-
-        // A terminal gets what was written, as it was.
-        let mut tty = Stderr::with_mode(Vec::new(), LogFormat::Text, true, false);
-        let _ = writeln!(tty, "postdesk: a\n  b");
-        assert_eq!(tty.into_inner(), b"postdesk: a\n  b\n");
+        // Not the journal (a terminal, an MTA's pipe): what was written, as it was, in either format.
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let mut piped = Stderr::with_mode(Vec::new(), format, false);
+            let _ = writeln!(piped, "postdesk: a\n  b");
+            let _ = piped.write_all(b"postdesk: c\n");
+            assert_eq!(piped.into_inner(), b"postdesk: a\n  b\npostdesk: c\n");
+        }
     }
 
     #[test]
