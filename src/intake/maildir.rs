@@ -119,9 +119,27 @@ impl MaildirError {
 /// moves from one to the other). A directory that exists but cannot be used is "cannot access", one that
 /// is missing and cannot be made "cannot create".
 pub fn ensure_layout(root: &Path) -> Result<(), MaildirError> {
-    make_dir(root, root)?;
-    for sub in ["new", "cur", "tmp"] {
-        make_dir(&root.join(sub), root)?;
+    layout(root, true)
+}
+
+/// [`ensure_layout`], creating what is missing only if `create`: a Maildir that has worked and then lost a
+/// directory is an error to report (and retry), not something to paper over.
+fn layout(root: &Path, create: bool) -> Result<(), MaildirError> {
+    for dir in [
+        root.to_path_buf(),
+        root.join("new"),
+        root.join("cur"),
+        root.join("tmp"),
+    ] {
+        if create {
+            make_dir(&dir, root)?;
+        } else {
+            match std::fs::metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => return Err(MaildirError::NotADirectory(dir)),
+                Err(e) => return Err(MaildirError::access(&dir, root, e)),
+            }
+        }
     }
     for sub in ["new", "cur"] {
         let dir = root.join(sub);
@@ -497,10 +515,13 @@ pub async fn run(
     let mut backoff = Backoff::new(intake.poll_interval.0);
     let mut failing = false;
     let mut layout_ok = false;
+    // Until the first scan worked, missing directories are made (set-up); after that, one that vanished is
+    // reported as failing until it is back.
+    let mut worked = false;
     loop {
         let result = match layout_ok {
             true => Ok(()),
-            false => ensure_layout(&intake.path),
+            false => layout(&intake.path, !worked),
         };
         let result = match result {
             Ok(()) => {
@@ -511,6 +532,7 @@ pub async fn run(
         };
         let wait = match result {
             Ok(scan) => {
+                worked = true;
                 desk.telemetry.intake_ok(&region.code, &mailbox, Utc::now());
                 backoff.reset();
                 if failing {
