@@ -12,6 +12,8 @@
 //! nothing counts as failed, since the next one would find the same files again), marks the region
 //! failing (`/healthz`, `systemctl status`), logs one error naming the path (and `ReadWritePaths=` when the
 //! sandbox is the likely cause), and is tried again after 1 s, 2 s, … up to a minute, until it works.
+//! Missing directories are made only until the Maildir has worked once: one that vanishes later is
+//! reported (and waited for), not made again.
 //!
 //! The directories postdesk creates are group-writable (`0770`, and setgid: inherited from a setgid parent,
 //! else set where the sandbox allows) when the directory they are made in is group-writable (as
