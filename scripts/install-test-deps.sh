@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system packages postdesk's integration tests need: a real mail
-# stack (Dovecot IMAP + LMTP, Postfix SMTP) and openssl for test certificates.
+# stack (Dovecot IMAP + LMTP, Postfix SMTP), openssl for test certificates,
+# systemd-nspawn and debootstrap for the live-systemd test, and cargo-deb.
 #
 # Idempotent: safe to run again; it only (re)installs what is missing and
 # always leaves the distro's own mail services stopped and disabled.
@@ -36,14 +37,18 @@ export DEBIAN_FRONTEND=noninteractive
 #          (`verify`, `security --offline=yes`); systemd need not run as PID 1.
 # debootstrap: scripts/debian-root.sh makes the Debian 12 roots tests/mta.rs runs Postfix and OpenSMTPD in
 #              (OpenSMTPD conflicts with the host's Postfix, so it is never installed here).
+# systemd-container: tests/live_systemd.rs (scripts/live-systemd.sh) boots such a root with systemd as PID 1
+#          under systemd-nspawn, and installs the package there. It also needs cargo-deb (installed below,
+#          with cargo).
 # cyrus-common/cyrus-admin/sasl2-bin: Cyrus IMAP, the second real IMAP server the intake tests run against
 #          (its default "INBOX." layout; mailstack.sh cyrus-up starts a private instance, sasldb users).
 #          Debian's cyrus-imapd (imapd, idled) conflicts with dovecot-imapd (both Provide and Conflict
 #          imap-server), so it is never installed: its two programs are unpacked from the package of the
 #          same version into $CYRUS_PRIVATE (below), where mailstack.sh finds them.
-# mailstack.sh also uses flock, runuser, script (util-linux, bsdutils) and
+# mailstack.sh and live-systemd.sh also use flock, runuser, nsenter, script (util-linux, bsdutils) and
 # timeout (coreutils): Essential packages, always present on Debian.
-PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd spamassassin debootstrap)
+PACKAGES=(dovecot-core dovecot-imapd dovecot-lmtpd postfix openssl systemd spamassassin systemd-container
+    debootstrap)
 SERVICES=(dovecot postfix opensmtpd exim4 spamd spamassassin)
 PACKAGES+=(cyrus-common cyrus-admin sasl2-bin); SERVICES+=(cyrus-imapd saslauthd)
 
@@ -150,9 +155,21 @@ if [ -s /var/spool/postfix/pid/master.pid ]; then
     fi
 fi
 
+# cargo-deb: scripts/build-deb.sh packages with it (the version it pins; a build of a minute or two).
+CARGO_DEB_VERSION=$(sed -n 's/^CARGO_DEB_VERSION=//p' "$(dirname "$0")/build-deb.sh")
+if command -v cargo >/dev/null; then
+    if ! cargo deb --version >/dev/null 2>&1; then
+        log "installing cargo-deb $CARGO_DEB_VERSION (cargo install --locked)"
+        cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+    fi
+else
+    log "warning: cargo not found, cargo-deb not installed (tests/live_systemd.rs needs it)"
+fi
+
 # Report versions (useful in CI logs) and verify the binaries are there.
 for b in /usr/sbin/dovecot /usr/lib/dovecot/imap /usr/sbin/postfix /usr/bin/openssl /usr/bin/systemd-analyze \
-    /usr/lib/cyrus/bin/master "$CYRUS_PRIVATE/bin/imapd" /usr/sbin/saslpasswd2; do
+    /usr/lib/cyrus/bin/master "$CYRUS_PRIVATE/bin/imapd" /usr/sbin/saslpasswd2 /usr/bin/systemd-nspawn \
+    /usr/sbin/debootstrap; do
     [ -x "$b" ] || die "$b missing after install"
 done
 log "dovecot $(/usr/sbin/dovecot --version 2>/dev/null | cut -d' ' -f1), $(/usr/sbin/postconf -d mail_version 2>/dev/null), $(/usr/bin/openssl version | cut -d' ' -f1-2), $(/usr/bin/systemd-analyze --version | head -1)"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, set-up included, on a fresh Debian 12 machine or a developer's (as root):
-#   1. installs the real mail servers the integration tests start (Dovecot, Postfix, Cyrus) and systemd-analyze
-#      (tests/systemd.rs checks the unit file with it) when they are not installed yet (via
+#   1. installs the real mail servers the integration tests start (Dovecot, Postfix, Cyrus), systemd-analyze
+#      (tests/systemd.rs checks the unit file with it), systemd-nspawn, debootstrap and cargo-deb
+#      (tests/live_systemd.rs runs the package under a real systemd) when they are not installed yet (via
 #      scripts/install-test-deps.sh, which needs root);
 #   2. runs every test: unit tests of the pure core, golden fixtures, the CLI, and the integration tests
 #      against the real mail stack (scripts/mailstack.sh, started by the tests on 127.0.0.1, and stopped by
@@ -21,9 +22,10 @@ fi
 
 need_deps=0
 for bin in /usr/sbin/dovecot /usr/sbin/postfix /usr/bin/openssl /usr/bin/systemd-analyze /usr/sbin/debootstrap \
-    /usr/lib/cyrus/bin/master /usr/local/lib/postdesk-test/cyrus/bin/imapd; do
+    /usr/bin/systemd-nspawn /usr/lib/cyrus/bin/master /usr/local/lib/postdesk-test/cyrus/bin/imapd; do
     [ -x "$bin" ] || need_deps=1
 done
+cargo deb --version >/dev/null 2>&1 || need_deps=1
 if [ "$need_deps" = 1 ]; then
     scripts/install-test-deps.sh
 fi

@@ -240,6 +240,11 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
                 }
             };
             let is_ingest = matches!(op, Op::Ingest { .. });
+            // The directory a daemon would write for us (export, backup): see `daemon_dir_advice`.
+            let written_dir = match &op {
+                Op::CustomerExport { dir, .. } | Op::Backup { dir } => Some(dir.clone()),
+                _ => None,
+            };
             let input = if let Op::Ingest { region, size } = &mut op {
                 // Through the region's cap only: an oversized mail is stored truncated anyway.
                 let limit = config
@@ -270,6 +275,35 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
                 Ok(crate::control::Reached::Answer(response)) => {
                     let _ = out.write_all(response.stdout.as_bytes());
                     let _ = err.write_all(response.stderr.as_bytes());
+                    if let Some(dir) = &written_dir {
+                        // Written by the daemon, but where this command cannot see it: its private
+                        // /tmp (PrivateTmp=), gone when it stops.
+                        if response.code == 0 && !dir.exists() {
+                            let _ = writeln!(
+                                err,
+                                "postdesk: {} was written by the running daemon where only it can see it (its private /tmp, PrivateTmp=, deleted when it stops); {}",
+                                dir.display(),
+                                daemon_dir_advice(&config)
+                            );
+                            return EX_FAILURE;
+                        }
+                        // Only for the errors the sandbox gives, not for "not empty" and the like.
+                        let sandboxed = [
+                            "Permission denied",
+                            "Read-only file system",
+                            "No such file or directory",
+                        ]
+                        .iter()
+                        .any(|e| response.stderr.contains(e));
+                        if response.code != 0 && sandboxed {
+                            let _ = writeln!(
+                                err,
+                                "postdesk: the running daemon writes {} itself; {}",
+                                dir.display(),
+                                daemon_dir_advice(&config)
+                            );
+                        }
+                    }
                     return response.code;
                 }
                 Ok(crate::control::Reached::Store(store)) => store,
@@ -301,6 +335,19 @@ pub async fn execute(cli: Cli, out: &mut (dyn Write + Send), err: &mut (dyn Writ
             code
         }
     }
+}
+
+/// Where a running daemon may write a directory for a command (`customer export`, `backup`): under
+/// systemd it runs as `postdesk` in the unit's sandbox, so neither the admin's home (`ProtectHome=`) nor
+/// `/tmp` (private) will do, and the default export directory is the current one.
+pub fn daemon_dir_advice(config: &Config) -> String {
+    format!(
+        "it runs as the user postdesk and, under systemd, may write only under {} and the unit's \
+         ReadWritePaths= (the package's /var/spool/postdesk): not under /root or /home (ProtectHome=), \
+         and /tmp is its own (PrivateTmp=). Pass a directory there (e.g. --out \
+         /var/spool/postdesk/export-1 for customer export), then take the files from it as root",
+        config.storage.path.display()
+    )
 }
 
 /// The store operation a command line asks for; `None` for the commands that are not one (`run`,
@@ -477,8 +524,8 @@ async fn run_daemon(config: Config, path: &Path, err: &mut (dyn Write + Send)) -
     let daemon = match crate::daemon::Daemon::start(config, shutdown) {
         Ok(d) => d,
         Err(e) => {
+            // Once, not also through `tracing`: on stderr it is one journal entry at priority 3 (main.rs).
             let _ = writeln!(err, "postdesk: cannot start: {e}");
-            tracing::error!("cannot start: {e}");
             return EX_FAILURE;
         }
     };

@@ -1766,7 +1766,11 @@ fn read_password(
         let text = std::fs::read_to_string(&resolved).map_err(|e| {
             ConfigError::invalid(
                 format!("{key}.password_file"),
-                format!("cannot read {}: {e}", resolved.display()),
+                format!(
+                    "cannot read {}: {e}{}",
+                    resolved.display(),
+                    relative_password_file_hint(file)
+                ),
             )
         })?;
         let pw = text.lines().next().unwrap_or("").to_string();
@@ -1788,6 +1792,31 @@ fn read_password(
         };
     }
     Ok(None)
+}
+
+/// How a relative `password_file` is found, for the error when it was not (issue 16: `check-config` run by
+/// hand, without `$CREDENTIALS_DIRECTORY`, looked in the current directory and did not say why). Worded
+/// without `name=value` pairs: the config error's text is redacted like the file, and a word such as
+/// `LoadCredential` before an `=` would hide the rest.
+fn relative_password_file_hint(file: &Path) -> String {
+    if !file.is_relative() {
+        return String::new();
+    }
+    let f = file.display();
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => format!(
+            " (a relative password_file is looked up in $CREDENTIALS_DIRECTORY, here {}, as {f} or \
+             postdesk_{f}: put the file in /etc/postdesk/credentials/ and restart postdesk)",
+            Path::new(&dir).display()
+        ),
+        None => format!(
+            " (a relative password_file is looked up in $CREDENTIALS_DIRECTORY, which systemd sets for the \
+             service from the unit's LoadCredential line; it is not set here, so {f} was looked for in the \
+             current directory. Check by hand with the environment variable CREDENTIALS_DIRECTORY set to \
+             /etc/postdesk/credentials (sudo, then that variable, then postdesk check-config), or give an \
+             absolute path)"
+        ),
+    }
 }
 
 /// The file a `password_file` names: in `$CREDENTIALS_DIRECTORY` when relative and that is set.

@@ -519,9 +519,24 @@ pub async fn serve(desk: Arc<Desk>, path: PathBuf, shutdown: CancellationToken) 
             }
         }
     }
+    // Issue 16 (an upgrade's restart): a client that connected just before the stop sat in the listen
+    // queue, unanswered, and got "connection reset" when the listener closed. Unlink the path first (a
+    // later client then finds no daemon and opens the store itself once it is free), then answer every
+    // connection already queued.
+    let _ = std::fs::remove_file(&path);
+    while let Ok(Ok((stream, _))) =
+        tokio::time::timeout(std::time::Duration::from_millis(20), listener.accept()).await
+    {
+        let desk = desk.clone();
+        tracker.spawn(async move {
+            if let Err(e) = handle(&desk, stream).await {
+                tracing::warn!("control socket request failed: {e}");
+            }
+        });
+    }
+    drop(listener);
     tracker.close();
     tracker.wait().await;
-    let _ = std::fs::remove_file(&path);
 }
 
 async fn handle(desk: &Desk, stream: UnixStream) -> std::io::Result<()> {
@@ -595,6 +610,46 @@ mod tests {
 
     fn request(line: &str) -> Decoded {
         decode(line.as_bytes())
+    }
+
+    /// Issue 16: during the restart of a package upgrade, `postdesk tickets list` got "connection reset"
+    /// from the stopping daemon: its connection was queued but never accepted. Every client that got
+    /// connected is answered, however the stop falls.
+    #[tokio::test]
+    async fn clients_queued_when_the_daemon_stops_are_still_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TestConfig::new(dir.path()).region(TestRegion::jp()).parse();
+        let store = Arc::new(crate::store::Store::open(&config.storage.path).unwrap());
+        let desk = Arc::new(Desk::new(config, store).unwrap());
+        let path = dir.path().join("postdesk.sock");
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(desk, path.clone(), stop.clone()));
+        while !path.exists() {
+            tokio::task::yield_now().await;
+        }
+        // Twenty clients in the listen queue (this runtime has one thread: the server has not accepted
+        // any yet), then the stop.
+        let mut clients = Vec::new();
+        for _ in 0..20 {
+            clients.push(UnixStream::connect(&path).await.unwrap());
+        }
+        stop.cancel();
+        let op = Op::TicketsList {
+            region: None,
+            status: None,
+            json: true,
+        };
+        let request = Request {
+            version: PROTOCOL_VERSION,
+            op,
+            input_len: 0,
+        };
+        for client in clients {
+            let response = exchange(client, &request, b"").await.unwrap();
+            assert_eq!(response.code, 0, "{}", response.stderr);
+        }
+        server.await.unwrap();
+        assert!(!path.exists());
     }
 
     /// The JSON of every operation, as it travels. If this fails, the control protocol changed: bump

@@ -41,7 +41,8 @@ use crate::service::{Desk, DeskError};
 use crate::store::{Storage, Store, StoreError};
 use crate::telemetry::{IntakeState, Telemetry};
 
-/// How often the status line is recomputed (and sent to systemd when it changed).
+/// How often the status line is recomputed in any case (and sent to systemd when it changed), for the
+/// outbox count; a change of an intake's state is sent at once ([`Telemetry::intake_changed`]).
 const STATUS_EVERY: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not start.
@@ -241,6 +242,20 @@ impl Daemon {
                     self.notifier.ready(&status);
                 }
                 _ = watchdog_tick.tick(), if watchdog.is_some() => self.notifier.watchdog(),
+                // Issue 16: STATUS lagged the regions by up to a refresh period (and said "starting"
+                // well after the first scan). Only the regions are looked at here: cheap, however
+                // often an IMAP intake goes from connected to idle and back.
+                _ = self.desk.telemetry.intake_changed() => {
+                    let regions = region_statuses(&self.desk.config, &self.desk.telemetry);
+                    let same = status
+                        .strip_prefix(&status_regions(&regions))
+                        .is_some_and(|rest| rest.starts_with("; outbox"));
+                    if !same {
+                        let now = status_of(&self.desk);
+                        self.notifier.status(&now);
+                        status = now;
+                    }
+                }
                 _ = status_tick.tick() => {
                     let now = status_of(&self.desk);
                     if now != status {
@@ -337,7 +352,12 @@ pub struct RegionStatus {
 /// The line `systemctl status postdesk` shows, e.g. `JP: imap, KR: maildir; outbox 3 queued`. Pure, so
 /// a richer source of region states (live intake health) can feed it unchanged.
 pub fn status_line(regions: &[RegionStatus], outbox_queued: usize) -> String {
-    let regions = if regions.is_empty() {
+    format!("{}; outbox {outbox_queued} queued", status_regions(regions))
+}
+
+/// The regions' part of [`status_line`], up to the `;`.
+fn status_regions(regions: &[RegionStatus]) -> String {
+    if regions.is_empty() {
         "no regions".to_string()
     } else {
         regions
@@ -345,8 +365,7 @@ pub fn status_line(regions: &[RegionStatus], outbox_queued: usize) -> String {
             .map(|r| format!("{}: {}", r.code, r.state))
             .collect::<Vec<_>>()
             .join(", ")
-    };
-    format!("{regions}; outbox {outbox_queued} queued")
+    }
 }
 
 /// Each region's intake kind and, from the live health registry, what it is doing: `imap ok`,

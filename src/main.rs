@@ -1,4 +1,7 @@
 //! The `postdesk` binary: parse the command line, set up logging, hand over to the library.
+//!
+//! What a command prints as a problem goes through [`postdesk::logging::Stderr`], so that under systemd a
+//! fatal "postdesk: cannot start: …" is one journal entry at priority 3, as the log lines are.
 
 use clap::Parser;
 
@@ -13,13 +16,15 @@ fn main() -> std::process::ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("postdesk: cannot start the async runtime: {e:#}");
+            use std::io::Write;
+            let mut err = postdesk::logging::Stderr::new(cli.log_format);
+            let _ = writeln!(err, "postdesk: cannot start the async runtime: {e:#}");
             return std::process::ExitCode::from(1);
         }
     };
     let code = runtime.block_on(async {
         let mut out = std::io::stdout();
-        let mut err = std::io::stderr();
+        let mut err = postdesk::logging::Stderr::new(cli.log_format);
         postdesk::cli::execute(cli, &mut out, &mut err).await
     });
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))

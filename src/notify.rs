@@ -13,6 +13,11 @@
 //! The protocol is small enough that a dependency would add more than it saves: one datagram per message,
 //! to a path (`/run/systemd/notify`) or an abstract-namespace name (a leading `@`). Outside systemd
 //! (`$NOTIFY_SOCKET` unset) every call is a no-op, so the daemon behaves the same under a terminal.
+//!
+//! The other half of knowing systemd lives here too: [`sandbox_hint`], what to tell an admin when a write
+//! fails in the way the unit's sandbox makes it fail (`ProtectSystem=strict` leaves only
+//! `ReadWritePaths=` writable, and the service user owns little), so that every module that writes outside
+//! the store words it the same.
 
 use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -126,6 +131,27 @@ fn socket_addr(name: &str) -> io::Result<SocketAddr> {
     ))
 }
 
+/// What to add to an error about writing `dir` that failed with `error`, when the cause is one the unit's
+/// sandbox (or the service user's permissions) gives: a read-only file system (everything outside
+/// `ReadWritePaths=` under `ProtectSystem=strict`) or a permission denied. Empty for other errors. It starts
+/// with `"; "`, to follow the error text.
+pub fn sandbox_hint(error: &io::Error, dir: &std::path::Path) -> String {
+    let dir = dir.display();
+    match error.raw_os_error() {
+        Some(libc::EROFS) => format!(
+            "; {dir} is read-only for postdesk: under systemd (ProtectSystem=strict) list it in \
+             ReadWritePaths= in a drop-in (systemctl edit postdesk: [Service] ReadWritePaths=-{dir}), then \
+             systemctl restart postdesk"
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => format!(
+            "; the user postdesk may not write {dir}: give it the directory (chown postdesk) or its group \
+             (group-writable, and SupplementaryGroups= in a drop-in), and under systemd make sure {dir} is \
+             in ReadWritePaths= (systemctl edit postdesk)"
+        ),
+        _ => String::new(),
+    }
+}
+
 /// One notification: `KEY=VALUE` lines. A value is one line by protocol, so line breaks in it (a status
 /// built from an error message, say) become spaces.
 pub fn message(fields: &[(&str, &str)]) -> String {
@@ -201,6 +227,29 @@ mod tests {
         assert_eq!(watchdog_interval_from(None, Some("42"), 42), None);
         assert_eq!(watchdog_interval_from(Some("0"), None, 42), None);
         assert_eq!(watchdog_interval_from(Some("soon"), None, 42), None);
+    }
+
+    #[test]
+    fn sandbox_hints_name_the_directory_and_read_write_paths() {
+        let dir = std::path::Path::new("/var/mail/support-kr");
+        let rofs = sandbox_hint(&io::Error::from_raw_os_error(libc::EROFS), dir);
+        assert!(
+            rofs.starts_with("; /var/mail/support-kr is read-only"),
+            "{rofs}"
+        );
+        assert!(
+            rofs.contains("ReadWritePaths=-/var/mail/support-kr"),
+            "{rofs}"
+        );
+        let denied = sandbox_hint(&io::Error::from_raw_os_error(libc::EACCES), dir);
+        assert!(
+            denied.contains("ReadWritePaths=") && denied.contains("SupplementaryGroups="),
+            "{denied}"
+        );
+        assert_eq!(
+            sandbox_hint(&io::Error::from_raw_os_error(libc::ENOSPC), dir),
+            ""
+        );
     }
 
     #[test]

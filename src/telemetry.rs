@@ -106,6 +106,9 @@ fn ingest_histogram() -> Histogram {
 /// Health registry and metrics of one daemon process. Share it as `Arc<Telemetry>`.
 pub struct Telemetry {
     intakes: Mutex<BTreeMap<(String, String), IntakeHealth>>,
+    /// Woken when an intake's state or error kind changes, so the daemon's status line for systemd follows
+    /// within moments instead of at its next periodic refresh ([`Telemetry::intake_changed`]).
+    intake_changed: tokio::sync::Notify,
     /// Since when sending has been failing temporarily (the relay down, refusing, timing out), cleared by
     /// the next mail that goes out: what `[alerts]` tells the admin about.
     outbound_failing_since: Mutex<Option<DateTime<Utc>>>,
@@ -154,6 +157,7 @@ impl Telemetry {
     pub fn new() -> Telemetry {
         let mut t = Telemetry {
             intakes: Mutex::new(BTreeMap::new()),
+            intake_changed: tokio::sync::Notify::new(),
             outbound_failing_since: Mutex::new(None),
             regions: Mutex::new(Vec::new()),
             registry: Registry::with_prefix(PREFIX),
@@ -317,7 +321,17 @@ impl Telemetry {
                 failing_since: None,
                 last_error: None,
             });
+        let before = (entry.state, entry.last_error.clone());
         f(entry);
+        if (entry.state, &entry.last_error) != (before.0, &before.1) {
+            self.intake_changed.notify_one();
+        }
+    }
+
+    /// Resolves once an intake's state or error kind changed since the last call returned (one waiter: the
+    /// daemon's main loop; a change with nobody waiting is kept for the next call).
+    pub async fn intake_changed(&self) {
+        self.intake_changed.notified().await
     }
 
     /// The intake is connected (logged in) and about to take mail. A failure streak is not over until a

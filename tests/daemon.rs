@@ -197,6 +197,48 @@ fn run_reports_ready_status_watchdog_and_stopping_to_systemd() {
     );
 }
 
+/// Issue 16: STATUS= followed the regions only at a refresh every few seconds, and said "starting" long
+/// after the first scan had worked. Now each change of a region's state reaches systemd within a second.
+#[test]
+fn status_follows_a_regions_state_within_a_second() {
+    let env = Env::new();
+    env.write_config("data", &[("JP", "Example Support")], "");
+    let mut notify = NotifySocket::new(env.root());
+    let socket = notify.path.to_str().unwrap().to_string();
+    let mut daemon = start_daemon(&env, &[("NOTIFY_SOCKET", &socket)]);
+    notify.expect("READY=1", Duration::from_secs(20), |m| {
+        m.lines().any(|l| l == "READY=1")
+    });
+    // The first scan comes straight after READY: "ok" within a second (or with READY itself).
+    let ready_said_ok = notify.seen.last().unwrap().contains("JP: maildir ok");
+    if !ready_said_ok {
+        notify.expect("STATUS=JP: maildir ok", Duration::from_secs(1), |m| {
+            m.contains("STATUS=JP: maildir ok")
+        });
+    }
+    // The Maildir goes away (new/ replaced by a file): the next scan (100 ms) fails, and systemd hears it.
+    let maildir = env.root().join("maildir/jp");
+    std::fs::remove_dir_all(maildir.join("new")).unwrap();
+    std::fs::write(maildir.join("new"), b"").unwrap();
+    let broke = Instant::now();
+    notify.expect(
+        "STATUS=JP: maildir failing",
+        Duration::from_millis(1100),
+        |m| m.contains("STATUS=JP: maildir failing (maildir)"),
+    );
+    // Repaired: tried again after the first backoff (1 s), and "ok" follows at once.
+    std::fs::remove_file(maildir.join("new")).unwrap();
+    std::fs::create_dir(maildir.join("new")).unwrap();
+    notify.expect(
+        "STATUS=JP: maildir ok again",
+        Duration::from_millis(2100),
+        |m| m.contains("STATUS=JP: maildir ok"),
+    );
+    assert!(broke.elapsed() < Duration::from_secs(4));
+    let (status, _) = daemon.terminate();
+    assert!(status.success(), "{status:?}; log:\n{}", daemon.log());
+}
+
 #[test]
 fn log_format_json_writes_one_object_per_line() {
     let env = Env::new();

@@ -116,6 +116,10 @@ fn the_unit_has_the_required_settings() {
         "NotifyAccess=main",
         "WatchdogSec=30s",
         "Restart=on-failure",
+        // Issue 16: a ReadWritePaths= that does not exist (226/NAMESPACE) was restarted every 5 s forever.
+        "RestartPreventExitStatus=2 226 243",
+        // The package's spool (tmpfiles.d), where its config writes; absent is no failure (`-`).
+        "ReadWritePaths=-/var/spool/postdesk",
         "ExecReload=/bin/kill -HUP $MAINPID",
         "User=postdesk",
         "StateDirectory=postdesk",

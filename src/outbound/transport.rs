@@ -78,6 +78,24 @@ impl Transport {
         self.budget
     }
 
+    /// Where an admin looks when a send failed temporarily: it depends on the way out (issue 16: the file
+    /// transport's failure sent them to "the mail server's log", which it has none of).
+    pub fn failure_advice(&self) -> String {
+        match &self.way {
+            Way::Smtp(_) => "check [outbound] in the config and the mail server's log".into(),
+            Way::Sendmail(_) => {
+                "check outbound.sendmail_command and the local MTA's log (under systemd, Postfix's setgid \
+                 postdrop cannot run: use transport = \"smtp\" to 127.0.0.1 instead)"
+                    .into()
+            }
+            Way::File(dir) => format!(
+                "check outbound.file_dir {}: postdesk must be able to create files there (owner postdesk; \
+                 under systemd inside ReadWritePaths=, e.g. /var/spool/postdesk, which the package ships)",
+                dir.display()
+            ),
+        }
+    }
+
     /// Send one mail: built on a thread of its own, then handed to the transport, each under the budget.
     pub async fn send(&self, item: &OutboxItem, files: &[Vec<u8>]) -> Result<(), SendError> {
         let (item, files) = (item.clone(), files.to_vec());
@@ -227,8 +245,9 @@ impl Way {
                     .ok_or_else(|| TransportError("outbound.file_dir is not set".into()))?;
                 std::fs::create_dir_all(dir).map_err(|e| {
                     TransportError(format!(
-                        "cannot create outbound.file_dir {}: {e}",
-                        dir.display()
+                        "cannot create outbound.file_dir {}: {e}{}",
+                        dir.display(),
+                        crate::notify::sandbox_hint(&e, dir)
                     ))
                 })?;
                 Ok(Way::File(dir.clone()))
@@ -467,6 +486,25 @@ fn base64(bytes: &[u8], out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::recipient_refused;
+    use super::Transport;
+    use crate::config::testing::{TestConfig, TestRegion};
+
+    /// Issue 16: a failing file transport told the admin to read "the mail server's log".
+    #[test]
+    fn a_file_transport_failure_names_the_directory_not_a_mail_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TestConfig::new(dir.path()).region(TestRegion::jp()).parse();
+        let advice = Transport::from_config(&config.outbound)
+            .unwrap()
+            .failure_advice();
+        let out = dir.path().join("out").display().to_string();
+        assert!(
+            advice.contains(&format!("outbound.file_dir {out}")),
+            "{advice}"
+        );
+        assert!(advice.contains("ReadWritePaths="), "{advice}");
+        assert!(!advice.contains("mail server"), "{advice}");
+    }
 
     #[test]
     fn a_refused_recipient_is_told_apart_from_other_permanent_failures() {

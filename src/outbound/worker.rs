@@ -257,8 +257,8 @@ async fn attempt(
         }
         Err(e) => {
             tracing::warn!(outbox = item.id, ticket = %item.ticket, kind = %item.kind, attempt = item.attempts + 1,
-            "could not send: {}; check [outbound] in the config and the mail server's log (`postdesk outbox list` shows the queue)",
-            crate::logging::redact_addresses(&e.to_string()))
+            "could not send: {}; {} (`postdesk outbox list` shows the queue)",
+            crate::logging::redact_addresses(&e.to_string()), transport.failure_advice())
         }
     }
     // Each outcome is made durable before the next round: a crash must not forget that a mail
