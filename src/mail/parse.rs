@@ -1564,4 +1564,82 @@ mod tests {
         assert_eq!(m.text, "お世話になっております。");
         assert!(m.damage.iter().any(|d| d.contains("ISO-2022-JP")));
     }
+
+    /// Issue 15 (7): `From: =?utf-8?Q?agent?=@example.com` made the requester `@example.com`.
+    #[test]
+    fn an_encoded_word_in_the_local_part_never_leaves_an_address_without_a_local_part() {
+        let m = mail("From: =?utf-8?Q?agent?=@example.com\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(m.from.as_ref().map(|f| f.address.as_str()), Some("agent@example.com"));
+        assert!(m.damage.iter().any(|d| d.contains("local part")), "{:?}", m.damage);
+        let m = mail("From: \"agent\"@example.com\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(m.from.map(|f| f.address), Some("agent@example.com".into()));
+        // Decoded into something that is no address: rejected, and Reply-To answers instead.
+        let m = mail("From: =?utf-8?Q?x=40bank.example?=@evil.example\r\nReply-To: <real@example.net>\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(m.from.map(|f| f.address), Some("real@example.net".into()));
+        assert!(m.damage.iter().any(|d| d.contains("Reply-To")), "{:?}", m.damage);
+    }
+
+    #[test]
+    fn a_from_without_a_valid_address_falls_back_to_reply_to_then_sender() {
+        let m = mail("From: \"Support Team\"@example.com\r\nSender: <relay@example.org>\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(m.from.map(|f| f.address), Some("relay@example.org".into()));
+        assert!(m.damage.iter().any(|d| d.contains("Sender address")), "{:?}", m.damage);
+        let m = mail("From: Support Team\r\nSubject: s\r\n\r\nx\r\n");
+        assert!(m.from.is_none());
+        assert!(
+            m.damage.iter().any(|d| d.contains("no Reply-To or Sender")),
+            "{:?}",
+            m.damage
+        );
+        let m = mail("From: \"x\" <@example.com>\r\nSubject: s\r\n\r\nx\r\n");
+        assert!(m.from.is_none(), "{:?}", m.from);
+        // White space before the `@` is allowed (RFC 5322 CFWS): still one whole address.
+        let m = mail("From: =?utf-8?Q?agent?= @example.com\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(m.from.map(|f| f.address), Some("agent@example.com".into()));
+    }
+
+    /// Issue 15 (8): a mail whose root part is a base64 PDF put its base64 into the text.
+    #[test]
+    fn a_root_attachment_is_kept_and_its_base64_is_not_the_text() {
+        let m = mail("From: scanner@example.com\r\nSubject: Scan\r\nMIME-Version: 1.0\r\nContent-Type: application/pdf; name=\"scan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfs\r\n");
+        assert_eq!(m.text, "");
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(m.attachments[0].filename, "scan.pdf");
+        assert!(m.attachments[0].data.starts_with(b"%PDF-1.4"));
+        assert!(m.damage.iter().any(|d| d.contains("single application/pdf attachment")), "{:?}", m.damage);
+    }
+
+    /// Issue 15 (9): an empty text/plain alternative beside the HTML one gave an empty text.
+    #[test]
+    fn an_empty_plain_alternative_uses_the_html_part() {
+        let m = mail("From: a@example.com\r\nSubject: s\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello from the <b>HTML</b> part</p>\r\n--b--\r\n");
+        assert_eq!(m.text, "Hello from the HTML part");
+    }
+
+    /// Issue 15 (10): a bounce whose inner multipart/alternative is never closed left its quoted-printable
+    /// undecoded and swallowed the delivery-status and message/rfc822 parts.
+    #[test]
+    fn an_unclosed_nested_multipart_keeps_the_delivery_status_and_the_original() {
+        let raw = "From: MAILER-DAEMON@mx.example.com\r\nTo: support-jp@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"outer\"\r\n\r\n--outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n--inner\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nDelivery to caf=C3=A9@example.net failed perma=\r\nnently.\r\n\r\n--outer\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\nFinal-Recipient: rfc822; cafe@example.net\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n--outer\r\nContent-Type: message/rfc822\r\n\r\nFrom: support-jp@example.com\r\nMessage-ID: <ack.JP-1000@example.com>\r\nSubject: orig\r\n\r\nhello\r\n\r\n--outer--\r\n";
+        let m = mail(raw);
+        assert!(m.text.starts_with("Delivery to café@example.net failed permanently."), "{:?}", m.text);
+        assert!(!m.text.contains("--outer") && !m.text.contains("=C3"), "{:?}", m.text);
+        let types: Vec<&str> = m.attachments.iter().map(|a| a.content_type.as_str()).collect();
+        assert_eq!(types, ["message/delivery-status", "message/rfc822"]);
+        assert_eq!(m.auto.reported_message_id.as_deref(), Some("ack.JP-1000@example.com"));
+        assert_eq!(
+            m.auto.report_diagnostic.as_deref(),
+            Some("5.1.1 (smtp; 550 5.1.1 User unknown)")
+        );
+        assert!(m.damage.iter().any(|d| d.contains("never closed")), "{:?}", m.damage);
+    }
+
+    /// Issue 15 (1, 4): the subject from its raw bytes, joined words, U+3000 kept.
+    #[test]
+    fn a_split_utf8_subject_with_an_ideographic_space_decodes_whole() {
+        // "ご注文　確認" split inside 注 (E6 B3 A8) between two B words, folded like Outlook.
+        let m = mail("From: a@example.jp\r\nSubject: =?UTF-8?B?44GU5rM=?=\r\n =?UTF-8?B?qOaWh+OAgOeiuuiqjQ==?=\r\n\r\nx\r\n");
+        assert_eq!(m.subject, "ご注文　確認");
+        assert!(m.damage.is_empty(), "{:?}", m.damage);
+    }
 }
