@@ -151,7 +151,9 @@ pub fn parse_list(raw: &[u8], hint: Hint, guesses: &mut Vec<String>) -> Vec<Writ
             continue;
         }
         let has_angle = seg.iter().any(|t| matches!(t, Tok::Angle(_)));
-        let has_at = seg.iter().any(|t| matches!(t, Tok::Atom(a) if a.contains(&b'@')));
+        let has_at = seg
+            .iter()
+            .any(|t| matches!(t, Tok::Atom(a) if a.contains(&b'@')));
         if !has_angle && !has_at && matches!(toks.get(i), Some(Tok::Comma)) {
             // Maybe the first half of an unquoted display name; kept for the next mailbox.
             if !carried.is_empty() {
@@ -164,7 +166,11 @@ pub fn parse_list(raw: &[u8], hint: Hint, guesses: &mut Vec<String>) -> Vec<Writ
         if !carried.is_empty() {
             if has_angle {
                 let mut name = std::mem::take(&mut carried);
-                let own = phrase_bytes(seg.split(|t| matches!(t, Tok::Angle(_))).next().unwrap_or(&[]));
+                let own = phrase_bytes(
+                    seg.split(|t| matches!(t, Tok::Angle(_)))
+                        .next()
+                        .unwrap_or(&[]),
+                );
                 if !own.is_empty() {
                     name.extend_from_slice(b", ");
                     name.extend_from_slice(&own);
@@ -236,7 +242,10 @@ fn mailbox(seg: &[Tok], hint: Hint, guesses: &mut Vec<String>) -> Written {
             local_part_decoded: decoded,
         };
     }
-    if !seg.iter().any(|t| matches!(t, Tok::Atom(a) if a.contains(&b'@'))) {
+    if !seg
+        .iter()
+        .any(|t| matches!(t, Tok::Atom(a) if a.contains(&b'@')))
+    {
         // A phrase and no address (`From: "Support Team"`).
         return Written {
             name: clean_name(&decode_words(&phrase_bytes(seg), hint, guesses)),
@@ -299,12 +308,22 @@ mod tests {
 
     #[test]
     fn common_forms() {
-        assert_eq!(list(" \"Taro\" <Taro@Example.JP>"), vec![pair("Taro", "Taro@Example.JP")]);
+        assert_eq!(
+            list(" \"Taro\" <Taro@Example.JP>"),
+            vec![pair("Taro", "Taro@Example.JP")]
+        );
         assert_eq!(list("a@example.com"), vec![pair("", "a@example.com")]);
-        assert_eq!(list("a@example.com (Alice A)"), vec![pair("Alice A", "a@example.com")]);
+        assert_eq!(
+            list("a@example.com (Alice A)"),
+            vec![pair("Alice A", "a@example.com")]
+        );
         assert_eq!(
             list("Alice <a@x.example>, b@y.example,\r\n \"C, D\" <c@z.example>"),
-            vec![pair("Alice", "a@x.example"), pair("", "b@y.example"), pair("C, D", "c@z.example")]
+            vec![
+                pair("Alice", "a@x.example"),
+                pair("", "b@y.example"),
+                pair("C, D", "c@z.example")
+            ]
         );
         assert_eq!(
             list("undisclosed-recipients:;"),
@@ -312,9 +331,16 @@ mod tests {
         );
         assert_eq!(
             list("Team: a@x.example, B <b@x.example>;, c@x.example"),
-            vec![pair("", "a@x.example"), pair("B", "b@x.example"), pair("", "c@x.example")]
+            vec![
+                pair("", "a@x.example"),
+                pair("B", "b@x.example"),
+                pair("", "c@x.example")
+            ]
         );
-        assert_eq!(list("Smith, John <j@x.example>"), vec![pair("Smith, John", "j@x.example")]);
+        assert_eq!(
+            list("Smith, John <j@x.example>"),
+            vec![pair("Smith, John", "j@x.example")]
+        );
         assert_eq!(
             list("=?UTF-8?B?5bCP5bed?= =?UTF-8?B?IOecn+eQhg==?= <m@x.example>"),
             vec![pair("小川 真理", "m@x.example")]
@@ -323,18 +349,31 @@ mod tests {
             list("\"=?ISO-2022-JP?B?GyRCOzNFRBsoQg==?=\" <y@x.example>"),
             vec![pair("山田", "y@x.example")]
         );
-        assert_eq!(list("<@a.example,@b.example:s@x.example>"), vec![pair("", "@a.example,@b.example:s@x.example")]);
+        assert_eq!(
+            list("<@a.example,@b.example:s@x.example>"),
+            vec![pair("", "@a.example,@b.example:s@x.example")]
+        );
     }
 
     /// Issue 15 (7): an encoded word in the local part made the address `@example.com`.
     #[test]
     fn an_encoded_word_in_the_local_part_is_decoded_into_the_address() {
-        let w = parse_list(b"=?utf-8?Q?agent?=@example.com", Hint::default(), &mut Vec::new());
+        let w = parse_list(
+            b"=?utf-8?Q?agent?=@example.com",
+            Hint::default(),
+            &mut Vec::new(),
+        );
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].address, "agent@example.com");
         assert!(w[0].local_part_decoded);
-        assert_eq!(list("\"agent\"@example.com"), vec![pair("", "agent@example.com")]);
-        assert_eq!(list("\"Support Team\"@example.com"), vec![pair("", "Support Team@example.com")]);
+        assert_eq!(
+            list("\"agent\"@example.com"),
+            vec![pair("", "agent@example.com")]
+        );
+        assert_eq!(
+            list("\"Support Team\"@example.com"),
+            vec![pair("", "Support Team@example.com")]
+        );
         assert_eq!(list("\"Support Team\""), vec![pair("Support Team", "")]);
     }
 }

@@ -255,9 +255,9 @@ pub fn detect(bytes: &[u8], hint: Hint) -> &'static Encoding {
 }
 
 fn lone_high_byte_between_letters(bytes: &[u8]) -> bool {
-    bytes.windows(3).any(|w| {
-        w[0].is_ascii_alphabetic() && !w[1].is_ascii() && w[2].is_ascii_alphabetic()
-    })
+    bytes
+        .windows(3)
+        .any(|w| w[0].is_ascii_alphabetic() && !w[1].is_ascii() && w[2].is_ascii_alphabetic())
 }
 
 /// Decode `bytes` with `encoding`, returning `None` when any byte sequence is malformed for it.
@@ -521,7 +521,11 @@ mod tests {
 
     #[test]
     fn a_wrong_label_is_corrected_and_said() {
-        let d = decode(Some("iso-2022-jp"), "お世話になります".as_bytes(), Hint::default());
+        let d = decode(
+            Some("iso-2022-jp"),
+            "お世話になります".as_bytes(),
+            Hint::default(),
+        );
         assert_eq!(d.text, "お世話になります");
         assert!(d.guess.unwrap().contains("was UTF-8"));
         let (sjis, _, _) = SHIFT_JIS.encode("お世話になっております。よろしくお願いします。");

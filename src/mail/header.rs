@@ -98,16 +98,14 @@ fn q_decode(text: &[u8]) -> Vec<u8> {
     while i < text.len() {
         match text[i] {
             b'_' => out.push(b' '),
-            b'=' => {
-                match (hex(text.get(i + 1)), hex(text.get(i + 2))) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'='),
+            b'=' => match (hex(text.get(i + 1)), hex(text.get(i + 2))) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'='),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -131,9 +129,7 @@ fn pieces(s: &[u8]) -> Vec<Piece<'_>> {
     let mut text_start = 0;
     let mut i = 0;
     while i < s.len() {
-        let Some((charset, b, text, end)) = (s[i] == b'=')
-            .then(|| encoded_word_at(s, i))
-            .flatten()
+        let Some((charset, b, text, end)) = (s[i] == b'=').then(|| encoded_word_at(s, i)).flatten()
         else {
             i += 1;
             continue;
@@ -284,7 +280,9 @@ pub fn parameter(
     } else {
         decode_words(&plain?, hint, guesses)
     };
-    let decoded = decoded.trim_matches(|c: char| c == ' ' || c == '\t').to_string();
+    let decoded = decoded
+        .trim_matches(|c: char| c == ' ' || c == '\t')
+        .to_string();
     (!decoded.is_empty()).then_some(decoded)
 }
 
@@ -311,7 +309,11 @@ fn decode_bytes(
 
 /// `charset'language'data` → the charset (when given) and the data. Without the two quotes all is data.
 fn split_extended(v: &[u8]) -> (Option<&[u8]>, &[u8]) {
-    let mut quotes = v.iter().enumerate().filter(|(_, &b)| b == b'\'').map(|(i, _)| i);
+    let mut quotes = v
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'\'')
+        .map(|(i, _)| i);
     match (quotes.next(), quotes.next()) {
         (Some(a), Some(b)) => {
             let label = &v[..a];
@@ -400,8 +402,14 @@ fn skip_value(s: &[u8], mut i: usize) -> usize {
 }
 
 fn trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
-    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = s
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &s[start..end.max(start)]
 }
 
@@ -418,7 +426,9 @@ mod tests {
         const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = String::new();
         for c in bytes.chunks(3) {
-            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
             for k in 0..4 {
                 if k <= c.len() {
                     out.push(T[(n >> (18 - 6 * k) & 63) as usize] as char);
@@ -478,10 +488,16 @@ mod tests {
     fn raw_8bit_header_text_is_detected() {
         let (sjis, _, _) = SHIFT_JIS.encode("お見積りのお願い");
         let mut g = Vec::new();
-        assert_eq!(decode_header(&sjis, Hint::default(), &mut g), "お見積りのお願い");
+        assert_eq!(
+            decode_header(&sjis, Hint::default(), &mut g),
+            "お見積りのお願い"
+        );
         assert!(g[0].contains("Shift_JIS"), "{g:?}");
         let (jis, _, _) = ISO_2022_JP.encode("見積");
-        assert_eq!(decode_header(&jis, Hint::default(), &mut Vec::new()), "見積");
+        assert_eq!(
+            decode_header(&jis, Hint::default(), &mut Vec::new()),
+            "見積"
+        );
     }
 
     #[test]
@@ -520,19 +536,36 @@ mod tests {
     #[test]
     fn parameters_plain_extended_and_encoded() {
         let p = |raw: &str, n: &str| parameter(raw.as_bytes(), n, Hint::default(), &mut Vec::new());
-        assert_eq!(p("attachment; filename=\"a;b.txt\"", "filename").as_deref(), Some("a;b.txt"));
-        assert_eq!(p("attachment; filename=plain.txt ; size=3", "filename").as_deref(), Some("plain.txt"));
         assert_eq!(
-            p("attachment; filename=\"old.txt\"; filename*=utf-8''%E6%96%B0.txt", "filename").as_deref(),
+            p("attachment; filename=\"a;b.txt\"", "filename").as_deref(),
+            Some("a;b.txt")
+        );
+        assert_eq!(
+            p("attachment; filename=plain.txt ; size=3", "filename").as_deref(),
+            Some("plain.txt")
+        );
+        assert_eq!(
+            p(
+                "attachment; filename=\"old.txt\"; filename*=utf-8''%E6%96%B0.txt",
+                "filename"
+            )
+            .as_deref(),
             Some("新.txt")
         );
         assert_eq!(
-            p("application/pdf; name=\"=?UTF-8?B?6KaL56mN?= =?UTF-8?B?5pu4LnBkZg==?=\"", "name").as_deref(),
+            p(
+                "application/pdf; name=\"=?UTF-8?B?6KaL56mN?= =?UTF-8?B?5pu4LnBkZg==?=\"",
+                "name"
+            )
+            .as_deref(),
             Some("見積書.pdf")
         );
         assert_eq!(p("attachment", "filename"), None);
         assert_eq!(p("attachment; filenamex=a", "filename"), None);
-        assert_eq!(p("attachment; filename=\"a\\\"b\"", "filename").as_deref(), Some("a\"b"));
+        assert_eq!(
+            p("attachment; filename=\"a\\\"b\"", "filename").as_deref(),
+            Some("a\"b")
+        );
     }
 
     /// Issue 15 (5): Becky!, Outlook Express and Chinese clients write raw 8-bit file names.
@@ -543,14 +576,20 @@ mod tests {
         raw.extend_from_slice(&sjis);
         raw.push(b'"');
         let mut g = Vec::new();
-        assert_eq!(parameter(&raw, "filename", Hint::default(), &mut g).as_deref(), Some("見積書.xlsx"));
+        assert_eq!(
+            parameter(&raw, "filename", Hint::default(), &mut g).as_deref(),
+            Some("見積書.xlsx")
+        );
         assert!(g.iter().any(|x| x.contains("Shift_JIS")), "{g:?}");
         let (gbk, _, _) = GBK.encode("合同附件.doc");
         let mut raw = b"attachment; filename=\"".to_vec();
         raw.extend_from_slice(&gbk);
         raw.push(b'"');
         let cn = Hint { tld: Some(b"cn") };
-        assert_eq!(parameter(&raw, "filename", cn, &mut Vec::new()).as_deref(), Some("合同附件.doc"));
+        assert_eq!(
+            parameter(&raw, "filename", cn, &mut Vec::new()).as_deref(),
+            Some("合同附件.doc")
+        );
     }
 
     #[test]
@@ -561,7 +600,12 @@ mod tests {
         let words = "=?UTF-8?B?5LiA?= ".repeat(100_000);
         let _ = decode_words(words.as_bytes(), Hint::default(), &mut Vec::new());
         let params = "attachment".to_string() + &"; filename*9*=%E4".repeat(20_000);
-        let _ = parameter(params.as_bytes(), "filename", Hint::default(), &mut Vec::new());
+        let _ = parameter(
+            params.as_bytes(),
+            "filename",
+            Hint::default(),
+            &mut Vec::new(),
+        );
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 }

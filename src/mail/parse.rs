@@ -10,7 +10,9 @@ use std::borrow::Cow;
 use chrono::{DateTime, TimeZone, Utc};
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
-use mail_parser::{Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{
+    Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+};
 use sha2::{Digest, Sha256};
 
 use super::charset::{self, Hint};
@@ -220,14 +222,22 @@ fn parse_inner(raw: &[u8], locale: Locale) -> Result<Inbound, NotMail> {
             (Some(r), _) => {
                 damage.push(format!(
                     "{}; the requester is the Reply-To address",
-                    if had_from { "no valid sender address in From" } else { "no From header" }
+                    if had_from {
+                        "no valid sender address in From"
+                    } else {
+                        "no From header"
+                    }
                 ));
                 from = Some(r);
             }
             (None, Some(s)) => {
                 damage.push(format!(
                     "{}; the requester is the Sender address",
-                    if had_from { "no valid sender address in From" } else { "no From header" }
+                    if had_from {
+                        "no valid sender address in From"
+                    } else {
+                        "no From header"
+                    }
                 ));
                 from = Some(s);
             }
@@ -437,10 +447,7 @@ fn mailbox_of(written: address::Written, damage: &mut Vec<String>) -> Option<Mai
     let raw = written.address.trim();
     if raw.is_empty() {
         if !written.name.is_empty() {
-            damage.push(format!(
-                "{} has no address; ignored",
-                shown(&written.name)
-            ));
+            damage.push(format!("{} has no address; ignored", shown(&written.name)));
         }
         return None;
     }
@@ -541,7 +548,13 @@ fn is_attachment_root(root: &MessagePart) -> bool {
 
 /// The raw value of the last header `name` of a message's top part (mail-parser keeps the offsets).
 fn raw_header<'a>(message: &'a Message, name: &str) -> Option<&'a [u8]> {
-    let h = message.parts.first()?.headers.iter().rev().find(|h| h.name().eq_ignore_ascii_case(name))?;
+    let h = message
+        .parts
+        .first()?
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.name().eq_ignore_ascii_case(name))?;
     message
         .raw_message
         .get(h.offset_start() as usize..h.offset_end() as usize)
@@ -705,16 +718,26 @@ pub fn base64_lenient(raw: &[u8]) -> Option<Vec<u8>> {
 /// ASCII one) on 8-bit text, a label mail-parser does not know, a label that did not fit the bytes (U+FFFD),
 /// 8-bit text under a Latin label (it may be UTF-8), or raw ISO-2022-JP escapes.
 fn needs_second_look(label: Option<&str>, decoded: &str) -> bool {
-    if decoded.is_ascii() && !decoded.contains('\x1b') {
+    let label = label.map(str::trim).filter(|l| !l.is_empty());
+    let plain = decoded.is_ascii() && !decoded.contains('\x1b');
+    if let Some(l) = label {
+        if mail_parser::decoders::charsets::map::charset_decoder(l.as_bytes()).is_none() {
+            // mail-parser read it as UTF-8: right for ASCII, unless the label is one under which ASCII
+            // bytes are not ASCII text (`unicode-1-1-utf-7`, UTF-16 names it does not know).
+            return match charset::lookup(l) {
+                charset::Charset::Utf7 => true,
+                charset::Charset::Known(e) => !plain || e.name().starts_with("UTF-16"),
+                charset::Charset::Unknown => !plain,
+            };
+        }
+    }
+    if plain {
         return false;
     }
-    let Some(label) = label.map(str::trim).filter(|l| !l.is_empty()) else {
+    let Some(label) = label else {
         return true;
     };
     if decoded.contains('\u{FFFD}') || decoded.contains('\x1b') {
-        return true;
-    }
-    if mail_parser::decoders::charsets::map::charset_decoder(label.as_bytes()).is_none() {
         return true;
     }
     match charset::lookup(label) {
@@ -813,7 +836,10 @@ fn attachment_name(
     damage: &mut Vec<String>,
 ) -> String {
     let raw_of = |name: &str| {
-        let h = part.headers.iter().find(|h| h.name().eq_ignore_ascii_case(name))?;
+        let h = part
+            .headers
+            .iter()
+            .find(|h| h.name().eq_ignore_ascii_case(name))?;
         message
             .raw_message
             .get(h.offset_start() as usize..h.offset_end() as usize)
@@ -821,7 +847,9 @@ fn attachment_name(
     let mut guesses = Vec::new();
     let name = raw_of("Content-Disposition")
         .and_then(|r| header::parameter(r, "filename", hint, &mut guesses))
-        .or_else(|| raw_of("Content-Type").and_then(|r| header::parameter(r, "name", hint, &mut guesses)))
+        .or_else(|| {
+            raw_of("Content-Type").and_then(|r| header::parameter(r, "name", hint, &mut guesses))
+        })
         .or_else(|| part.attachment_name().map(str::to_string))
         .unwrap_or_default();
     note_guesses(damage, "attachment name", guesses);
@@ -903,6 +931,15 @@ fn collect_body(
             continue;
         }
         let end = cut(part);
+        if end.is_some() && is_inline_text(part) {
+            // The last alternative of an unclosed multipart/alternative: mail-parser never finished the
+            // alternative, so it listed the part as an attachment. It is the mail's text.
+            if body.text.trim().is_empty() {
+                let piece = part_text(message, part, hint, damage, end);
+                body.push_text(&piece);
+            }
+            continue;
+        }
         let data: Vec<u8> = match &part.body {
             PartType::Text(_) | PartType::Html(_) => {
                 part_transfer_decoded(message, part, end).into_owned()
@@ -943,6 +980,15 @@ fn collect_body(
             ));
         }
     }
+}
+
+/// A text/plain or text/html part with no file name and not marked as an attachment.
+fn is_inline_text(part: &MessagePart) -> bool {
+    matches!(part.body, PartType::Text(_) | PartType::Html(_))
+        && part.attachment_name().is_none()
+        && !part
+            .content_disposition()
+            .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"))
 }
 
 /// The boundaries of the mail's multiparts (at most 32 distinct; usable in a header: no quote, no line
@@ -1569,21 +1615,36 @@ mod tests {
     #[test]
     fn an_encoded_word_in_the_local_part_never_leaves_an_address_without_a_local_part() {
         let m = mail("From: =?utf-8?Q?agent?=@example.com\r\nSubject: s\r\n\r\nx\r\n");
-        assert_eq!(m.from.as_ref().map(|f| f.address.as_str()), Some("agent@example.com"));
-        assert!(m.damage.iter().any(|d| d.contains("local part")), "{:?}", m.damage);
+        assert_eq!(
+            m.from.as_ref().map(|f| f.address.as_str()),
+            Some("agent@example.com")
+        );
+        assert!(
+            m.damage.iter().any(|d| d.contains("local part")),
+            "{:?}",
+            m.damage
+        );
         let m = mail("From: \"agent\"@example.com\r\nSubject: s\r\n\r\nx\r\n");
         assert_eq!(m.from.map(|f| f.address), Some("agent@example.com".into()));
         // Decoded into something that is no address: rejected, and Reply-To answers instead.
         let m = mail("From: =?utf-8?Q?x=40bank.example?=@evil.example\r\nReply-To: <real@example.net>\r\nSubject: s\r\n\r\nx\r\n");
         assert_eq!(m.from.map(|f| f.address), Some("real@example.net".into()));
-        assert!(m.damage.iter().any(|d| d.contains("Reply-To")), "{:?}", m.damage);
+        assert!(
+            m.damage.iter().any(|d| d.contains("Reply-To")),
+            "{:?}",
+            m.damage
+        );
     }
 
     #[test]
     fn a_from_without_a_valid_address_falls_back_to_reply_to_then_sender() {
         let m = mail("From: \"Support Team\"@example.com\r\nSender: <relay@example.org>\r\nSubject: s\r\n\r\nx\r\n");
         assert_eq!(m.from.map(|f| f.address), Some("relay@example.org".into()));
-        assert!(m.damage.iter().any(|d| d.contains("Sender address")), "{:?}", m.damage);
+        assert!(
+            m.damage.iter().any(|d| d.contains("Sender address")),
+            "{:?}",
+            m.damage
+        );
         let m = mail("From: Support Team\r\nSubject: s\r\n\r\nx\r\n");
         assert!(m.from.is_none());
         assert!(
@@ -1606,7 +1667,13 @@ mod tests {
         assert_eq!(m.attachments.len(), 1);
         assert_eq!(m.attachments[0].filename, "scan.pdf");
         assert!(m.attachments[0].data.starts_with(b"%PDF-1.4"));
-        assert!(m.damage.iter().any(|d| d.contains("single application/pdf attachment")), "{:?}", m.damage);
+        assert!(
+            m.damage
+                .iter()
+                .any(|d| d.contains("single application/pdf attachment")),
+            "{:?}",
+            m.damage
+        );
     }
 
     /// Issue 15 (9): an empty text/plain alternative beside the HTML one gave an empty text.
@@ -1622,16 +1689,36 @@ mod tests {
     fn an_unclosed_nested_multipart_keeps_the_delivery_status_and_the_original() {
         let raw = "From: MAILER-DAEMON@mx.example.com\r\nTo: support-jp@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"outer\"\r\n\r\n--outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n--inner\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nDelivery to caf=C3=A9@example.net failed perma=\r\nnently.\r\n\r\n--outer\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\nFinal-Recipient: rfc822; cafe@example.net\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n--outer\r\nContent-Type: message/rfc822\r\n\r\nFrom: support-jp@example.com\r\nMessage-ID: <ack.JP-1000@example.com>\r\nSubject: orig\r\n\r\nhello\r\n\r\n--outer--\r\n";
         let m = mail(raw);
-        assert!(m.text.starts_with("Delivery to café@example.net failed permanently."), "{:?}", m.text);
-        assert!(!m.text.contains("--outer") && !m.text.contains("=C3"), "{:?}", m.text);
-        let types: Vec<&str> = m.attachments.iter().map(|a| a.content_type.as_str()).collect();
+        assert!(
+            m.text
+                .starts_with("Delivery to café@example.net failed permanently."),
+            "{:?}",
+            m.text
+        );
+        assert!(
+            !m.text.contains("--outer") && !m.text.contains("=C3"),
+            "{:?}",
+            m.text
+        );
+        let types: Vec<&str> = m
+            .attachments
+            .iter()
+            .map(|a| a.content_type.as_str())
+            .collect();
         assert_eq!(types, ["message/delivery-status", "message/rfc822"]);
-        assert_eq!(m.auto.reported_message_id.as_deref(), Some("ack.JP-1000@example.com"));
+        assert_eq!(
+            m.auto.reported_message_id.as_deref(),
+            Some("ack.JP-1000@example.com")
+        );
         assert_eq!(
             m.auto.report_diagnostic.as_deref(),
             Some("5.1.1 (smtp; 550 5.1.1 User unknown)")
         );
-        assert!(m.damage.iter().any(|d| d.contains("never closed")), "{:?}", m.damage);
+        assert!(
+            m.damage.iter().any(|d| d.contains("never closed")),
+            "{:?}",
+            m.damage
+        );
     }
 
     /// Issue 15 (1, 4): the subject from its raw bytes, joined words, U+3000 kept.
