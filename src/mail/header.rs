@@ -366,7 +366,9 @@ fn params(s: &[u8]) -> Vec<(&[u8], Vec<u8>)> {
         if s.get(i) == Some(&b'"') {
             i += 1;
             while i < s.len() && s[i] != b'"' {
-                if s[i] == b'\\' && i + 1 < s.len() {
+                // Only `\"` and `\\` are escapes: Netscape and Outlook write Windows paths
+                // (`filename="C:\TEMP\a.png"`) unescaped, and the name is the path's last part.
+                if s[i] == b'\\' && matches!(s.get(i + 1), Some(b'"' | b'\\')) {
                     i += 1;
                 }
                 value.push(s[i]);
@@ -391,7 +393,7 @@ fn skip_value(s: &[u8], mut i: usize) -> usize {
     let mut quoted = false;
     while i < s.len() {
         match s[i] {
-            b'\\' if quoted => i += 1,
+            b'\\' if quoted && matches!(s.get(i + 1), Some(b'"' | b'\\')) => i += 1,
             b'"' => quoted = !quoted,
             b';' if !quoted => return i,
             _ => {}
@@ -565,6 +567,10 @@ mod tests {
         assert_eq!(
             p("attachment; filename=\"a\\\"b\"", "filename").as_deref(),
             Some("a\"b")
+        );
+        assert_eq!(
+            p(r#"inline; filename="C:\TEMP\nsmail.png""#, "filename").as_deref(),
+            Some(r"C:\TEMP\nsmail.png")
         );
     }
 
