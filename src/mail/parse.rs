@@ -293,7 +293,7 @@ fn parse_inner(raw: &[u8], locale: Locale) -> Result<Inbound, NotMail> {
     collect_body(&message, hint, &mut damage, 0, &mut body);
     let Body {
         mut text,
-        attachments,
+        mut attachments,
         dropped,
     } = body;
     if message.parts.iter().any(|p| p.is_encoding_problem) {
@@ -316,7 +316,9 @@ fn parse_inner(raw: &[u8], locale: Locale) -> Result<Inbound, NotMail> {
                 "the mail is a single {} attachment and has no text",
                 content_type_of(root)
             ));
-        } else if let Some(raw_body) = raw.get(root.offset_body as usize..) {
+        } else if let Some(raw_body) =
+            raw.get(body_in_headers(raw, root).unwrap_or(root.offset_body as usize)..)
+        {
             // A body with no MIME structure mail-parser recognised: keep its bytes as text rather than nothing.
             if !raw_body.is_empty() && !root.is_multipart() {
                 let (s, cs) = charset::guess_decode(raw_body, locale);
@@ -324,6 +326,10 @@ fn parse_inner(raw: &[u8], locale: Locale) -> Result<Inbound, NotMail> {
                     "body without a readable text part; decoded as {cs}"
                 ));
                 text = s;
+                // The body is the text now, not also a nameless attachment.
+                if message.attachments.first() == Some(&0) && !attachments.is_empty() {
+                    attachments.remove(0);
+                }
             }
         }
     }
@@ -637,7 +643,7 @@ fn part_transfer_decoded<'a>(
     part: &MessagePart,
     end: Option<usize>,
 ) -> Cow<'a, [u8]> {
-    let start = part.offset_body as usize;
+    let start = body_in_headers(&message.raw_message, part).unwrap_or(part.offset_body as usize);
     let end = end
         .unwrap_or(part.offset_end as usize)
         .min(part.offset_end as usize)
@@ -671,6 +677,48 @@ fn declared_encoding(part: &MessagePart) -> Encoding {
         Some(e) if e.eq_ignore_ascii_case("quoted-printable") => Encoding::QuotedPrintable,
         _ => Encoding::None,
     }
+}
+
+/// Where the body of a part really starts when its header block ends in lines that are no header fields (a
+/// sender who left out the blank line: `Subject: x` then `counter to RFC 2822, there's no separating
+/// newline here`): mail-parser reads such lines as headers and the text is lost. The answer is the first
+/// line after the last real header line that is not a header line itself. Linear in the header block.
+fn body_in_headers(raw: &[u8], part: &MessagePart) -> Option<usize> {
+    let start = part.offset_header as usize;
+    let end = (part.offset_body as usize).min(raw.len());
+    let block = raw.get(start..end)?;
+    let mut pos = 0;
+    let mut found: Option<usize> = None;
+    while pos < block.len() {
+        let line_end = block[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(block.len(), |p| pos + p);
+        let line = block[pos..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&block[pos..line_end]);
+        if line.is_empty() {
+            break;
+        }
+        let continuation = line[0] == b' ' || line[0] == b'\t';
+        let name_len = line
+            .iter()
+            .position(|&b| b == b':' || !(33..=126).contains(&b))
+            .unwrap_or(line.len());
+        let rest = &line[name_len..];
+        let header = name_len > 0
+            && rest
+                .iter()
+                .find(|&&b| b != b' ' && b != b'\t')
+                .is_some_and(|&b| b == b':');
+        if header {
+            found = None;
+        } else if !continuation && found.is_none() {
+            found = Some(pos);
+        }
+        pos = line_end + 1;
+    }
+    found.map(|p| start + p)
 }
 
 /// Whether mail-parser left a part's transfer encoding undone (it does for a part it could not finish).
@@ -762,17 +810,20 @@ fn part_text(
         _ => return String::new(),
     };
     let label = part.content_type().and_then(|ct| ct.attribute("charset"));
-    let text: Cow<str> =
-        if end.is_some() || transfer_undone(part) || needs_second_look(label, decoded) {
-            let bytes = part_transfer_decoded(message, part, end);
-            let d = charset::decode(label, &bytes, hint);
-            if let Some(g) = d.guess {
-                damage.push(format!("charset guessed: {g}"));
-            }
-            Cow::Owned(d.text)
-        } else {
-            Cow::Borrowed(decoded)
-        };
+    let text: Cow<str> = if end.is_some()
+        || transfer_undone(part)
+        || needs_second_look(label, decoded)
+        || body_in_headers(&message.raw_message, part).is_some()
+    {
+        let bytes = part_transfer_decoded(message, part, end);
+        let d = charset::decode(label, &bytes, hint);
+        if let Some(g) = d.guess {
+            damage.push(format!("charset guessed: {g}"));
+        }
+        Cow::Owned(d.text)
+    } else {
+        Cow::Borrowed(decoded)
+    };
     let text = if is_html {
         let mut html: &str = &text;
         if html.len() > MAX_HTML_BYTES {
@@ -889,16 +940,13 @@ fn collect_body(
     depth: u8,
     body: &mut Body,
 ) {
-    let boundaries = if message.parts.iter().any(|p| p.is_encoding_problem) {
-        boundaries_of(message)
-    } else {
-        Vec::new()
-    };
-    let mut rests: Vec<(usize, usize)> = Vec::new();
+    let boundaries = boundaries_of(message);
+    // (where the rest starts, where the part ended, which boundary)
+    let mut rests: Vec<(usize, usize, usize)> = Vec::new();
     let mut cut = |part: &MessagePart| -> Option<usize> {
         let (own_end, rest_start, k) = foreign_cut(message, part, &boundaries)?;
-        if !rests.iter().any(|&(r, _)| r == rest_start) {
-            rests.push((rest_start, k));
+        if !rests.iter().any(|&(r, _, _)| r == rest_start) {
+            rests.push((rest_start, part.offset_end as usize, k));
         }
         Some(own_end)
     };
@@ -960,24 +1008,41 @@ fn collect_body(
             sha256,
         });
     }
-    for (rest_start, k) in rests {
+    for (rest_start, rest_end, k) in rests {
         if depth >= MAX_RECOVERY_DEPTH {
             break;
         }
-        let Some(rest) = message.raw_message.get(rest_start..) else {
+        let rest_end = rest_end.min(message.raw_message.len());
+        let Some(rest) = message.raw_message.get(rest_start..rest_end) else {
             continue;
         };
         let mut synthetic = b"Content-Type: multipart/mixed; boundary=\"".to_vec();
         synthetic.extend_from_slice(&boundaries[k]);
-        synthetic.extend_from_slice(b"\"\r\n\r\n");
-        synthetic.extend_from_slice(rest);
+        synthetic.extend_from_slice(b"\"\r\n\r\n--");
+        synthetic.extend_from_slice(&boundaries[k]);
+        // The delimiter line as mail-parser reads it (without the transport padding RFC 2046 allows after
+        // it), then what follows it.
+        let after_line = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |p| p + 1);
+        let closing = rest[..after_line]
+            .windows(2)
+            .skip(2 + boundaries[k].len())
+            .next()
+            == Some(b"--");
+        synthetic.extend_from_slice(if closing { b"--\r\n" } else { b"\r\n" });
+        synthetic.extend_from_slice(&rest[after_line..]);
         if let Some(recovered) = MessageParser::default().parse(&synthetic) {
-            let before = body.attachments.len();
+            let (before, text_before) = (body.attachments.len(), body.text.len());
             collect_body(&recovered, hint, damage, depth + 1, body);
-            damage.push(format!(
-                "a multipart was never closed; recovered {} more parts after it",
-                body.attachments.len() - before
-            ));
+            if body.attachments.len() == before && body.text.len() == text_before {
+                continue;
+            }
+            damage.push(
+                "a multipart delimiter inside a part (a multipart never closed, or a delimiter line missing); the parts after it were read again"
+                    .into(),
+            );
         }
     }
 }
@@ -991,14 +1056,18 @@ fn is_inline_text(part: &MessagePart) -> bool {
             .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"))
 }
 
-/// The boundaries of the mail's multiparts (at most 32 distinct; usable in a header: no quote, no line
-/// break).
+/// The boundaries every Content-Type header of the mail declares (at most 32 distinct; usable in a header:
+/// no quote, no line break), duplicated headers included: a sender who forgot a multipart's first
+/// delimiter leaves two Content-Type headers on one part, and mail-parser reads the later one.
 fn boundaries_of(message: &Message) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = Vec::new();
-    for p in message.parts.iter().filter(|p| p.is_multipart()) {
-        let Some(b) = p.content_type().and_then(|ct| ct.attribute("boundary")) else {
-            continue;
-        };
+    let declared = message.parts.iter().flat_map(|p| {
+        p.headers
+            .iter()
+            .filter(|h| h.name == HeaderName::ContentType)
+            .filter_map(|h| h.value().as_content_type()?.attribute("boundary"))
+    });
+    for b in declared {
         let b = b.as_bytes();
         if b.is_empty() || b.iter().any(|&c| c == b'"' || c == b'\r' || c == b'\n') {
             continue;
@@ -1013,8 +1082,9 @@ fn boundaries_of(message: &Message) -> Vec<Vec<u8>> {
     out
 }
 
-/// For a part mail-parser could not finish: the first line of its body that delimits one of the mail's
-/// multiparts (`--boundary` or `--boundary--`), which it cannot hold if the multiparts were closed. Returns
+/// For a text part, or a part mail-parser could not finish: the first line of its body that delimits one of
+/// the mail's multiparts (`--boundary` or `--boundary--`), which it cannot hold if the multiparts were
+/// well formed. Returns
 /// where the part's own body ends (before that line's line break), where the line starts, and which
 /// boundary it is. Linear in the part's size (times the few boundaries).
 fn foreign_cut(
@@ -1022,7 +1092,8 @@ fn foreign_cut(
     part: &MessagePart,
     boundaries: &[Vec<u8>],
 ) -> Option<(usize, usize, usize)> {
-    if !part.is_encoding_problem || boundaries.is_empty() || part.is_multipart() {
+    let text = matches!(part.body, PartType::Text(_) | PartType::Html(_));
+    if !(part.is_encoding_problem || text) || boundaries.is_empty() || part.is_multipart() {
         return None;
     }
     let start = part.offset_body as usize;
