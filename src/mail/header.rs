@@ -136,8 +136,7 @@ fn pieces(s: &[u8]) -> Vec<Piece<'_>> {
         };
         let literal = &s[text_start..i];
         let after_word = matches!(out.last(), Some(Piece::Word { .. }));
-        if !(after_word && literal.iter().all(|&c| c == b' ' || c == b'\t')) && !literal.is_empty()
-        {
+        if !(literal.is_empty() || after_word && literal.iter().all(|&c| c == b' ' || c == b'\t')) {
             out.push(Piece::Text(literal));
         }
         let bytes = if b {

@@ -1026,11 +1026,7 @@ fn collect_body(
             .iter()
             .position(|&b| b == b'\n')
             .map_or(rest.len(), |p| p + 1);
-        let closing = rest[..after_line]
-            .windows(2)
-            .skip(2 + boundaries[k].len())
-            .next()
-            == Some(b"--");
+        let closing = rest[..after_line].windows(2).nth(2 + boundaries[k].len()) == Some(b"--");
         synthetic.extend_from_slice(if closing { b"--\r\n" } else { b"\r\n" });
         synthetic.extend_from_slice(&rest[after_line..]);
         if let Some(recovered) = MessageParser::default().parse(&synthetic) {
