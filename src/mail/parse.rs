@@ -180,10 +180,24 @@ pub fn parse(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
     }
 }
 
+/// mail-parser set to parse only the header fields postdesk reads through it (MIME structure, Date,
+/// message ids); everything else is kept raw. Subject and the address fields are decoded from their raw
+/// bytes here ([`header`], [`address`]), and mail-parser's full parse of them (and of every Received line)
+/// would be work thrown away. Built once.
+fn mail_parser() -> &'static MessageParser {
+    static PARSER: std::sync::OnceLock<MessageParser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(|| {
+        MessageParser::new()
+            .with_mime_headers()
+            .header_date(HeaderName::Date)
+            .with_message_ids()
+            .header_id(HeaderName::ReturnPath)
+            .default_header_raw()
+    })
+}
+
 fn parse_inner(raw: &[u8], locale: Locale) -> Result<Inbound, NotMail> {
-    let message = MessageParser::default()
-        .parse(raw)
-        .ok_or(NotMail::NoHeaders)?;
+    let message = mail_parser().parse(raw).ok_or(NotMail::NoHeaders)?;
     let has_mail_header = message.headers().iter().any(|h| {
         MAIL_HEADERS
             .iter()
@@ -1029,7 +1043,7 @@ fn collect_body(
         let closing = rest[..after_line].windows(2).nth(2 + boundaries[k].len()) == Some(b"--");
         synthetic.extend_from_slice(if closing { b"--\r\n" } else { b"\r\n" });
         synthetic.extend_from_slice(&rest[after_line..]);
-        if let Some(recovered) = MessageParser::default().parse(&synthetic) {
+        if let Some(recovered) = mail_parser().parse(&synthetic) {
             let (before, text_before) = (body.attachments.len(), body.text.len());
             collect_body(&recovered, hint, damage, depth + 1, body);
             if body.attachments.len() == before && body.text.len() == text_before {
