@@ -227,10 +227,11 @@ fn mailbox(seg: &[Tok], hint: Hint, guesses: &mut Vec<String>) -> Written {
             .map(|c| clean_name(&decode_words(c, hint, guesses)))
             .unwrap_or_default()
     };
-    if let Some(pos) = seg.iter().position(|t| matches!(t, Tok::Angle(_))) {
-        let Tok::Angle(inner) = &seg[pos] else {
-            unreachable!()
-        };
+    let angle = seg.iter().enumerate().find_map(|(i, t)| match t {
+        Tok::Angle(inner) => Some((i, *inner)),
+        _ => None,
+    });
+    if let Some((pos, inner)) = angle {
         let mut name = clean_name(&decode_words(&phrase_bytes(&seg[..pos]), hint, guesses));
         if name.is_empty() {
             name = comment_name(guesses);

@@ -365,7 +365,8 @@ pub fn decode(label: Option<&str>, bytes: &[u8], hint: Hint) -> Decoded {
         _ if weak && !jis && std::str::from_utf8(bytes).is_ok() => {
             return clean(String::from_utf8_lossy(bytes).into_owned())
         }
-        _ if weak => {
+        // Raw ISO-2022-JP under a UTF-8 label (old webmail) is ISO-2022-JP: its escapes say so.
+        _ if weak || (jis && charset == Charset::Known(UTF_8)) => {
             return detected(match label {
                 None => "no charset declared".into(),
                 Some(_) => format!("declared {} but 8-bit", shown(label)),
@@ -532,6 +533,10 @@ mod tests {
         let d = decode(Some("iso-2022-jp"), &sjis, Hint::default());
         assert_eq!(d.text, "お世話になっております。よろしくお願いします。");
         assert!(d.guess.unwrap().starts_with("Shift_JIS"));
+        let (jis, _, _) = ISO_2022_JP.encode("お世話になります");
+        let d = decode(Some("utf-8"), &jis, Hint::default());
+        assert_eq!(d.text, "お世話になります");
+        assert!(d.guess.unwrap().starts_with("ISO-2022-JP"));
         // A right label stays unremarked.
         let d = decode(Some("shift_jis"), &sjis, Hint::default());
         assert_eq!(d.guess, None);

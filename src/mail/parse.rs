@@ -783,6 +783,10 @@ fn needs_second_look(label: Option<&str>, decoded: &str) -> bool {
     let label = label.map(str::trim).filter(|l| !l.is_empty());
     let plain = decoded.is_ascii() && !decoded.contains('\x1b');
     if let Some(l) = label {
+        if charset::lookup(l) == charset::Charset::Known(encoding_rs::UTF_8) {
+            // mail-parser reads UTF-8 (a label its table does not list) as UTF-8, lossily.
+            return decoded.contains('\u{FFFD}') || decoded.contains('\x1b');
+        }
         if mail_parser::decoders::charsets::map::charset_decoder(l.as_bytes()).is_none() {
             // mail-parser read it as UTF-8: right for ASCII, unless the label is one under which ASCII
             // bytes are not ASCII text (`unicode-1-1-utf-7`, UTF-16 names it does not know).
