@@ -150,6 +150,11 @@ pub fn lookup(label: &str) -> Charset {
     if l.is_empty() || l.len() > 64 {
         return Charset::Unknown;
     }
+    // The common case first, without an allocation: a WHATWG label (matched case-insensitively). No alias
+    // below means something else than WHATWG's reading of the same label.
+    if let Some(e) = Encoding::for_label_no_replacement(l.as_bytes()) {
+        return Charset::Known(e);
+    }
     let l = l.to_ascii_lowercase();
     if UTF7_LABELS.contains(&l.as_str()) {
         return Charset::Utf7;
@@ -518,6 +523,14 @@ mod tests {
             decode(Some("unicode-1-1-utf-7"), b"+ZeVnLIqe-", Hint::default()).text,
             "日本語"
         );
+    }
+
+    #[test]
+    fn no_alias_shadows_a_whatwg_label() {
+        for (alias, ours) in ALIASES {
+            let whatwg = Encoding::for_label_no_replacement(alias.as_bytes());
+            assert!(whatwg.is_none() || whatwg == *ours, "{alias}");
+        }
     }
 
     #[test]

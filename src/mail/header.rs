@@ -21,7 +21,10 @@ pub const MAX_DECODED_HEADER_BYTES: usize = 64 * 1024;
 
 /// Remove the line breaks that folding added: CRLF (or a bare LF, as a Maildir holds it) followed by a space
 /// or a tab. The space or tab stays: it is part of the value. A final line break is dropped.
-pub fn unfold(raw: &[u8]) -> Vec<u8> {
+pub fn unfold(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !raw.contains(&b'\n') {
+        return std::borrow::Cow::Borrowed(raw);
+    }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -43,7 +46,7 @@ pub fn unfold(raw: &[u8]) -> Vec<u8> {
         out.push(b);
         i += 1;
     }
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 /// One piece of a header value: literal text, or an encoded word's charset, encoding and decoded bytes.
@@ -165,6 +168,9 @@ fn pieces(s: &[u8]) -> Vec<Piece<'_>> {
 /// detected). What was guessed is added to `guesses`. Nothing else is changed: control characters stay (a
 /// file name keeps them for `safe_filename` to judge; [`decode_header`] turns them into spaces).
 pub fn decode_words(s: &[u8], hint: Hint, guesses: &mut Vec<String>) -> String {
+    if s.is_ascii() && !s.contains(&0x1b) && !s.windows(2).any(|w| w == b"=?") {
+        return String::from_utf8_lossy(s).into_owned();
+    }
     let mut out = String::with_capacity(s.len());
     for piece in pieces(s) {
         match piece {

@@ -700,6 +700,12 @@ fn declared_encoding(part: &MessagePart) -> Encoding {
 fn body_in_headers(raw: &[u8], part: &MessagePart) -> Option<usize> {
     let start = part.offset_header as usize;
     let end = (part.offset_body as usize).min(raw.len());
+    // Only a part left without a body can have lost it to its header block (and this keeps the common case
+    // to one look at the body's first bytes).
+    let body = raw.get(end..(part.offset_end as usize).min(raw.len()))?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
     let block = raw.get(start..end)?;
     let mut pos = 0;
     let mut found: Option<usize> = None;
@@ -780,33 +786,31 @@ pub fn base64_lenient(raw: &[u8]) -> Option<Vec<u8>> {
 /// ASCII one) on 8-bit text, a label mail-parser does not know, a label that did not fit the bytes (U+FFFD),
 /// 8-bit text under a Latin label (it may be UTF-8), or raw ISO-2022-JP escapes.
 fn needs_second_look(label: Option<&str>, decoded: &str) -> bool {
-    let label = label.map(str::trim).filter(|l| !l.is_empty());
     let plain = decoded.is_ascii() && !decoded.contains('\x1b');
-    if let Some(l) = label {
-        if charset::lookup(l) == charset::Charset::Known(encoding_rs::UTF_8) {
-            // mail-parser reads UTF-8 (a label its table does not list) as UTF-8, lossily.
-            return decoded.contains('\u{FFFD}') || decoded.contains('\x1b');
-        }
-        if mail_parser::decoders::charsets::map::charset_decoder(l.as_bytes()).is_none() {
-            // mail-parser read it as UTF-8: right for ASCII, unless the label is one under which ASCII
-            // bytes are not ASCII text (`unicode-1-1-utf-7`, UTF-16 names it does not know).
-            return match charset::lookup(l) {
-                charset::Charset::Utf7 => true,
-                charset::Charset::Known(e) => !plain || e.name().starts_with("UTF-16"),
-                charset::Charset::Unknown => !plain,
-            };
-        }
+    let Some(l) = label.map(str::trim).filter(|l| !l.is_empty()) else {
+        return !plain;
+    };
+    let ours = charset::lookup(l);
+    if ours == charset::Charset::Known(encoding_rs::UTF_8) {
+        // mail-parser reads UTF-8 (a label its table does not list) as UTF-8, lossily.
+        return decoded.contains('\u{FFFD}') || decoded.contains('\x1b');
+    }
+    if mail_parser::decoders::charsets::map::charset_decoder(l.as_bytes()).is_none() {
+        // mail-parser read it as UTF-8: right for ASCII, unless the label is one under which ASCII
+        // bytes are not ASCII text (`unicode-1-1-utf-7`, UTF-16 names it does not know).
+        return match ours {
+            charset::Charset::Utf7 => true,
+            charset::Charset::Known(e) => !plain || e.name().starts_with("UTF-16"),
+            charset::Charset::Unknown => !plain,
+        };
     }
     if plain {
         return false;
     }
-    let Some(label) = label else {
-        return true;
-    };
     if decoded.contains('\u{FFFD}') || decoded.contains('\x1b') {
         return true;
     }
-    match charset::lookup(label) {
+    match ours {
         charset::Charset::Known(e) => e.is_single_byte(),
         charset::Charset::Utf7 => false,
         charset::Charset::Unknown => true,
