@@ -127,6 +127,9 @@ fn tokens(s: &[u8]) -> Vec<Tok<'_>> {
 /// display name with an unquoted comma) becomes part of that mailbox's name.
 pub fn parse_list(raw: &[u8], hint: Hint, guesses: &mut Vec<String>) -> Vec<Written> {
     let s = unfold(raw);
+    if let Some(w) = simple_mailbox(&s) {
+        return vec![w];
+    }
     let toks = tokens(&s);
     let mut out = Vec::new();
     let mut carried: Vec<u8> = Vec::new();
@@ -195,6 +198,43 @@ pub fn parse_list(raw: &[u8], hint: Hint, guesses: &mut Vec<String>) -> Vec<Writ
     out
 }
 
+/// The shape most mail has, read without tokenising: one `Name <local@domain>` or `local@domain` in
+/// printable ASCII with nothing to decode, unquote or split (no quotes, comments, commas, groups, encoded
+/// words, white space inside the address). Gives what the full reader gives for it; anything else is `None`.
+fn simple_mailbox(s: &[u8]) -> Option<Written> {
+    let plain = s.iter().all(|&b| (b' '..=b'~').contains(&b) || b == b'\t')
+        && !s.iter().any(|b| b"\"(),;:\\".contains(b))
+        && !s.windows(2).any(|w| w == b"=?");
+    if !plain {
+        return None;
+    }
+    let text = std::str::from_utf8(s).ok()?;
+    let (name, address) = match (text.find('<'), text.find('>')) {
+        (Some(open), Some(close)) if open < close => {
+            let (phrase, rest) = text.split_at(open);
+            let inner = &rest[1..close - open];
+            let after = &rest[close - open + 1..];
+            if rest[1..].contains('<') || after.contains('>') || !after.trim().is_empty() {
+                return None;
+            }
+            (
+                phrase.split_whitespace().collect::<Vec<_>>().join(" "),
+                inner.trim(),
+            )
+        }
+        (None, None) => (String::new(), text.trim()),
+        _ => return None,
+    };
+    if address.is_empty() || address.contains(char::is_whitespace) || !address.contains('@') {
+        return None;
+    }
+    Some(Written {
+        name,
+        address: address.to_string(),
+        local_part_decoded: false,
+    })
+}
+
 /// A phrase's bytes for decoding: atoms as written, quoted strings unquoted, white space as one space,
 /// comments dropped.
 fn phrase_bytes(toks: &[Tok]) -> Vec<u8> {
@@ -214,7 +254,11 @@ fn phrase_bytes(toks: &[Tok]) -> Vec<u8> {
 }
 
 fn clean_name(s: &str) -> String {
-    without_controls(s).trim().to_string()
+    if s.chars().any(char::is_control) {
+        without_controls(s).trim().to_string()
+    } else {
+        s.trim().to_string()
+    }
 }
 
 fn mailbox(seg: &[Tok], hint: Hint, guesses: &mut Vec<String>) -> Written {
@@ -354,6 +398,37 @@ mod tests {
             list("<@a.example,@b.example:s@x.example>"),
             vec![pair("", "@a.example,@b.example:s@x.example")]
         );
+    }
+
+    #[test]
+    fn the_simple_shape_reads_as_the_full_reader_reads_it() {
+        for raw in [
+            "Customer 1 <c1@example.net>",
+            "  Taro   Yamada\t<taro@example.jp>  ",
+            "c1@example.net",
+            " a@b <c@d.example>",
+            "<only@example.net>",
+        ] {
+            let s = raw.as_bytes();
+            let fast = simple_mailbox(s).expect(raw);
+            // The full reader, without the shortcut.
+            let toks = tokens(s);
+            let slow = mailbox(&toks, Hint::default(), &mut Vec::new());
+            assert_eq!(fast, slow, "{raw}");
+        }
+        for not_simple in [
+            "a b@example.com",
+            "<a b@example.com>",
+            "x",
+            "a@b, c@d",
+            "\"q\" <a@b>",
+            "<a@b> x",
+        ] {
+            assert!(
+                simple_mailbox(not_simple.as_bytes()).is_none(),
+                "{not_simple}"
+            );
+        }
     }
 
     /// Issue 15 (7): an encoded word in the local part made the address `@example.com`.
