@@ -88,6 +88,8 @@ pub struct InboundAttachment {
 /// Everything postdesk needs from one received mail.
 #[derive(Clone, Debug)]
 pub struct Inbound {
+    /// The requester: the first valid mailbox of From; when From has none, of Reply-To, then of Sender (the
+    /// fallback is noted in `damage`). Never an address without a local part.
     pub from: Option<Mailbox>,
     /// How many `From:` header fields the mail has (more than one: the sender is uncertain).
     pub from_fields: usize,
