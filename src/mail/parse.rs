@@ -955,6 +955,9 @@ impl Body {
 /// How deep parts found after an unclosed multipart are recovered (each level re-reads what is left).
 const MAX_RECOVERY_DEPTH: u8 = 2;
 
+/// How many parts after a delimiter found inside a part are read again, per level.
+const MAX_RECOVERIES: usize = 8;
+
 /// The text parts and attachments of `message` into `body`. A part that an unclosed multipart let run on
 /// past the delimiter of an outer multipart (bounces from some MTAs, mail cut by a relay) is cut there, its
 /// transfer encoding applied to what is its own, and the parts after the delimiter are read again as parts
@@ -971,7 +974,9 @@ fn collect_body(
     let mut rests: Vec<(usize, usize, usize)> = Vec::new();
     let mut cut = |part: &MessagePart| -> Option<usize> {
         let (own_end, rest_start, k) = foreign_cut(message, part, &boundaries)?;
-        if !rests.iter().any(|&(r, _, _)| r == rest_start) {
+        // At most a few re-reads per level (a real mail has one unclosed multipart; a hostile one with
+        // thousands of cut parts still has each part cut, and costs no more).
+        if rests.len() < MAX_RECOVERIES && !rests.iter().any(|&(r, _, _)| r == rest_start) {
             rests.push((rest_start, part.offset_end as usize, k));
         }
         Some(own_end)
@@ -1811,6 +1816,23 @@ mod tests {
             m.damage.iter().any(|d| d.contains("never closed")),
             "{:?}",
             m.damage
+        );
+    }
+
+    #[test]
+    fn thousands_of_parts_holding_delimiters_are_cut_in_linear_time() {
+        let mut raw = String::from("From: a@example.com\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\n");
+        for i in 0..5_000 {
+            raw.push_str(&format!("--o\r\nContent-Type: multipart/alternative; boundary=\"i{i}\"\r\n\r\n--i{i}\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n"));
+        }
+        raw.push_str("--o--\r\n");
+        let started = std::time::Instant::now();
+        let m = mail(&raw);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert!(
+            m.text.contains("part 0"),
+            "{:?}",
+            &m.text[..m.text.len().min(200)]
         );
     }
 
