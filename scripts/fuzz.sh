@@ -46,6 +46,13 @@ printf '#amp%sSubject: x\r\n\r\n\0line of text\n\0end\n' "$H" >"$corpus/amp-lf-t
 printf '#amp%sSubject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\0--b\r\nContent-Type: text/plain\r\n\r\np\r\n\0--b--\r\n' "$H" >"$corpus/amp-many-parts"
 printf '#amp%sSubject: x\r\n\0Content-Type: message/rfc822\r\n\r\nSubject: y\r\n\0\r\ninner\r\n' "$H" >"$corpus/amp-nested-rfc822"
 printf '#amp%sSubject: x\r\nReferences: \0<r@example.net> \0\r\n\r\nbody\r\n' "$H" >"$corpus/amp-references"
+# Issue 15's raw-byte decoders: encoded-word and `=?` storms, RFC 2231 continuation storms, long address lists,
+# delimiter lines inside an unclosed multipart's text part.
+printf '#amp%sSubject: \0=?UTF-8?B?5LiA?= \0\r\n\r\nbody\r\n' "$H" >"$corpus/amp-encoded-words"
+printf '#amp%sSubject: \0=?\0\r\n\r\nbody\r\n' "$H" >"$corpus/amp-ew-openers"
+printf '#amp%sSubject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment\0; filename*9*=%%E4\0\r\n\r\nJVBE\r\n--b--\r\n' "$H" >"$corpus/amp-rfc2231-segments"
+printf '#amp%sSubject: x\r\nCc: \0"=?utf-8?Q?a?=" <a@example.net>, \0b@example.net\r\n\r\nbody\r\n' "$H" >"$corpus/amp-address-list"
+printf '#amp%sSubject: x\r\nContent-Type: multipart/mixed; boundary=o\r\n\r\n--o\r\nContent-Type: multipart/alternative; boundary=i\r\n\r\n--i\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\0--o-x\r\n\0--o\r\nContent-Type: message/delivery-status\r\n\r\nStatus: 5.1.1\r\n--o--\r\n' "$H" >"$corpus/amp-unclosed-delimiters"
 # Small versions of the hostile benchmark's mails, if the bench is built (cargo bench --bench hostile --no-run).
 bench="$(ls -t target/release/deps/hostile-* 2>/dev/null | grep -v '\.d$' | head -1 || true)"
 if [ -n "$bench" ]; then

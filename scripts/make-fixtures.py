@@ -18,7 +18,7 @@ from fixtures import common, verify  # noqa: E402
 
 # Fixture modules, in numbering order. Each has fixtures() -> list[common.Fx].
 MODULES = ["charsets_ja", "charsets_ko", "charsets_zh", "charsets_misc", "clients", "attachments",
-           "forward", "broken", "missing", "auto", "replies", "signatures"]
+           "forward", "broken", "missing", "auto", "replies", "signatures", "fidelity"]
 GENERATED = re.compile(r"^\d{3}-.+\.(eml|expect\.json)$")
 
 

@@ -155,6 +155,18 @@ fn check(name: &str, raw: &[u8], expect: &Value, config: &Config) -> Vec<String>
             }
         }
     }
+    // What the decoder guessed or repaired must be on record (issue 15: the guess is kept in `damage`).
+    for needle in expect
+        .get("damage_contains")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !m.damage.iter().any(|d| d.contains(needle)) {
+            fail(format!("damage lacks {needle:?}; damage is {:?}", m.damage));
+        }
+    }
     if let Some(auto) = expect.get("auto_submitted").and_then(Value::as_bool) {
         let got = classify::automatic(&m, config).is_some();
         if got != auto {

@@ -11,12 +11,13 @@ use chrono::{DateTime, TimeZone, Utc};
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{
-    Address, Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
+    Encoding, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType,
 };
 use sha2::{Digest, Sha256};
 
-use super::charset;
+use super::charset::{self, Hint};
 use super::html::html_to_text;
+use super::{address, header};
 use crate::types::Locale;
 
 /// A name and an address (lower-cased: addresses are compared, never displayed as typed).
@@ -87,6 +88,8 @@ pub struct InboundAttachment {
 /// Everything postdesk needs from one received mail.
 #[derive(Clone, Debug)]
 pub struct Inbound {
+    /// The requester: the first valid mailbox of From; when From has none, of Reply-To, then of Sender (the
+    /// fallback is noted in `damage`). Never an address without a local part.
     pub from: Option<Mailbox>,
     /// How many `From:` header fields the mail has (more than one: the sender is uncertain).
     pub from_fields: usize,
@@ -179,10 +182,24 @@ pub fn parse(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
     }
 }
 
-fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
-    let message = MessageParser::default()
-        .parse(raw)
-        .ok_or(NotMail::NoHeaders)?;
+/// mail-parser set to parse only the header fields postdesk reads through it (MIME structure, Date,
+/// message ids); everything else is kept raw. Subject and the address fields are decoded from their raw
+/// bytes here ([`header`], [`address`]), and mail-parser's full parse of them (and of every Received line)
+/// would be work thrown away. Built once.
+fn mail_parser() -> &'static MessageParser {
+    static PARSER: std::sync::OnceLock<MessageParser> = std::sync::OnceLock::new();
+    PARSER.get_or_init(|| {
+        MessageParser::new()
+            .with_mime_headers()
+            .header_date(HeaderName::Date)
+            .with_message_ids()
+            .header_id(HeaderName::ReturnPath)
+            .default_header_raw()
+    })
+}
+
+fn parse_inner(raw: &[u8], locale: Locale) -> Result<Inbound, NotMail> {
+    let message = mail_parser().parse(raw).ok_or(NotMail::NoHeaders)?;
     let has_mail_header = message.headers().iter().any(|h| {
         MAIL_HEADERS
             .iter()
@@ -192,10 +209,11 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         return Err(NotMail::NoHeaders);
     }
     let mut damage = Vec::new();
+    let hint = mail_hint(&message, locale);
 
     let subject = decoded_header_text(&message, HeaderName::Subject, hint, &mut damage);
-    let from = first_mailbox(message.from(), &mut damage);
-    // RFC 5322 allows one From field; mail-parser reads the last. The desk never threads such a mail.
+    // RFC 5322 allows one From field; the last one is read (as mail-parser does). The desk never threads
+    // such a mail.
     let from_fields = message
         .headers()
         .iter()
@@ -205,6 +223,45 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         damage.push(format!(
             "{from_fields} From header fields (RFC 5322 allows one): the sender is uncertain"
         ));
+    }
+    let mut from = address_header(&message, "From", hint, &mut damage)
+        .into_iter()
+        .next();
+    let reply_to = address_header(&message, "Reply-To", hint, &mut damage);
+    if from.is_none() {
+        // Never a requester without a whole address: the other helpdesks answer Reply-To, then Sender.
+        let sender = address_header(&message, "Sender", hint, &mut damage)
+            .into_iter()
+            .next();
+        let had_from = from_fields > 0;
+        match (reply_to.first().cloned(), sender) {
+            (Some(r), _) => {
+                damage.push(format!(
+                    "{}; the requester is the Reply-To address",
+                    if had_from {
+                        "no valid sender address in From"
+                    } else {
+                        "no From header"
+                    }
+                ));
+                from = Some(r);
+            }
+            (None, Some(s)) => {
+                damage.push(format!(
+                    "{}; the requester is the Sender address",
+                    if had_from {
+                        "no valid sender address in From"
+                    } else {
+                        "no From header"
+                    }
+                ));
+                from = Some(s);
+            }
+            (None, None) if had_from => damage.push(
+                "no valid sender address in From, and no Reply-To or Sender to use instead".into(),
+            ),
+            (None, None) => {}
+        }
     }
     let message_ids = |v: &mail_parser::HeaderValue| -> Vec<String> {
         v.as_text_list()
@@ -248,54 +305,18 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         _ => (format!("{}@postdesk.invalid", &content_hash[..32]), true),
     };
 
-    let mut text = String::new();
-    for &id in &message.text_body {
-        let Some(part) = message.parts.get(id as usize) else {
-            continue;
-        };
-        let piece = part_text(&message, part, hint, &mut damage);
-        if !piece.trim().is_empty() {
-            if !text.is_empty() {
-                text.push_str("\n\n");
-            }
-            text.push_str(piece.trim_end());
-        }
-    }
+    let mut body = Body::default();
+    collect_body(&message, hint, &mut damage, 0, &mut body);
+    let Body {
+        mut text,
+        mut attachments,
+        dropped,
+    } = body;
     if message.parts.iter().any(|p| p.is_encoding_problem) {
         damage.push(
             "MIME structure damaged (a boundary or encoding was broken); kept what could be read"
                 .into(),
         );
-    }
-
-    let mut attachments = Vec::new();
-    let mut dropped = 0usize;
-    for part in message.attachments() {
-        if attachments.len() == MAX_ATTACHMENTS {
-            dropped += 1;
-            continue;
-        }
-        let data: Vec<u8> = match &part.body {
-            PartType::Text(_) | PartType::Html(_) => {
-                part_transfer_decoded(&message, part).into_owned()
-            }
-            _ => part.contents().to_vec(),
-        };
-        let content_type = content_type_of(part);
-        let filename = part
-            .attachment_name()
-            .map(str::to_string)
-            .unwrap_or_default();
-        if let PartType::Message(inner) = &part.body {
-            append_forwarded(&mut text, inner, hint);
-        }
-        let sha256 = hex::encode(Sha256::digest(&data));
-        attachments.push(InboundAttachment {
-            filename,
-            content_type,
-            data,
-            sha256,
-        });
     }
     if dropped > 0 {
         damage.push(format!(
@@ -303,15 +324,28 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
         ));
     }
     if text.trim().is_empty() && message.text_body.is_empty() && message.html_body.is_empty() {
-        // A body with no MIME structure mail-parser recognised: keep its bytes as text rather than nothing.
         let root = &message.parts[0];
-        if let Some(body) = raw.get(root.offset_body as usize..) {
-            if !body.is_empty() && !root.is_multipart() {
-                let (s, cs) = charset::guess_decode(body, hint);
+        if message.attachments.first() == Some(&0) && is_attachment_root(root) {
+            // The whole mail is one attachment (a scanner's PDF, `mail -a`): it is kept as the attachment,
+            // and its encoded bytes are not text.
+            damage.push(format!(
+                "the mail is a single {} attachment and has no text",
+                content_type_of(root)
+            ));
+        } else if let Some(raw_body) =
+            raw.get(body_in_headers(raw, root).unwrap_or(root.offset_body as usize)..)
+        {
+            // A body with no MIME structure mail-parser recognised: keep its bytes as text rather than nothing.
+            if !raw_body.is_empty() && !root.is_multipart() {
+                let (s, cs) = charset::guess_decode(raw_body, locale);
                 damage.push(format!(
                     "body without a readable text part; decoded as {cs}"
                 ));
                 text = s;
+                // The body is the text now, not also a nameless attachment.
+                if message.attachments.first() == Some(&0) && !attachments.is_empty() {
+                    attachments.remove(0);
+                }
             }
         }
     }
@@ -402,9 +436,9 @@ fn parse_inner(raw: &[u8], hint: Locale) -> Result<Inbound, NotMail> {
     Ok(Inbound {
         from,
         from_fields,
-        to: mailboxes(message.to(), &mut damage),
-        cc: mailboxes(message.cc(), &mut damage),
-        reply_to: mailboxes(message.reply_to(), &mut damage),
+        to: address_header(&message, "To", hint, &mut damage),
+        cc: address_header(&message, "Cc", hint, &mut damage),
+        reply_to,
         subject,
         message_id,
         message_id_synthetic,
@@ -431,9 +465,12 @@ pub fn clean_id(s: &str) -> String {
 
 /// A mailbox postdesk can store: the address without a source route, checked by [`is_valid_address`].
 /// What is dropped or changed is recorded in `damage`; the mail itself is kept.
-fn mailbox_of(addr: &mail_parser::Addr, damage: &mut Vec<String>) -> Option<Mailbox> {
-    let raw = addr.address()?.trim();
+fn mailbox_of(written: address::Written, damage: &mut Vec<String>) -> Option<Mailbox> {
+    let raw = written.address.trim();
     if raw.is_empty() {
+        if !written.name.is_empty() {
+            damage.push(format!("{} has no address; ignored", shown(&written.name)));
+        }
         return None;
     }
     let (address, routed) = without_route(raw);
@@ -448,12 +485,15 @@ fn mailbox_of(addr: &mail_parser::Addr, damage: &mut Vec<String>) -> Option<Mail
         damage.push(format!("{} is not a valid address; ignored", shown(raw)));
         return None;
     }
+    if written.local_part_decoded {
+        damage.push(format!(
+            "address {}: an encoded word in the local part was decoded",
+            shown(address)
+        ));
+    }
     Some(Mailbox {
         address: address.to_ascii_lowercase(),
-        name: addr
-            .name()
-            .map(|n| n.trim().to_string())
-            .unwrap_or_default(),
+        name: written.name,
     })
 }
 
@@ -514,13 +554,87 @@ pub fn is_valid_address(address: &str) -> bool {
     local_ok && domain_ok
 }
 
-fn mailboxes(addr: Option<&Address>, damage: &mut Vec<String>) -> Vec<Mailbox> {
-    addr.map(|a| a.iter().filter_map(|m| mailbox_of(m, damage)).collect())
-        .unwrap_or_default()
+/// Whether a mail's root part is itself an attachment: a named part, or a type that is not text.
+fn is_attachment_root(root: &MessagePart) -> bool {
+    let named = root.attachment_name().is_some()
+        || root
+            .content_disposition()
+            .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"));
+    let text_like = root.content_type().is_none_or(|ct| {
+        ["text", "multipart", "message"]
+            .iter()
+            .any(|t| ct.ctype().eq_ignore_ascii_case(t))
+    });
+    named || !text_like
 }
 
-fn first_mailbox(addr: Option<&Address>, damage: &mut Vec<String>) -> Option<Mailbox> {
-    addr.and_then(|a| a.iter().find_map(|m| mailbox_of(m, damage)))
+/// The raw value of the last header `name` of a message's top part (mail-parser keeps the offsets).
+fn raw_header<'a>(message: &'a Message, name: &str) -> Option<&'a [u8]> {
+    let h = message
+        .parts
+        .first()?
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.name().eq_ignore_ascii_case(name))?;
+    message
+        .raw_message
+        .get(h.offset_start() as usize..h.offset_end() as usize)
+}
+
+/// The valid mailboxes of an address header, read from its raw bytes (see [`address`]).
+fn address_header(
+    message: &Message,
+    name: &str,
+    hint: Hint,
+    damage: &mut Vec<String>,
+) -> Vec<Mailbox> {
+    let Some(raw) = raw_header(message, name) else {
+        return Vec::new();
+    };
+    let mut guesses = Vec::new();
+    let written = address::parse_list(raw, hint, &mut guesses);
+    note_guesses(damage, name, guesses);
+    written
+        .into_iter()
+        .filter_map(|w| mailbox_of(w, damage))
+        .collect()
+}
+
+/// Charset guesses made while decoding a header, as damage notes: each once, at most a few per header
+/// (20,000 Cc names of one unknown charset say it once).
+fn note_guesses(damage: &mut Vec<String>, what: &str, mut guesses: Vec<String>) {
+    guesses.dedup();
+    let mut seen: Vec<&String> = Vec::new();
+    for g in &guesses {
+        if seen.len() == 4 {
+            break;
+        }
+        if !seen.contains(&g) {
+            seen.push(g);
+            damage.push(format!("{what}: {g}"));
+        }
+    }
+}
+
+/// The detector's tie-breaker for this mail: the language its own declared charsets imply (the body's
+/// `charset=`, the Subject's encoded words), else the region's.
+fn mail_hint(message: &Message, locale: Locale) -> Hint {
+    let declared = message
+        .parts
+        .iter()
+        .filter_map(|p| p.content_type()?.attribute("charset"))
+        .find_map(charset::tld_of_label)
+        .or_else(|| {
+            let subject = raw_header(message, "Subject")?;
+            let at = subject.windows(2).position(|w| w == b"=?")?;
+            let rest = &subject[at + 2..];
+            let label = &rest[..rest.iter().take(40).position(|&b| b == b'?')?];
+            charset::tld_of_label(&String::from_utf8_lossy(label))
+        });
+    Hint {
+        tld: declared.or_else(|| charset::tld_of_locale(locale)),
+    }
 }
 
 fn content_type_of(part: &MessagePart) -> String {
@@ -538,24 +652,25 @@ fn content_type_of(part: &MessagePart) -> String {
     }
 }
 
-/// The bytes of a part after undoing its transfer encoding (but not its charset).
-fn part_transfer_decoded<'a>(message: &'a Message, part: &MessagePart) -> Cow<'a, [u8]> {
-    let start = part.offset_body as usize;
-    let end = (part.offset_end as usize).min(message.raw_message.len());
+/// The bytes of a part after undoing its transfer encoding (but not its charset), up to `end` (an offset
+/// in the raw message) when the part was found to run past where it really ends (see [`foreign_cut`]).
+fn part_transfer_decoded<'a>(
+    message: &'a Message,
+    part: &MessagePart,
+    end: Option<usize>,
+) -> Cow<'a, [u8]> {
+    let start = body_in_headers(&message.raw_message, part).unwrap_or(part.offset_body as usize);
+    let end = end
+        .unwrap_or(part.offset_end as usize)
+        .min(part.offset_end as usize)
+        .min(message.raw_message.len());
     let Some(raw) = message.raw_message.get(start..end) else {
         return Cow::Owned(part.contents().to_vec());
     };
     // When the raw range does not decode (a part cut short, a boundary never closed), mail-parser's own
     // lenient decoding of the part is a better answer than undecoded bytes.
     let lenient = || Cow::Owned(part.contents().to_vec());
-    // mail-parser drops the encoding of a part it could not finish (no closing boundary): ask the header.
-    let declared_base64 = part
-        .content_transfer_encoding()
-        .is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
-    if part.encoding == Encoding::None && declared_base64 {
-        return base64_lenient(raw).map(Cow::Owned).unwrap_or_else(lenient);
-    }
-    match part.encoding {
+    match declared_encoding(part) {
         Encoding::Base64 => base64_decode(raw)
             .or_else(|| base64_lenient(raw))
             .map(Cow::Owned)
@@ -565,6 +680,72 @@ fn part_transfer_decoded<'a>(message: &'a Message, part: &MessagePart) -> Cow<'a
             .unwrap_or_else(lenient),
         Encoding::None => Cow::Borrowed(raw),
     }
+}
+
+/// The part's transfer encoding. mail-parser drops the encoding of a part it could not finish (no closing
+/// boundary): then the header says it.
+fn declared_encoding(part: &MessagePart) -> Encoding {
+    if part.encoding != Encoding::None {
+        return part.encoding;
+    }
+    match part.content_transfer_encoding().map(str::trim) {
+        Some(e) if e.eq_ignore_ascii_case("base64") => Encoding::Base64,
+        Some(e) if e.eq_ignore_ascii_case("quoted-printable") => Encoding::QuotedPrintable,
+        _ => Encoding::None,
+    }
+}
+
+/// Where the body of a part really starts when its header block ends in lines that are no header fields (a
+/// sender who left out the blank line: `Subject: x` then `counter to RFC 2822, there's no separating
+/// newline here`): mail-parser reads such lines as headers and the text is lost. The answer is the first
+/// line after the last real header line that is not a header line itself. Linear in the header block.
+fn body_in_headers(raw: &[u8], part: &MessagePart) -> Option<usize> {
+    let start = part.offset_header as usize;
+    let end = (part.offset_body as usize).min(raw.len());
+    // Only a part left without a body can have lost it to its header block (and this keeps the common case
+    // to one look at the body's first bytes).
+    let body = raw.get(end..(part.offset_end as usize).min(raw.len()))?;
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        return None;
+    }
+    let block = raw.get(start..end)?;
+    let mut pos = 0;
+    let mut found: Option<usize> = None;
+    while pos < block.len() {
+        let line_end = block[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(block.len(), |p| pos + p);
+        let line = block[pos..line_end]
+            .strip_suffix(b"\r")
+            .unwrap_or(&block[pos..line_end]);
+        if line.is_empty() {
+            break;
+        }
+        let continuation = line[0] == b' ' || line[0] == b'\t';
+        let name_len = line
+            .iter()
+            .position(|&b| b == b':' || !(33..=126).contains(&b))
+            .unwrap_or(line.len());
+        let rest = &line[name_len..];
+        let header = name_len > 0
+            && rest
+                .iter()
+                .find(|&&b| b != b' ' && b != b'\t')
+                .is_some_and(|&b| b == b':');
+        if header {
+            found = None;
+        } else if !continuation && found.is_none() {
+            found = Some(pos);
+        }
+        pos = line_end + 1;
+    }
+    found.map(|p| start + p)
+}
+
+/// Whether mail-parser left a part's transfer encoding undone (it does for a part it could not finish).
+fn transfer_undone(part: &MessagePart) -> bool {
+    part.encoding == Encoding::None && declared_encoding(part) != Encoding::None
 }
 
 /// Base64 as broken mailers write it: white space anywhere, no padding, cut short, trailing junk. Decodes
@@ -603,43 +784,72 @@ pub fn base64_lenient(raw: &[u8]) -> Option<Vec<u8>> {
     (!out.is_empty()).then_some(out)
 }
 
+/// Whether mail-parser's decoding of a text part needs a second look from its bytes: no label (or an
+/// ASCII one) on 8-bit text, a label mail-parser does not know, a label that did not fit the bytes (U+FFFD),
+/// 8-bit text under a Latin label (it may be UTF-8), or raw ISO-2022-JP escapes.
+fn needs_second_look(label: Option<&str>, decoded: &str) -> bool {
+    let plain = decoded.is_ascii() && !decoded.contains('\x1b');
+    let Some(l) = label.map(str::trim).filter(|l| !l.is_empty()) else {
+        return !plain;
+    };
+    let ours = charset::lookup(l);
+    if ours == charset::Charset::Known(encoding_rs::UTF_8) {
+        // mail-parser reads UTF-8 (a label its table does not list) as UTF-8, lossily.
+        return decoded.contains('\u{FFFD}') || decoded.contains('\x1b');
+    }
+    if mail_parser::decoders::charsets::map::charset_decoder(l.as_bytes()).is_none() {
+        // mail-parser read it as UTF-8: right for ASCII, unless the label is one under which ASCII
+        // bytes are not ASCII text (`unicode-1-1-utf-7`, UTF-16 names it does not know).
+        return match ours {
+            charset::Charset::Utf7 => true,
+            charset::Charset::Known(e) => !plain || e.name().starts_with("UTF-16"),
+            charset::Charset::Unknown => !plain,
+        };
+    }
+    if plain {
+        return false;
+    }
+    // A label mail-parser knows (and decoded with) is questioned only where its reading shows the label
+    // did not fit: U+FFFD. (One scan: this is every CJK part.)
+    if decoded.contains('\u{FFFD}') {
+        return true;
+    }
+    match ours {
+        charset::Charset::Known(e) => e.is_single_byte(),
+        charset::Charset::Utf7 => false,
+        charset::Charset::Unknown => true,
+    }
+}
+
 /// The text of a text/* part, with the charset second opinions of [`charset`] applied, and HTML made readable.
+/// `end` cuts a part that ran past its real end (see [`foreign_cut`]).
 fn part_text(
     message: &Message,
     part: &MessagePart,
-    hint: Locale,
+    hint: Hint,
     damage: &mut Vec<String>,
+    end: Option<usize>,
 ) -> String {
     let (decoded, is_html) = match &part.body {
         PartType::Text(t) => (t.as_ref(), false),
         PartType::Html(h) => (h.as_ref(), true),
         _ => return String::new(),
     };
-    let label = part
-        .content_type()
-        .and_then(|ct| ct.attribute("charset"))
-        .map(str::to_string);
-    let mut text: Cow<str> = Cow::Borrowed(decoded);
-    if charset::is_weak_label(label.as_deref()) && charset::looks_like_iso2022jp(decoded.as_bytes())
+    let label = part.content_type().and_then(|ct| ct.attribute("charset"));
+    let text: Cow<str> = if end.is_some()
+        || transfer_undone(part)
+        || needs_second_look(label, decoded)
+        || body_in_headers(&message.raw_message, part).is_some()
     {
-        text = Cow::Owned(charset::decode_iso2022jp(decoded.as_bytes()));
-        damage.push("charset guessed: ISO-2022-JP (the part did not declare it)".into());
-    } else if decoded.contains('\u{FFFD}') {
-        let bytes = part_transfer_decoded(message, part);
-        let label_is_jis = label.as_deref().is_some_and(charset::is_iso2022jp_label);
-        if label_is_jis && std::str::from_utf8(&bytes).is_ok() {
-            text = Cow::Owned(String::from_utf8_lossy(&bytes).into_owned());
-            damage.push("charset corrected: labelled ISO-2022-JP but was UTF-8".into());
-        } else if charset::is_weak_label(label.as_deref()) {
-            let (s, cs) = charset::guess_decode(&bytes, hint);
-            if !s.contains('\u{FFFD}') {
-                text = Cow::Owned(s);
-                damage.push(format!(
-                    "charset guessed: {cs} (the part did not declare it)"
-                ));
-            }
+        let bytes = part_transfer_decoded(message, part, end);
+        let d = charset::decode(label, &bytes, hint);
+        if let Some(g) = d.guess {
+            damage.push(format!("charset guessed: {g}"));
         }
-    }
+        Cow::Owned(d.text)
+    } else {
+        Cow::Borrowed(decoded)
+    };
     let text = if is_html {
         let mut html: &str = &text;
         if html.len() > MAX_HTML_BYTES {
@@ -661,42 +871,24 @@ fn part_text(
     normalise_newlines(&text)
 }
 
-/// A header's text, decoded; raw ISO-2022-JP or undeclared 8-bit header bytes are decoded by guess.
+/// A header's text, decoded from its raw bytes (see [`header::decode_header`]) and cut at
+/// [`MAX_SUBJECT_CHARS`].
 fn decoded_header_text(
     message: &Message,
     name: HeaderName,
-    hint: Locale,
+    hint: Hint,
     damage: &mut Vec<String>,
 ) -> String {
-    let Some(header) = message.parts[0].headers.iter().find(|h| h.name == name) else {
+    let Some(h) = message.parts[0].headers.iter().find(|h| h.name == name) else {
         return String::new();
     };
-    let value = header.value().as_text().unwrap_or("").to_string();
     let raw = message
         .raw_message
-        .get(header.offset_start() as usize..header.offset_end() as usize)
+        .get(h.offset_start() as usize..h.offset_end() as usize)
         .unwrap_or(b"");
-    let fixed = if charset::looks_like_iso2022jp(value.as_bytes()) {
-        damage.push(format!("{}: raw ISO-2022-JP in a header", name.as_str()));
-        charset::decode_iso2022jp(value.as_bytes())
-    } else if value.contains('\u{FFFD}') && !raw.is_ascii() {
-        let (s, cs) = charset::guess_decode(raw, hint);
-        damage.push(format!(
-            "{}: undeclared 8-bit header decoded as {cs}",
-            name.as_str()
-        ));
-        s
-    } else {
-        value
-    };
-    // Folded header lines and stray control characters never survive into a subject.
-    let text = fixed
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let mut guesses = Vec::new();
+    let text = header::decode_header(raw, hint, &mut guesses);
+    note_guesses(damage, name.as_str(), guesses);
     // Bounded here, once, so that every later use of the text is bounded too.
     let length = text.chars().count();
     if length <= MAX_SUBJECT_CHARS {
@@ -712,20 +904,274 @@ fn decoded_header_text(
     cut
 }
 
+/// An attachment's file name from the part's raw headers (see [`header::parameter`]): Content-Disposition's
+/// `filename`, else Content-Type's `name`, else what mail-parser found.
+fn attachment_name(
+    message: &Message,
+    part: &MessagePart,
+    hint: Hint,
+    damage: &mut Vec<String>,
+) -> String {
+    let raw_of = |name: &str| {
+        let h = part
+            .headers
+            .iter()
+            .find(|h| h.name().eq_ignore_ascii_case(name))?;
+        message
+            .raw_message
+            .get(h.offset_start() as usize..h.offset_end() as usize)
+    };
+    let mut guesses = Vec::new();
+    let name = raw_of("Content-Disposition")
+        .and_then(|r| header::parameter(r, "filename", hint, &mut guesses))
+        .or_else(|| {
+            raw_of("Content-Type").and_then(|r| header::parameter(r, "name", hint, &mut guesses))
+        })
+        .or_else(|| part.attachment_name().map(str::to_string))
+        .unwrap_or_default();
+    note_guesses(damage, "attachment name", guesses);
+    name
+}
+
+/// What [`collect_body`] gathers: the text, the attachments kept, how many were not.
+#[derive(Default)]
+struct Body {
+    text: String,
+    attachments: Vec<InboundAttachment>,
+    dropped: usize,
+}
+
+impl Body {
+    fn push_text(&mut self, piece: &str) {
+        if !piece.trim().is_empty() {
+            if !self.text.is_empty() {
+                self.text.push_str("\n\n");
+            }
+            self.text.push_str(piece.trim_end());
+        }
+    }
+}
+
+/// How deep parts found after an unclosed multipart are recovered (each level re-reads what is left).
+const MAX_RECOVERY_DEPTH: u8 = 2;
+
+/// How many parts after a delimiter found inside a part are read again, per level.
+const MAX_RECOVERIES: usize = 8;
+
+/// The text parts and attachments of `message` into `body`. A part that an unclosed multipart let run on
+/// past the delimiter of an outer multipart (bounces from some MTAs, mail cut by a relay) is cut there, its
+/// transfer encoding applied to what is its own, and the parts after the delimiter are read again as parts
+/// of that outer multipart (a delivery report's delivery-status and message/rfc822 parts are kept).
+fn collect_body(
+    message: &Message,
+    hint: Hint,
+    damage: &mut Vec<String>,
+    depth: u8,
+    body: &mut Body,
+) {
+    let boundaries = boundaries_of(message);
+    // (where the rest starts, where the part ended, which boundary)
+    let mut rests: Vec<(usize, usize, usize)> = Vec::new();
+    let mut cut = |part: &MessagePart| -> Option<usize> {
+        let (own_end, rest_start, k) = foreign_cut(message, part, &boundaries)?;
+        // At most a few re-reads per level (a real mail has one unclosed multipart; a hostile one with
+        // thousands of cut parts still has each part cut, and costs no more).
+        if rests.len() < MAX_RECOVERIES && !rests.iter().any(|&(r, _, _)| r == rest_start) {
+            rests.push((rest_start, part.offset_end as usize, k));
+        }
+        Some(own_end)
+    };
+    let mut text = Body::default();
+    for &id in &message.text_body {
+        let Some(part) = message.parts.get(id as usize) else {
+            continue;
+        };
+        let end = cut(part);
+        text.push_text(&part_text(message, part, hint, damage, end));
+    }
+    if text.text.trim().is_empty() {
+        // An empty text/plain alternative beside an HTML one (some webmails and mobile clients): the HTML
+        // is the text.
+        for &id in &message.html_body {
+            let Some(part) = message.parts.get(id as usize) else {
+                continue;
+            };
+            if !matches!(part.body, PartType::Html(_)) || message.text_body.contains(&id) {
+                continue;
+            }
+            let end = cut(part);
+            text.push_text(&part_text(message, part, hint, damage, end));
+        }
+    }
+    body.push_text(&text.text);
+    for part in message.attachments() {
+        if body.attachments.len() == MAX_ATTACHMENTS {
+            body.dropped += 1;
+            continue;
+        }
+        let end = cut(part);
+        if end.is_some() && is_inline_text(part) {
+            // The last alternative of an unclosed multipart/alternative: mail-parser never finished the
+            // alternative, so it listed the part as an attachment. It is the mail's text.
+            if body.text.trim().is_empty() {
+                let piece = part_text(message, part, hint, damage, end);
+                body.push_text(&piece);
+            }
+            continue;
+        }
+        let data: Vec<u8> = match &part.body {
+            PartType::Text(_) | PartType::Html(_) => {
+                part_transfer_decoded(message, part, end).into_owned()
+            }
+            _ if end.is_some() => part_transfer_decoded(message, part, end).into_owned(),
+            _ => part.contents().to_vec(),
+        };
+        let content_type = content_type_of(part);
+        let filename = attachment_name(message, part, hint, damage);
+        if let PartType::Message(inner) = &part.body {
+            append_forwarded(&mut body.text, inner, hint);
+        }
+        let sha256 = hex::encode(Sha256::digest(&data));
+        body.attachments.push(InboundAttachment {
+            filename,
+            content_type,
+            data,
+            sha256,
+        });
+    }
+    for (rest_start, rest_end, k) in rests {
+        if depth >= MAX_RECOVERY_DEPTH {
+            break;
+        }
+        let rest_end = rest_end.min(message.raw_message.len());
+        let Some(rest) = message.raw_message.get(rest_start..rest_end) else {
+            continue;
+        };
+        let mut synthetic = b"Content-Type: multipart/mixed; boundary=\"".to_vec();
+        synthetic.extend_from_slice(&boundaries[k]);
+        synthetic.extend_from_slice(b"\"\r\n\r\n--");
+        synthetic.extend_from_slice(&boundaries[k]);
+        // The delimiter line as mail-parser reads it (without the transport padding RFC 2046 allows after
+        // it), then what follows it.
+        let after_line = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |p| p + 1);
+        let closing = rest[..after_line].windows(2).nth(2 + boundaries[k].len()) == Some(b"--");
+        synthetic.extend_from_slice(if closing { b"--\r\n" } else { b"\r\n" });
+        synthetic.extend_from_slice(&rest[after_line..]);
+        if let Some(recovered) = mail_parser().parse(&synthetic) {
+            let (before, text_before) = (body.attachments.len(), body.text.len());
+            collect_body(&recovered, hint, damage, depth + 1, body);
+            if body.attachments.len() == before && body.text.len() == text_before {
+                continue;
+            }
+            damage.push(
+                "a multipart delimiter inside a part (a multipart never closed, or a delimiter line missing); the parts after it were read again"
+                    .into(),
+            );
+        }
+    }
+}
+
+/// A text/plain or text/html part with no file name and not marked as an attachment.
+fn is_inline_text(part: &MessagePart) -> bool {
+    matches!(part.body, PartType::Text(_) | PartType::Html(_))
+        && part.attachment_name().is_none()
+        && !part
+            .content_disposition()
+            .is_some_and(|d| d.ctype().eq_ignore_ascii_case("attachment"))
+}
+
+/// The boundaries every Content-Type header of the mail declares (at most 32 distinct; usable in a header:
+/// no quote, no line break), duplicated headers included: a sender who forgot a multipart's first
+/// delimiter leaves two Content-Type headers on one part, and mail-parser reads the later one.
+fn boundaries_of(message: &Message) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    let declared = message.parts.iter().flat_map(|p| {
+        p.headers
+            .iter()
+            .filter(|h| h.name == HeaderName::ContentType)
+            .filter_map(|h| h.value().as_content_type()?.attribute("boundary"))
+    });
+    for b in declared {
+        let b = b.as_bytes();
+        if b.is_empty() || b.iter().any(|&c| c == b'"' || c == b'\r' || c == b'\n') {
+            continue;
+        }
+        if !out.iter().any(|o| o == b) {
+            out.push(b.to_vec());
+            if out.len() == 32 {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// For a text part, or a part mail-parser could not finish: the first line of its body that delimits one of
+/// the mail's multiparts (`--boundary` or `--boundary--`), which it cannot hold if the multiparts were
+/// well formed. Returns
+/// where the part's own body ends (before that line's line break), where the line starts, and which
+/// boundary it is. Linear in the part's size (times the few boundaries).
+fn foreign_cut(
+    message: &Message,
+    part: &MessagePart,
+    boundaries: &[Vec<u8>],
+) -> Option<(usize, usize, usize)> {
+    let text = matches!(part.body, PartType::Text(_) | PartType::Html(_));
+    if !(part.is_encoding_problem || text) || boundaries.is_empty() || part.is_multipart() {
+        return None;
+    }
+    let start = part.offset_body as usize;
+    let end = (part.offset_end as usize).min(message.raw_message.len());
+    let body = message.raw_message.get(start..end)?;
+    let mut line_start = 0;
+    while line_start < body.len() {
+        let line_end = body[line_start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |p| line_start + p);
+        let line = &body[line_start..line_end];
+        if let Some(rest) = line.strip_prefix(b"--") {
+            for (k, b) in boundaries.iter().enumerate() {
+                let Some(after) = rest.strip_prefix(b.as_slice()) else {
+                    continue;
+                };
+                let after = after.strip_prefix(b"--").unwrap_or(after);
+                if after.iter().all(|c| c.is_ascii_whitespace()) {
+                    let mut own_end = line_start;
+                    if own_end > 0 && body[own_end - 1] == b'\n' {
+                        own_end -= 1;
+                        if own_end > 0 && body[own_end - 1] == b'\r' {
+                            own_end -= 1;
+                        }
+                    }
+                    return Some((start + own_end, start + line_start, k));
+                }
+            }
+        }
+        line_start = line_end + 1;
+    }
+    None
+}
+
 fn normalise_newlines(s: &str) -> String {
     s.replace("\r\n", "\n").replace('\r', "\n")
 }
 
-fn append_forwarded(text: &mut String, inner: &Message, hint: Locale) {
+fn append_forwarded(text: &mut String, inner: &Message, hint: Hint) {
     let mut ignored = Vec::new();
     let body: String = inner
         .text_body
         .iter()
         .filter_map(|&id| inner.parts.get(id as usize))
-        .map(|p| part_text(inner, p, hint, &mut ignored))
+        .map(|p| part_text(inner, p, hint, &mut ignored, None))
         .collect::<Vec<_>>()
         .join("\n\n");
-    let from = first_mailbox(inner.from(), &mut ignored)
+    let from = address_header(inner, "From", hint, &mut ignored)
+        .into_iter()
+        .next()
         .map(|m| m.address)
         .unwrap_or_default();
     let subject = decoded_header_text(inner, HeaderName::Subject, hint, &mut ignored);
@@ -1261,5 +1707,141 @@ mod tests {
         let m = parse(&raw, Locale::En).unwrap();
         assert_eq!(m.text, "お世話になっております。");
         assert!(m.damage.iter().any(|d| d.contains("ISO-2022-JP")));
+    }
+
+    /// Issue 15 (7): `From: =?utf-8?Q?agent?=@example.com` made the requester `@example.com`.
+    #[test]
+    fn an_encoded_word_in_the_local_part_never_leaves_an_address_without_a_local_part() {
+        let m = mail("From: =?utf-8?Q?agent?=@example.com\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(
+            m.from.as_ref().map(|f| f.address.as_str()),
+            Some("agent@example.com")
+        );
+        assert!(
+            m.damage.iter().any(|d| d.contains("local part")),
+            "{:?}",
+            m.damage
+        );
+        let m = mail("From: \"agent\"@example.com\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(m.from.map(|f| f.address), Some("agent@example.com".into()));
+        // Decoded into something that is no address: rejected, and Reply-To answers instead.
+        let m = mail("From: =?utf-8?Q?x=40bank.example?=@evil.example\r\nReply-To: <real@example.net>\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(m.from.map(|f| f.address), Some("real@example.net".into()));
+        assert!(
+            m.damage.iter().any(|d| d.contains("Reply-To")),
+            "{:?}",
+            m.damage
+        );
+    }
+
+    #[test]
+    fn a_from_without_a_valid_address_falls_back_to_reply_to_then_sender() {
+        let m = mail("From: \"Support Team\"@example.com\r\nSender: <relay@example.org>\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(m.from.map(|f| f.address), Some("relay@example.org".into()));
+        assert!(
+            m.damage.iter().any(|d| d.contains("Sender address")),
+            "{:?}",
+            m.damage
+        );
+        let m = mail("From: Support Team\r\nSubject: s\r\n\r\nx\r\n");
+        assert!(m.from.is_none());
+        assert!(
+            m.damage.iter().any(|d| d.contains("no Reply-To or Sender")),
+            "{:?}",
+            m.damage
+        );
+        let m = mail("From: \"x\" <@example.com>\r\nSubject: s\r\n\r\nx\r\n");
+        assert!(m.from.is_none(), "{:?}", m.from);
+        // White space before the `@` is allowed (RFC 5322 CFWS): still one whole address.
+        let m = mail("From: =?utf-8?Q?agent?= @example.com\r\nSubject: s\r\n\r\nx\r\n");
+        assert_eq!(m.from.map(|f| f.address), Some("agent@example.com".into()));
+    }
+
+    /// Issue 15 (8): a mail whose root part is a base64 PDF put its base64 into the text.
+    #[test]
+    fn a_root_attachment_is_kept_and_its_base64_is_not_the_text() {
+        let m = mail("From: scanner@example.com\r\nSubject: Scan\r\nMIME-Version: 1.0\r\nContent-Type: application/pdf; name=\"scan.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfs\r\n");
+        assert_eq!(m.text, "");
+        assert_eq!(m.attachments.len(), 1);
+        assert_eq!(m.attachments[0].filename, "scan.pdf");
+        assert!(m.attachments[0].data.starts_with(b"%PDF-1.4"));
+        assert!(
+            m.damage
+                .iter()
+                .any(|d| d.contains("single application/pdf attachment")),
+            "{:?}",
+            m.damage
+        );
+    }
+
+    /// Issue 15 (9): an empty text/plain alternative beside the HTML one gave an empty text.
+    #[test]
+    fn an_empty_plain_alternative_uses_the_html_part() {
+        let m = mail("From: a@example.com\r\nSubject: s\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello from the <b>HTML</b> part</p>\r\n--b--\r\n");
+        assert_eq!(m.text, "Hello from the HTML part");
+    }
+
+    /// Issue 15 (10): a bounce whose inner multipart/alternative is never closed left its quoted-printable
+    /// undecoded and swallowed the delivery-status and message/rfc822 parts.
+    #[test]
+    fn an_unclosed_nested_multipart_keeps_the_delivery_status_and_the_original() {
+        let raw = "From: MAILER-DAEMON@mx.example.com\r\nTo: support-jp@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"outer\"\r\n\r\n--outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n--inner\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nDelivery to caf=C3=A9@example.net failed perma=\r\nnently.\r\n\r\n--outer\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.com\r\n\r\nFinal-Recipient: rfc822; cafe@example.net\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n--outer\r\nContent-Type: message/rfc822\r\n\r\nFrom: support-jp@example.com\r\nMessage-ID: <ack.JP-1000@example.com>\r\nSubject: orig\r\n\r\nhello\r\n\r\n--outer--\r\n";
+        let m = mail(raw);
+        assert!(
+            m.text
+                .starts_with("Delivery to café@example.net failed permanently."),
+            "{:?}",
+            m.text
+        );
+        assert!(
+            !m.text.contains("--outer") && !m.text.contains("=C3"),
+            "{:?}",
+            m.text
+        );
+        let types: Vec<&str> = m
+            .attachments
+            .iter()
+            .map(|a| a.content_type.as_str())
+            .collect();
+        assert_eq!(types, ["message/delivery-status", "message/rfc822"]);
+        assert_eq!(
+            m.auto.reported_message_id.as_deref(),
+            Some("ack.JP-1000@example.com")
+        );
+        assert_eq!(
+            m.auto.report_diagnostic.as_deref(),
+            Some("5.1.1 (smtp; 550 5.1.1 User unknown)")
+        );
+        assert!(
+            m.damage.iter().any(|d| d.contains("never closed")),
+            "{:?}",
+            m.damage
+        );
+    }
+
+    #[test]
+    fn thousands_of_parts_holding_delimiters_are_cut_in_linear_time() {
+        let mut raw = String::from("From: a@example.com\r\nSubject: s\r\nContent-Type: multipart/mixed; boundary=\"o\"\r\n\r\n");
+        for i in 0..5_000 {
+            raw.push_str(&format!("--o\r\nContent-Type: multipart/alternative; boundary=\"i{i}\"\r\n\r\n--i{i}\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n"));
+        }
+        raw.push_str("--o--\r\n");
+        let started = std::time::Instant::now();
+        let m = mail(&raw);
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert!(
+            m.text.contains("part 0"),
+            "{:?}",
+            &m.text[..m.text.len().min(200)]
+        );
+    }
+
+    /// Issue 15 (1, 4): the subject from its raw bytes, joined words, U+3000 kept.
+    #[test]
+    fn a_split_utf8_subject_with_an_ideographic_space_decodes_whole() {
+        // "ご注文　確認" split inside 注 (E6 B3 A8) between two B words, folded like Outlook.
+        let m = mail("From: a@example.jp\r\nSubject: =?UTF-8?B?44GU5rM=?=\r\n =?UTF-8?B?qOaWh+OAgOeiuuiqjQ==?=\r\n\r\nx\r\n");
+        assert_eq!(m.subject, "ご注文　確認");
+        assert!(m.damage.is_empty(), "{:?}", m.damage);
     }
 }
