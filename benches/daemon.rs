@@ -9,6 +9,7 @@
 //!   flags the mails at the server: the counter moves at commit, the flush follows within the batch);
 //! - until its `postdesk_outbox_sent_total` reaches 2N (every acknowledgement and notification sent);
 //! - its peak RSS (`VmHWM` of the process), read before it is stopped;
+//!
 //! and, in the same run, a raw `UID FETCH 1:* BODY.PEEK[]` of the same mailbox by the same IMAP library.
 //! Three repetitions per transport, alternating; median and range.
 //!
