@@ -20,8 +20,12 @@
 
 #[path = "imap_corpus.rs"]
 mod imap_corpus;
+#[path = "common/imap_mailbox.rs"]
+mod imap_mailbox;
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+use imap_mailbox::{env_usize, raw_fetch, seed};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -32,62 +36,6 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use postdesk::config::{ImapIntake, TlsMode};
 use postdesk::intake::imap::connect;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// Seed the mailbox by writing Maildir files directly (LMTP and APPEND are slower than what is measured).
-fn seed(stack: &support::Stack, user: &str, mails: impl Iterator<Item = Vec<u8>>) -> usize {
-    let new = stack
-        .dir
-        .join("mail")
-        .join(user)
-        .join("Maildir")
-        .join("new");
-    std::fs::create_dir_all(&new).expect("maildir");
-    let mut total = 0;
-    for (i, m) in mails.enumerate() {
-        total += m.len();
-        std::fs::write(
-            new.join(format!("1700000000.M{i}P1.bench,S={}", m.len())),
-            &m,
-        )
-        .expect("write");
-    }
-    let status = Command::new("chown")
-        .arg("-R")
-        .arg("dovecot:dovecot")
-        .arg(stack.dir.join("mail").join(user))
-        .status()
-        .expect("chown");
-    assert!(status.success());
-    total
-}
-
-async fn raw_fetch(cfg: &ImapIntake) -> (Duration, usize) {
-    let start = Instant::now();
-    let mut s = connect(cfg).await.expect("connect");
-    s.select("INBOX").await.expect("select");
-    let mut n = 0usize;
-    {
-        let mut stream = s
-            .uid_fetch("1:*", "(UID BODY.PEEK[])")
-            .await
-            .expect("fetch");
-        while let Some(item) = stream.next().await {
-            let item = item.expect("item");
-            assert!(item.body().is_some());
-            n += 1;
-        }
-    }
-    let took = start.elapsed();
-    let _ = s.logout().await;
-    (took, n)
-}
 
 /// Clear `\Seen` on every mail, so that the next run finds the mailbox as the first did.
 async fn unsee_all(cfg: &ImapIntake) {
@@ -356,7 +304,7 @@ async fn main() {
     );
     let pw = tempfile::tempdir().expect("tempdir");
     let imap = stack.intake(&user, TlsMode::None, &pw.path().join("pw"));
-    let (_, count) = raw_fetch(&imap).await; // warm Dovecot's index and the page cache
+    let (_, count, _) = raw_fetch(&imap).await; // warm Dovecot's index and the page cache
     assert_eq!(count, n, "the mailbox holds the corpus");
 
     let mut rows: Vec<(Outbound, Vec<f64>, Vec<Run>)> =
@@ -364,7 +312,7 @@ async fn main() {
     for rep in 0..reps {
         for (outbound, raws, runs) in rows.iter_mut() {
             unsee_all(&imap).await;
-            let (raw, _) = raw_fetch(&imap).await;
+            let (raw, _, _) = raw_fetch(&imap).await;
             let run = run_daemon(&stack, &user, &agents, n, *outbound);
             eprintln!(
                 "rep {rep} {}: raw fetch {:.2} s, intake {:.2} s, all sent {:.2} s, peak RSS {:.0} MiB",

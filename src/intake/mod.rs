@@ -4,7 +4,6 @@
 //! its source (IMAP `\Seen`/MOVE, Maildir new→cur, exit 0 to the MTA).
 
 pub mod imap;
-pub mod imap_text;
 pub mod maildir;
 pub mod oversize;
 pub mod pipe;
