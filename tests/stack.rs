@@ -20,6 +20,13 @@ fn stack_holding_child() {
     let Some(ready) = std::env::var_os("POSTDESK_TEST_STACK_CHILD") else {
         return;
     };
+    // Ctrl-C must end this process as it ends a `cargo test` in a terminal. A shell that runs a job in the
+    // background without job control (a CI runner's, `cmd &` in a script) starts it with SIGINT ignored,
+    // and an ignored signal stays ignored across exec: without this the "ctrl-c" case waited forever.
+    // SAFETY: restoring a signal's default disposition, before any other thread of this test runs.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+    }
     let _ = support::stack();
     if std::env::var_os("POSTDESK_TEST_STACK_CYRUS").is_some() {
         let _ = support::Server::Cyrus.stack();
@@ -117,7 +124,19 @@ fn a_test_process_that_ends_any_way_leaves_no_server_running() {
             },
             _ => {}
         }
-        let status = child.wait().unwrap();
+        // Bounded: a helper that survives its signal fails the test instead of hanging the suite.
+        let ended = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if ended.elapsed() > Duration::from_secs(30) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{end}: the helper test process was still running 30 s after its signal");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(!status.success(), "{end}: {status}");
         let gone = Instant::now();
         while pids.iter().any(|p| alive(*p)) || stack_status(&dir) != 3 {
