@@ -14,7 +14,7 @@
 //! - `outbox`:     u64 BE id → [`crate::store::outbox::OutboxItem`];  `outbox_due`: due millis BE + id BE → ()
 //!   (queued rows only);  `outbox_ticket`: ticket key + id BE → () (a ticket's automatic mail)
 //! - `auto_log`:   recipient + NUL + millis BE + outbox id BE → () (automatic mail sent, for rate limits), and
-//!                 NUL + recipient + NUL + minute BE → count BE (the same mail counted by the minute: the staff breaker)
+//!   NUL + recipient + NUL + minute BE → count BE (the same mail counted by the minute: the staff breaker)
 //! - `timers`:     due millis BE + timer kind + ticket key → () (each ticket's scheduled timers, see
 //!   [`crate::desk::ticket::Ticket::timers`]; rewritten with the ticket, so a tick reads only what is due)
 //! - `meta`:       `seq:<REGION>` → next ticket number (u64 BE); `id_next:outbox`, `id_next:quarantine`,
